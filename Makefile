@@ -1,0 +1,34 @@
+# Two-command set-up: `make demo` runs the main job on bundled data, `make test`
+# runs the test suite. Both create .venv on first use and reuse it afterwards;
+# editing pyproject.toml triggers a reinstall.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+OUT    ?= outputs/demo
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m infer.demo --out $(OUT)
+
+# pytest exits 5 when it collected no test: that is a failure here too.
+test: $(STAMP)
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.grid_sample_bench
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,135 @@
+"""2-D / 3-D convolution blocks of the LivePortrait renderer, channels-last.
+
+Names and structure follow LivePortrait's `modules/util.py` (SameBlock2d,
+DownBlock2d/3d, UpBlock2d/3d, ResBlock2d/3d) so converted PyTorch weights map
+one to one (`chatanyone_jax.layers.torch_compat`).
+
+BatchNorm uses PyTorch's inference semantics: with `train=False`,
+y = (x - running_mean) / sqrt(running_var + 1e-5) * weight + bias, read from
+the `batch_stats` collection. PyTorch's momentum 0.1 is Flax's momentum 0.9.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from chatanyone_jax.ops.resample import upsample_nearest
+
+BN_MOMENTUM = 0.9  # = 1 - PyTorch's 0.1
+BN_EPS = 1e-5
+
+
+def batch_norm(train: bool, name: str | None = None, dtype=None) -> nn.BatchNorm:
+  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
+                      dtype=dtype, name=name)
+
+
+def conv(features: int, ndim: int, kernel: int, *, stride: int = 1, padding: int | None = None,
+         use_bias: bool = True, name: str | None = None, dtype=None) -> nn.Conv:
+  """Zero-padded conv with PyTorch's padding (kernel // 2 unless given)."""
+  pad = kernel // 2 if padding is None else padding
+  return nn.Conv(features, (kernel,) * ndim, strides=(stride,) * ndim, padding=[(pad, pad)] * ndim,
+                 use_bias=use_bias, name=name, dtype=dtype)
+
+
+def avg_pool(x: jax.Array, window: Sequence[int]) -> jax.Array:
+  return nn.avg_pool(x, tuple(window), strides=tuple(window))
+
+
+class SameBlock2d(nn.Module):
+  """conv -> BN -> ReLU (or LeakyReLU 0.01), resolution kept. (N, H, W, C)."""
+  features: int
+  kernel_size: int = 3
+  lrelu: bool = False
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    x = conv(self.features, 2, self.kernel_size, name="conv", dtype=self.dtype)(x)
+    x = batch_norm(train, "norm", self.dtype)(x)
+    return nn.leaky_relu(x, 0.01) if self.lrelu else nn.relu(x)
+
+
+class DownBlock2d(nn.Module):
+  """conv -> BN -> ReLU -> 2x2 average pool. (N, H, W, C) -> (N, H/2, W/2, F)."""
+  features: int
+  kernel_size: int = 3
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    x = conv(self.features, 2, self.kernel_size, name="conv", dtype=self.dtype)(x)
+    x = nn.relu(batch_norm(train, "norm", self.dtype)(x))
+    return avg_pool(x, (2, 2))
+
+
+class UpBlock2d(nn.Module):
+  """nearest x2 -> conv -> BN -> ReLU. (N, H, W, C) -> (N, 2H, 2W, F)."""
+  features: int
+  kernel_size: int = 3
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    x = upsample_nearest(x, 2)
+    x = conv(self.features, 2, self.kernel_size, name="conv", dtype=self.dtype)(x)
+    return nn.relu(batch_norm(train, "norm", self.dtype)(x))
+
+
+class DownBlock3d(nn.Module):
+  """conv3d -> BN -> ReLU -> (1, 2, 2) average pool: depth kept, H and W halved.
+
+  (N, D, H, W, C) -> (N, D, H/2, W/2, F).
+  """
+  features: int
+  kernel_size: int = 3
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    x = conv(self.features, 3, self.kernel_size, name="conv", dtype=self.dtype)(x)
+    x = nn.relu(batch_norm(train, "norm", self.dtype)(x))
+    return avg_pool(x, (1, 2, 2))
+
+
+class UpBlock3d(nn.Module):
+  """nearest (1, 2, 2) -> conv3d -> BN -> ReLU. (N, D, H, W, C) -> (N, D, 2H, 2W, F)."""
+  features: int
+  kernel_size: int = 3
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    x = upsample_nearest(x, (1, 2, 2))
+    x = conv(self.features, 3, self.kernel_size, name="conv", dtype=self.dtype)(x)
+    return nn.relu(batch_norm(train, "norm", self.dtype)(x))
+
+
+class _ResBlock(nn.Module):
+  """Pre-activation residual block: BN -> ReLU -> conv -> BN -> ReLU -> conv, + x."""
+  kernel_size: int = 3
+  ndim: int = 2
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    c = x.shape[-1]
+    h = nn.relu(batch_norm(train, "norm1", self.dtype)(x))
+    h = conv(c, self.ndim, self.kernel_size, name="conv1", dtype=self.dtype)(h)
+    h = nn.relu(batch_norm(train, "norm2", self.dtype)(h))
+    h = conv(c, self.ndim, self.kernel_size, name="conv2", dtype=self.dtype)(h)
+    return x + h
+
+
+class ResBlock2d(_ResBlock):
+  """Residual block on (N, H, W, C); channels kept."""
+  ndim: int = 2
+
+
+class ResBlock3d(_ResBlock):
+  """Residual block on (N, D, H, W, C); channels kept."""
+  ndim: int = 3

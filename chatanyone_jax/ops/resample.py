@@ -1,0 +1,65 @@
+"""Nearest-neighbour resizing and pixel shuffle, channels-last.
+
+Both follow PyTorch exactly so that LivePortrait weights convert one to one:
+`F.interpolate(mode="nearest")` uses the legacy rule src = floor(dst * in / out)
+and `nn.PixelShuffle(r)` reads channel c * r^2 + i * r + j for output pixel
+(r h + i, r w + j).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _nearest_index(in_size: int, out_size: int) -> np.ndarray:
+  scale = np.float32(in_size) / np.float32(out_size)
+  idx = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int32)
+  return np.minimum(idx, in_size - 1)
+
+
+def resize_nearest(x: jax.Array, size: Sequence[int]) -> jax.Array:
+  """Resizes the spatial axes of (N, *spatial, C) to `size` (legacy nearest)."""
+  spatial = x.shape[1:-1]
+  if len(size) != len(spatial):
+    raise ValueError(f"size {tuple(size)} does not match the {len(spatial)} spatial axes of {x.shape}")
+  for axis, (n_in, n_out) in enumerate(zip(spatial, size), start=1):
+    if n_in == n_out:
+      continue
+    if n_out % n_in == 0:  # integer upscaling: plain repetition, cheaper than a gather
+      x = jnp.repeat(x, n_out // n_in, axis=axis)
+    else:
+      x = jnp.take(x, _nearest_index(n_in, n_out), axis=axis)
+  return x
+
+
+def upsample_nearest(x: jax.Array, scale: int | Sequence[int]) -> jax.Array:
+  """Nearest upsampling of (N, *spatial, C) by integer factors per axis."""
+  spatial = x.shape[1:-1]
+  if isinstance(scale, int):
+    scale = (scale,) * len(spatial)
+  return resize_nearest(x, [s * f for s, f in zip(spatial, scale)])
+
+
+def pixel_shuffle(x: jax.Array, r: int) -> jax.Array:
+  """(N, H, W, C r^2) -> (N, H r, W r, C), with PyTorch's channel order."""
+  n, h, w, c = x.shape
+  if c % (r * r):
+    raise ValueError(f"channels {c} not divisible by r^2 = {r * r}")
+  co = c // (r * r)
+  x = x.reshape(n, h, w, co, r, r)  # channel = co * r^2 + i * r + j
+  x = x.transpose(0, 1, 4, 2, 5, 3)  # (n, h, i, w, j, co)
+  return x.reshape(n, h * r, w * r, co)
+
+
+def pixel_unshuffle(x: jax.Array, r: int) -> jax.Array:
+  """Inverse of `pixel_shuffle`: (N, H r, W r, C) -> (N, H, W, C r^2)."""
+  n, hr, wr, c = x.shape
+  if hr % r or wr % r:
+    raise ValueError(f"spatial size {(hr, wr)} not divisible by {r}")
+  h, w = hr // r, wr // r
+  x = x.reshape(n, h, r, w, r, c).transpose(0, 1, 3, 5, 2, 4)  # (n, h, w, c, i, j)
+  return x.reshape(n, h, w, c * r * r)
