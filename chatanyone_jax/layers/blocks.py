@@ -4,9 +4,8 @@ Names and structure follow LivePortrait's `modules/util.py` (SameBlock2d,
 DownBlock2d/3d, UpBlock2d/3d, ResBlock2d/3d) so converted PyTorch weights map
 one to one (`chatanyone_jax.layers.torch_compat`).
 
-BatchNorm uses PyTorch's inference semantics: with `train=False`,
-y = (x - running_mean) / sqrt(running_var + 1e-5) * weight + bias, read from
-the `batch_stats` collection. PyTorch's momentum 0.1 is Flax's momentum 0.9.
+Normalisation is `BatchNorm` below, which follows PyTorch in eval and in
+train mode (running statistics in the `batch_stats` collection).
 """
 
 from __future__ import annotations
@@ -19,13 +18,56 @@ import jax.numpy as jnp
 
 from chatanyone_jax.ops.resample import upsample_nearest
 
-BN_MOMENTUM = 0.9  # = 1 - PyTorch's 0.1
+BN_MOMENTUM = 0.1  # PyTorch's convention: new = (1 - m) * old + m * batch
 BN_EPS = 1e-5
 
 
-def batch_norm(train: bool, name: str | None = None, dtype=None) -> nn.BatchNorm:
-  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
-                      dtype=dtype, name=name)
+class BatchNorm(nn.Module):
+  """BatchNorm with PyTorch's semantics in both modes, channels-last.
+
+  * eval: y = (x - running_mean) / sqrt(running_var + eps) * scale + bias;
+  * train: normalises with the biased batch variance and updates
+    running_mean / running_var with momentum 0.1, using the *unbiased* batch
+    variance for running_var (Flax's `nn.BatchNorm` uses the biased one).
+
+  Parameters live in `params` ({scale, bias}) and running statistics in
+  `batch_stats` ({mean, var}), the same names as `flax.linen.BatchNorm`, so
+  converted LivePortrait checkpoints fine-tune exactly as in PyTorch. Under
+  `jax.jit` with a batch-sharded input the statistics are global (XLA inserts
+  the cross-device reduction), i.e. synchronised BatchNorm.
+  """
+  momentum: float = BN_MOMENTUM
+  epsilon: float = BN_EPS
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+    ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    if train:
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(xf, axis=axes)
+      var = jnp.mean(jnp.square(xf - mean), axis=axes)
+      if not self.is_initializing():
+        n = x.size // c
+        unbiased = var * (n / max(n - 1, 1))
+        m = self.momentum
+        ra_mean.value = (1 - m) * ra_mean.value + m * jax.lax.stop_gradient(mean)
+        ra_var.value = (1 - m) * ra_var.value + m * jax.lax.stop_gradient(unbiased)
+    else:
+      mean, var = ra_mean.value, ra_var.value
+    y = (xf - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+    return y.astype(self.dtype or x.dtype)
+
+
+def batch_norm(train: bool, name: str | None = None, dtype=None):
+  """`BatchNorm` bound to a mode, for `x = batch_norm(train, "norm")(x)`."""
+  bn = BatchNorm(dtype=dtype, name=name)
+  return lambda x: bn(x, train=train)
 
 
 def conv(features: int, ndim: int, kernel: int, *, stride: int = 1, padding: int | None = None,

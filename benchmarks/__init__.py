@@ -1,0 +1,1 @@
+"""Timing harness and benchmarks; results are appended to benchmarks/RESULTS.md."""
