@@ -92,7 +92,7 @@ def time_jitted(fn: Callable[..., Any], args: Sequence[Any], *, name: str, confi
 
 
 def format_row(t: Timing, *, device: str | None = None, commit: str | None = None) -> str:
-  date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+  date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
   return (f"| {date} | {commit or git_commit()} | {device or device_name()} | {jax.__version__} "
           f"| {t.name} | {t.config} | {t.compile_s:.2f} | {t.median_ms:.2f} | {t.quantile_ms(0.1):.2f} "
           f"| {t.quantile_ms(0.9):.2f} | {len(t.times_s)} | {t.throughput} |\n")

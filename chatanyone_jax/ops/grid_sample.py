@@ -53,7 +53,7 @@ def _corners(grid: jax.Array, sizes: tuple[int, ...], align_corners: bool):
   nsp = len(sizes)
   coords = [_unnormalize(grid[..., i], sizes[i], align_corners) for i in range(nsp)]
   lows = [jax.lax.stop_gradient(jnp.floor(x)) for x in coords]
-  fracs = [x - x0 for x, x0 in zip(coords, lows)]
+  fracs = [x - x0 for x, x0 in zip(coords, lows, strict=True)]
   lows = [x0.astype(jnp.int32) for x0 in lows]
   strides, s = [], 1
   for size in sizes:  # row-major strides of (D, H, W), in grid order

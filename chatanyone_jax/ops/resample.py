@@ -26,7 +26,7 @@ def resize_nearest(x: jax.Array, size: Sequence[int]) -> jax.Array:
   spatial = x.shape[1:-1]
   if len(size) != len(spatial):
     raise ValueError(f"size {tuple(size)} does not match the {len(spatial)} spatial axes of {x.shape}")
-  for axis, (n_in, n_out) in enumerate(zip(spatial, size), start=1):
+  for axis, (n_in, n_out) in enumerate(zip(spatial, size, strict=True), start=1):
     if n_in == n_out:
       continue
     if n_out % n_in == 0:  # integer upscaling: plain repetition, cheaper than a gather
@@ -41,7 +41,7 @@ def upsample_nearest(x: jax.Array, scale: int | Sequence[int]) -> jax.Array:
   spatial = x.shape[1:-1]
   if isinstance(scale, int):
     scale = (scale,) * len(spatial)
-  return resize_nearest(x, [s * f for s, f in zip(spatial, scale)])
+  return resize_nearest(x, [s * f for s, f in zip(spatial, scale, strict=True)])
 
 
 def pixel_shuffle(x: jax.Array, r: int) -> jax.Array:

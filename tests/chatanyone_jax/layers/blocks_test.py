@@ -6,8 +6,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chatanyone_jax.layers import (BatchNorm, DownBlock2d, DownBlock3d, ResBlock2d, ResBlock3d,
-                                   SameBlock2d, UpBlock2d, UpBlock3d)
+from chatanyone_jax.layers import (
+  BatchNorm,
+  DownBlock2d,
+  DownBlock3d,
+  ResBlock2d,
+  ResBlock3d,
+  SameBlock2d,
+  UpBlock2d,
+  UpBlock3d,
+)
 from chatanyone_jax.layers import torch_compat as tc
 from chatanyone_jax.layers.blocks import batch_norm, conv
 

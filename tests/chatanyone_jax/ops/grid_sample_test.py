@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chatanyone_jax.ops import grid_sample, make_coordinate_grid
 from chatanyone_jax.layers.torch_compat import nchw_to_nhwc, nhwc_to_nchw
+from chatanyone_jax.ops import grid_sample, make_coordinate_grid
 from tests.helpers import enable_x64
 
 # Op-by-op (eager) dispatch of the many small ops is slow on CPU; tests call
@@ -161,3 +161,15 @@ def test_input_gradient_conserves_mass_inside():
   g = jax.random.uniform(jax.random.key(9), (1, 4, 5, 6, 3), minval=-0.7, maxval=0.7)
   gx = jax.grad(lambda x: gs(x, g).sum())(x)
   np.testing.assert_allclose(gx.sum(), 4 * 5 * 6, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case,align", CASES[:4])
+def test_matches_torch_on_accelerator(ops_ref, case, align):
+  """Same parity on the default accelerator (run with JAX_PLATFORMS unset on a GPU machine)."""
+  dev = jax.devices()[0]
+  x = jax.device_put(nchw_to_nhwc(ops_ref[f"{case}/input"]), dev)
+  grid = jax.device_put(ops_ref[f"{case}/grid"], dev)
+  with jax.default_matmul_precision("highest"):
+    got = nhwc_to_nchw(gs(x, grid, align_corners=align))
+  assert _rel_err(got, ops_ref[f"{case}/output"]) < 1e-5

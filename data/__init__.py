@@ -1,0 +1,1 @@
+"""Raw media, landmarks, preprocessing and training records."""

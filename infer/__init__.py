@@ -1,0 +1,1 @@
+"""Public inference surface: streaming generation, the CLI and media I/O."""
