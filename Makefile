@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m infer.demo --out $(OUT)
 
-# pytest exits 5 when it collected no test: that is a failure here too.
+# Lint, then the tests. pytest exits 5 when it collected no test: a failure here too.
 test: $(STAMP)
+	$(BIN)/ruff check .
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
