@@ -15,33 +15,13 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def reference_dir() -> pathlib.Path:
-  """Where ../shared/data/reference lives (override with CHATANYONE_REFERENCE_DIR)."""
-  env = os.environ.get("CHATANYONE_REFERENCE_DIR")
-  return pathlib.Path(env) if env else REPO.parent / "shared" / "data" / "reference"
-
-
-def media_dir() -> pathlib.Path:
-  env = os.environ.get("CHATANYONE_MEDIA_DIR")
-  return pathlib.Path(env) if env else REPO.parent / "shared" / "data" / "media"
-
-
-def _require(path: pathlib.Path, what: str) -> pathlib.Path:
-  if not path.exists():
-    msg = f"{what} not found at {path}; set the environment variable to point at it"
-    if os.environ.get("CI"):  # CI always has shared/ beside the clone: never skip there
-      pytest.fail(msg)
-    pytest.skip(msg)
-  return path
+from tests.helpers import reference_dir, require  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def lp_reference() -> pathlib.Path:
   """The LivePortrait PyTorch reference vectors directory."""
-  return _require(reference_dir() / "liveportrait", "LivePortrait reference vectors")
+  return require(reference_dir() / "liveportrait", "LivePortrait reference vectors")
 
 
 @pytest.fixture(scope="session")

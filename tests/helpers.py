@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import pathlib
 
 import jax
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
@@ -17,3 +22,23 @@ def enable_x64():
     from jax.experimental import enable_x64 as _ctx
     with _ctx():
       yield
+
+
+def reference_dir() -> pathlib.Path:
+  """Where ../shared/data/reference lives (override with CHATANYONE_REFERENCE_DIR)."""
+  env = os.environ.get("CHATANYONE_REFERENCE_DIR")
+  return pathlib.Path(env) if env else REPO.parent / "shared" / "data" / "reference"
+
+
+def media_dir() -> pathlib.Path:
+  env = os.environ.get("CHATANYONE_MEDIA_DIR")
+  return pathlib.Path(env) if env else REPO.parent / "shared" / "data" / "media"
+
+
+def require(path: pathlib.Path, what: str) -> pathlib.Path:
+  if not path.exists():
+    msg = f"{what} not found at {path}; set the environment variable to point at it"
+    if os.environ.get("CI"):  # CI always has shared/ beside the clone: never skip there
+      pytest.fail(msg)
+    pytest.skip(msg)
+  return path
