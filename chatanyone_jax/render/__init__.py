@@ -1,0 +1,12 @@
+"""Stage 2 renderer: LivePortrait's four networks in Flax (F, M, W, G) and their converters."""
+
+from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
+from chatanyone_jax.render.motion_extractor import MotionExtractor
+from chatanyone_jax.render.presets import RendererConfig
+from chatanyone_jax.render.spade_generator import SPADEDecoder, SPADEResnetBlock, SpectralConv
+from chatanyone_jax.render.warping_network import DenseMotionNetwork, WarpingNetwork
+
+__all__ = [
+    "AppearanceFeatureExtractor", "DenseMotionNetwork", "MotionExtractor", "RendererConfig", "SPADEDecoder",
+    "SPADEResnetBlock", "SpectralConv", "WarpingNetwork",
+]

@@ -1,0 +1,153 @@
+"""G: LivePortrait's SPADE decoder, warped 2D features -> RGB image.
+
+fc conv -> 6 SPADE residual blocks -> (x2, SPADE block) x 2 -> LeakyReLU ->
+conv -> pixel shuffle -> sigmoid. The warped feature map itself is the
+segmentation map of every SPADE (resized to each block's resolution).
+
+Spectral norm: LivePortrait wraps conv_0, conv_1 and conv_s of every residual
+block in `torch.nn.utils.spectral_norm`. In eval mode PyTorch uses
+W / sigma with sigma = u . (W v) from the stored u, v (no power iteration),
+so for inference a checkpoint converts to plain convs holding that effective
+weight (`spectral_norm=False`, the default). For training,
+`spectral_norm=True` uses `SpectralConv`, which keeps the raw weight as the
+parameter and u, v in `batch_stats` and follows PyTorch exactly in both
+modes (one power-iteration step per train-mode call). It is used instead of
+`flax.linen.SpectralNorm` because that one runs a power-iteration step in
+eval mode too, so it cannot reproduce PyTorch's eval forward from a
+checkpoint's u, v. The parameter trees of both modes are identical.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from chatanyone_jax.layers.blocks import conv
+from chatanyone_jax.layers.norm import SPADE
+from chatanyone_jax.ops.resample import pixel_shuffle, upsample_nearest
+from chatanyone_jax.render.presets import SPADEDecoderConfig
+
+SN_EPS = 1e-12
+
+
+def _l2_normalize(x: jax.Array, eps: float = SN_EPS) -> jax.Array:
+  return x / jnp.maximum(jnp.linalg.norm(x), eps)  # torch.nn.functional.normalize
+
+
+def _random_unit(key: jax.Array, n: int) -> jax.Array:
+  return _l2_normalize(jax.random.normal(key, (n,), jnp.float32))
+
+
+class SpectralConv(nn.Module):
+  """2D conv with PyTorch's spectral normalisation (n_power_iterations 1, eps 1e-12, dim 0).
+
+  Params: kernel (kh, kw, in, out) = weight_orig, bias. `batch_stats`: u (out,)
+  and v (in * kh * kw,) in PyTorch's flattening of (out, in, kh, kw), so a
+  checkpoint's weight_u / weight_v load unchanged.
+
+  * train: v <- normalize(W^T u), u <- normalize(W v) (stop-gradient, stored),
+    sigma = u . (W v);
+  * eval: sigma = u . (W v) with the stored u, v.
+  Output: conv(x, kernel / sigma) + bias.
+  """
+  features: int
+  kernel_size: int = 3
+  use_bias: bool = True
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    k, cin = self.kernel_size, x.shape[-1]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, cin, self.features), jnp.float32)
+    w_mat = jnp.transpose(kernel, (3, 2, 0, 1)).reshape(self.features, -1)  # PyTorch's (out, in*kh*kw)
+    u = self.variable("batch_stats", "u", lambda: _random_unit(self.make_rng("params"), self.features))
+    v = self.variable("batch_stats", "v", lambda: _random_unit(self.make_rng("params"), w_mat.shape[1]))
+    uu, vv = u.value, v.value
+    if train:
+      w_sg = jax.lax.stop_gradient(w_mat)
+      vv = _l2_normalize(w_sg.T @ uu)
+      uu = _l2_normalize(w_sg @ vv)
+      if not self.is_initializing():
+        u.value, v.value = uu, vv
+    sigma = jnp.dot(uu, w_mat @ vv)
+    pad = k // 2
+    y = jax.lax.conv_general_dilated(
+        x, (kernel / sigma).astype(self.dtype or x.dtype), (1, 1), [(pad, pad)] * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if self.use_bias:
+      bias = self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+      y = y + bias.astype(y.dtype)
+    return y
+
+
+class SPADEResnetBlock(nn.Module):
+  """SPADE residual block (fin -> fout, fmiddle = min(fin, fout)). (B, H, W, fin) -> (B, H, W, fout).
+
+  out = shortcut(x) + conv_1(lrelu(SPADE_1(conv_0(lrelu(SPADE_0(x, seg))), seg))), lrelu slope 0.2;
+  shortcut = conv_s(SPADE_s(x, seg)) (1x1, no bias) when fin != fout, else x.
+  """
+  features: int
+  spectral_norm: bool = False
+  spade_hidden: int = 128
+  dtype: jnp.dtype | None = None
+
+  def _conv(self, features: int, kernel: int, name: str, use_bias: bool = True):
+    if self.spectral_norm:
+      return SpectralConv(features, kernel, use_bias, name=name, dtype=self.dtype)
+    plain = conv(features, 2, kernel, use_bias=use_bias, name=name, dtype=self.dtype)
+    return lambda x, train: plain(x)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, seg: jax.Array, *, train: bool = False) -> jax.Array:
+    fin, fout = x.shape[-1], self.features
+    fmiddle = min(fin, fout)
+
+    def spade(name):
+      return SPADE(self.spade_hidden, name=name, dtype=self.dtype)
+
+    if fin != fout:
+      x_s = self._conv(fout, 1, "conv_s", use_bias=False)(spade("norm_s")(x, seg), train=train)
+    else:
+      x_s = x
+    dx = self._conv(fmiddle, 3, "conv_0")(nn.leaky_relu(spade("norm_0")(x, seg), 0.2), train=train)
+    dx = self._conv(fout, 3, "conv_1")(nn.leaky_relu(spade("norm_1")(dx, seg), 0.2), train=train)
+    return x_s + dx
+
+
+class SPADEDecoder(nn.Module):
+  """Warped features (B, H, W, Cin) -> image (B, 4 H r, 4 W r, 3) in (0, 1), r = 2 if upscale > 1 else 1.
+
+  With LivePortrait's config: (B, 64, 64, 256) -> (B, 512, 512, 3). `train`
+  only matters with `spectral_norm=True` (power iteration); G has no BatchNorm.
+  """
+  config: SPADEDecoderConfig = SPADEDecoderConfig()
+  spectral_norm: bool = False
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, feature: jax.Array, *, train: bool = False) -> jax.Array:
+    cfg = self.config
+    cin = cfg.input_channels
+    if feature.shape[-1] != cin:
+      raise ValueError(f"feature has {feature.shape[-1]} channels, the decoder expects {cin}")
+
+    def block(features, name):
+      return SPADEResnetBlock(features, self.spectral_norm, cfg.spade_hidden, name=name, dtype=self.dtype)
+
+    seg = feature
+    x = conv(2 * cin, 2, 3, name="fc", dtype=self.dtype)(feature)
+    for i in range(6):
+      x = block(2 * cin, f"G_middle_{i}")(x, seg, train=train)
+      self.sow("intermediates", f"G_middle_{i}_out", x)
+    x = block(cin, "up_0")(upsample_nearest(x, 2), seg, train=train)
+    self.sow("intermediates", "up_0_out", x)
+    x = block(cfg.out_channels, "up_1")(upsample_nearest(x, 2), seg, train=train)
+    self.sow("intermediates", "up_1_out", x)
+    x = nn.leaky_relu(x, 0.2)
+    if cfg.upscale is None or cfg.upscale <= 1:
+      x = conv(3, 2, 3, name="conv_img", dtype=self.dtype)(x)
+    else:  # LivePortrait: conv to 3 * 2^2 channels -> PixelShuffle(2), whatever the upscale value
+      x = pixel_shuffle(conv(3 * 4, 2, 3, name="conv_img", dtype=self.dtype)(x), 2)
+    self.sow("intermediates", "conv_img_out", x)
+    return jax.nn.sigmoid(x.astype(jnp.float32))

@@ -1,0 +1,119 @@
+"""G (SPADE decoder) vs LivePortrait's PyTorch reference, spectral norm, and trainability."""
+
+import jax
+import numpy as np
+import pytest
+
+from chatanyone_jax.layers import torch_compat as tc
+from chatanyone_jax.ops.resample import upsample_nearest
+from chatanyone_jax.render import convert, presets
+from chatanyone_jax.render.spade_generator import SPADEDecoder, SPADEResnetBlock, SpectralConv
+from tests.chatanyone_jax.render import util
+
+REF = "G_spade_decoder"
+SN_LAYERS = [f"G_middle_{i}.conv_{j}" for i in range(6) for j in (0, 1)] + [
+    f"up_{i}.conv_{j}" for i in (0, 1) for j in ("0", "1", "s")]
+
+
+def _apply(model, variables, x):
+  fn = lambda v, x: model.apply(v, x, capture_intermediates=True, mutable=["intermediates"])
+  return jax.jit(fn)(variables, x)
+
+
+@pytest.fixture(scope="module")
+def reference_run(load_ref):
+  ref = load_ref(REF)
+  cfg = presets.reference_reduced.spade_generator
+  variables = convert.convert_spade_decoder(util.state_dict(ref), cfg)
+  out, inter = _apply(SPADEDecoder(cfg), variables, tc.nchw_to_nhwc(ref["input/feature"]))
+  return ref, variables, out, inter
+
+
+def test_matches_torch_reference(reference_run):
+  ref, _, out, inter = reference_run
+  assert out.shape == (2, 128, 128, 3)
+  np.testing.assert_allclose(tc.nhwc_to_nchw(out), ref["output/image"], atol=1e-4)
+  checks = [(("fc",), "fc"), (("G_middle_0", "norm_0"), "G_middle_0.norm_0"),
+            (("G_middle_0", "norm_0", "mlp_gamma"), "G_middle_0.norm_0.mlp_gamma"),
+            (("G_middle_0", "conv_0"), "G_middle_0.conv_0"), (("up_0", "norm_s"), "up_0.norm_s"),
+            (("up_0", "conv_s"), "up_0.conv_s"), (("conv_img",), "conv_img.0")]
+  checks += [((f"G_middle_{i}",), f"G_middle_{i}") for i in range(6)]
+  checks += [(("up_0",), "up_0"), (("up_1",), "up_1")]
+  for path, key in checks:
+    np.testing.assert_allclose(tc.nhwc_to_nchw(util.captured(inter, *path)), ref[f"intermediate/{key}"],
+                               atol=1e-4, err_msg=key)
+  np.testing.assert_allclose(tc.nhwc_to_nchw(util.sown(inter, "conv_img_out")), ref["intermediate/conv_img"],
+                             atol=1e-4)  # pixel-shuffled, pre-sigmoid
+
+
+def test_converted_effective_weights_match_torch(reference_run):
+  ref, variables, _, _ = reference_run
+  sd = util.state_dict(ref)
+  for layer in SN_LAYERS:
+    block, conv_name = layer.split(".")
+    kernel = variables["params"][block][conv_name]["kernel"]
+    np.testing.assert_allclose(np.transpose(kernel, (3, 2, 0, 1)), ref[f"effective/{layer}.weight"],
+                               rtol=1e-5, atol=1e-7, err_msg=layer)
+    sigma = convert.spectral_sigma(*(sd[f"{layer}.weight_{s}"] for s in ("orig", "u", "v")))
+    np.testing.assert_allclose(sigma, ref[f"derived/sigma/{layer}"][0], rtol=1e-6, err_msg=layer)
+
+
+def test_spectral_norm_mode_matches_torch_eval(reference_run):
+  """weight_orig + stored u, v (no power iteration in eval) gives PyTorch's eval forward (block up_0)."""
+  ref, _, _, _ = reference_run
+  cfg = presets.reference_reduced.spade_generator
+  variables = convert.convert_spade_decoder(util.state_dict(ref), cfg, spectral_norm=True)
+  assert set(variables["batch_stats"]["up_0"]["conv_s"]) == {"u", "v"}
+  block = SPADEResnetBlock(cfg.input_channels, spectral_norm=True)
+  block_vars = {c: variables[c]["up_0"] for c in ("params", "batch_stats")}
+  x = upsample_nearest(tc.nchw_to_nhwc(ref["intermediate/G_middle_5"]), 2)
+  out = jax.jit(block.apply)(block_vars, x, tc.nchw_to_nhwc(ref["input/feature"]))
+  np.testing.assert_allclose(tc.nhwc_to_nchw(out), ref["intermediate/up_0"], atol=1e-4)
+
+
+def test_spectral_conv_train_step_is_one_power_iteration():
+  layer = SpectralConv(4, 3)
+  x = jax.random.normal(jax.random.key(0), (1, 5, 5, 3))
+  v = util.random_variables(layer, x)
+  y, upd = jax.jit(lambda v, x: layer.apply(v, x, train=True, mutable=["batch_stats"]))(v, x)
+  w = np.asarray(v["params"]["kernel"]).transpose(3, 2, 0, 1).reshape(4, -1)  # PyTorch (out, in*kh*kw)
+  u0 = np.asarray(v["batch_stats"]["u"])
+  v1 = w.T @ u0
+  v1 /= np.linalg.norm(v1)
+  u1 = w @ v1
+  u1 /= np.linalg.norm(u1)
+  np.testing.assert_allclose(upd["batch_stats"]["v"], v1, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(upd["batch_stats"]["u"], u1, rtol=1e-5, atol=1e-6)
+  sigma = u1 @ w @ v1
+  plain = jax.lax.conv_general_dilated(x, v["params"]["kernel"] / sigma, (1, 1), [(1, 1)] * 2,
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC")) + v["params"]["bias"]
+  np.testing.assert_allclose(y, plain, atol=1e-5)
+  y_eval = layer.apply({"params": v["params"], **upd}, x)  # eval reuses the stored u, v: same sigma
+  np.testing.assert_allclose(y_eval, y, atol=1e-6)
+
+
+def test_spectral_conv_gradients_reach_kernel_and_bias():
+  layer = SpectralConv(4, 3)
+  x = jax.random.normal(jax.random.key(0), (1, 5, 5, 3))
+  v = util.random_variables(layer, x)
+  loss = lambda p: util.weighted_sum(
+      layer.apply({**v, "params": p}, x, train=True, mutable=["batch_stats"])[0])
+  util.assert_gradients_reach_every_parameter(jax.grad(loss)(v["params"]))
+
+
+def test_tiny_shapes_and_gradients():
+  cfg = presets.tiny.spade_generator
+  model = SPADEDecoder(cfg)
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, cfg.input_channels))
+  v = util.random_variables(model, x)
+
+  @jax.jit
+  def loss(params):
+    y, upd = model.apply({"params": params}, x, train=True, mutable=["batch_stats"])
+    return util.weighted_sum(y), (y, upd)
+
+  grads, (y, upd) = jax.grad(loss, has_aux=True)(v["params"])
+  assert y.shape == (2, 64, 64, 3)
+  assert np.all(np.isfinite(y)) and float(y.min()) > 0 and float(y.max()) < 1
+  util.assert_gradients_reach_every_parameter(grads)
+  assert not upd, "the plain decoder has no state"
