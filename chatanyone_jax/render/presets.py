@@ -10,6 +10,18 @@ Presets:
   * `reference_reduced`: the reduced networks of the PyTorch reference vectors
     (`shared/data/reference/liveportrait/*.npz`; 64x64 images, K = 5).
   * `tiny`: <= 64 channels everywhere, for CPU tests.
+  * `tiny_upper`: `tiny` shaped like `upper512x768` (64 high x 32 wide in,
+    K = 3 head + 4 body keypoints, hand injection on), for CPU train steps.
+  * `head512`: ChatAnyone's head renderer (paper §3.4, "face animation version"):
+    LivePortrait's networks driven by the K_h = 32 head-template keypoints
+    (+ implicit offsets) instead of 21 implicit ones; 256x256 in, 512x512 out.
+  * `upper512x768`: the upper-body renderer: 256 wide x 384 high in, volume
+    32 x 16 x 96 x 64 (C x D x H x W), 512 x 768 out, W driven by
+    X_full = X_head (32) + X_body (21) = 53 keypoints (Eq. 4), M detecting the
+    21 body keypoints, G with hand injection (Eq. 5).
+  * `face_refine`: the lighter face-refine renderer (Fig. 4): half the
+    channels of `head512`, driven by the 32 head keypoints, G's injection branch
+    fed with the head crop whose face is masked out; 256x256 crop in, 512x512 out.
 """
 
 from __future__ import annotations
@@ -71,6 +83,11 @@ class SPADEDecoderConfig:
   num_down_blocks: int = 2
   out_channels: int = 64
   spade_hidden: int = 128  # SPADE's shared-conv width (fixed at 128 upstream)
+  # Hand injection (paper Eq. 5; `chatanyone_jax.render.hand_injection`). Off = LivePortrait's G exactly.
+  hand_injection: bool = False
+  hand_block_expansion: int = 32  # hand encoder channels at the finest (4x) scale, doubled per coarser one
+  hand_max_features: int = 128
+  hand_hidden: int = 64  # width of each injection's shared conv
 
   @property
   def input_channels(self) -> int:
@@ -78,13 +95,33 @@ class SPADEDecoderConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DiscriminatorConfig:
+  """Multi-scale patch discriminator (`chatanyone_jax.render.discriminator`) used for the GAN loss."""
+  num_scales: int = 2  # the image, then 2x average-pooled copies
+  block_expansion: int = 64
+  max_features: int = 512
+  num_blocks: int = 4  # conv -> LeakyReLU -> 2x2 pool blocks per scale
+  spectral_norm: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
 class RendererConfig:
-  """The four networks of one renderer, with the image size they are built for."""
+  """The networks of one renderer, with the image size they are built for."""
   appearance_feature_extractor: AppearanceFeatureExtractorConfig = AppearanceFeatureExtractorConfig()
   motion_extractor: MotionExtractorConfig = MotionExtractorConfig()
   warping_network: WarpingNetworkConfig = WarpingNetworkConfig()
   spade_generator: SPADEDecoderConfig = SPADEDecoderConfig()
   image_size: tuple[int, int] = (256, 256)  # (H, W) of the source / driving images
+  discriminator: DiscriminatorConfig = DiscriminatorConfig()
+  num_kp_head: int = 0  # explicit head keypoints among W's num_kp (first in X_full, Eq. 4)
+
+  @property
+  def output_size(self) -> tuple[int, int]:
+    """(H, W) of G's output image: input size / 2^num_down_blocks * 4 * (2 if upscale > 1)."""
+    g = self.spade_generator
+    r = 4 * (2 if g.upscale is not None and g.upscale > 1 else 1)
+    d = 2 ** self.appearance_feature_extractor.num_down_blocks
+    return (self.image_size[0] // d * r, self.image_size[1] // d * r)
 
 
 liveportrait = RendererConfig()
@@ -115,12 +152,61 @@ tiny = RendererConfig(
     spade_generator=SPADEDecoderConfig(upscale=2, block_expansion=4, max_features=16, num_down_blocks=2,
                                        out_channels=8, spade_hidden=16),
     image_size=(32, 32),
+    discriminator=DiscriminatorConfig(num_scales=2, block_expansion=8, max_features=32, num_blocks=2),
+)
+
+K_HEAD = 32  # explicit head-template keypoints (ARCHITECTURE.md §2)
+K_BODY = 21  # implicit body keypoints
+
+tiny_upper = dataclasses.replace(
+    tiny,
+    warping_network=dataclasses.replace(tiny.warping_network, num_kp=7),
+    spade_generator=dataclasses.replace(tiny.spade_generator, hand_injection=True, hand_block_expansion=4,
+                                        hand_max_features=16, hand_hidden=8),
+    image_size=(64, 32),
+    num_kp_head=3,
+)
+
+head512 = RendererConfig(
+    motion_extractor=MotionExtractorConfig(num_kp=K_HEAD),  # kp / exp heads give the offsets dX_head
+    warping_network=WarpingNetworkConfig(num_kp=K_HEAD),
+    num_kp_head=K_HEAD,
+)
+
+upper512x768 = RendererConfig(
+    motion_extractor=MotionExtractorConfig(num_kp=K_BODY),
+    warping_network=WarpingNetworkConfig(num_kp=K_HEAD + K_BODY),
+    spade_generator=SPADEDecoderConfig(hand_injection=True),
+    image_size=(384, 256),
+    discriminator=DiscriminatorConfig(num_scales=3),
+    num_kp_head=K_HEAD,
+)
+
+face_refine = RendererConfig(
+    appearance_feature_extractor=AppearanceFeatureExtractorConfig(
+        block_expansion=32, max_features=256, reshape_channel=16, reshape_depth=16, num_resblocks=3),
+    # Not part of the refine pass (its head keypoints come from the main renderer); a light detector if one
+    # is trained for the face crop alone.
+    motion_extractor=MotionExtractorConfig(num_kp=K_HEAD, depths=(2, 2, 6, 2), dims=(48, 96, 192, 384)),
+    warping_network=WarpingNetworkConfig(
+        num_kp=K_HEAD, block_expansion=32, max_features=256, reshape_channel=16,
+        dense_motion=DenseMotionConfig(block_expansion=16, max_features=512, num_blocks=4, reshape_depth=16,
+                                       compress=4)),
+    spade_generator=SPADEDecoderConfig(block_expansion=32, max_features=256, out_channels=32, spade_hidden=64,
+                                       hand_injection=True, hand_block_expansion=16, hand_max_features=64,
+                                       hand_hidden=32),
+    discriminator=DiscriminatorConfig(num_scales=2, block_expansion=32, max_features=256),
+    num_kp_head=K_HEAD,
 )
 
 PRESETS: dict[str, RendererConfig] = {
     "liveportrait": liveportrait,
     "reference_reduced": reference_reduced,
     "tiny": tiny,
+    "tiny_upper": tiny_upper,
+    "head512": head512,
+    "upper512x768": upper512x768,
+    "face_refine": face_refine,
 }
 
 

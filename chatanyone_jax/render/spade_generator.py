@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from chatanyone_jax.layers.blocks import conv
 from chatanyone_jax.layers.norm import SPADE
 from chatanyone_jax.ops.resample import pixel_shuffle, upsample_nearest
+from chatanyone_jax.render.hand_injection import HandEncoder, HandInjection
 from chatanyone_jax.render.presets import SPADEDecoderConfig
 
 SN_EPS = 1e-12
@@ -120,17 +121,37 @@ class SPADEDecoder(nn.Module):
 
   With LivePortrait's config: (B, 64, 64, 256) -> (B, 512, 512, 3). `train`
   only matters with `spectral_norm=True` (power iteration); G has no BatchNorm.
+
+  With `config.hand_injection` the decoder also takes `hand_image` (B, Hh, Wh, 3)
+  (any size; resized to 4H x 4W) and adds a zero-gated AdaIN residual of its
+  features after G_middle_5 (1x), up_0 (2x) and up_1 (4x) (paper Eq. 5). The
+  LivePortrait parameters keep their names; the branch adds `hand_encoder` and
+  `hand_inject_{0,1,2}`. Without the flag (or with `hand_image=None`, which
+  then skips the branch) this is LivePortrait's G unchanged.
   """
   config: SPADEDecoderConfig = SPADEDecoderConfig()
   spectral_norm: bool = False
   dtype: jnp.dtype | None = None
 
   @nn.compact
-  def __call__(self, feature: jax.Array, *, train: bool = False) -> jax.Array:
+  def __call__(self, feature: jax.Array, hand_image: jax.Array | None = None, *,
+               train: bool = False) -> jax.Array:
     cfg = self.config
     cin = cfg.input_channels
     if feature.shape[-1] != cin:
       raise ValueError(f"feature has {feature.shape[-1]} channels, the decoder expects {cin}")
+    if hand_image is not None and not cfg.hand_injection:
+      raise ValueError("hand_image given but config.hand_injection is off")
+    hand = None
+    if hand_image is not None:
+      h, w = feature.shape[1:3]
+      hand = HandEncoder(cfg.hand_block_expansion, cfg.hand_max_features, name="hand_encoder",
+                         dtype=self.dtype)(hand_image, [(4 * h, 4 * w), (2 * h, 2 * w), (h, w)])
+
+    def inject(x, level):  # level 0: 4x, 1: 2x, 2: 1x resolution
+      if hand is None:
+        return x
+      return HandInjection(cfg.hand_hidden, name=f"hand_inject_{2 - level}", dtype=self.dtype)(x, hand[level])
 
     def block(features, name):
       return SPADEResnetBlock(features, self.spectral_norm, cfg.spade_hidden, name=name, dtype=self.dtype)
@@ -140,10 +161,13 @@ class SPADEDecoder(nn.Module):
     for i in range(6):
       x = block(2 * cin, f"G_middle_{i}")(x, seg, train=train)
       self.sow("intermediates", f"G_middle_{i}_out", x)
+    x = inject(x, 2)
     x = block(cin, "up_0")(upsample_nearest(x, 2), seg, train=train)
     self.sow("intermediates", "up_0_out", x)
+    x = inject(x, 1)
     x = block(cfg.out_channels, "up_1")(upsample_nearest(x, 2), seg, train=train)
     self.sow("intermediates", "up_1_out", x)
+    x = inject(x, 0)
     x = nn.leaky_relu(x, 0.2)
     if cfg.upscale is None or cfg.upscale <= 1:
       x = conv(3, 2, 3, name="conv_img", dtype=self.dtype)(x)

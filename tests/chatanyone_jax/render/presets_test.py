@@ -1,0 +1,87 @@
+"""Renderer presets: full sizes checked with jax.eval_shape only (shapes and parameter counts)."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from chatanyone_jax.render import presets
+from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
+from chatanyone_jax.render.discriminator import MultiScaleDiscriminator
+from chatanyone_jax.render.motion_extractor import MotionExtractor
+from chatanyone_jax.render.spade_generator import SPADEDecoder
+from chatanyone_jax.render.warping_network import WarpingNetwork
+from tests.chatanyone_jax.render.util import num_params
+
+# name: (volume (D, H, W, C), G input (H, W, C), output (H, W), parameter counts F, M, W, G, hand branch of G)
+EXPECTED = {
+    # LivePortrait's released networks: 0.84M / 28.12M / 45.53M / 55.37M.
+    "liveportrait": ((16, 64, 64, 32), (64, 64, 256), (512, 512),
+                     (836_224, 28_118_728, 45_529_829, 55_365_388, 0)),
+    # W and M see K = 32 head keypoints instead of 21.
+    "head512": ((16, 64, 64, 32), (64, 64, 256), (512, 512),
+                (836_224, 28_169_482, 47_329_891, 55_365_388, 0)),
+    # 256 wide x 384 high in; W sees 53 keypoints; G has the hand branch (+1.18M).
+    "upper512x768": ((16, 96, 64, 32), (96, 64, 256), (768, 512),
+                     (836_224, 28_118_728, 52_372_453, 56_548_812, 1_183_424)),
+    "face_refine": ((16, 64, 64, 16), (64, 64, 128), (512, 512),
+                    (168_480, 4_999_930, 6_158_931, 14_146_284, 296_800)),
+}
+
+
+def _shapes_and_counts(cfg: presets.RendererConfig):
+  h, w = cfg.image_size
+  k = jax.random.key(0)
+  img = jax.ShapeDtypeStruct((1, h, w, 3), jnp.float32)
+  kp = jax.ShapeDtypeStruct((1, cfg.warping_network.num_kp, 3), jnp.float32)
+  f_out, f_v = jax.eval_shape(
+      lambda x: AppearanceFeatureExtractor(cfg.appearance_feature_extractor).init_with_output(k, x), img)
+  m_out, m_v = jax.eval_shape(lambda x: MotionExtractor(cfg.motion_extractor).init_with_output(k, x), img)
+  w_out, w_v = jax.eval_shape(
+      lambda f, a, b: WarpingNetwork(cfg.warping_network).init_with_output(k, f, a, b), f_out, kp, kp)
+  hand = img if cfg.spade_generator.hand_injection else None
+  g_out, g_v = jax.eval_shape(
+      lambda f, i: SPADEDecoder(cfg.spade_generator).init_with_output(k, f, i), w_out["out"], hand)
+  g_params = g_v["params"]
+  hand_count = num_params({n: p for n, p in g_params.items() if n.startswith("hand_")})
+  counts = tuple(num_params(v["params"]) for v in (f_v, m_v, w_v, g_v)) + (hand_count,)
+  return f_out.shape[1:], w_out["out"].shape[1:], g_out.shape[1:3], counts, m_out
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_full_preset_shapes_and_parameter_counts(name):
+  cfg = presets.get(name)
+  volume, g_in, out, counts, m_out = _shapes_and_counts(cfg)
+  want_volume, want_g_in, want_out, want_counts = EXPECTED[name]
+  assert (volume, g_in, out) == (want_volume, want_g_in, want_out)
+  assert out == cfg.output_size
+  assert counts == want_counts
+  assert m_out["kp"].shape == (1, 3 * cfg.motion_extractor.num_kp)
+
+
+def test_paper_sizes():
+  up = presets.upper512x768
+  assert up.image_size == (384, 256) and up.output_size == (768, 512)  # 256 wide x 384 high -> 512 x 768
+  assert up.warping_network.num_kp == presets.K_HEAD + presets.K_BODY == 53  # Eq. 4: X_head + X_body
+  assert up.motion_extractor.num_kp == 21 and up.num_kp_head == 32
+  assert up.spade_generator.hand_injection and not presets.head512.spade_generator.hand_injection
+  assert presets.head512.image_size == (256, 256) and presets.head512.output_size == (512, 512)
+  # the existing presets are unchanged: LivePortrait's G has no hand branch
+  assert presets.liveportrait.warping_network.num_kp == 21
+  assert not presets.liveportrait.spade_generator.hand_injection
+  assert not presets.tiny.spade_generator.hand_injection
+  with pytest.raises(ValueError, match="known"):
+    presets.get("nope")
+
+
+def test_full_discriminator_shapes():
+  cfg = presets.upper512x768.discriminator
+  img = jax.ShapeDtypeStruct((1, 768, 512, 3), jnp.float32)
+  outs, v = jax.eval_shape(lambda x: MultiScaleDiscriminator(cfg).init_with_output(jax.random.key(0), x), img)
+  assert [o["logits"].shape for o in outs] == [(1, 48, 32, 1), (1, 24, 16, 1), (1, 12, 8, 1)]
+  assert num_params(v["params"]) == 3 * 1_551_489  # per scale: 3x3 convs 3-64-128-256-512 + 1x1 logit
+
+
+def test_tiny_presets_are_tiny():
+  for cfg in (presets.tiny, presets.tiny_upper):
+    assert max(cfg.image_size) <= 64
+    assert cfg.spade_generator.input_channels <= 32 and cfg.discriminator.max_features <= 32
