@@ -20,6 +20,21 @@ import io
 import numpy as np
 
 from chatanyone_jax.template.build import build_head_template, generalized_procrustes, normalize_shape
+from chatanyone_jax.template.hands import (
+  FINGER_COLORS,
+  FINGER_NAMES,
+  HAND_BONES,
+  HAND_COEFF_DIM,
+  HANDS_DIM,
+  decode_hands,
+  encode_hands,
+  fit_hand_pca,
+  hands_from_pca,
+  hands_to_pca,
+  palm_size,
+  render_hands,
+  scale_landmarks,
+)
 from chatanyone_jax.template.head_template import (
   KEYPOINT_INDICES,
   KEYPOINT_NAMES,
@@ -76,4 +91,10 @@ __all__ = [
     "fit_frames", "generalized_procrustes", "landmark_error", "load_head_template",
     "load_head_template_arrays", "normalize_shape", "project", "project_keypoints", "rotation_to_euler",
     "similarity_procrustes", "template_from_arrays", "template_to_arrays",
+]
+
+__all__ += [
+    "FINGER_COLORS", "FINGER_NAMES", "HAND_BONES", "HAND_COEFF_DIM", "HANDS_DIM", "decode_hands",
+    "encode_hands", "fit_hand_pca", "hands_from_pca", "hands_to_pca", "palm_size", "render_hands",
+    "scale_landmarks",
 ]
