@@ -62,8 +62,10 @@ def git_commit() -> str:
   try:
     out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                          cwd=RESULTS.parent, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, cwd=RESULTS.parent).stdout.strip()
+    # RESULTS.md itself is excluded: appending rows must not mark later rows dirty.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":(exclude)benchmarks/RESULTS.md"],
+                           capture_output=True, text=True, cwd=RESULTS.parent.parent).stdout.strip()
     return out + ("+dirty" if dirty else "")
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
