@@ -70,24 +70,22 @@ class MelConfig:
 # --- NumPy constants (trace time) ------------------------------------------------------------------------
 
 
+# Slaney mel scale (librosa `htk=False`): linear below 1 kHz, logarithmic above.
+_F_SP = 200.0 / 3
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOGSTEP = np.log(6.4) / 27.0
+
+
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
-  """Slaney mel scale: linear below 1 kHz, logarithmic above (librosa `htk=False`)."""
   f = np.asarray(f, np.float64)
-  f_sp = 200.0 / 3
-  min_log_hz = 1000.0
-  min_log_mel = min_log_hz / f_sp
-  logstep = np.log(6.4) / 27.0
-  mel = f / f_sp
-  return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, mel)
+  log_part = _MIN_LOG_MEL + np.log(np.maximum(f, 1e-10) / _MIN_LOG_HZ) / _LOGSTEP
+  return np.where(f >= _MIN_LOG_HZ, log_part, f / _F_SP)
 
 
 def _mel_to_hz(m: np.ndarray) -> np.ndarray:
   m = np.asarray(m, np.float64)
-  f_sp = 200.0 / 3
-  min_log_hz = 1000.0
-  min_log_mel = min_log_hz / f_sp
-  logstep = np.log(6.4) / 27.0
-  return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+  return np.where(m >= _MIN_LOG_MEL, _MIN_LOG_HZ * np.exp(_LOGSTEP * (m - _MIN_LOG_MEL)), _F_SP * m)
 
 
 @functools.lru_cache(maxsize=16)
