@@ -1,0 +1,241 @@
+"""Stage-1 training steps: AudioEncoder + FaceMotionDiT jointly, UpperBodyMotion, and training windows.
+
+Train state (STYLE.md): an explicit pytree
+
+  {"params": ..., "opt_state": optax state, "ema": EMA of params, "step": () int32}
+
+updated by ONE jitted function per model that donates the state. For the face
+model params = {"audio": AudioEncoder params, "face": FaceMotionDiT params}: the
+audio encoder is trained end to end through the ε-loss (ARCHITECTURE §3); give
+"audio_tokens" instead of "mel" in the batch to train the DiT alone on
+precomputed tokens (params["audio"] is then left untouched by the loss).
+
+Randomness: the step draws its key as fold_in(key, state["step"]) from the
+base key given to the step factory; no other RNG.
+
+EMA: ema <- d · ema + (1 - d) · params_new after every optimizer update (d =
+ema_decay), starting from ema = params at creation. Sample from params early
+in training (the EMA lags by about 1 / (1 - d) steps), from ema afterwards.
+
+`motion_windows` cuts a clip's per-frame motion and its audio features into
+the (window, history) pairs the face model trains on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from chatanyone_jax.audio.encoder import AudioEncoder
+from chatanyone_jax.motion.diffusion import NoiseSchedule, diffusion_loss
+from chatanyone_jax.motion.face_motion_dit import FaceMotionDiT
+from chatanyone_jax.motion.sampling import face_motion_loss
+from chatanyone_jax.motion.upper_body_motion import UpperBodyMotion, dummy_upper_body_inputs
+
+TrainState = dict  # {"params", "opt_state", "ema", "step"}
+StepFn = Callable[[TrainState, dict], tuple[TrainState, dict]]
+
+# Keys of a face batch passed through to `face_motion_loss` when present.
+_FACE_KEYS = ("motion", "history", "style", "reference", "history_valid", "mask")
+
+
+class FaceModels(NamedTuple):
+  """The modules trained jointly by `make_face_train_step`.
+
+  dit: the FaceMotionDiT (its config gives T, H and audio_dim).
+  audio: the AudioEncoder (log-mel -> tokens); its width must equal dit.config.audio_dim.
+  """
+  dit: FaceMotionDiT
+  audio: AudioEncoder
+
+
+# --------------------------------------------------------------------------------------------- state
+
+
+def init_train_state(params, tx: optax.GradientTransformation) -> TrainState:
+  """{"params", "opt_state", "ema" (a copy of params), "step" = 0} for any params pytree."""
+  return {"params": params, "opt_state": tx.init(params), "ema": jax.tree.map(jnp.array, params),
+          "step": jnp.zeros((), jnp.int32)}
+
+
+def create_face_train_state(model: FaceModels, key: jax.Array, tx: optax.GradientTransformation, *,
+                            ref_len: int | None = None, mel_frames: int = 100,
+                            n_mels: int = 80) -> TrainState:
+  """Initialises AudioEncoder + FaceMotionDiT parameters and the train state.
+
+  Args:
+    model: the two modules.
+    key: PRNG key (split between the two inits).
+    tx: the optax transform the step will use.
+    ref_len: initialise the DiT's reference branch too (any static T_ref; None = no reference input).
+    mel_frames, n_mels: shape of the dummy log-mel for the encoder init (the params depend on n_mels only).
+
+  Returns:
+    TrainState with params {"audio": ..., "face": ...}.
+  """
+  if model.audio.width != model.dit.config.audio_dim:
+    raise ValueError(f"AudioEncoder.width {model.audio.width} != FaceMotionConfig.audio_dim "
+                     f"{model.dit.config.audio_dim}")
+  k_audio, k_face = jax.random.split(key)
+
+  @jax.jit
+  def init(k_audio, k_face):
+    mel = jnp.zeros((1, mel_frames, n_mels), jnp.float32)
+    audio = model.audio.init(k_audio, mel)["params"]
+    face = model.dit.init_params(k_face, 1, ref_len)
+    return {"audio": audio, "face": face}
+
+  return init_train_state(init(k_audio, k_face), tx)
+
+
+def create_body_train_state(model: UpperBodyMotion, key: jax.Array, tx: optax.GradientTransformation, *,
+                            num_app: int = 4) -> TrainState:
+  """Initialises UpperBodyMotion parameters and the train state (params = the module's params)."""
+  params = jax.jit(lambda k: model.init(k, *dummy_upper_body_inputs(model.config, 1, num_app))["params"])(key)
+  return init_train_state(params, tx)
+
+
+# --------------------------------------------------------------------------------------------- steps
+
+
+def make_train_step(loss_fn: Callable[[object, dict, jax.Array], jax.Array], tx: optax.GradientTransformation,
+                    ema_decay: float, key: jax.Array | None = None) -> StepFn:
+  """Generic jitted step for a loss `loss_fn(params, batch, rng) -> ()`; the state is donated.
+
+  step(state, batch) -> (state, metrics): rng = fold_in(key, state["step"]); loss and gradients;
+  optax update; ema <- d · ema + (1 - d) · params; step + 1. metrics: "loss", "grad_norm" (global L2
+  norm of the gradients before the transform), "param_norm" () float32 each.
+  """
+  key = jax.random.key(0) if key is None else key
+
+  def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    rng = jax.random.fold_in(key, state["step"])
+    loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, rng)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema"], params)
+    new = {"params": params, "opt_state": opt_state, "ema": ema, "step": state["step"] + 1}
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
+    return new, metrics
+
+  return jax.jit(step, donate_argnums=0)
+
+
+def face_batch_loss(params, batch: dict, rng: jax.Array, *, model: FaceModels,
+                    schedule: NoiseSchedule) -> jax.Array:
+  """ε-loss of one face batch with condition dropout, the audio encoder in the graph.
+
+  Args:
+    params: {"audio": AudioEncoder params, "face": FaceMotionDiT params}.
+    batch: "mel" (B, T_mel, n_mels) log-mel of the window (100 Hz; T_mel ≈ T · 100 / fps) or
+      "audio_tokens" (B, T, audio_dim); "motion" (B, T, 58) normalised target; "history" (B, H, 58);
+      "style" (B, num_style); optional "reference" (B, T_ref, ref_dim), "history_valid" (B,) bool,
+      "mask" (B, T).
+    rng: PRNG key.
+
+  Returns:
+    () float32.
+  """
+  t_win = batch["motion"].shape[1]
+  if "audio_tokens" in batch:
+    audio = batch["audio_tokens"]
+  else:
+    audio = model.audio.apply({"params": params["audio"]}, batch["mel"], num_tokens=t_win)  # (B, T, Da)
+  loss_batch = {k: batch[k] for k in _FACE_KEYS if k in batch}
+  loss_batch["audio"] = audio
+  return face_motion_loss(params["face"], loss_batch, rng, model=model.dit, schedule=schedule)
+
+
+def make_face_train_step(model: FaceModels, schedule: NoiseSchedule, tx: optax.GradientTransformation,
+                         ema_decay: float = 0.999, key: jax.Array | None = None) -> StepFn:
+  """Jitted joint AudioEncoder + FaceMotionDiT step: step(state, batch) -> (state, metrics).
+
+  batch as `face_batch_loss`; state from `create_face_train_state` (donated: do not reuse it);
+  metrics as `make_train_step`. Each batch shape compiles once.
+  """
+  return make_train_step(lambda p, b, r: face_batch_loss(p, b, r, model=model, schedule=schedule), tx,
+                         ema_decay, key)
+
+
+def body_batch_loss(params, batch: dict, rng: jax.Array, *, model: UpperBodyMotion,
+                    schedule: NoiseSchedule) -> jax.Array:
+  """ε-loss of one upper-body batch (the model has no condition dropout).
+
+  batch: "target" (B, T, layout.dim) packed normalised target, "head_kp" (B, T, K_h, 3),
+  "audio" (B, T, audio_dim), "appearance" (B, N_app, app_dim); optional "mask" (B, T).
+  """
+  eps_fn = lambda x, t: model.apply({"params": params}, x, t, batch["head_kp"], batch["audio"],
+                                    batch["appearance"])
+  mask = batch.get("mask")
+  return diffusion_loss(schedule, eps_fn, batch["target"], rng, None if mask is None else mask[..., None])
+
+
+def make_body_train_step(model: UpperBodyMotion, schedule: NoiseSchedule, tx: optax.GradientTransformation,
+                         ema_decay: float = 0.999, key: jax.Array | None = None) -> StepFn:
+  """Jitted UpperBodyMotion step (batch as `body_batch_loss`, state from `create_body_train_state`)."""
+  return make_train_step(lambda p, b, r: body_batch_loss(p, b, r, model=model, schedule=schedule), tx,
+                         ema_decay, key)
+
+
+# --------------------------------------------------------------------------------------------- windows
+
+
+def motion_windows(motion: np.ndarray, audio: np.ndarray, *, window: int = 40, history: int = 10,
+                   stride: int = 10, audio_rate: float | None = None, fps: float = 30.0,
+                   clip_start: bool = True) -> dict[str, np.ndarray]:
+  """Cuts one clip into training windows (host-side NumPy, for the data pipeline).
+
+  Window w covers frames [s_w, s_w + window) with s_w = s_0 + w · stride (s_0 = 0 with clip_start,
+  else `history`; only whole windows). Its history is frames [s_w - history, s_w); windows that start
+  before frame `history` get zero history and history_valid False (the model then uses its learned
+  null history, as for the first window at inference).
+
+  Audio: with audio_rate None, `audio` holds one feature row per video frame (e.g. audio tokens) and
+  the window takes the same frames. Otherwise `audio` runs at audio_rate rows per second (100 for the
+  default log-mel) and every window takes round(window · audio_rate / fps) rows from
+  round(s_w · audio_rate / fps), edge-padded past the end; the last row's rounding is < 0.5 row.
+
+  Args:
+    motion: (N, D) per-frame motion (e.g. normalised 52 β + 6 pose).
+    audio: (N, Da) per-frame features, or (N_a, Da) at audio_rate.
+
+  Returns:
+    "motion" (W, window, D), "history" (W, history, D), "history_valid" (W,) bool,
+    "audio" (W, window or window_audio, Da), "start" (W,) int32 first frame of each window.
+  """
+  motion = np.asarray(motion)
+  audio = np.asarray(audio)
+  n = motion.shape[0]
+  first = 0 if clip_start else history
+  starts = np.arange(first, n - window + 1, stride, dtype=np.int32)
+  if starts.size == 0:
+    raise ValueError(f"clip of {n} frames has no whole window of {window} (+{history} history) frames")
+  idx = starts[:, None] + np.arange(window)[None]  # (W, T)
+  hist_idx = starts[:, None] - history + np.arange(history)[None]  # (W, H)
+  valid = starts >= history
+  hist = np.where(valid[:, None, None], motion[np.maximum(hist_idx, 0)], 0.0).astype(motion.dtype)
+  if audio_rate is None:
+    if audio.shape[0] < n:
+      raise ValueError(f"per-frame audio has {audio.shape[0]} rows for {n} frames")
+    audio_w = audio[idx]
+  else:
+    ratio = audio_rate / fps
+    length = int(round(window * ratio))
+    a0 = np.round(starts * ratio).astype(np.int64)
+    a_idx = np.minimum(a0[:, None] + np.arange(length)[None], audio.shape[0] - 1)
+    audio_w = audio[a_idx]
+  return {"motion": motion[idx], "history": hist, "history_valid": valid, "audio": audio_w,
+          "start": starts}
+
+
+def num_windows(num_frames: int, window: int = 40, history: int = 10, stride: int = 10,
+                clip_start: bool = True) -> int:
+  """How many windows `motion_windows` cuts from a clip of num_frames frames."""
+  first = 0 if clip_start else history
+  return max(0, math.floor((num_frames - window - first) / stride) + 1)

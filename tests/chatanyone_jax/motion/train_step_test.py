@@ -1,0 +1,232 @@
+"""Stage-1 training steps: state, EMA, compile-once, windows, and an overfit on one real speech clip.
+
+The overfit clip is V-Express test_samples/short_case/AOC_gt.mp4 (137 frames at 29.97 fps, 512², one
+speaking face, 4.6 s of speech): its own rate is ~30 fps, so no resampling; windows take
+round(40 · 100 / 29.97) = 133 log-mel frames (the 0.1 % rate difference to the encoder's nominal 30 fps
+is below a mel frame over a window).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from chatanyone_jax.audio import AudioEncoder, log_mel_spectrogram
+from chatanyone_jax.motion.diffusion import cosine_schedule
+from chatanyone_jax.motion.face_motion_dit import FaceMotionConfig, FaceMotionDiT, style_controls
+from chatanyone_jax.motion.sampling import FaceConditions, sample_window
+from chatanyone_jax.motion.train_step import (
+                                              FaceModels,
+                                              create_body_train_state,
+                                              create_face_train_state,
+                                              face_batch_loss,
+                                              make_body_train_step,
+                                              make_face_train_step,
+                                              motion_windows,
+                                              num_windows,
+)
+from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMotion
+from tests.helpers import media_dir, require
+
+SCHED = cosine_schedule()
+CLIP = "V-Express__test_samples_short_case_AOC_gt.mp4"
+# Measured (600 Adam steps, 20 windows of stride 5, DDIM 10 steps, CFG 1, x̂0 clipped at 4): eval ε-loss
+# 1.001 -> 0.194, mouth-opening correlation 0.19 (0.33 after 800 steps, 0.17 after 400). The tiny model
+# only half memorises in a CPU budget, so the bound checks the sign with margin (an untrained or
+# audio-blind model gives ~0), not lip-sync quality.
+CORR_MIN = 0.05
+UPPER_LIP, LOWER_LIP = 13, 14  # inner lip centres (KEYPOINT_NAMES upper_lip_inner / lower_lip_inner)
+
+
+def _models(p_drop: float = 0.1) -> FaceModels:
+  cfg = FaceMotionConfig.tiny(p_drop=p_drop)
+  return FaceModels(FaceMotionDiT(cfg), AudioEncoder(width=cfg.audio_dim, num_layers=1, num_heads=4,
+                                                     mlp_ratio=2))
+
+
+def _random_batch(b: int = 2, seed: int = 0) -> dict:
+  cfg = FaceMotionConfig.tiny()
+  ks = jax.random.split(jax.random.key(seed), 3)
+  return {"mel": -8.0 + 3.0 * jax.random.normal(ks[0], (b, 133, 80)),
+          "motion": jax.random.normal(ks[1], (b, cfg.window, cfg.motion_dim)),
+          "history": jax.random.normal(ks[2], (b, cfg.history, cfg.motion_dim)),
+          "style": jnp.ones((b, cfg.num_style)), "history_valid": jnp.array([True, False])[:b]}
+
+
+def _host(tree):
+  return jax.tree.map(lambda a: np.array(a), tree)
+
+
+def test_face_step_compiles_once_metrics_and_ema():
+  models, decay = _models(), 0.9
+  tx = optax.adam(1e-3)
+  step = make_face_train_step(models, SCHED, tx, decay, key=jax.random.key(3))
+  state = create_face_train_state(models, jax.random.key(0), tx)
+  assert set(state) == {"params", "opt_state", "ema", "step"} and set(state["params"]) == {"audio", "face"}
+  batch = _random_batch()
+  p0 = _host(state["params"])
+  state, m = step(state, batch)  # state donated
+  p1, e1 = _host(state["params"]), _host(state["ema"])
+  # One step: ema = d · params_0 + (1 - d) · params_1, leaf by leaf.
+  jax.tree.map(lambda e, a, b: np.testing.assert_allclose(e, decay * a + (1 - decay) * b, rtol=1e-5,
+                                                          atol=1e-7), e1, p0, p1)
+  for _ in range(2):
+    state, m = step(state, batch)
+  assert step._cache_size() == 1  # 3 calls, one compilation
+  assert int(state["step"]) == 3
+  assert all(np.isfinite(float(v)) for v in m.values()) and float(m["grad_norm"]) > 0
+  # Both networks learn: params moved in the encoder and in the DiT, and the EMA lags behind them.
+  for part in ("audio", "face"):
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(np.asarray(a) - b).max(),
+                                         state["params"][part], p0[part]))
+    assert max(moved) > 0, part
+  diff = jax.tree.leaves(jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(),
+                                      state["params"], state["ema"]))
+  assert max(diff) > 1e-5
+
+
+def test_face_step_with_audio_tokens_leaves_encoder():
+  models = _models()
+  tx = optax.sgd(1e-2)
+  state = create_face_train_state(models, jax.random.key(0), tx)
+  a0 = _host(state["params"]["audio"])
+  batch = _random_batch()
+  del batch["mel"]
+  batch["audio_tokens"] = jnp.ones((2, 40, models.dit.config.audio_dim))
+  state, m = make_face_train_step(models, SCHED, tx, 0.99)(state, batch)
+  assert np.isfinite(float(m["loss"]))
+  jax.tree.map(np.testing.assert_array_equal, _host(state["params"]["audio"]), a0)
+
+
+def test_body_step():
+  model = UpperBodyMotion(UpperBodyConfig.tiny())
+  cfg = model.config
+  tx = optax.adam(1e-3)
+  state = create_body_train_state(model, jax.random.key(0), tx)
+  step = make_body_train_step(model, SCHED, tx, 0.99)
+  ks = jax.random.split(jax.random.key(1), 4)
+  batch = {"target": jax.random.normal(ks[0], (2, cfg.window, cfg.layout.dim)),
+           "head_kp": jax.random.normal(ks[1], (2, cfg.window, cfg.layout.num_head_kp, 3)),
+           "audio": jax.random.normal(ks[2], (2, cfg.window, cfg.audio_dim)),
+           "appearance": jax.random.normal(ks[3], (2, 4, cfg.app_dim))}
+  losses = []
+  for _ in range(3):
+    state, m = step(state, batch)
+    losses.append(float(m["loss"]))
+  assert step._cache_size() == 1 and int(state["step"]) == 3
+  assert np.all(np.isfinite(losses)) and float(m["grad_norm"]) > 0
+
+
+def test_motion_windows_per_frame_audio():
+  n, t, h, s = 73, 40, 10, 8
+  motion = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)  # value = frame index
+  audio = 100 + np.arange(n, dtype=np.float32)[:, None]
+  w = motion_windows(motion, audio, window=t, history=h, stride=s)
+  starts = np.arange(0, n - t + 1, s)
+  assert len(starts) == num_windows(n, t, h, s) == w["motion"].shape[0]
+  assert w["motion"].shape == (len(starts), t, 3) and w["history"].shape == (len(starts), h, 3)
+  np.testing.assert_array_equal(w["start"], starts)
+  np.testing.assert_array_equal(w["motion"][:, :, 0], starts[:, None] + np.arange(t))
+  np.testing.assert_array_equal(w["audio"][:, :, 0], 100 + starts[:, None] + np.arange(t))
+  valid = starts >= h
+  np.testing.assert_array_equal(w["history_valid"], valid)
+  # History = the h frames just before the window; zeros (and invalid) before frame h.
+  np.testing.assert_array_equal(w["history"][valid, :, 0], starts[valid, None] - h + np.arange(h))
+  np.testing.assert_array_equal(w["history"][~valid], 0.0)
+  np.testing.assert_array_equal(w["history"][valid, -1, 0] + 1, w["motion"][valid, 0, 0])
+  w2 = motion_windows(motion, audio, window=t, history=h, stride=s, clip_start=False)
+  assert w2["history_valid"].all() and w2["start"][0] == h
+  assert w2["motion"].shape[0] == num_windows(n, t, h, s, clip_start=False)
+
+
+def test_motion_windows_mel_rate():
+  n, fps = 90, 30.0
+  mel = np.arange(300, dtype=np.float32)[:, None]  # 100 Hz rows, value = row index
+  w = motion_windows(np.zeros((n, 2)), mel, window=40, history=10, stride=25, audio_rate=100.0, fps=fps)
+  assert w["audio"].shape == (3, 133, 1)  # round(40 · 100 / 30)
+  np.testing.assert_array_equal(w["audio"][:, 0, 0], np.round(w["start"] * 100 / fps))
+  with pytest.raises(ValueError):
+    motion_windows(np.zeros((30, 2)), mel, window=40, history=10)
+
+
+# ------------------------------------------------------------------------------------- real clip overfit
+
+
+def _clip_data():
+  """Landmarks -> template fit -> normalised motion (N, 58) + log-mel; stats kept to undo it."""
+  from chatanyone_jax import template as tp
+  from data.landmarks import extract_video_landmarks
+  from infer.media import read_audio
+
+  path = require(media_dir() / "videos" / CLIP, "shared media clip")
+  lm = extract_video_landmarks(path, max_frames=137, pose=False, hands=False)
+  assert lm.num_dropped == 0
+  template = tp.load_head_template()
+  fit = tp.fit_clip(template, jnp.asarray(lm.face), jnp.asarray(lm.face_valid))
+  raw = np.concatenate([np.asarray(fit.exp), np.asarray(fit.pose)], -1)  # (N, 58) β | pitch yaw roll t
+  mean, std = raw.mean(0), raw.std(0) + 1e-6
+  audio = read_audio(path, 16000)
+  n = raw.shape[0]
+  audio = audio[: int(round(n / lm.fps * 16000))]
+  assert audio.size > 0.9 * n / lm.fps * 16000  # the clip has a speech track covering the frames
+  mel = np.asarray(log_mel_spectrogram(jnp.asarray(audio)))  # (~457, 80) at 100 Hz
+  alpha = np.asarray(fit.identity[0])
+
+  def mouth_opening(motion_norm):
+    """(..., 58) normalised motion -> (...,) inner-lip gap of the canonical (pose-free) template shape."""
+    beta = (motion_norm * std + mean)[..., :52].reshape(-1, 52)
+    shape = tp.canonical_shape(template, jnp.broadcast_to(alpha, (beta.shape[0], alpha.shape[0])),
+                               jnp.asarray(beta))
+    gap = jnp.linalg.norm(shape[:, UPPER_LIP] - shape[:, LOWER_LIP], axis=-1)
+    return np.asarray(gap).reshape(motion_norm.shape[:-1])
+
+  return (raw - mean) / std, mel, lm.fps, mouth_opening
+
+
+@pytest.mark.slow
+def test_overfit_real_clip_and_mouth_follows():
+  motion, mel, fps, mouth_opening = _clip_data()
+  w = motion_windows(motion, mel, window=40, history=10, stride=5, audio_rate=100.0, fps=fps)
+  batch = {"mel": w["audio"], "motion": w["motion"], "history": w["history"],
+           "history_valid": w["history_valid"], "style": np.asarray(style_controls(jnp.asarray(w["motion"])))}
+  batch = jax.tree.map(jnp.asarray, batch)
+  models = _models()
+  steps = 600
+  tx = optax.adam(optax.cosine_decay_schedule(3e-3, steps, 0.05))
+  state = create_face_train_state(models, jax.random.key(0), tx)
+  step = make_face_train_step(models, SCHED, tx, 0.99, key=jax.random.key(1))
+
+  eval_models = _models(p_drop=0.0)
+
+  @jax.jit
+  def eval_loss(params):  # fixed noise draws, no condition dropout: comparable before / after
+    return jnp.mean(jnp.stack([face_batch_loss(params, batch, jax.random.key(100 + i), model=eval_models,
+                                               schedule=SCHED) for i in range(8)]))
+
+  initial = float(eval_loss(state["params"]))
+  losses = []
+  for _ in range(steps):
+    state, m = step(state, batch)
+    losses.append(float(m["loss"]))
+  final = float(eval_loss(state["params"]))
+  print(f"eval loss {initial:.3f} -> {final:.3f}; train loss first {losses[0]:.3f}, "
+        f"mean of last 20 {np.mean(losses[-20:]):.3f}")
+  assert np.all(np.isfinite(losses))
+  assert final < 0.5 * initial
+
+  @functools.partial(jax.jit, static_argnums=2)
+  def sample(params, key, num_steps):
+    tokens = models.audio.apply({"params": params["audio"]}, batch["mel"], num_tokens=40)
+    cond = FaceConditions(tokens, batch["history"], batch["style"], None, batch["history_valid"])
+    return sample_window(models.dit, params["face"], cond, key, schedule=SCHED, num_steps=num_steps,
+                         clip_x0=4.0)
+
+  gen = np.asarray(sample(state["params"], jax.random.key(7), 10))  # (W, 40, 58)
+  true_open, gen_open = mouth_opening(w["motion"]).ravel(), mouth_opening(gen).ravel()
+  corr = float(np.corrcoef(gen_open, true_open)[0, 1])
+  print(f"mouth-opening correlation generated vs true: {corr:.3f}")
+  assert corr > CORR_MIN
+
