@@ -121,7 +121,7 @@ def make_train_step(loss_fn: Callable[[object, dict, jax.Array], jax.Array], tx:
     params = optax.apply_updates(state["params"], updates)
     ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema"], params)
     new = {"params": params, "opt_state": opt_state, "ema": ema, "step": state["step"] + 1}
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params)}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
     return new, metrics
 
   return jax.jit(step, donate_argnums=0)
