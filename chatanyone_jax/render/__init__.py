@@ -4,9 +4,11 @@ from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeature
 from chatanyone_jax.render.motion_extractor import MotionExtractor
 from chatanyone_jax.render.presets import RendererConfig
 from chatanyone_jax.render.spade_generator import SPADEDecoder, SPADEResnetBlock, SpectralConv
+from chatanyone_jax.render.train_step import RendererTrainState, create_train_state, make_train_step
 from chatanyone_jax.render.warping_network import DenseMotionNetwork, WarpingNetwork
 
 __all__ = [
     "AppearanceFeatureExtractor", "DenseMotionNetwork", "MotionExtractor", "RendererConfig", "SPADEDecoder",
-    "SPADEResnetBlock", "SpectralConv", "WarpingNetwork",
+    "RendererTrainState", "SPADEResnetBlock", "SpectralConv", "WarpingNetwork", "create_train_state",
+    "make_train_step",
 ]

@@ -1,0 +1,306 @@
+"""One jitted GAN training step of the renderer (F, M, W, G + multi-scale discriminator).
+
+LivePortrait's self-reenactment recipe (paper §3.4, Eq. 6): source and driving
+frames come from the same clip; M gives implicit keypoints of both,
+x = s (x_c R + delta) + t (`ops.pose.transform_keypoints`), F turns the source
+into a 3D appearance volume, W warps it from the source keypoints to the driving
+ones and G decodes the driving frame. Generator losses: L1 reconstruction, hinge
+GAN + discriminator feature matching, equivariance (M on a random TPS warp of
+the driving image), keypoint prior and deformation prior; the VGG perceptual term
+is used only when a feature function is passed (its weights are not shipped), and
+`metrics["perceptual_enabled"]` says whether it was. The discriminator gets its
+own hinge loss and optax update in the same jitted call.
+
+The train state is an explicit pytree (STYLE.md):
+
+  {"gen": {"params", "batch_stats", "opt_state"},   # params / batch_stats: {"F", "M", "W", "G"}
+   "disc": {"params", "batch_stats", "opt_state"},  # batch_stats: spectral-norm vectors (may be empty)
+   "ema": generator params EMA or None, "step": int32 scalar, "rng": key}
+
+and `make_train_step` returns `step(state, batch) -> (state, metrics)` jitted
+with the state donated. Randomness is `fold_in(state["rng"], state["step"])`.
+
+Batch (images in [0, 1], NHWC):
+  source, driving: (B, H, W, 3) at `config.image_size` (two frames of one clip);
+  driving_target: optional (B, Ho, Wo, 3) at `config.output_size` (the
+    reconstruction target; default: `driving` bilinearly resized);
+  kp_head_source, kp_head_driving: (B, num_kp_head, 3), required when
+    `config.num_kp_head > 0` (explicit head-template keypoints, first in X_full, Eq. 4);
+    the body keypoints then use R = I (Eq. 3);
+  hand_image: optional (B, Hh, Wh, 3) for G's hand injection (Eq. 5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from chatanyone_jax import losses
+from chatanyone_jax.ops import pose
+from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
+from chatanyone_jax.render.discriminator import MultiScaleDiscriminator
+from chatanyone_jax.render.motion_extractor import MotionExtractor
+from chatanyone_jax.render.presets import RendererConfig
+from chatanyone_jax.render.spade_generator import SPADEDecoder
+from chatanyone_jax.render.warping_network import WarpingNetwork
+
+RendererTrainState = dict[str, Any]
+Batch = Mapping[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+# Generator loss weights (FOMM / face-vid2vid / LivePortrait orders of magnitude). "perceptual" only
+# counts when a VGG feature function is given to `make_train_step`.
+DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
+    "l1": 1.0, "gan": 1.0, "feature_matching": 10.0, "equivariance": 10.0, "keypoint_prior": 10.0,
+    "deformation_prior": 5.0, "perceptual": 1.0,
+}
+
+GEN_PARTS = ("F", "M", "W", "G")
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _networks(config: RendererConfig) -> dict[str, nn.Module]:
+  return {
+      "F": AppearanceFeatureExtractor(config.appearance_feature_extractor),
+      "M": MotionExtractor(config.motion_extractor),
+      "W": WarpingNetwork(config.warping_network),
+      "G": SPADEDecoder(config.spade_generator),
+      "D": MultiScaleDiscriminator(config.discriminator),
+  }
+
+
+def _split(variables: Mapping[str, Any]) -> tuple[Any, Any]:
+  """(params, batch_stats) of one network's variables (batch_stats {} when it has none)."""
+  return variables["params"], variables.get("batch_stats", {})
+
+
+def _init_fn(config: RendererConfig, key: jax.Array, image_shape: Sequence[int],
+             gen_tx: optax.GradientTransformation, disc_tx: optax.GradientTransformation,
+             ema: bool) -> Callable[[], RendererTrainState]:
+  """The pure state initialiser: every network from dummy inputs, then both optimiser states."""
+  h, w = tuple(image_shape)[-3:-1] if len(image_shape) >= 3 else tuple(image_shape)
+  nets = _networks(config)
+
+  def init():
+    k_f, k_m, k_w, k_g, k_d, k_rng = jax.random.split(key, 6)
+    image = jnp.zeros((1, h, w, 3), jnp.float32)
+    v_f = nets["F"].init(k_f, image)
+    v_m = nets["M"].init(k_m, image)
+    volume = jax.eval_shape(lambda: nets["F"].apply(v_f, image))
+    kp = jnp.zeros((1, config.warping_network.num_kp, 3), jnp.float32)
+    v_w = nets["W"].init(k_w, jnp.zeros(volume.shape, volume.dtype), kp, kp)
+    feat = jax.eval_shape(lambda: nets["W"].apply(v_w, jnp.zeros(volume.shape, volume.dtype), kp, kp)["out"])
+    hand = jnp.zeros((1, h, w, 3), jnp.float32) if config.spade_generator.hand_injection else None
+    v_g = nets["G"].init(k_g, jnp.zeros(feat.shape, feat.dtype), hand)
+    v_d = nets["D"].init(k_d, jnp.zeros((1, *config.output_size, 3), jnp.float32))
+    gen = {name: _split(v) for name, v in zip(GEN_PARTS, (v_f, v_m, v_w, v_g), strict=True)}
+    gen_params = {n: p for n, (p, _) in gen.items()}
+    gen_stats = {n: s for n, (_, s) in gen.items()}
+    d_params, d_stats = _split(v_d)
+    return {
+        "gen": {"params": gen_params, "batch_stats": gen_stats, "opt_state": gen_tx.init(gen_params)},
+        "disc": {"params": d_params, "batch_stats": d_stats, "opt_state": disc_tx.init(d_params)},
+        "ema": jax.tree.map(jnp.copy, gen_params) if ema else None,
+        "step": jnp.zeros((), jnp.int32),
+        "rng": k_rng,
+    }
+
+  return init
+
+
+def create_train_state(config: RendererConfig, key: jax.Array, image_shape: Sequence[int],
+                       gen_tx: optax.GradientTransformation, disc_tx: optax.GradientTransformation, *,
+                       ema: bool = False) -> RendererTrainState:
+  """Initialises every network from dummy inputs of the given shape and both optimiser states.
+
+  image_shape: (B, H, W, 3) or (H, W) of the source / driving images (only H, W are used; they should
+  equal `config.image_size`). With `ema=True` the state carries an EMA copy of the generator params.
+  """
+  init = _init_fn(config, key, image_shape, gen_tx, disc_tx, ema)
+  # Runs once: on CPU, compile without XLA's backend optimisations (threefry-heavy init graphs otherwise
+  # take minutes to compile there). The options are XLA:CPU's; other backends compile normally.
+  options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+  return jax.jit(init).lower().compile(options)()
+
+
+def train_state_shapes(config: RendererConfig, image_shape: Sequence[int],
+                       gen_tx: optax.GradientTransformation, disc_tx: optax.GradientTransformation, *,
+                       ema: bool = False) -> RendererTrainState:
+  """`create_train_state`'s pytree as `jax.ShapeDtypeStruct`s, without FLOPs (for sharding / checks)."""
+  return jax.eval_shape(_init_fn(config, jax.random.key(0), image_shape, gen_tx, disc_tx, ema))
+
+
+def _keypoints(m_out: dict[str, jax.Array], num_kp: int, *, rotate: bool) -> tuple[jax.Array, jax.Array]:
+  """(x, delta): implicit keypoints (B, K, 3) from M's outputs, x = s (x_c R + delta) + t, and delta."""
+  b = m_out["kp"].shape[0]
+  kp_c = m_out["kp"].reshape(b, num_kp, 3)
+  delta = m_out["exp"].reshape(b, num_kp, 3)
+  if rotate:
+    angles = [pose.headpose_from_bins(m_out[a]) for a in ("pitch", "yaw", "roll")]
+    rotation = pose.rotation_matrix(*angles)
+  else:  # upper body: R = I (paper Eq. 3)
+    rotation = jnp.broadcast_to(jnp.eye(3, dtype=kp_c.dtype), (b, 3, 3))
+  return pose.transform_keypoints(kp_c, rotation, delta, m_out["scale"], m_out["t"]), delta
+
+
+def make_train_step(config: RendererConfig, gen_tx: optax.GradientTransformation,
+                    disc_tx: optax.GradientTransformation, loss_weights: Mapping[str, float] | None = None, *,
+                    ema_decay: float = 0.999,
+                    perceptual_fn: Callable[[jax.Array], Sequence[jax.Array]] | None = None,
+                    ) -> Callable[[RendererTrainState, Batch], tuple[RendererTrainState, Metrics]]:
+  """`step(state, batch) -> (state, metrics)`, one jitted call with the state donated (argument 0).
+
+  loss_weights: overrides of `DEFAULT_LOSS_WEIGHTS` (a weight of 0 removes a term's gradient; the
+  term is still reported). perceptual_fn: image (B, H, W, 3) -> list of feature maps (a bound VGG-19);
+  None (the default, no VGG weights shipped) turns the perceptual term off.
+
+  Metrics: every generator term unweighted (l1, gan, feature_matching, equivariance, keypoint_prior,
+  deformation_prior, perceptual), gen_total (weighted sum), disc_loss, disc_real / disc_fake (mean
+  logits), gen_grad_norm, disc_grad_norm, perceptual_enabled (0 or 1).
+  """
+  weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
+  unknown = set(weights) - set(DEFAULT_LOSS_WEIGHTS)
+  if unknown:
+    raise ValueError(f"unknown loss weights {sorted(unknown)}; known: {sorted(DEFAULT_LOSS_WEIGHTS)}")
+  nets = _networks(config)
+  num_kp = config.motion_extractor.num_kp
+  rotate = config.num_kp_head == 0
+
+  def apply_gen(name, params, stats, *args, **kwargs):
+    """A generator part in train mode; returns (output, new batch_stats)."""
+    variables = {"params": params[name]}
+    if name != "M":  # M (ConvNeXt-V2, LayerNorm only) has no train mode
+      kwargs = {**kwargs, "train": True}
+    if stats[name]:
+      variables["batch_stats"] = stats[name]
+      out, upd = nets[name].apply(variables, *args, mutable=["batch_stats"], **kwargs)
+      return out, upd["batch_stats"]
+    return nets[name].apply(variables, *args, **kwargs), stats[name]
+
+  def apply_disc(params, stats, image):
+    """D in train mode (spectral norm: one power iteration); returns (outputs, new batch_stats)."""
+    variables = {"params": params, **({"batch_stats": stats} if stats else {})}
+    if stats:
+      out, upd = nets["D"].apply(variables, image, train=True, mutable=["batch_stats"])
+      return out, upd["batch_stats"]
+    return nets["D"].apply(variables, image, train=True), stats
+
+  def split_halves(outputs):
+    """D on concat([real, fake]) -> (real outputs, fake outputs)."""
+    real = jax.tree.map(lambda x: x[: x.shape[0] // 2], outputs)
+    fake = jax.tree.map(lambda x: x[x.shape[0] // 2:], outputs)
+    return real, fake
+
+  def gen_loss(gen_params, gen_stats, disc, batch, key):
+    source, driving = batch["source"], batch["driving"]
+    b = source.shape[0]
+    target = batch.get("driving_target")
+    if target is None:
+      target = jax.image.resize(driving, (b, *config.output_size, driving.shape[-1]), "bilinear")
+    stats = dict(gen_stats)
+    # M once on [source, driving, TPS-warped driving].
+    transform = losses.random_tps_transform(key, b)
+    warped = losses.warp_image(driving, transform)
+    m_out, stats["M"] = apply_gen("M", gen_params, stats, jnp.concatenate([source, driving, warped]))
+    kp_all, delta_all = _keypoints(m_out, num_kp, rotate=rotate)
+    kp_s, kp_d, kp_w = jnp.split(kp_all, 3)
+    if config.num_kp_head:
+      kp_s_full = jnp.concatenate([batch["kp_head_source"], kp_s], axis=1)
+      kp_d_full = jnp.concatenate([batch["kp_head_driving"], kp_d], axis=1)
+    else:
+      kp_s_full, kp_d_full = kp_s, kp_d
+    volume, stats["F"] = apply_gen("F", gen_params, stats, source)
+    w_out, stats["W"] = apply_gen("W", gen_params, stats, volume, kp_d_full, kp_s_full)
+    hand = batch.get("hand_image") if config.spade_generator.hand_injection else None
+    pred, stats["G"] = apply_gen("G", gen_params, stats, w_out["out"], hand)
+
+    # The power-iteration update of D's spectral-norm vectors is D's own (kept from disc_loss only).
+    d_out, _ = apply_disc(disc["params"], disc["batch_stats"], jnp.concatenate([target, pred]))
+    d_real, d_fake = split_halves(d_out)
+    terms = {
+        "l1": losses.l1_loss(pred, target),
+        "gan": losses.gan_generator_loss(d_fake),
+        "feature_matching": losses.feature_matching_loss([o["features"] for o in d_real],
+                                                         [o["features"] for o in d_fake]),
+        "equivariance": losses.equivariance_loss(kp_d, kp_w, transform),
+        "keypoint_prior": losses.keypoint_prior_loss(kp_all[: 2 * b]),
+        "deformation_prior": losses.deformation_prior_loss(delta_all[: 2 * b]),
+        "perceptual": (losses.vgg_perceptual_loss(perceptual_fn, pred, target) if perceptual_fn is not None
+                       else jnp.zeros((), jnp.float32)),
+    }
+    total = sum(weights[k] * v for k, v in terms.items())
+    return total, (terms, stats, pred, target)
+
+  def disc_loss(d_params, d_stats, real, fake):
+    outputs, new_stats = apply_disc(d_params, d_stats, jnp.concatenate([real, fake]))
+    d_real, d_fake = split_halves(outputs)
+    loss = losses.gan_discriminator_loss(d_real, d_fake)
+    logits = lambda outs: jnp.mean(jnp.stack([jnp.mean(o["logits"]) for o in outs]))
+    return loss, (new_stats, logits(d_real), logits(d_fake))
+
+  def step(state: RendererTrainState, batch: Batch):
+    key = jax.random.fold_in(state["rng"], state["step"])
+    gen, disc = state["gen"], state["disc"]
+    (g_total, (terms, g_stats, pred, target)), g_grads = jax.value_and_grad(gen_loss, has_aux=True)(
+        gen["params"], gen["batch_stats"], disc, batch, key)
+    g_updates, g_opt = gen_tx.update(g_grads, gen["opt_state"], gen["params"])
+    g_params = optax.apply_updates(gen["params"], g_updates)
+
+    (d_total, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(
+        disc["params"], disc["batch_stats"], target, jax.lax.stop_gradient(pred))
+    d_updates, d_opt = disc_tx.update(d_grads, disc["opt_state"], disc["params"])
+    d_params = optax.apply_updates(disc["params"], d_updates)
+
+    ema = state["ema"]
+    if ema is not None:
+      ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, g_params)
+    new_state = {
+        "gen": {"params": g_params, "batch_stats": g_stats, "opt_state": g_opt},
+        "disc": {"params": d_params, "batch_stats": d_stats, "opt_state": d_opt},
+        "ema": ema,
+        "step": state["step"] + 1,
+        "rng": state["rng"],
+    }
+    metrics = {
+        **terms,
+        "gen_total": g_total,
+        "disc_loss": d_total,
+        "disc_real": d_real,
+        "disc_fake": d_fake,
+        "gen_grad_norm": optax.tree.norm(g_grads),
+        "disc_grad_norm": optax.tree.norm(d_grads),
+        "perceptual_enabled": jnp.asarray(float(perceptual_fn is not None), jnp.float32),
+    }
+    return new_state, metrics
+
+  return jax.jit(step, donate_argnums=0)
+
+
+def reconstruct(config: RendererConfig, gen_params: Any, gen_batch_stats: Any, source: jax.Array,
+                driving: jax.Array, hand_image: jax.Array | None = None,
+                kp_head: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+  """Inference-mode self-reenactment: G(W(F(source), kp(driving), kp(source))) -> (B, Ho, Wo, 3).
+
+  kp_head: (source, driving) head keypoints (B, num_kp_head, 3) when `config.num_kp_head > 0`.
+  """
+  nets = _networks(config)
+  rotate = config.num_kp_head == 0
+
+  def apply(name, *args):
+    variables = {"params": gen_params[name]}
+    if gen_batch_stats[name]:
+      variables["batch_stats"] = gen_batch_stats[name]
+    return nets[name].apply(variables, *args)
+
+  m_out = apply("M", jnp.concatenate([source, driving]))
+  kp_s, kp_d = jnp.split(_keypoints(m_out, config.motion_extractor.num_kp, rotate=rotate)[0], 2)
+  if config.num_kp_head:
+    kp_s, kp_d = (jnp.concatenate([h, k], axis=1) for h, k in zip(kp_head, (kp_s, kp_d), strict=True))
+  w_out = apply("W", apply("F", source), kp_d, kp_s)
+  hand = hand_image if config.spade_generator.hand_injection else None
+  return apply("G", w_out["out"], hand)
