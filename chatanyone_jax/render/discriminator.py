@@ -14,9 +14,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from chatanyone_jax.layers.blocks import avg_pool, conv
+from chatanyone_jax.layers.blocks import avg_pool
 from chatanyone_jax.render.presets import DiscriminatorConfig
-from chatanyone_jax.render.spade_generator import SpectralConv
+from chatanyone_jax.render.spade_generator import maybe_spectral_conv
 
 
 class PatchDiscriminator(nn.Module):
@@ -25,10 +25,7 @@ class PatchDiscriminator(nn.Module):
   dtype: jnp.dtype | None = None
 
   def _conv(self, features: int, kernel: int, name: str):
-    if self.config.spectral_norm:
-      return SpectralConv(features, kernel, name=name, dtype=self.dtype)
-    plain = conv(features, 2, kernel, name=name, dtype=self.dtype)
-    return lambda x, train: plain(x)
+    return maybe_spectral_conv(self.config.spectral_norm, features, kernel, name, dtype=self.dtype)
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> dict:

@@ -6,9 +6,9 @@ injection scale of G (the SPADE decoder's 1x, 2x and 4x feature resolutions).
 At each scale the generator feature f receives a gated, spatially-adaptive
 AdaIN residual:
 
-  f <- f + gate * (IN(f) * (1 + gamma(h)) + beta(h)),
+  f <- f + gate * SPADE(f, h) = f + gate * (IN(f) * (1 + gamma(h)) + beta(h)),
 
-with gamma, beta 3x3 convs of the hand feature h at that scale. Because the
+with gamma, beta 3x3 convs of the hand feature h at that scale (`layers.SPADE`). Because the
 hand image is pixel-aligned, the modulation is per pixel (AdaIN with spatial
 statistics, as SPADE) rather than one style vector per image. `gate` is a
 per-channel vector initialised to zero, so a generator with the hand branch
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from chatanyone_jax.layers.blocks import avg_pool, conv
-from chatanyone_jax.ops.norm import instance_norm
+from chatanyone_jax.layers.norm import SPADE
 
 
 def resize_image(x: jax.Array, size: Sequence[int]) -> jax.Array:
@@ -70,7 +70,7 @@ class HandEncoder(nn.Module):
 
 
 class HandInjection(nn.Module):
-  """Gated spatial AdaIN residual: f + gate * (IN(f) * (1 + gamma(h)) + beta(h)).
+  """Gated SPADE residual: f + gate * SPADE(f, h) = f + gate * (IN(f) * (1 + gamma(h)) + beta(h)).
 
   f: (B, H, W, C); h: (B, H, W, Ch) hand feature at the same resolution.
   `gate` (C,) starts at zero, so the module starts as the identity on f.
@@ -80,12 +80,8 @@ class HandInjection(nn.Module):
 
   @nn.compact
   def __call__(self, f: jax.Array, h: jax.Array) -> jax.Array:
-    c = f.shape[-1]
     if h.shape[1:3] != f.shape[1:3]:
       raise ValueError(f"hand feature {h.shape} and generator feature {f.shape} differ in resolution")
-    hid = nn.relu(conv(self.hidden, 2, 3, name="mlp_shared", dtype=self.dtype)(h))
-    gamma = conv(c, 2, 3, name="mlp_gamma", dtype=self.dtype)(hid)
-    beta = conv(c, 2, 3, name="mlp_beta", dtype=self.dtype)(hid)
-    gate = self.param("gate", nn.initializers.zeros, (c,), jnp.float32)
-    inject = instance_norm(f) * (1 + gamma) + beta
+    inject = SPADE(hidden=self.hidden, dtype=self.dtype, name="spade")(f, h)
+    gate = self.param("gate", nn.initializers.zeros, (f.shape[-1],), jnp.float32)
     return f + gate.astype(f.dtype) * inject

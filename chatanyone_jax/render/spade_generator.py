@@ -82,6 +82,18 @@ class SpectralConv(nn.Module):
     return y
 
 
+def maybe_spectral_conv(spectral_norm: bool, features: int, kernel: int, name: str, *,
+                        use_bias: bool = True, dtype=None):
+  """A `SpectralConv`, or a plain zero-padded conv with the same `(x, train=...)` call signature.
+
+  Call inside a compact module (like `layers.blocks.conv`).
+  """
+  if spectral_norm:
+    return SpectralConv(features, kernel, use_bias, name=name, dtype=dtype)
+  plain = conv(features, 2, kernel, use_bias=use_bias, name=name, dtype=dtype)
+  return lambda x, train: plain(x)
+
+
 class SPADEResnetBlock(nn.Module):
   """SPADE residual block (fin -> fout, fmiddle = min(fin, fout)). (B, H, W, fin) -> (B, H, W, fout).
 
@@ -94,10 +106,8 @@ class SPADEResnetBlock(nn.Module):
   dtype: jnp.dtype | None = None
 
   def _conv(self, features: int, kernel: int, name: str, use_bias: bool = True):
-    if self.spectral_norm:
-      return SpectralConv(features, kernel, use_bias, name=name, dtype=self.dtype)
-    plain = conv(features, 2, kernel, use_bias=use_bias, name=name, dtype=self.dtype)
-    return lambda x, train: plain(x)
+    return maybe_spectral_conv(self.spectral_norm, features, kernel, name, use_bias=use_bias,
+                               dtype=self.dtype)
 
   @nn.compact
   def __call__(self, x: jax.Array, seg: jax.Array, *, train: bool = False) -> jax.Array:
