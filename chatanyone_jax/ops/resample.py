@@ -36,6 +36,13 @@ def resize_nearest(x: jax.Array, size: Sequence[int]) -> jax.Array:
   return x
 
 
+def resize_bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
+  """(B, H, W, C) -> (B, *size, C), bilinear with antialiasing when shrinking; identity at equal size."""
+  if tuple(x.shape[1:3]) == tuple(size):
+    return x
+  return jax.image.resize(x, (x.shape[0], *size, x.shape[-1]), "linear", antialias=True)
+
+
 def upsample_nearest(x: jax.Array, scale: int | Sequence[int]) -> jax.Array:
   """Nearest upsampling of (N, *spatial, C) by integer factors per axis."""
   spatial = x.shape[1:-1]

@@ -29,13 +29,7 @@ import jax.numpy as jnp
 
 from chatanyone_jax.layers.blocks import avg_pool, conv
 from chatanyone_jax.layers.norm import SPADE
-
-
-def resize_image(x: jax.Array, size: Sequence[int]) -> jax.Array:
-  """(B, H, W, C) -> (B, *size, C), bilinear with antialiasing; identity when the size already matches."""
-  if tuple(x.shape[1:3]) == tuple(size):
-    return x
-  return jax.image.resize(x, (x.shape[0], *size, x.shape[-1]), "linear", antialias=True)
+from chatanyone_jax.ops.resample import resize_bilinear
 
 
 class HandEncoder(nn.Module):
@@ -58,7 +52,7 @@ class HandEncoder(nn.Module):
     for fine, coarse in zip(sizes[:-1], sizes[1:], strict=True):
       if (fine[0] != 2 * coarse[0]) or (fine[1] != 2 * coarse[1]):
         raise ValueError(f"hand feature sizes must halve per level, got {list(sizes)}")
-    x = resize_image(image.astype(self.dtype or image.dtype), sizes[0])
+    x = resize_bilinear(image.astype(self.dtype or image.dtype), sizes[0])
     feats = []
     for i in range(len(sizes)):
       if i:

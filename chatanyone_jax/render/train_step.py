@@ -42,6 +42,7 @@ import optax
 
 from chatanyone_jax import losses
 from chatanyone_jax.ops import pose
+from chatanyone_jax.ops.resample import resize_bilinear
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
 from chatanyone_jax.render.discriminator import MultiScaleDiscriminator
 from chatanyone_jax.render.motion_extractor import MotionExtractor
@@ -201,7 +202,7 @@ def make_train_step(config: RendererConfig, gen_tx: optax.GradientTransformation
     b = source.shape[0]
     target = batch.get("driving_target")
     if target is None:
-      target = jax.image.resize(driving, (b, *config.output_size, driving.shape[-1]), "bilinear")
+      target = resize_bilinear(driving, config.output_size)
     stats = dict(gen_stats)
     # M once on [source, driving, TPS-warped driving].
     transform = losses.random_tps_transform(key, b)

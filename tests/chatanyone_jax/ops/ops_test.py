@@ -146,3 +146,16 @@ def test_rotation_examples_match_torch(ops_ref):
   np.testing.assert_allclose(rot, ops_ref["rotation_examples/rotation"], atol=1e-6)
   np.testing.assert_allclose(rot @ jnp.swapaxes(rot, -1, -2), np.broadcast_to(np.eye(3), rot.shape),
                              atol=1e-6)
+
+
+def test_resize_bilinear_identity_average_and_constant():
+  x = jax.random.normal(jax.random.key(0), (2, 8, 6, 3))
+  assert ops.resize_bilinear(x, (8, 6)) is x
+  # A linear ramp over pixel centres stays linear: output pixel j sits at input (j + 0.5) * s - 0.5.
+  ramp = jnp.broadcast_to(jnp.arange(16.0)[None, None, :, None], (1, 4, 16, 1))
+  half = ops.resize_bilinear(ramp, (4, 8))[0, 0, 1:-1, 0]  # interior columns (edges are clamped)
+  np.testing.assert_allclose(half, (np.arange(1, 7) + 0.5) * 2 - 0.5, atol=1e-5)
+  up = ops.resize_bilinear(ramp, (4, 32))[0, 0, 2:-2, 0]
+  np.testing.assert_allclose(up, (np.arange(2, 30) + 0.5) * 0.5 - 0.5, atol=1e-5)
+  const = jnp.full((1, 5, 7, 2), 0.3)
+  np.testing.assert_allclose(ops.resize_bilinear(const, (11, 13)), 0.3, atol=1e-6)
