@@ -1,4 +1,7 @@
-"""Stage 2 renderer: LivePortrait's four networks in Flax (F, M, W, G) and their converters."""
+"""Stage 2 renderer: LivePortrait's networks in Flax (F, M, W, G, stitching MLPs S).
+
+Their PyTorch checkpoint converters live in `chatanyone_jax.convert.liveportrait`.
+"""
 
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
 from chatanyone_jax.render.motion_extractor import MotionExtractor

@@ -1,14 +1,16 @@
-"""Hyper-parameters of the four LivePortrait renderer networks (F, M, W, G).
+"""Hyper-parameters of the LivePortrait renderer networks (F, M, W, G, and the stitching MLPs S).
 
 Field names follow LivePortrait's `models.yaml` so a config reads against the
-upstream one and checkpoints map one to one (`chatanyone_jax.render.convert`).
+upstream one and checkpoints map one to one (`chatanyone_jax.convert.liveportrait`).
 The dataclass defaults are LivePortrait's own values, so `liveportrait` below
-is simply `RendererConfig()`.
+is `RendererConfig()` plus the stitching / retargeting MLPs (`StitchingConfig()`),
+which the other presets leave out (`stitching=None`): they act on M's K implicit
+keypoints and only LivePortrait's released K = 21 ones (and the reduced reference) have them.
 
 Presets:
   * `liveportrait`: the released LivePortrait networks (256x256 in, 512x512 out).
   * `reference_reduced`: the reduced networks of the PyTorch reference vectors
-    (`shared/data/reference/liveportrait/*.npz`; 64x64 images, K = 5).
+    (`shared/data/reference/liveportrait/*.npz`; 64x64 images, K = 5), S included.
   * `tiny`: <= 64 channels everywhere, for CPU tests.
   * `tiny_upper`: `tiny` shaped like `upper512x768` (64 high x 32 wide in,
     K = 3 head + 4 body keypoints, hand injection on), for CPU train steps.
@@ -105,6 +107,43 @@ class DiscriminatorConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class StitchingRetargetingConfig:
+  """One stitching / retargeting MLP: input_size -> hidden_sizes (ReLU after each) -> output_size."""
+  input_size: int
+  hidden_sizes: tuple[int, ...]
+  output_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class StitchingConfig:
+  """LivePortrait's three MLPs on the K implicit keypoints (`stitching_retargeting_module_params`).
+
+  Sizes follow from K: stitching 6K -> 3K + 2 (keypoint deltas + a 2-D translation), lip retargeting
+  3K + 2 -> 3K, eye retargeting 3K + 3 -> 3K. K = 21 gives upstream's 126 -> [128, 128, 64] -> 65,
+  65 -> [128, 128, 64] -> 63 and 66 -> [256, 256, 128, 128, 64] -> 63.
+  """
+  num_kp: int = 21
+  stitching_hidden: tuple[int, ...] = (128, 128, 64)
+  lip_hidden: tuple[int, ...] = (128, 128, 64)
+  eye_hidden: tuple[int, ...] = (256, 256, 128, 128, 64)
+
+  @property
+  def stitching(self) -> StitchingRetargetingConfig:
+    """x = [kp_source, kp_driving] flattened -> delta (3K + 2)."""
+    return StitchingRetargetingConfig(6 * self.num_kp, self.stitching_hidden, 3 * self.num_kp + 2)
+
+  @property
+  def lip(self) -> StitchingRetargetingConfig:
+    """x = [kp_source flattened, (c_lip_source, c_lip_driving)] -> delta (3K)."""
+    return StitchingRetargetingConfig(3 * self.num_kp + 2, self.lip_hidden, 3 * self.num_kp)
+
+  @property
+  def eye(self) -> StitchingRetargetingConfig:
+    """x = [kp_source flattened, (c_left_eye_source, c_right_eye_source, c_eye_driving)] -> delta (3K)."""
+    return StitchingRetargetingConfig(3 * self.num_kp + 3, self.eye_hidden, 3 * self.num_kp)
+
+
+@dataclasses.dataclass(frozen=True)
 class RendererConfig:
   """The networks of one renderer, with the image size they are built for."""
   appearance_feature_extractor: AppearanceFeatureExtractorConfig = AppearanceFeatureExtractorConfig()
@@ -114,6 +153,7 @@ class RendererConfig:
   image_size: tuple[int, int] = (256, 256)  # (H, W) of the source / driving images
   discriminator: DiscriminatorConfig = DiscriminatorConfig()
   num_kp_head: int = 0  # explicit head keypoints among W's num_kp (first in X_full, Eq. 4)
+  stitching: StitchingConfig | None = None  # LivePortrait's stitching / retargeting MLPs, if any
 
   @property
   def output_size(self) -> tuple[int, int]:
@@ -124,7 +164,7 @@ class RendererConfig:
     return (self.image_size[0] // d * r, self.image_size[1] // d * r)
 
 
-liveportrait = RendererConfig()
+liveportrait = RendererConfig(stitching=StitchingConfig())
 
 reference_reduced = RendererConfig(
     appearance_feature_extractor=AppearanceFeatureExtractorConfig(
@@ -138,6 +178,8 @@ reference_reduced = RendererConfig(
     spade_generator=SPADEDecoderConfig(upscale=2, block_expansion=4, max_features=16, num_down_blocks=2,
                                        out_channels=8),
     image_size=(64, 64),
+    stitching=StitchingConfig(num_kp=5, stitching_hidden=(16, 16, 8), lip_hidden=(16, 16, 8),
+                              eye_hidden=(32, 32, 16, 16, 8)),
 )
 
 tiny = RendererConfig(

@@ -4,8 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chatanyone_jax.convert import liveportrait as convert
 from chatanyone_jax.layers import torch_compat as tc
-from chatanyone_jax.render import convert, presets
+from chatanyone_jax.render import presets
 from chatanyone_jax.render.appearance_feature_extractor import (
   AppearanceFeatureExtractor,
   channels_to_volume,

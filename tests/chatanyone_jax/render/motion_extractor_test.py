@@ -3,9 +3,10 @@
 import jax
 import numpy as np
 
+from chatanyone_jax.convert import liveportrait as convert
 from chatanyone_jax.layers import torch_compat as tc
 from chatanyone_jax.ops import headpose_from_bins, rotation_matrix, transform_keypoints
-from chatanyone_jax.render import convert, presets
+from chatanyone_jax.render import presets
 from chatanyone_jax.render.motion_extractor import MotionExtractor
 from tests.chatanyone_jax.render import util
 

@@ -4,9 +4,10 @@ import jax
 import numpy as np
 import pytest
 
+from chatanyone_jax.convert import liveportrait as convert
 from chatanyone_jax.layers import torch_compat as tc
 from chatanyone_jax.ops.resample import upsample_nearest
-from chatanyone_jax.render import convert, presets
+from chatanyone_jax.render import presets
 from chatanyone_jax.render.spade_generator import SPADEDecoder, SPADEResnetBlock, SpectralConv
 from tests.chatanyone_jax.render import util
 

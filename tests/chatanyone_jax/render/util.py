@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chatanyone_jax.render import convert
+from chatanyone_jax.convert import liveportrait as convert
 
 # Biases that feed a per-channel normalisation (BatchNorm in train mode, or SPADE's instance norm)
 # cancel out, so their gradient is zero up to rounding; every other parameter must get a gradient.

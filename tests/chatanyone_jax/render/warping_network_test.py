@@ -4,8 +4,9 @@ import jax
 import numpy as np
 import pytest
 
+from chatanyone_jax.convert import liveportrait as convert
 from chatanyone_jax.layers import torch_compat as tc
-from chatanyone_jax.render import convert, presets
+from chatanyone_jax.render import presets
 from chatanyone_jax.render.warping_network import WarpingNetwork
 from tests.chatanyone_jax.render import util
 
