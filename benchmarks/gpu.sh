@@ -23,6 +23,11 @@ PYEOF
 "$PY" -m benchmarks.grid_sample_bench --iters 50 --bf16
 "$PY" -m benchmarks.grid_sample_bench --iters 20 --batch 8
 
+# The renderer frame rate needs flax and optax as well (the networks themselves).
+if "$PY" -c "import flax, optax" 2>/dev/null; then
+  "$PY" -m benchmarks.render_bench --gpu --write --iters 50
+fi
+
 if "$PY" -c "import pytest" 2>/dev/null; then
   JAX_PLATFORMS="" CHATANYONE_REFERENCE_DIR="${CHATANYONE_REFERENCE_DIR:-$PWD/../shared/data/reference}" \
     "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/chatanyone_jax/ops/grid_sample_test.py

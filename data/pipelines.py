@@ -1,0 +1,331 @@
+"""Grain input pipelines over the preprocessed records (`data.records`): render pairs and motion windows.
+
+Both pipelines are `grain.python.DataLoader`s: an `IndexSampler` (seeded shuffle, endless or
+`num_epochs`, split per JAX process with `ShardByJaxProcess`), per-example transforms, `Batch`, and
+`worker_count` worker processes (0 = in process, as in the tests). Their iterators are checkpointable
+with orbax (`save_iterator` / `restore_iterator`, or `grain.python.PyGrainCheckpointSave` inside a
+training `CheckpointManager`), so a resumed run continues with the next unseen batch.
+
+Render pairs (stage 2, `render_pairs`): a driving frame and a source frame of the same clip:
+  source, driving          (B, Hi, Wi, 3) float32 in [0, 1] at the renderer's input size
+  driving_target           (B, Ho, Wo, 3) at the output size (the stored crop size by default)
+  kp_head_source / _driving (B, 32, 3) head-template keypoints, grid units of the crop
+  body_kp_source / _driving (B, 21, 3), body_visibility_source / _driving (B, 21)   [body crop only]
+  hand_image               (B, Hi, Wi, 3) rendered hands of the driving frame       [body crop only]
+  hand_present             (B, 2) bool                                               [body crop only]
+  face_mask, hand_mask, person_mask (B, Ho, Wo, 1) float32 in [0, 1] of the driving frame
+  clip_index, source_index, driving_index (B,) int32
+With `crop="head"` the images are the head crops (face refine / head512) and there is no body or hand
+entry (hand_mask and person_mask are absent; face_mask is the face-mesh hull in the head crop).
+
+Motion windows (stage 1, `motion_windows`): T + H consecutive frames; the first H are the history,
+the last T the window to generate:
+  motion (B, T+H, 58) = exp (52) ⊕ pose (6: pitch, yaw, roll in degrees, translation in body units)
+  exp (B, T+H, 52), pose (B, T+H, 6), scale (B, T+H)
+  head_kp (B, T+H, 32, 3), body_kp (B, T+H, 21, 3), body_visibility (B, T+H, 21)
+  hand_coeffs (B, T+H, 130), hand_present (B, T+H, 2)
+  audio (B, round((T+H) · 16000 / 30)) float32 16 kHz samples of exactly those frames
+  identity (B, n_id)
+  ref_motion (B, T, 58), ref_exp (B, T, 52): a reference window of the same clip, chosen not to overlap
+    the main one when the clip is long enough (else as far from it as the clip allows)
+  clip_index, start, ref_start (B,) int32
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import os
+from collections.abc import Sequence
+
+import grain.python as grain
+import numpy as np
+from PIL import Image
+
+from data import records
+
+MOTION_DIM = 58
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _image(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
+  """Encoded image -> (H, W, C) float32 in [0, 1], resized to `size` (H, W) if given."""
+  img = Image.open(io.BytesIO(data))
+  img.load()
+  if size is not None and (img.height, img.width) != tuple(size):
+    img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
+  arr = np.asarray(img, np.float32) / 255.0
+  return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _sizes(meta: dict, crop: str) -> tuple[int, int]:
+  if crop == "body":
+    return tuple(meta["body_size"])
+  return (meta["head_size"], meta["head_size"])
+
+
+def make_loader(source, operations: Sequence, *, batch_size: int, seed: int, shuffle: bool = True,
+                num_epochs: int | None = None, worker_count: int = 0,
+                shard_options: grain.ShardOptions | None = None,
+                drop_remainder: bool = True) -> grain.DataLoader:
+  """A DataLoader over `source` with the given per-example operations, then `Batch`.
+
+  Args:
+    shard_options: default `ShardByJaxProcess(drop_remainder=True)`: process i of n reads every n-th
+      record, so hosts never see the same example in an epoch.
+  """
+  if batch_size <= 0:
+    raise ValueError(f"batch_size must be positive, got {batch_size}")
+  if shard_options is None:
+    shard_options = grain.ShardByJaxProcess(drop_remainder=True)
+  sampler = grain.IndexSampler(num_records=len(source), shard_options=shard_options, shuffle=shuffle,
+                               num_epochs=num_epochs, seed=seed)
+  ops = list(operations) + [grain.Batch(batch_size=batch_size, drop_remainder=drop_remainder)]
+  return grain.DataLoader(data_source=source, sampler=sampler, operations=ops, worker_count=worker_count,
+                          shard_options=shard_options)
+
+
+# ---------------------------------------------------------------- render pairs
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderPairConfig:
+  """Render-pair settings.
+
+  Attributes:
+    crop: "body" (upper512x768: control keypoints X_head ⊕ X_body, hands) or "head" (head512 / refine).
+    input_size: (H, W) of source / driving / hand image (the renderer's input); None = output size / 2.
+    output_size: (H, W) of driving_target and the masks; None = the stored crop size.
+    max_gap: the source frame is at most this many frames from the driving one (None: anywhere in
+      the clip); never the driving frame itself unless the clip has one frame.
+  """
+
+  crop: str = "body"
+  input_size: tuple[int, int] | None = None
+  output_size: tuple[int, int] | None = None
+  max_gap: int | None = None
+
+  def __post_init__(self):
+    if self.crop not in ("body", "head"):
+      raise ValueError(f"crop must be 'body' or 'head', got {self.crop!r}")
+
+
+class PairRecords(grain.RandomMapTransform):
+  """Driving frame record -> (source record, driving record) of the same clip (random source)."""
+
+  def __init__(self, frames_source, max_gap: int | None):
+    self.frames = frames_source
+    self.max_gap = max_gap
+
+  def random_map(self, driving: dict, rng: np.random.Generator) -> dict:
+    start, length = int(driving["clip_start"]), int(driving["clip_length"])
+    f = int(driving["frame_index"])
+    lo, hi = 0, length - 1
+    if self.max_gap is not None:
+      lo, hi = max(0, f - self.max_gap), min(length - 1, f + self.max_gap)
+    if hi > lo:
+      j = int(rng.integers(lo, hi))  # [lo, hi) then skip the driving frame: uniform over the others
+      j = j + 1 if j >= f else j
+    else:
+      j = f
+    return {"source": self.frames[start + j], "driving": driving}
+
+
+class DecodePair(grain.MapTransform):
+  """Decodes the two records into the arrays of the module docstring."""
+
+  def __init__(self, config: RenderPairConfig, stored_size: tuple[int, int], head_size: int):
+    self.config = config
+    self.head_size = head_size
+    out = tuple(config.output_size or stored_size)
+    self.output_size = out
+    self.input_size = tuple(config.input_size or (out[0] // 2, out[1] // 2))
+
+  def map(self, pair: dict) -> dict:
+    from data.preprocess import face_mask
+
+    src, drv = pair["source"], pair["driving"]
+    body = self.config.crop == "body"
+    key = "body_jpeg" if body else "head_jpeg"
+    kp = "head_kp" if body else "head_kp_head"
+    driving_full = _image(drv[key], self.output_size)
+    out = {
+        "source": _image(src[key], self.input_size),
+        "driving": np.asarray(Image.fromarray((driving_full * 255 + 0.5).astype(np.uint8)).resize(
+            (self.input_size[1], self.input_size[0]), Image.Resampling.BILINEAR, reducing_gap=3.0),
+            np.float32) / 255.0,
+        "driving_target": driving_full,
+        "kp_head_source": np.asarray(src[kp], np.float32),
+        "kp_head_driving": np.asarray(drv[kp], np.float32),
+        "clip_index": np.int32(drv["clip_index"]),
+        "source_index": np.int32(src["clip_start"] + src["frame_index"]),
+        "driving_index": np.int32(drv["clip_start"] + drv["frame_index"]),
+    }
+    if body:
+      masks = _image(drv["mask_png"], self.output_size)  # (H, W, 3): face, hands, person
+      out.update(
+          face_mask=masks[..., 0:1], hand_mask=masks[..., 1:2], person_mask=masks[..., 2:3],
+          hand_image=_image(drv["hand_jpeg"], self.input_size),
+          hand_present=np.asarray(drv["hand_present"], bool),
+          body_kp_source=np.asarray(src["body_kp"], np.float32),
+          body_kp_driving=np.asarray(drv["body_kp"], np.float32),
+          body_visibility_source=np.asarray(src["body_visibility"], np.float32),
+          body_visibility_driving=np.asarray(drv["body_visibility"], np.float32))
+    else:
+      h, w = self.output_size
+      # face_head is in pixels of the stored head crop: scale to the output size.
+      pts = np.asarray(drv["face_head"], np.float32) * (np.array([w, h, w], np.float32) / self.head_size)
+      out["face_mask"] = face_mask(pts, (h, w))[..., None].astype(np.float32) / 255.0
+    return out
+
+
+def render_pairs(root: str | os.PathLike, *, batch_size: int, split: str = "train", seed: int = 0,
+                 config: RenderPairConfig = RenderPairConfig(), shuffle: bool = True,
+                 num_epochs: int | None = None, worker_count: int = 0,
+                 shard_options: grain.ShardOptions | None = None) -> grain.DataLoader:
+  """Batches of (source, driving) pairs for the renderer (keys in the module docstring)."""
+  meta = records.read_meta(root)
+  frames = records.data_source(root, "frames", split)
+  stored = _sizes(meta, config.crop)
+  decode = DecodePair(config, stored, meta["head_size"])
+  return make_loader(frames, [PairRecords(frames, config.max_gap), decode], batch_size=batch_size, seed=seed,
+                     shuffle=shuffle, num_epochs=num_epochs, worker_count=worker_count,
+                     shard_options=shard_options)
+
+
+# ---------------------------------------------------------------- motion windows
+
+
+@dataclasses.dataclass(frozen=True)
+class MotionWindowConfig:
+  """Motion-window settings: T (window) + H (history) frames per example, one start every `stride`."""
+
+  window: int = 40
+  history: int = 10
+  stride: int = 5
+
+  @property
+  def length(self) -> int:
+    return self.window + self.history
+
+
+class WindowIndex:
+  """Random-access source of (clip, start) pairs: every start of a whole T + H window in every clip."""
+
+  def __init__(self, clip_frames: Sequence[int], config: MotionWindowConfig, name: str = ""):
+    self.config = config
+    self.name = name
+    rows = []
+    for c, n in enumerate(clip_frames):
+      for s in range(0, n - config.length + 1, config.stride):
+        rows.append((c, s))
+    if not rows:
+      raise ValueError(f"no clip has {config.length} frames (window {config.window} + history "
+                       f"{config.history}); preprocess longer videos or lower the window")
+    self.rows = np.asarray(rows, np.int64)
+
+  def __len__(self) -> int:
+    return len(self.rows)
+
+  def __repr__(self) -> str:  # grain checks it when restoring an iterator: stable across processes
+    c = self.config
+    return (f"WindowIndex({self.name}, windows={len(self.rows)}, window={c.window}, history={c.history}, "
+            f"stride={c.stride})")
+
+  def __getitem__(self, i: int) -> dict:
+    c, s = self.rows[i]
+    return {"clip": int(c), "start": int(s)}
+
+
+class CutWindow(grain.RandomMapTransform):
+  """(clip, start) -> the window's arrays, plus a random reference window of the same clip."""
+
+  def __init__(self, clips_source, config: MotionWindowConfig, samples_per_frame: float, cache: int = 8):
+    self.clips = clips_source
+    self.config = config
+    self.spf = samples_per_frame
+    self._read = functools.lru_cache(maxsize=cache)(self._read_clip)
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    del state["_read"]
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._read = functools.lru_cache(maxsize=8)(self._read_clip)
+
+  def _read_clip(self, c: int) -> dict:
+    return self.clips[c]
+
+  def reference_start(self, n: int, start: int, rng: np.random.Generator) -> int:
+    t, length = self.config.window, self.config.length
+    starts = np.arange(0, n - t + 1)
+    free = starts[(starts + t <= start) | (starts >= start + length)]
+    if free.size:
+      return int(rng.choice(free))
+    dist = np.abs(starts - start)
+    return int(starts[np.argmax(dist)])
+
+  def random_map(self, item: dict, rng: np.random.Generator) -> dict:
+    c, s = item["clip"], item["start"]
+    clip = self._read(c)
+    n = int(clip["num_frames"])
+    length, t = self.config.length, self.config.window
+    sl = slice(s, s + length)
+    motion = np.concatenate([clip["exp"], clip["pose"]], -1).astype(np.float32)
+    a = int(round(s * self.spf))
+    num = int(round(length * self.spf))
+    audio = np.zeros(num, np.float32)
+    chunk = clip["audio"][a:a + num].astype(np.float32) / 32768.0
+    audio[:chunk.size] = chunk
+    r = self.reference_start(n, s, rng)
+    return {
+        "motion": motion[sl], "exp": clip["exp"][sl], "pose": clip["pose"][sl], "scale": clip["scale"][sl],
+        "head_kp": clip["head_kp"][sl], "body_kp": clip["body_kp"][sl],
+        "body_visibility": clip["body_visibility"][sl], "hand_coeffs": clip["hand_coeffs"][sl],
+        "hand_present": np.asarray(clip["hand_present"][sl], bool), "audio": audio,
+        "identity": np.asarray(clip["identity"], np.float32),
+        "ref_motion": motion[r:r + t], "ref_exp": clip["exp"][r:r + t],
+        "clip_index": np.int32(c), "start": np.int32(s), "ref_start": np.int32(r),
+    }
+
+
+def motion_windows(root: str | os.PathLike, *, batch_size: int, split: str = "train", seed: int = 0,
+                   config: MotionWindowConfig = MotionWindowConfig(), shuffle: bool = True,
+                   num_epochs: int | None = None, worker_count: int = 0,
+                   shard_options: grain.ShardOptions | None = None) -> grain.DataLoader:
+  """Batches of motion windows with their audio for stage 1 (keys in the module docstring)."""
+  meta = records.read_meta(root)
+  clips = records.data_source(root, "clips", split)
+  index = WindowIndex(meta["clip_frames"][split], config, name=f"{records.records_dir(root)}:{split}")
+  spf = meta["sample_rate"] / meta["fps"]
+  return make_loader(index, [CutWindow(clips, config, spf)], batch_size=batch_size, seed=seed,
+                     shuffle=shuffle,
+                     num_epochs=num_epochs, worker_count=worker_count, shard_options=shard_options)
+
+
+# ---------------------------------------------------------------- iterator checkpoints
+
+
+def save_iterator(directory: str | os.PathLike, step: int, iterator) -> None:
+  """Saves a DataLoader iterator's position with orbax (`directory/<step>/data`)."""
+  import orbax.checkpoint as ocp
+
+  with ocp.CheckpointManager(os.fspath(directory), item_names=("data",)) as mngr:
+    mngr.save(step, args=ocp.args.Composite(data=grain.PyGrainCheckpointSave(iterator)))
+    mngr.wait_until_finished()
+
+
+def restore_iterator(directory: str | os.PathLike, iterator, step: int | None = None):
+  """Restores `iterator` (a fresh `iter(loader)` of the same pipeline) to the saved position."""
+  import orbax.checkpoint as ocp
+
+  with ocp.CheckpointManager(os.fspath(directory), item_names=("data",)) as mngr:
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no data-iterator checkpoint under {directory}")
+    return mngr.restore(step, args=ocp.args.Composite(data=grain.PyGrainCheckpointRestore(iterator)))["data"]

@@ -1,0 +1,246 @@
+"""TFDS dataset builder writing the preprocessed clips as ArrayRecord shards (random access for grain).
+
+Two builder configs over the same clips (`python -m data.preprocess` writes both under `OUT/records/`):
+
+* ``clips``: one record per clip (all frames of one face run of one video): template coefficients
+  (`exp` (T, 52), `pose` (T, 6) = pitch, yaw, roll in degrees + translation in body units, `scale` (T,),
+  `identity`), keypoints (`head_kp` (T, 32, 3) and `body_kp` (T, 21, 3) in body-crop grid units,
+  `head_kp_head` in head-crop grid units, `body_visibility` (T, 21)), hands (`hand_coeffs` (T, 130),
+  `hand_present` (T, 2), `hands` (T, 2, 21, 3) body-crop pixels), crop boxes and the clip's audio
+  (`audio`, int16 at 16 kHz, exactly round(T · 16000 / 30) samples), plus `frame_offset`: the index of
+  the clip's first record in the ``frames`` config of the same split.
+* ``frames``: one record per frame, in clip order (shuffling disabled, so a clip's frames are the
+  records [clip_start, clip_start + clip_length)): JPEG body and head crops, the rendered hand image
+  (JPEG), a PNG with three masks (face, hands, person), and that frame's keypoints and coefficients.
+
+Read them with `data_source(root, "clips" | "frames", split)` (or `tfds.data_source` with this module
+imported). Writing needs no TensorFlow: images are stored as encoded bytes and decoded by the grain
+pipelines (`data.pipelines`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from chatanyone_jax.template.hands import HANDS_DIM
+from chatanyone_jax.template.head_template import NUM_EXP, NUM_KEYPOINTS
+
+log = logging.getLogger(__name__)
+
+VERSION = "1.0.0"
+RECORDS_DIR = "records"
+META_FILE = "meta.json"
+NUM_BODY_KP = 21
+NUM_FACE_POINTS = 478
+_BYTES = np.object_
+_META_SCHEMA = 2  # bump when meta.json or the record layout changes (forces a rebuild)
+
+
+def _f32(*shape):
+  return tfds.features.Tensor(shape=shape, dtype=np.float32)
+
+
+def _clip_features() -> tfds.features.FeaturesDict:
+  return tfds.features.FeaturesDict({
+      "name": tfds.features.Text(),
+      "video": tfds.features.Text(),
+      "num_frames": np.int32,
+      "frame_offset": np.int64,
+      "audio": tfds.features.Tensor(shape=(None,), dtype=np.int16),
+      "source_frame": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+      "exp": _f32(None, NUM_EXP), "pose": _f32(None, 6), "scale": _f32(None), "identity": _f32(None),
+      "fit_error_px": np.float32,
+      "head_kp": _f32(None, NUM_KEYPOINTS, 3), "head_kp_head": _f32(None, NUM_KEYPOINTS, 3),
+      "body_kp": _f32(None, NUM_BODY_KP, 3), "body_visibility": _f32(None, NUM_BODY_KP),
+      "hands": _f32(None, 2, 21, 3), "hand_present": tfds.features.Tensor(shape=(None, 2), dtype=np.bool_),
+      "hand_coeffs": _f32(None, HANDS_DIM),
+      "head_box": _f32(None, 4), "body_box": _f32(None, 4),
+  })
+
+
+def _frame_features() -> tfds.features.FeaturesDict:
+  b = tfds.features.Tensor(shape=(), dtype=_BYTES)
+  return tfds.features.FeaturesDict({
+      "clip_name": tfds.features.Text(), "clip_index": np.int32, "frame_index": np.int32,
+      "clip_start": np.int64, "clip_length": np.int32,
+      "body_jpeg": b, "head_jpeg": b, "hand_jpeg": b, "mask_png": b,
+      "exp": _f32(NUM_EXP), "pose": _f32(6), "scale": np.float32,
+      "head_kp": _f32(NUM_KEYPOINTS, 3), "head_kp_head": _f32(NUM_KEYPOINTS, 3),
+      "body_kp": _f32(NUM_BODY_KP, 3), "body_visibility": _f32(NUM_BODY_KP),
+      "hands": _f32(2, 21, 3), "hand_present": tfds.features.Tensor(shape=(2,), dtype=np.bool_),
+      "hand_coeffs": _f32(HANDS_DIM),
+      "face": _f32(NUM_FACE_POINTS, 3), "face_head": _f32(NUM_FACE_POINTS, 3),
+      "head_box": _f32(4), "body_box": _f32(4),
+  })
+
+
+_PER_FRAME = ("exp", "pose", "scale", "head_kp", "head_kp_head", "body_kp", "body_visibility", "hands",
+              "hand_present", "hand_coeffs", "head_box", "body_box")
+
+
+def is_validation(video_stem: str, val_fraction: float) -> bool:
+  """Stable split by video (never by clip: clips of one video share the identity)."""
+  if val_fraction <= 0:
+    return False
+  h = int(hashlib.sha1(video_stem.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+  return h < val_fraction
+
+
+def list_clips(root: str | os.PathLike) -> list[pathlib.Path]:
+  """Finished clip files under `root/work/*/` (videos whose status is "done"), in a stable order."""
+  work = pathlib.Path(root) / "work"
+  out = []
+  for d in sorted(work.iterdir()) if work.is_dir() else []:
+    status = d / "status.json"
+    if status.is_file() and json.loads(status.read_text()).get("status") == "done":
+      out.extend(sorted(d.glob("clip_*.npz")))
+  return out
+
+
+def _split_clips(root, val_fraction: float) -> dict[str, list[pathlib.Path]]:
+  splits: dict[str, list[pathlib.Path]] = {"train": [], "validation": []}
+  for p in list_clips(root):
+    splits["validation" if is_validation(p.parent.name, val_fraction) else "train"].append(p)
+  return {k: v for k, v in splits.items() if v}
+
+
+class ChatAnyoneRecords(tfds.core.GeneratorBasedBuilder):
+  """Preprocessed talking-portrait clips (see the module docstring); built from `data.preprocess` output."""
+
+  VERSION = tfds.core.Version(VERSION)
+  BUILDER_CONFIGS = [
+      tfds.core.BuilderConfig(name="clips",
+                              description="one record per clip: coefficients, keypoints, audio"),
+      tfds.core.BuilderConfig(name="frames", description="one record per frame: crops, masks, hand image"),
+  ]
+
+  def __init__(self, *, preprocessed_dir: str | os.PathLike | None = None, val_fraction: float = 0.0,
+               **kwargs):
+    self._preprocessed_dir = preprocessed_dir
+    self._val_fraction = val_fraction
+    super().__init__(**kwargs)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    features = _clip_features() if self.builder_config.name == "clips" else _frame_features()
+    return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features,
+                                 disable_shuffling=True, homepage="https://github.com/chatanyone-jax")
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    if self._preprocessed_dir is None:
+      raise ValueError("ChatAnyoneRecords builds from `python -m data.preprocess` output; pass "
+                       "preprocessed_dir=OUT (or run the preprocess command, which does)")
+    splits = _split_clips(self._preprocessed_dir, self._val_fraction)
+    if not splits:
+      raise ValueError(f"no finished clips under {self._preprocessed_dir}/work; run data.preprocess first")
+    return {name: self._generate_examples(paths) for name, paths in splits.items()}
+
+  def _generate_examples(self, paths):
+    yield from (self._clips(paths) if self.builder_config.name == "clips" else self._frames(paths))
+
+  def _clips(self, paths):
+    offset = 0
+    for i, p in enumerate(paths):
+      with np.load(p) as z:
+        n = int(z["exp"].shape[0])
+        ex = {k: z[k] for k in _PER_FRAME}
+        ex.update(name=str(z["name"]), video=p.parent.name, num_frames=n, frame_offset=offset,
+                  audio=z["audio"], source_frame=z["source_frame"], identity=z["identity"],
+                  fit_error_px=z["fit_error_px"])
+      yield f"{i:08d}", ex
+      offset += n
+
+  def _frames(self, paths):
+    from data.preprocess import unpack_bytes
+
+    offset = 0
+    for i, p in enumerate(paths):
+      with np.load(p) as z:
+        arrays = {k: z[k] for k in z.files}
+      n = int(arrays["exp"].shape[0])
+      blobs = {k: unpack_bytes(arrays[k], arrays[k + "_offsets"])
+               for k in ("body_jpeg", "head_jpeg", "hand_jpeg", "mask_png")}
+      for f in range(n):
+        ex = {k: arrays[k][f] for k in _PER_FRAME + ("face", "face_head")}
+        ex.update({k: v[f] for k, v in blobs.items()})
+        ex.update(clip_name=str(arrays["name"]), clip_index=i, frame_index=f, clip_start=offset,
+                  clip_length=n)
+        yield f"{offset + f:012d}", ex
+      offset += n
+
+
+def _fingerprint(root, val_fraction: float) -> str:
+  h = hashlib.sha1()
+  for p in list_clips(root):
+    st = p.stat()
+    h.update(f"{p.parent.name}/{p.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+  h.update(f"{val_fraction}:{VERSION}:{_META_SCHEMA}".encode())
+  return h.hexdigest()
+
+
+def build(root: str | os.PathLike, val_fraction: float = 0.0) -> dict:
+  """Writes (or reuses, when the clips did not change) both configs under `root/records`; returns meta."""
+  root = pathlib.Path(root)
+  rec = root / RECORDS_DIR
+  fp = _fingerprint(root, val_fraction)
+  meta_path = rec / META_FILE
+  if meta_path.is_file():
+    meta = json.loads(meta_path.read_text())
+    if meta.get("fingerprint") == fp:
+      log.info("records up to date in %s", rec)
+      return meta
+  if rec.exists():
+    shutil.rmtree(rec)
+  rec.mkdir(parents=True)
+  cfg = json.loads((root / "config.json").read_text()) if (root / "config.json").is_file() else {}
+  splits, clip_frames = {}, {}
+  for split, paths in _split_clips(root, val_fraction).items():
+    lengths = []
+    for p in paths:
+      with np.load(p) as z:
+        lengths.append(int(z["exp"].shape[0]))
+    clip_frames[split] = lengths
+  for name in ("clips", "frames"):
+    builder = ChatAnyoneRecords(config=name, data_dir=str(rec), file_format="array_record",
+                                preprocessed_dir=root, val_fraction=val_fraction)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+    splits[name] = {s: int(v.num_examples) for s, v in builder.info.splits.items()}
+  meta = {"fingerprint": fp, "splits": splits, "clip_frames": clip_frames, "val_fraction": val_fraction,
+          "body_size": cfg.get("body_size"), "head_size": cfg.get("head_size"),
+          "fps": cfg.get("fps", 30.0), "sample_rate": cfg.get("sample_rate", 16000)}
+  meta_path.write_text(json.dumps(meta, indent=1))
+  return meta
+
+
+def records_dir(root: str | os.PathLike) -> pathlib.Path:
+  """`root` may be the preprocess output folder or its records/ folder."""
+  root = pathlib.Path(root)
+  return root / RECORDS_DIR if (root / RECORDS_DIR / META_FILE).is_file() else root
+
+
+def read_meta(root: str | os.PathLike) -> dict:
+  p = records_dir(root) / META_FILE
+  if not p.is_file():
+    raise FileNotFoundError(f"no records under {root}: run "
+                            f"`python -m data.preprocess --videos DIR --out {root}`")
+  return json.loads(p.read_text())
+
+
+def data_source(root: str | os.PathLike, config: str, split: str = "train"):
+  """The ArrayRecord data source of one config ("clips" / "frames") and split; random access, picklable."""
+  if config not in ("clips", "frames"):
+    raise ValueError(f"config must be 'clips' or 'frames', got {config!r}")
+  meta = read_meta(root)
+  if split not in meta["splits"][config]:
+    raise ValueError(f"split {split!r} not in the records (have {sorted(meta['splits'][config])})")
+  path = records_dir(root) / "chat_anyone_records" / config / VERSION
+  return tfds.builder_from_directory(str(path)).as_data_source(split=split)
