@@ -123,9 +123,10 @@ class ChatAnyoneRecords(tfds.core.GeneratorBasedBuilder):
   ]
 
   def __init__(self, *, preprocessed_dir: str | os.PathLike | None = None, val_fraction: float = 0.0,
-               **kwargs):
+               use_beam: bool = False, **kwargs):
     self._preprocessed_dir = preprocessed_dir
     self._val_fraction = val_fraction
+    self._use_beam = use_beam
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -144,37 +145,51 @@ class ChatAnyoneRecords(tfds.core.GeneratorBasedBuilder):
     return {name: self._generate_examples(paths) for name, paths in splits.items()}
 
   def _generate_examples(self, paths):
-    yield from (self._clips(paths) if self.builder_config.name == "clips" else self._frames(paths))
-
-  def _clips(self, paths):
+    jobs = []  # (clip index, path, index of its first frame record): known before writing anything
     offset = 0
     for i, p in enumerate(paths):
-      with np.load(p) as z:
-        n = int(z["exp"].shape[0])
-        ex = {k: z[k] for k in _PER_FRAME}
-        ex.update(name=str(z["name"]), video=p.parent.name, num_frames=n, frame_offset=offset,
-                  audio=z["audio"], source_frame=z["source_frame"], identity=z["identity"],
-                  fit_error_px=z["fit_error_px"])
-      yield f"{i:08d}", ex
-      offset += n
+      jobs.append((i, str(p), offset))
+      offset += _clip_length(p)
+    fn = clip_examples if self.builder_config.name == "clips" else frame_examples
+    if self._use_beam:  # one Beam element per clip: TFDS runs it on the runner of its DownloadConfig
+      import apache_beam as beam
 
-  def _frames(self, paths):
-    from data.preprocess import unpack_bytes
+      return beam.Create(jobs) | beam.FlatMap(lambda job: fn(*job))
+    return (ex for job in jobs for ex in fn(*job))
 
-    offset = 0
-    for i, p in enumerate(paths):
-      with np.load(p) as z:
-        arrays = {k: z[k] for k in z.files}
-      n = int(arrays["exp"].shape[0])
-      blobs = {k: unpack_bytes(arrays[k], arrays[k + "_offsets"])
-               for k in ("body_jpeg", "head_jpeg", "hand_jpeg", "mask_png")}
-      for f in range(n):
-        ex = {k: arrays[k][f] for k in _PER_FRAME + ("face", "face_head")}
-        ex.update({k: v[f] for k, v in blobs.items()})
-        ex.update(clip_name=str(arrays["name"]), clip_index=i, frame_index=f, clip_start=offset,
-                  clip_length=n)
-        yield f"{offset + f:012d}", ex
-      offset += n
+
+def _clip_length(path) -> int:
+  with np.load(path) as z:
+    return int(z["exp"].shape[0])
+
+
+def clip_examples(index: int, path: str, offset: int):
+  """The ``clips`` record of one clip file, as (key, example)."""
+  p = pathlib.Path(path)
+  with np.load(p) as z:
+    n = int(z["exp"].shape[0])
+    ex = {k: z[k] for k in _PER_FRAME}
+    ex.update(name=str(z["name"]), video=p.parent.name, num_frames=n, frame_offset=offset,
+              audio=z["audio"], source_frame=z["source_frame"], identity=z["identity"],
+              fit_error_px=z["fit_error_px"])
+  yield f"{index:08d}", ex
+
+
+def frame_examples(index: int, path: str, offset: int):
+  """The ``frames`` records of one clip file, as (key, example); keys sort in clip order."""
+  from data.preprocess import unpack_bytes
+
+  with np.load(path) as z:
+    arrays = {k: z[k] for k in z.files}
+  n = int(arrays["exp"].shape[0])
+  blobs = {k: unpack_bytes(arrays[k], arrays[k + "_offsets"])
+           for k in ("body_jpeg", "head_jpeg", "hand_jpeg", "mask_png")}
+  for f in range(n):
+    ex = {k: arrays[k][f] for k in _PER_FRAME + ("face", "face_head")}
+    ex.update({k: v[f] for k, v in blobs.items()})
+    ex.update(clip_name=str(arrays["name"]), clip_index=index, frame_index=f, clip_start=offset,
+              clip_length=n)
+    yield f"{offset + f:012d}", ex
 
 
 def _fingerprint(root, val_fraction: float) -> str:
@@ -186,8 +201,13 @@ def _fingerprint(root, val_fraction: float) -> str:
   return h.hexdigest()
 
 
-def build(root: str | os.PathLike, val_fraction: float = 0.0) -> dict:
-  """Writes (or reuses, when the clips did not change) both configs under `root/records`; returns meta."""
+def build(root: str | os.PathLike, val_fraction: float = 0.0, beam_runner=None, beam_options=None) -> dict:
+  """Writes (or reuses, when the clips did not change) both configs under `root/records`; returns meta.
+
+  With `beam_runner` (and optional `beam_options`; needs `pip install apache-beam`), TFDS writes the
+  shards through Apache Beam, one element per clip, so a Dataflow / Flink / Spark runner spreads the
+  writing over many machines. Without it, this process writes them.
+  """
   root = pathlib.Path(root)
   rec = root / RECORDS_DIR
   fp = _fingerprint(root, val_fraction)
@@ -210,9 +230,11 @@ def build(root: str | os.PathLike, val_fraction: float = 0.0) -> dict:
     clip_frames[split] = lengths
   for name in ("clips", "frames"):
     builder = ChatAnyoneRecords(config=name, data_dir=str(rec), file_format="array_record",
-                                preprocessed_dir=root, val_fraction=val_fraction)
+                                preprocessed_dir=root, val_fraction=val_fraction,
+                                use_beam=beam_runner is not None)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS, beam_runner=beam_runner,
+        beam_options=beam_options))
     splits[name] = {s: int(v.num_examples) for s, v in builder.info.splits.items()}
   meta = {"fingerprint": fp, "splits": splits, "clip_frames": clip_frames, "val_fraction": val_fraction,
           "body_size": cfg.get("body_size"), "head_size": cfg.get("head_size"),
