@@ -181,6 +181,21 @@ def probe_video(path: str | os.PathLike) -> None:
                        "`ffmpeg -i in -c:v libx264 -c:a aac out.mp4`") from e
 
 
+def stream_start_offset(path: str | os.PathLike) -> float:
+  """Seconds by which the first video frame starts after the first audio sample (0 if unknown)."""
+  import av
+
+  with av.open(str(path)) as container:
+    def start(stream):
+      if stream.start_time is None or stream.time_base is None:
+        return None
+      return float(stream.start_time * stream.time_base)
+
+    v = start(container.streams.video[0]) if container.streams.video else None
+    a = start(container.streams.audio[0]) if container.streams.audio else None
+  return 0.0 if v is None or a is None else v - a
+
+
 def load_audio(path: str | os.PathLike, config: PreprocessConfig) -> np.ndarray:
   """The video's audio track, 16 kHz mono float32; VideoFailure("no_audio" / "unreadable")."""
   try:
@@ -362,7 +377,9 @@ class _Annotator:
   def hands(self, lm_px: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(T, 2, 21, 3) body-crop pixels -> coefficients (T, 130), images (T, H, W, 3) uint8, masks uint8."""
     t = lm_px.shape[0]
-    coeffs = np.asarray(self._encode(lm_px, present))
+    pad = (-t) % 64  # padded like `fit`: few compiles over clips of any length
+    coeffs = np.asarray(self._encode(np.concatenate([lm_px, np.zeros((pad,) + lm_px.shape[1:], np.float32)]),
+                                     np.concatenate([present, np.zeros((pad, 2), bool)])))[:t]
     h, w = self.config.body_size
     images = np.zeros((t, h, w, 3), np.uint8)
     masks = np.zeros((t, h, w), np.uint8)
@@ -472,6 +489,9 @@ def process_video(path: str | os.PathLike, work_dir: str | os.PathLike, config: 
       annotator = _Annotator(config)
     probe_video(path)
     audio = load_audio(path, config)
+    # Frame 0 is the first video frame: drop (or pad) audio so that sample 0 plays with it.
+    shift = int(round(stream_start_offset(path) * config.sample_rate))
+    audio = audio[shift:] if shift >= 0 else np.concatenate([np.zeros(-shift, np.float32), audio])
     if audio.size == 0 or float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) < config.min_audio_rms:
       raise VideoFailure("silent_audio", f"{path}: the audio track is silent (RMS < {config.min_audio_rms}); "
                          "training needs speech")
@@ -559,7 +579,7 @@ _WORKER_ANNOTATOR: _Annotator | None = None
 def _worker(args: tuple[str, str, PreprocessConfig]) -> dict:
   global _WORKER_ANNOTATOR
   path, work, config = args
-  if _WORKER_ANNOTATOR is None:
+  if _WORKER_ANNOTATOR is None or _WORKER_ANNOTATOR.config != config:
     _WORKER_ANNOTATOR = _Annotator(config)
   try:
     return process_video(path, work, config, _WORKER_ANNOTATOR)

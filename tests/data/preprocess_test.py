@@ -229,3 +229,11 @@ def test_cli_errors(tmp_path, capsys):
     preprocess.PreprocessConfig(body_size=(100, 100))
   with pytest.raises(FileNotFoundError, match="data.preprocess"):
     records.read_meta(tmp_path)
+
+
+def test_audio_and_video_start_offsets_are_reconciled():
+  # This clip's first video frame starts 33 ms after its first audio sample; preprocessing drops
+  # those 528 samples so that sample 0 plays with frame 0.
+  path = require(media_dir() / "videos" / "video-retalking__examples_face_1.mp4", "shared media video")
+  assert preprocess.stream_start_offset(path) == pytest.approx(0.033, abs=1e-3)
+  assert preprocess.stream_start_offset(media_dir() / "videos" / CLIPS[0]) == 0.0
