@@ -1,0 +1,134 @@
+"""End-to-end training on real records: motion_face / motion_body tiny, checkpoints, metrics, resume."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from train import checkpoint, metrics, trainer
+from train.configs import motion_body, motion_face
+
+
+def _config(module, data_dir, **overrides):
+  c = module.get_config("tiny")
+  c.data_dir = str(data_dir)
+  c.progress = False
+  c.update(overrides)
+  return c
+
+
+def _host(tree):
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def test_motion_face_trains_checkpoints_and_logs(motion_records, tmp_path):
+  config = _config(motion_face, motion_records, num_steps=4, log_every=2, checkpoint_every=2)
+  state = trainer.train_and_evaluate(config, tmp_path)
+  assert int(state["step"]) == 4
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["2", "4"]
+  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [2, 4]
+  for r in rows:
+    assert {"loss", "grad_norm", "learning_rate", "steps_per_sec", "frames_per_sec"} <= set(r)
+    assert np.isfinite(r["loss"]) and 0.1 < r["loss"] < 10 and r["grad_norm"] > 0
+  assert rows[0]["learning_rate"] > 0 and rows[1]["learning_rate"] != rows[0]["learning_rate"]
+  # TensorBoard event file (tensorboardX): the same scalars.
+  (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+  decoded = metrics.read_events(events)
+  assert [s for s, v in decoded if v] == [2, 4]
+  np.testing.assert_allclose(decoded[-1][1]["loss"], rows[-1]["loss"], rtol=1e-6)
+  # Inference loading: EMA params (they lag the trained params), normalisation stats.
+  loaded = checkpoint.load_params(tmp_path)
+  assert loaded["step"] == 4 and set(loaded["params"]) == {"audio", "face"}
+  jax.tree.map(np.testing.assert_allclose, loaded["params"], _host(state["ema"]))
+  raw = checkpoint.load_params(tmp_path, ema=False)["params"]
+  jax.tree.map(np.testing.assert_allclose, raw, _host(state["params"]))
+  assert loaded["norm"]["motion_std"].shape == (58,) and np.all(loaded["norm"]["motion_std"] > 0)
+  # A finished run resumes to the same state without training.
+  again = trainer.train_and_evaluate(config, tmp_path)
+  assert int(again["step"]) == 4
+  jax.tree.map(np.testing.assert_array_equal, _host(again["params"]), raw)
+
+
+def test_resume_equals_uninterrupted(motion_records, tmp_path):
+  """Steps 1-2, then 3-4 in a fresh call == steps 1-4 in one: data position, RNG and optimizer resume."""
+  kw = dict(lr_decay_steps=4, log_every=1, checkpoint_every=100)
+  first = trainer.train_and_evaluate(_config(motion_face, motion_records, num_steps=2, **kw), tmp_path / "a")
+  assert int(first["step"]) == 2
+  resumed = _host(trainer.train_and_evaluate(_config(motion_face, motion_records, num_steps=4, **kw),
+                                             tmp_path / "a"))
+  straight = _host(trainer.train_and_evaluate(_config(motion_face, motion_records, num_steps=4, **kw),
+                                              tmp_path / "b"))
+  assert int(resumed["step"]) == int(straight["step"]) == 4
+  rows = lambda d: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+  ra, rb = rows(tmp_path / "a"), rows(tmp_path / "b")
+  assert [r["step"] for r in ra] == [1, 2, 3, 4] == [r["step"] for r in rb]
+  np.testing.assert_allclose([r["loss"] for r in ra], [r["loss"] for r in rb], rtol=1e-5)
+  for part in ("params", "ema", "opt_state", "norm"):
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7), resumed[part],
+                 straight[part])
+  # The runs moved the parameters (the comparison above is not of two untouched inits).
+  moved = jax.tree.leaves(jax.tree.map(lambda x, y: np.abs(x - y).max(), _host(first["params"]),
+                                       straight["params"]))
+  assert max(moved) > 0
+
+
+def test_motion_body_trains(motion_records, tmp_path):
+  state = trainer.train_and_evaluate(_config(motion_body, motion_records, num_steps=2, log_every=1), tmp_path)
+  assert int(state["step"]) == 2 and set(state["params"]) == {"audio", "body", "appearance"}
+  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert len(rows) == 2 and all(np.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in rows)
+  norm = checkpoint.load_params(tmp_path)["norm"]
+  assert norm["target_mean"].shape == (96 + 63 + 1 + 3 + 130,)
+
+
+def test_missing_data_dir_fails_before_compiling(tmp_path, monkeypatch):
+  def no_compile(*a, **k):
+    raise AssertionError("compiled before validating the data dir")
+
+  monkeypatch.setattr(jax, "jit", no_compile)
+  monkeypatch.setattr(jax, "eval_shape", no_compile)
+  t0 = time.perf_counter()
+  with pytest.raises(ValueError, match=r"config\.data_dir is not set.*python -m data\.preprocess"):
+    trainer.train_and_evaluate(motion_face.get_config("tiny"), tmp_path / "w")
+  config = motion_face.get_config("tiny")
+  config.data_dir = str(tmp_path / "nothing_here")
+  with pytest.raises(FileNotFoundError, match=r"config\.data_dir=.*nothing_here.*python -m data\.preprocess"):
+    trainer.train_and_evaluate(config, tmp_path / "w")
+  assert time.perf_counter() - t0 < 5
+  assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+class _ToyTask:
+  """loss = mean((w · x - 1)²): enough to exercise the generic step without a model."""
+
+  @staticmethod
+  def loss(params, batch, rng, norm):
+    return jax.numpy.mean((batch["x"] @ params["w"] * norm["s"] - 1.0) ** 2)
+
+
+def test_step_guard_keeps_state_and_saves_nonfinite(tmp_path):
+  config = motion_face.get_config("tiny")
+  schedule = trainer.learning_rate_schedule(config)
+  tx = trainer.optimizer(config, schedule)
+  params = {"w": jax.numpy.ones((3, 2))}
+  state = {"params": params, "opt_state": tx.init(params), "ema": params,
+           "step": jax.numpy.zeros((), "int32"),
+           "norm": {"s": jax.numpy.ones(())}}
+  step = jax.jit(trainer.make_step(_ToyTask, tx, schedule, 0.9, jax.random.key(0)))
+  good = {"x": np.ones((4, 3), np.float32)}
+  state, m = step(state, good)
+  assert bool(m["finite"]) and int(state["step"]) == 1
+  before = _host(state)
+  bad = {"x": np.full((4, 3), np.nan, np.float32)}
+  state, m = step(state, bad)
+  assert not bool(m["finite"])
+  jax.tree.map(np.testing.assert_array_equal, _host(state), before)  # the update was skipped
+  with pytest.raises(trainer.NonFiniteError, match="nonfinite_step_1"):
+    trainer._check_finite(m, state, bad, 2, tmp_path)
+  saved = tmp_path / "nonfinite_step_1"
+  assert (saved / "state").is_dir() and np.isnan(np.load(saved / "batch.npz")["x"]).all()

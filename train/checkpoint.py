@@ -1,0 +1,70 @@
+"""Orbax checkpoints of the train state with the grain iterator beside it (`workdir/checkpoints/<step>/`).
+
+Items: "state" (the train-state pytree, `StandardSave`, sharded arrays written by every process) and
+"data" (the DataLoader iterator position, `PyGrainCheckpointSave`), so a resumed run continues with the
+same parameters, optimizer moments, step (hence RNG: keys are fold_in(key, step)) and next batch.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import grain.python as grain
+import jax
+import orbax.checkpoint as ocp
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def manager(workdir: str | os.PathLike, max_to_keep: int = 3,
+            async_save: bool = True) -> ocp.CheckpointManager:
+  directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=async_save,
+                                         create=True)
+  return ocp.CheckpointManager(directory, options=options, item_names=("state", "data"))
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state, iterator, force: bool = False) -> bool:
+  """Saves state and iterator at `step` (asynchronously: call `mngr.wait_until_finished()` before exit)."""
+  return mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                 data=grain.PyGrainCheckpointSave(iterator)), force=force)
+
+
+def restore(mngr: ocp.CheckpointManager, abstract_state, iterator, step: int | None = None):
+  """Restores (state, iterator) at `step` (default latest).
+
+  abstract_state: ShapeDtypeStructs with `.sharding` set (the restored arrays are placed accordingly).
+  iterator: a fresh `iter(loader)` of the same pipeline, moved to the saved position.
+  """
+  step = mngr.latest_step() if step is None else step
+  out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                   data=grain.PyGrainCheckpointRestore(iterator)))
+  return out["state"], out["data"]
+
+
+def save_aside(directory: str | os.PathLike, state) -> None:
+  """Synchronously writes one state to `directory` (e.g. the state that produced a non-finite loss)."""
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(pathlib.Path(directory).absolute(), state, force=True)
+
+
+def load_params(workdir: str | os.PathLike, step: int | None = None, ema: bool = True) -> dict:
+  """Parameters for inference from a training workdir, as host (numpy) arrays.
+
+  Returns {"params": the EMA parameters (or the raw ones with ema=False, or when the state has no EMA),
+  "norm": the task's normalisation statistics (e.g. {"motion_mean", "motion_std"}), "step": int}.
+  """
+  directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
+  with ocp.CheckpointManager(directory, item_names=("state", "data")) as mngr:
+    step = mngr.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint under {directory}")
+    meta = mngr.item_metadata(step)["state"]
+    # Restore onto the host (one device) whatever the training mesh was.
+    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), meta)
+    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+  state = jax.device_get(state)
+  params = state["ema"] if ema and "ema" in state else state["params"]
+  return {"params": params, "norm": state.get("norm", {}), "step": int(step)}

@@ -1,0 +1,35 @@
+"""Stage 1: AudioEncoder + FaceMotionDiT trained jointly on motion windows (paper §3.3, Fig. 3 bottom).
+
+  python -m train.main --workdir=DIR --config=train/configs/motion_face.py --config.data_dir=PREPROCESSED
+  python -m train.main --workdir=DIR --config=train/configs/motion_face.py:tiny --config.data_dir=...
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from train.configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = common.base_config()
+  c.task = "motion_face"
+  c.window, c.history, c.stride = 40, 10, 5  # T, H (FaceMotionConfig), one window start every `stride` frames
+  c.p_history_drop = 0.1  # windows trained with the learned null history (as the first window at inference)
+  c.use_reference = True  # the reference expression sequence (ref_motion of another window of the clip)
+  c.model = ml_collections.ConfigDict({
+      # FaceMotionConfig fields (window / history come from above).
+      "dit": {"num_layers": 6, "width": 512, "num_heads": 8, "mlp_ratio": 4, "audio_dim": 256,
+              "time_embed_dim": 256, "p_drop": 0.1},
+      # AudioEncoder fields (its width is dit.audio_dim).
+      "audio": {"num_layers": 2, "num_heads": 4, "mlp_ratio": 4, "num_conv": 2},
+      "diffusion_steps": 1000,
+  })
+  if arg == "tiny":
+    common.shrink_for_cpu(c)
+    c.window, c.history, c.stride = 16, 4, 2
+    c.model.dit.update(num_layers=2, width=64, num_heads=4, mlp_ratio=2, audio_dim=32, time_embed_dim=32)
+    c.model.audio.update(num_layers=1, num_heads=4, mlp_ratio=2)
+  elif arg:
+    raise ValueError(f"unknown motion_face variant {arg!r} (have: tiny)")
+  return c

@@ -1,0 +1,27 @@
+"""Training entry point: `python -m train.main --workdir=DIR --config=train/configs/motion_face.py[:tiny]`.
+
+Override any config field on the command line, e.g. `--config.data_dir=OUT --config.batch_size=32`.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from train import parallel, trainer
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Training config file (train/configs/*.py[:variant]).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard events and metrics.jsonl go here.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  parallel.maybe_initialize_distributed()
+  logging.info("config:\n%s", FLAGS.config)
+  trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

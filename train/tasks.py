@@ -1,0 +1,255 @@
+"""Training tasks: what the generic trainer needs to know about one model.
+
+A task gives the trainer
+  * `loader(config, batch_size, seed, shard_options)`: the grain DataLoader (numpy batches);
+  * `adapt(batch)`: host-side numpy, the pipeline batch -> the model batch (selects and derives arrays;
+    fixed shapes, so the jitted step compiles once);
+  * `batch_spec(config, batch_size)`: ShapeDtypeStructs of `adapt`'s output (for shapes-first init);
+  * `norm_stats(batches)` / `norm_spec()`: normalisation statistics estimated from adapted batches, kept
+    in the train state as state["norm"] (checkpointed with the weights, used by inference);
+  * `init_params(rng, batch_spec)` and `loss(params, batch, rng, norm)`: pure and jittable.
+
+The train state is {"params", "opt_state", "ema", "step", "norm"} (`train.trainer`). Renderer tasks
+(stage 2: a generator and a discriminator half) can plug into the same trainer by overriding
+`init_state` / `step` too; only the motion tasks exist so far.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from chatanyone_jax.audio import AudioEncoder, log_mel_spectrogram
+from chatanyone_jax.motion.diffusion import cosine_schedule
+from chatanyone_jax.motion.face_motion_dit import FaceMotionConfig, FaceMotionDiT, style_controls
+from chatanyone_jax.motion.train_step import FaceModels, body_batch_loss, face_batch_loss
+from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMotion, dummy_upper_body_inputs
+from data import pipelines, records
+
+SAMPLE_RATE = 16000
+FPS = 30.0
+
+
+def _std(x: np.ndarray, axis) -> np.ndarray:
+  """Per-dimension std, 1 where a dimension does not vary (it then only loses its mean)."""
+  s = x.std(axis)
+  return np.where(s < 1e-4, 1.0, s).astype(np.float32)
+
+
+def _window_audio(audio: np.ndarray, history: int, window: int) -> np.ndarray:
+  """(B, round((T+H) · spf)) samples -> (B, round(T · spf)) samples of the last T frames (zero-padded)."""
+  spf = SAMPLE_RATE / FPS
+  a0, n = int(round(history * spf)), int(round(window * spf))
+  out = audio[:, a0:a0 + n].astype(np.float32)
+  if out.shape[1] < n:
+    out = np.pad(out, ((0, 0), (0, n - out.shape[1])))
+  return out
+
+
+def _audio_encoder(cfg: ml_collections.ConfigDict, width: int) -> AudioEncoder:
+  return AudioEncoder(width=width, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+                      mlp_ratio=cfg.mlp_ratio, num_conv=cfg.num_conv, fps=FPS)
+
+
+class Task:
+  """Base class; see the module docstring."""
+
+  name = ""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+
+  def loader(self, batch_size: int, seed: int, shard_options=None):
+    c = self.config
+    meta = records.read_meta(c.data_dir)
+    if meta.get("sample_rate", SAMPLE_RATE) != SAMPLE_RATE or meta.get("fps", FPS) != FPS:
+      raise ValueError(f"records at {c.data_dir} are {meta.get('fps')} fps / {meta.get('sample_rate')} Hz; "
+                       f"the motion tasks expect {FPS} fps / {SAMPLE_RATE} Hz")
+    cfg = pipelines.MotionWindowConfig(window=c.window, history=c.history, stride=c.stride)
+    return pipelines.motion_windows(c.data_dir, batch_size=batch_size, split=c.split, seed=seed, config=cfg,
+                                    worker_count=c.worker_count, shard_options=shard_options)
+
+  def frames_per_example(self) -> int:
+    return int(self.config.window)
+
+
+# ------------------------------------------------------------------------------------------------ face
+
+
+class MotionFace(Task):
+  """AudioEncoder + FaceMotionDiT, the ε-loss of `face_batch_loss` on normalised 58-D motion.
+
+  Model batch (adapt): "motion" (B, H+T, 58) raw exp ⊕ pose (first H frames = history), "audio" (B, L)
+  16 kHz samples of the last T frames, "ref_motion" (B, T, 58) a reference window of the same clip.
+  Inside the step: motion normalised per dimension with state["norm"] (dataset mean / std), log-mel of the
+  audio, style controls of the normalised target (as `style_controls` at inference), and the history
+  replaced by the learned null history with probability p_history_drop (the first window at inference).
+  """
+
+  name = "motion_face"
+
+  def __init__(self, config):
+    super().__init__(config)
+    m = config.model
+    self.dit_config = FaceMotionConfig(window=config.window, history=config.history, **m.dit.to_dict())
+    self.models = FaceModels(FaceMotionDiT(self.dit_config), _audio_encoder(m.audio, m.dit.audio_dim))
+    self.schedule = cosine_schedule(m.diffusion_steps)
+
+  def adapt(self, batch: dict) -> dict:
+    return {"motion": np.asarray(batch["motion"], np.float32),
+            "audio": _window_audio(np.asarray(batch["audio"]), self.config.history, self.config.window),
+            "ref_motion": np.asarray(batch["ref_motion"], np.float32)}
+
+  def batch_spec(self, batch_size: int) -> dict:
+    c = self.config
+    n_audio = int(round(c.window * SAMPLE_RATE / FPS))
+    f = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
+    return {"motion": f(batch_size, c.history + c.window, 58), "audio": f(batch_size, n_audio),
+            "ref_motion": f(batch_size, c.window, 58)}
+
+  def norm_spec(self) -> dict:
+    return {"motion_mean": jax.ShapeDtypeStruct((58,), jnp.float32),
+            "motion_std": jax.ShapeDtypeStruct((58,), jnp.float32)}
+
+  def norm_stats(self, batches: list[dict]) -> dict:
+    m = np.concatenate([b["motion"].reshape(-1, 58) for b in batches])
+    return {"motion_mean": m.mean(0).astype(np.float32), "motion_std": _std(m, 0)}
+
+  def init_params(self, rng: jax.Array, spec: dict) -> dict:
+    k_audio, k_face = jax.random.split(rng)
+    n_mel = log_mel_spectrogram(jnp.zeros(spec["audio"].shape[1:])).shape  # (T_mel, n_mels), traced
+    mel = jnp.zeros((1,) + tuple(n_mel), jnp.float32)
+    ref_len = self.config.window if self.config.use_reference else None
+    return {"audio": self.models.audio.init(k_audio, mel)["params"],
+            "face": self.models.dit.init_params(k_face, 1, ref_len)}
+
+  def model_batch(self, batch: dict, rng: jax.Array, norm: dict) -> dict:
+    """The normalised `face_batch_loss` batch (all of it derived inside the jitted step)."""
+    c = self.config
+    motion = (batch["motion"] - norm["motion_mean"]) / norm["motion_std"]  # (B, H+T, 58)
+    target = motion[:, c.history:]
+    b = target.shape[0]
+    out = {"motion": target, "history": motion[:, :c.history], "style": style_controls(target),
+           "history_valid": jax.random.bernoulli(rng, 1.0 - c.p_history_drop, (b,)),
+           "mel": log_mel_spectrogram(batch["audio"])}  # (B, T_mel, 80)
+    if c.use_reference:
+      ref = (batch["ref_motion"] - norm["motion_mean"]) / norm["motion_std"]
+      out["reference"] = ref[..., :self.dit_config.ref_dim]
+    return out
+
+  def loss(self, params, batch: dict, rng: jax.Array, norm: dict) -> jax.Array:
+    k_hist, k_loss = jax.random.split(rng)
+    return face_batch_loss(params, self.model_batch(batch, k_hist, norm), k_loss, model=self.models,
+                           schedule=self.schedule)
+
+
+# ------------------------------------------------------------------------------------------------ body
+
+
+class _IdentityProjection:
+  """Appearance tokens (B, 1, app_dim) = Dense(identity coefficients): a stand-in for the appearance
+  embedding of the source image until the stage-2 appearance encoder exists."""
+
+  def __init__(self, app_dim: int):
+    import flax.linen as nn
+    self.module = nn.Dense(app_dim)
+
+  def init(self, rng, n_id: int):
+    return self.module.init(rng, jnp.zeros((1, n_id)))["params"]
+
+  def apply(self, params, identity):
+    return self.module.apply({"params": params}, identity)[:, None]
+
+
+class MotionBody(Task):
+  """UpperBodyMotion + its own AudioEncoder (+ an identity projection as appearance), `body_batch_loss`.
+
+  Target per frame (UpperBodyLayout order), from the records, host side in `adapt`:
+    head_offset ΔX_head (K_h, 3): zeros for now (it is the keypoint detector's implicit offset, which
+      needs the stage-2 detector L; the model still learns to predict ~0 there);
+    body_delta δ (K_b, 3): body keypoints in the head's frame, (X_body - t) / s, minus the same at the
+      first frame of the H+T sequence (X_c, the "source" frame);
+    scale s (1) and translation t (3): the head-template scale and translation of the frame;
+    hands (130): the hand coefficients.
+  Conditions: head_kp (B, T, 32, 3) the template keypoints of the frame (what FaceMotionDiT's output
+  projects to at inference), audio tokens of the window, appearance = projected identity.
+  The target is normalised per dimension with state["norm"] inside the step.
+  """
+
+  name = "motion_body"
+
+  def __init__(self, config):
+    super().__init__(config)
+    m = config.model
+    self.body_config = UpperBodyConfig(window=config.window, **m.body.to_dict())
+    self.model = UpperBodyMotion(self.body_config)
+    self.audio = _audio_encoder(m.audio, m.body.audio_dim)
+    self.appearance = _IdentityProjection(m.body.app_dim)
+    self.schedule = cosine_schedule(m.diffusion_steps)
+    self.dim = self.body_config.layout.dim
+
+  def target(self, batch: dict) -> np.ndarray:
+    """(B, T, layout.dim) packed raw target of the last T frames (see the class docstring)."""
+    h = self.config.history
+    layout = self.body_config.layout
+    s = np.asarray(batch["scale"], np.float32)[..., None, None]  # (B, H+T, 1, 1)
+    t = np.asarray(batch["pose"], np.float32)[..., 3:6]  # (B, H+T, 3)
+    canon = (np.asarray(batch["body_kp"], np.float32) - t[:, :, None]) / np.maximum(s, 1e-6)
+    delta = canon - canon[:, :1]  # (B, H+T, K_b, 3)
+    b, n = t.shape[:2]
+    parts = {"head_offset": np.zeros((b, n, layout.num_head_kp * 3), np.float32),
+             "body_delta": delta.reshape(b, n, -1), "scale": s[..., 0], "translation": t,
+             "hands": np.asarray(batch["hand_coeffs"], np.float32)}
+    assert list(parts) == list(layout.sizes), "UpperBodyLayout order changed"
+    return np.concatenate(list(parts.values()), -1)[:, h:]
+
+  def adapt(self, batch: dict) -> dict:
+    h = self.config.history
+    return {"target": self.target(batch), "head_kp": np.asarray(batch["head_kp"], np.float32)[:, h:],
+            "audio": _window_audio(np.asarray(batch["audio"]), h, self.config.window),
+            "identity": np.asarray(batch["identity"], np.float32)}
+
+  def batch_spec(self, batch_size: int) -> dict:
+    from chatanyone_jax.template import load_head_template
+
+    c = self.config
+    n_id = load_head_template().num_id
+    f = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
+    return {"target": f(batch_size, c.window, self.dim),
+            "head_kp": f(batch_size, c.window, self.body_config.layout.num_head_kp, 3),
+            "audio": f(batch_size, int(round(c.window * SAMPLE_RATE / FPS))), "identity": f(batch_size, n_id)}
+
+  def norm_spec(self) -> dict:
+    return {"target_mean": jax.ShapeDtypeStruct((self.dim,), jnp.float32),
+            "target_std": jax.ShapeDtypeStruct((self.dim,), jnp.float32)}
+
+  def norm_stats(self, batches: list[dict]) -> dict:
+    x = np.concatenate([b["target"].reshape(-1, self.dim) for b in batches])
+    return {"target_mean": x.mean(0).astype(np.float32), "target_std": _std(x, 0)}
+
+  def init_params(self, rng: jax.Array, spec: dict) -> dict:
+    k_audio, k_body, k_app = jax.random.split(rng, 3)
+    n_mel = log_mel_spectrogram(jnp.zeros(spec["audio"].shape[1:])).shape
+    return {"audio": self.audio.init(k_audio, jnp.zeros((1,) + tuple(n_mel)))["params"],
+            "body": self.model.init(k_body, *dummy_upper_body_inputs(self.body_config, 1, 1))["params"],
+            "appearance": self.appearance.init(k_app, spec["identity"].shape[-1])}
+
+  def loss(self, params, batch: dict, rng: jax.Array, norm: dict) -> jax.Array:
+    tokens = self.audio.apply({"params": params["audio"]}, log_mel_spectrogram(batch["audio"]),
+                              num_tokens=self.config.window)  # (B, T, audio_dim)
+    body_batch = {"target": (batch["target"] - norm["target_mean"]) / norm["target_std"],
+                  "head_kp": batch["head_kp"], "audio": tokens,
+                  "appearance": self.appearance.apply(params["appearance"], batch["identity"])}
+    return body_batch_loss(params["body"], body_batch, rng, model=self.model, schedule=self.schedule)
+
+
+TASKS: dict[str, type[Task]] = {"motion_face": MotionFace, "motion_body": MotionBody}
+
+
+def get_task(config: ml_collections.ConfigDict) -> Task:
+  if config.task not in TASKS:
+    raise ValueError(f"config.task={config.task!r} is not one of {sorted(TASKS)}")
+  return TASKS[config.task](config)
+
