@@ -26,6 +26,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from chatanyone_jax.motion.train_step import update_step
 from data import records
 from train import checkpoint, metrics, parallel, tasks
 
@@ -80,25 +81,17 @@ def make_step(task: tasks.Task, tx: optax.GradientTransformation, schedule: opta
               key: jax.Array):
   """step(state, batch) -> (state, metrics), un-jitted (the trainer jits it with shardings).
 
-  As `chatanyone_jax.motion.train_step.make_train_step` (fold_in key, optax update, EMA, step + 1), plus:
-  the loss takes state["norm"]; a non-finite loss or gradient norm leaves the whole state unchanged (so
-  the offending state can be saved) and reports metrics["finite"] = False.
+  `chatanyone_jax.motion.train_step.update_step` with the task loss reading state["norm"], plus a guard:
+  a non-finite loss or gradient norm leaves the whole state unchanged (so the offending state can be
+  saved) and reports metrics["finite"] = False.
   """
 
   def step(state: dict, batch: dict) -> tuple[dict, dict]:
-    rng = jax.random.fold_in(key, state["step"])
-    loss, grads = jax.value_and_grad(task.loss)(state["params"], batch, rng, state["norm"])
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema"], params)
-    new = {"params": params, "opt_state": opt_state, "ema": ema, "step": state["step"] + 1,
-           "norm": state["norm"]}
-    grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    loss_fn = lambda params, b, rng: task.loss(params, b, rng, state["norm"])
+    new, out = update_step(state, batch, loss_fn, tx, ema_decay, key)
+    finite = jnp.isfinite(out["loss"]) & jnp.isfinite(out["grad_norm"])
     new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
-    out = {"loss": loss, "grad_norm": grad_norm, "param_norm": optax.tree.norm(params),
-           "learning_rate": schedule(state["step"]), "finite": finite}
-    return new, out
+    return new, {**out, "learning_rate": schedule(state["step"]), "finite": finite}
 
   return step
 

@@ -104,27 +104,31 @@ def create_body_train_state(model: UpperBodyMotion, key: jax.Array, tx: optax.Gr
 # --------------------------------------------------------------------------------------------- steps
 
 
+def update_step(state: TrainState, batch: dict, loss_fn: Callable[[object, dict, jax.Array], jax.Array],
+                tx: optax.GradientTransformation, ema_decay: float,
+                key: jax.Array) -> tuple[TrainState, dict]:
+  """One optimisation step, pure (callers jit it, with or without shardings).
+
+  rng = fold_in(key, state["step"]); loss and gradients; optax update; ema <- d · ema + (1 - d) · params;
+  step + 1. Other entries of `state` are carried unchanged. metrics: "loss", "grad_norm" (global L2 norm
+  of the gradients before the transform), "param_norm" () float32 each.
+  """
+  rng = jax.random.fold_in(key, state["step"])
+  loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, rng)
+  updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema"], params)
+  new = {**state, "params": params, "opt_state": opt_state, "ema": ema, "step": state["step"] + 1}
+  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
+  return new, metrics
+
+
 def make_train_step(loss_fn: Callable[[object, dict, jax.Array], jax.Array], tx: optax.GradientTransformation,
                     ema_decay: float, key: jax.Array | None = None) -> StepFn:
-  """Generic jitted step for a loss `loss_fn(params, batch, rng) -> ()`; the state is donated.
-
-  step(state, batch) -> (state, metrics): rng = fold_in(key, state["step"]); loss and gradients;
-  optax update; ema <- d · ema + (1 - d) · params; step + 1. metrics: "loss", "grad_norm" (global L2
-  norm of the gradients before the transform), "param_norm" () float32 each.
-  """
+  """Generic jitted `update_step` for a loss `loss_fn(params, batch, rng) -> ()`; the state is donated."""
   key = jax.random.key(0) if key is None else key
-
-  def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    rng = jax.random.fold_in(key, state["step"])
-    loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, rng)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema"], params)
-    new = {"params": params, "opt_state": opt_state, "ema": ema, "step": state["step"] + 1}
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
-    return new, metrics
-
-  return jax.jit(step, donate_argnums=0)
+  return jax.jit(lambda state, batch: update_step(state, batch, loss_fn, tx, ema_decay, key),
+                 donate_argnums=0)
 
 
 def face_batch_loss(params, batch: dict, rng: jax.Array, *, model: FaceModels,
