@@ -14,6 +14,10 @@ Presets:
   * `tiny`: <= 64 channels everywhere, for CPU tests.
   * `tiny_upper`: `tiny` shaped like `upper512x768` (64 high x 32 wide in,
     K = 3 head + 4 body keypoints, hand injection on), for CPU train steps.
+  * `tiny_head512`, `tiny_upper512x768`, `tiny_face_refine`: `tiny` widths with
+    the keypoint layout of the full preset of the same name (32 head keypoints
+    from the data, 21 body keypoints for the landmark loss), for the tiny
+    training configs (`train/configs/render_*.py:tiny`, `face_refine.py:tiny`).
   * `head512`: ChatAnyone's head renderer (paper §3.4, "face animation version"):
     LivePortrait's networks driven by the K_h = 32 head-template keypoints
     (+ implicit offsets) instead of 21 implicit ones; 256x256 in, 512x512 out.
@@ -24,6 +28,11 @@ Presets:
   * `face_refine`: the lighter face-refine renderer (Fig. 4): half the
     channels of `head512`, driven by the 32 head keypoints, G's injection branch
     fed with the head crop whose face is masked out; 256x256 crop in, 512x512 out.
+
+Keypoint layouts (`keypoint_layout`): "implicit" (LivePortrait: M's K keypoints
+with M's rotation), "hybrid_body" (Eq. 4: X_head explicit template keypoints,
+then M's body keypoints with R = I) and "head_offset" (Eq. 2: X_head = template
+keypoints + M's implicit offsets ΔX_head; head512 and face_refine).
 """
 
 from __future__ import annotations
@@ -209,6 +218,26 @@ tiny_upper = dataclasses.replace(
     num_kp_head=3,
 )
 
+tiny_head512 = dataclasses.replace(
+    tiny,
+    motion_extractor=dataclasses.replace(tiny.motion_extractor, num_kp=K_HEAD),
+    warping_network=dataclasses.replace(tiny.warping_network, num_kp=K_HEAD),
+    num_kp_head=K_HEAD,
+)
+
+tiny_upper512x768 = dataclasses.replace(
+    tiny_upper,
+    motion_extractor=dataclasses.replace(tiny.motion_extractor, num_kp=K_BODY),
+    warping_network=dataclasses.replace(tiny.warping_network, num_kp=K_HEAD + K_BODY),
+    image_size=(48, 32),  # 2:3 like 384x256
+    num_kp_head=K_HEAD,
+)
+
+tiny_face_refine = dataclasses.replace(
+    tiny_head512,
+    spade_generator=tiny_upper.spade_generator,  # injection branch on (the face-masked head crop)
+)
+
 head512 = RendererConfig(
     motion_extractor=MotionExtractorConfig(num_kp=K_HEAD),  # kp / exp heads give the offsets dX_head
     warping_network=WarpingNetworkConfig(num_kp=K_HEAD),
@@ -249,7 +278,31 @@ PRESETS: dict[str, RendererConfig] = {
     "head512": head512,
     "upper512x768": upper512x768,
     "face_refine": face_refine,
+    "tiny_head512": tiny_head512,
+    "tiny_upper512x768": tiny_upper512x768,
+    "tiny_face_refine": tiny_face_refine,
 }
+
+KEYPOINT_LAYOUTS = ("implicit", "hybrid_body", "head_offset")
+
+
+def keypoint_layout(config: RendererConfig) -> str:
+  """How W's control keypoints are formed (module docstring); raises on an inconsistent config.
+
+  * "implicit": num_kp_head == 0 and M's num_kp == W's num_kp;
+  * "hybrid_body": num_kp_head + M's num_kp == W's num_kp (head keypoints first);
+  * "head_offset": num_kp_head == M's num_kp == W's num_kp (M's "exp" output is the offset ΔX_head).
+  """
+  k_head, k_m, k_w = config.num_kp_head, config.motion_extractor.num_kp, config.warping_network.num_kp
+  if k_head == 0 and k_m == k_w:
+    return "implicit"
+  if k_head and k_head + k_m == k_w:
+    return "hybrid_body"
+  if k_head and k_head == k_m == k_w:
+    return "head_offset"
+  raise ValueError(f"inconsistent keypoint counts: num_kp_head={k_head}, motion_extractor.num_kp={k_m}, "
+                   f"warping_network.num_kp={k_w} (want W = M with no head keypoints, W = head + M, or "
+                   f"W = M = head)")
 
 
 def get(name: str) -> RendererConfig:

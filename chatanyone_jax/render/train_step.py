@@ -4,12 +4,23 @@ LivePortrait's self-reenactment recipe (paper §3.4, Eq. 6): source and driving
 frames come from the same clip; M gives implicit keypoints of both,
 x = s (x_c R + delta) + t (`ops.pose.transform_keypoints`), F turns the source
 into a 3D appearance volume, W warps it from the source keypoints to the driving
-ones and G decodes the driving frame. Generator losses: L1 reconstruction, hinge
-GAN + discriminator feature matching, equivariance (M on a random TPS warp of
-the driving image), keypoint prior and deformation prior; the VGG perceptual term
-is used only when a feature function is passed (its weights are not shipped), and
-`metrics["perceptual_enabled"]` says whether it was. The discriminator gets its
-own hinge loss and optax update in the same jitted call.
+ones and G decodes the driving frame.
+
+W's control keypoints follow `presets.keypoint_layout(config)`:
+  * "implicit" (LivePortrait): M's keypoints with M's rotation;
+  * "hybrid_body" (upper body, Eq. 3-4): the explicit head-template keypoints of the batch, then M's body
+    keypoints with R = I;
+  * "head_offset" (head512, face refine, Eq. 2): the explicit head keypoints plus M's implicit offsets
+    ΔX_head (M's "exp" output, K_head x 3).
+
+Generator losses: L1 reconstruction, hinge GAN + discriminator feature matching, equivariance (M on a
+random TPS warp of the driving image) and keypoint prior on implicit keypoints ("implicit" and
+"hybrid_body"), deformation prior (on delta, or on ΔX_head), the 2-D landmark loss L_lms of the body
+keypoints against the body landmarks ("hybrid_body" with `body_kp_*` in the batch), and a region term
+(`region="hand"`: L_Per^Hand on `hand_mask`; `region="face"`: L_Per^face on `face_mask`). The VGG
+perceptual terms are used only when a feature function is passed (its weights are not shipped); without
+one the region term is the L1 inside the mask, and `metrics["perceptual_enabled"]` says which. The
+discriminator gets its own hinge loss and optax update in the same step.
 
 The train state is an explicit pytree (STYLE.md):
 
@@ -17,17 +28,21 @@ The train state is an explicit pytree (STYLE.md):
    "disc": {"params", "batch_stats", "opt_state"},  # batch_stats: spectral-norm vectors (may be empty)
    "ema": generator params EMA or None, "step": int32 scalar, "rng": key}
 
-and `make_train_step` returns `step(state, batch) -> (state, metrics)` jitted
-with the state donated. Randomness is `fold_in(state["rng"], state["step"])`.
+`make_step_fn` returns the pure `step(state, batch) -> (state, metrics)` (for a caller that jits it with
+shardings, e.g. `train.trainer`); `make_train_step` jits it with the state donated. Randomness is
+`fold_in(state["rng"], state["step"])`.
 
 Batch (images in [0, 1], NHWC):
   source, driving: (B, H, W, 3) at `config.image_size` (two frames of one clip);
   driving_target: optional (B, Ho, Wo, 3) at `config.output_size` (the
     reconstruction target; default: `driving` bilinearly resized);
   kp_head_source, kp_head_driving: (B, num_kp_head, 3), required when
-    `config.num_kp_head > 0` (explicit head-template keypoints, first in X_full, Eq. 4);
-    the body keypoints then use R = I (Eq. 3);
-  hand_image: optional (B, Hh, Wh, 3) for G's hand injection (Eq. 5).
+    `config.num_kp_head > 0` (explicit head-template keypoints);
+  hand_image: (B, Hh, Wh, 3) G's injection image when `config.spade_generator.hand_injection`: the
+    rendered hands (Eq. 5), or for face refine the head crop with the face masked out;
+  body_kp_driving, body_kp_source (B, K_body, >= 2) and body_visibility_driving / _source (B, K_body):
+    optional body landmarks for L_lms ("hybrid_body");
+  hand_mask / face_mask: (B, Ho, Wo, 1) for the region term.
 """
 
 from __future__ import annotations
@@ -46,7 +61,7 @@ from chatanyone_jax.ops.resample import resize_bilinear
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
 from chatanyone_jax.render.discriminator import MultiScaleDiscriminator
 from chatanyone_jax.render.motion_extractor import MotionExtractor
-from chatanyone_jax.render.presets import RendererConfig
+from chatanyone_jax.render.presets import RendererConfig, keypoint_layout
 from chatanyone_jax.render.spade_generator import SPADEDecoder
 from chatanyone_jax.render.warping_network import WarpingNetwork
 
@@ -58,8 +73,9 @@ Metrics = dict[str, jax.Array]
 # counts when a VGG feature function is given to `make_train_step`.
 DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
     "l1": 1.0, "gan": 1.0, "feature_matching": 10.0, "equivariance": 10.0, "keypoint_prior": 10.0,
-    "deformation_prior": 5.0, "perceptual": 1.0,
+    "deformation_prior": 5.0, "perceptual": 1.0, "landmark": 1.0, "region": 1.0,
 }
+REGIONS = {"hand": "hand_mask", "face": "face_mask"}
 
 GEN_PARTS = ("F", "M", "W", "G")
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -149,28 +165,53 @@ def _keypoints(m_out: dict[str, jax.Array], num_kp: int, *, rotate: bool) -> tup
   return pose.transform_keypoints(kp_c, rotation, delta, m_out["scale"], m_out["t"]), delta
 
 
-def make_train_step(config: RendererConfig, gen_tx: optax.GradientTransformation,
-                    disc_tx: optax.GradientTransformation, loss_weights: Mapping[str, float] | None = None, *,
-                    ema_decay: float = 0.999,
-                    perceptual_fn: Callable[[jax.Array], Sequence[jax.Array]] | None = None,
-                    ) -> Callable[[RendererTrainState, Batch], tuple[RendererTrainState, Metrics]]:
-  """`step(state, batch) -> (state, metrics)`, one jitted call with the state donated (argument 0).
+def control_keypoints(config: RendererConfig, m_out: dict[str, jax.Array],
+                      kp_head: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """W's control keypoints from M's outputs (and the explicit head keypoints), per `keypoint_layout`.
+
+  Returns (control (B, K_W, 3), implicit (B, K_M, 3), delta (B, K_M, 3)): for "implicit" / "hybrid_body"
+  `implicit` are M's keypoints x = s (x_c R + delta) + t and `delta` their deformation; for "head_offset"
+  `implicit` is ΔX_head and `delta` too (the offsets are the deformation there).
+  """
+  layout = keypoint_layout(config)
+  num_kp = config.motion_extractor.num_kp
+  if layout == "head_offset":
+    offset = m_out["exp"].reshape(m_out["exp"].shape[0], num_kp, 3)
+    return kp_head + offset, offset, offset
+  kp, delta = _keypoints(m_out, num_kp, rotate=layout == "implicit")
+  if layout == "hybrid_body":
+    return jnp.concatenate([kp_head, kp], axis=1), kp, delta
+  return kp, kp, delta
+
+
+def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
+                 disc_tx: optax.GradientTransformation, loss_weights: Mapping[str, float] | None = None, *,
+                 ema_decay: float = 0.999,
+                 perceptual_fn: Callable[[jax.Array], Sequence[jax.Array]] | None = None,
+                 region: str | None = None,
+                 ) -> Callable[[RendererTrainState, Batch], tuple[RendererTrainState, Metrics]]:
+  """The pure `step(state, batch) -> (state, metrics)` (not jitted; `make_train_step` jits it).
 
   loss_weights: overrides of `DEFAULT_LOSS_WEIGHTS` (a weight of 0 removes a term's gradient; the
   term is still reported). perceptual_fn: image (B, H, W, 3) -> list of feature maps (a bound VGG-19);
-  None (the default, no VGG weights shipped) turns the perceptual term off.
+  None (the default, no VGG weights shipped) turns the perceptual term off and makes the region term an
+  L1. region: None, "hand" (L_Per^Hand on batch["hand_mask"]) or "face" (L_Per^face on batch["face_mask"]).
 
   Metrics: every generator term unweighted (l1, gan, feature_matching, equivariance, keypoint_prior,
-  deformation_prior, perceptual), gen_total (weighted sum), disc_loss, disc_real / disc_fake (mean
-  logits), gen_grad_norm, disc_grad_norm, perceptual_enabled (0 or 1).
+  deformation_prior, perceptual, landmark, region; 0 where a term does not apply), gen_total (weighted
+  sum), disc_loss, disc_real / disc_fake (mean logits), gen_grad_norm, disc_grad_norm,
+  perceptual_enabled (0 or 1).
   """
   weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
   unknown = set(weights) - set(DEFAULT_LOSS_WEIGHTS)
   if unknown:
     raise ValueError(f"unknown loss weights {sorted(unknown)}; known: {sorted(DEFAULT_LOSS_WEIGHTS)}")
+  if region is not None and region not in REGIONS:
+    raise ValueError(f"region must be None or one of {sorted(REGIONS)}, got {region!r}")
   nets = _networks(config)
-  num_kp = config.motion_extractor.num_kp
-  rotate = config.num_kp_head == 0
+  layout = keypoint_layout(config)
+  implicit = layout != "head_offset"
+  zero = jnp.zeros((), jnp.float32)
 
   def apply_gen(name, params, stats, *args, **kwargs):
     """A generator part in train mode; returns (output, new batch_stats)."""
@@ -204,19 +245,21 @@ def make_train_step(config: RendererConfig, gen_tx: optax.GradientTransformation
     if target is None:
       target = resize_bilinear(driving, config.output_size)
     stats = dict(gen_stats)
-    # M once on [source, driving, TPS-warped driving].
-    transform = losses.random_tps_transform(key, b)
-    warped = losses.warp_image(driving, transform)
-    m_out, stats["M"] = apply_gen("M", gen_params, stats, jnp.concatenate([source, driving, warped]))
-    kp_all, delta_all = _keypoints(m_out, num_kp, rotate=rotate)
-    kp_s, kp_d, kp_w = jnp.split(kp_all, 3)
+    # M once on [source, driving] (+ a TPS-warped driving for the equivariance of implicit keypoints).
+    images = [source, driving]
+    if implicit:
+      transform = losses.random_tps_transform(key, b)
+      images.append(losses.warp_image(driving, transform))
+    m_out, stats["M"] = apply_gen("M", gen_params, stats, jnp.concatenate(images))
+    kp_head = None
     if config.num_kp_head:
-      kp_s_full = jnp.concatenate([batch["kp_head_source"], kp_s], axis=1)
-      kp_d_full = jnp.concatenate([batch["kp_head_driving"], kp_d], axis=1)
-    else:
-      kp_s_full, kp_d_full = kp_s, kp_d
+      kp_head = jnp.concatenate([batch["kp_head_source"], batch["kp_head_driving"]])
+      if implicit:
+        kp_head = jnp.concatenate([kp_head, batch["kp_head_driving"]])
+    control, kp_all, delta_all = control_keypoints(config, m_out, kp_head)
+    control_s, control_d = control[:b], control[b:2 * b]
     volume, stats["F"] = apply_gen("F", gen_params, stats, source)
-    w_out, stats["W"] = apply_gen("W", gen_params, stats, volume, kp_d_full, kp_s_full)
+    w_out, stats["W"] = apply_gen("W", gen_params, stats, volume, control_d, control_s)
     hand = batch.get("hand_image") if config.spade_generator.hand_injection else None
     pred, stats["G"] = apply_gen("G", gen_params, stats, w_out["out"], hand)
 
@@ -228,12 +271,24 @@ def make_train_step(config: RendererConfig, gen_tx: optax.GradientTransformation
         "gan": losses.gan_generator_loss(d_fake),
         "feature_matching": losses.feature_matching_loss([o["features"] for o in d_real],
                                                          [o["features"] for o in d_fake]),
-        "equivariance": losses.equivariance_loss(kp_d, kp_w, transform),
-        "keypoint_prior": losses.keypoint_prior_loss(kp_all[: 2 * b]),
+        "equivariance": (losses.equivariance_loss(kp_all[b:2 * b], kp_all[2 * b:], transform) if implicit
+                         else zero),
+        "keypoint_prior": losses.keypoint_prior_loss(kp_all[: 2 * b]) if implicit else zero,
         "deformation_prior": losses.deformation_prior_loss(delta_all[: 2 * b]),
         "perceptual": (losses.vgg_perceptual_loss(perceptual_fn, pred, target) if perceptual_fn is not None
-                       else jnp.zeros((), jnp.float32)),
+                       else zero),
+        "landmark": zero,
+        "region": zero,
     }
+    if layout == "hybrid_body" and "body_kp_driving" in batch:
+      n = config.motion_extractor.num_kp
+      landmarks = jnp.concatenate([batch["body_kp_source"], batch["body_kp_driving"]])[:, :n, :2]
+      visibility = jnp.concatenate([batch["body_visibility_source"], batch["body_visibility_driving"]])[:, :n]
+      terms["landmark"] = losses.landmark_loss(kp_all[: 2 * b, :, :2], landmarks, visibility)
+    if region is not None:
+      mask = batch[REGIONS[region]]
+      terms["region"] = (losses.region_perceptual_loss(perceptual_fn, pred, target, mask)
+                         if perceptual_fn is not None else losses.l1_loss(pred, target, mask))
     total = sum(weights[k] * v for k, v in terms.items())
     return total, (terms, stats, pred, target)
 
@@ -261,6 +316,7 @@ def make_train_step(config: RendererConfig, gen_tx: optax.GradientTransformation
     if ema is not None:
       ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, g_params)
     new_state = {
+        **state,  # keys a caller keeps beside the networks (e.g. the trainer's "norm")
         "gen": {"params": g_params, "batch_stats": g_stats, "opt_state": g_opt},
         "disc": {"params": d_params, "batch_stats": d_stats, "opt_state": d_opt},
         "ema": ema,
@@ -279,7 +335,18 @@ def make_train_step(config: RendererConfig, gen_tx: optax.GradientTransformation
     }
     return new_state, metrics
 
-  return jax.jit(step, donate_argnums=0)
+  return step
+
+
+def make_train_step(config: RendererConfig, gen_tx: optax.GradientTransformation,
+                    disc_tx: optax.GradientTransformation, loss_weights: Mapping[str, float] | None = None, *,
+                    ema_decay: float = 0.999,
+                    perceptual_fn: Callable[[jax.Array], Sequence[jax.Array]] | None = None,
+                    region: str | None = None,
+                    ) -> Callable[[RendererTrainState, Batch], tuple[RendererTrainState, Metrics]]:
+  """`make_step_fn`'s step as one jitted call with the state donated (argument 0)."""
+  return jax.jit(make_step_fn(config, gen_tx, disc_tx, loss_weights, ema_decay=ema_decay,
+                              perceptual_fn=perceptual_fn, region=region), donate_argnums=0)
 
 
 def reconstruct(config: RendererConfig, gen_params: Any, gen_batch_stats: Any, source: jax.Array,
@@ -288,9 +355,9 @@ def reconstruct(config: RendererConfig, gen_params: Any, gen_batch_stats: Any, s
   """Inference-mode self-reenactment: G(W(F(source), kp(driving), kp(source))) -> (B, Ho, Wo, 3).
 
   kp_head: (source, driving) head keypoints (B, num_kp_head, 3) when `config.num_kp_head > 0`.
+  hand_image: G's injection image when `config.spade_generator.hand_injection`.
   """
   nets = _networks(config)
-  rotate = config.num_kp_head == 0
 
   def apply(name, *args):
     variables = {"params": gen_params[name]}
@@ -298,10 +365,10 @@ def reconstruct(config: RendererConfig, gen_params: Any, gen_batch_stats: Any, s
       variables["batch_stats"] = gen_batch_stats[name]
     return nets[name].apply(variables, *args)
 
+  b = source.shape[0]
   m_out = apply("M", jnp.concatenate([source, driving]))
-  kp_s, kp_d = jnp.split(_keypoints(m_out, config.motion_extractor.num_kp, rotate=rotate)[0], 2)
-  if config.num_kp_head:
-    kp_s, kp_d = (jnp.concatenate([h, k], axis=1) for h, k in zip(kp_head, (kp_s, kp_d), strict=True))
-  w_out = apply("W", apply("F", source), kp_d, kp_s)
+  head = jnp.concatenate(kp_head) if config.num_kp_head else None
+  control = control_keypoints(config, m_out, head)[0]
+  w_out = apply("W", apply("F", source), control[b:], control[:b])
   hand = hand_image if config.spade_generator.hand_injection else None
   return apply("G", w_out["out"], hand)

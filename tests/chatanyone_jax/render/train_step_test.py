@@ -94,8 +94,8 @@ def test_compiles_once_and_donates_state(run):
 
 def test_metrics_finite_and_complete(run):
   expected = {"l1", "gan", "feature_matching", "equivariance", "keypoint_prior", "deformation_prior",
-              "perceptual", "gen_total", "disc_loss", "disc_real", "disc_fake", "gen_grad_norm",
-              "disc_grad_norm", "perceptual_enabled"}
+              "perceptual", "landmark", "region", "gen_total", "disc_loss", "disc_real", "disc_fake",
+              "gen_grad_norm", "disc_grad_norm", "perceptual_enabled"}
   for m in run["history"]:
     assert set(m) == expected
     assert all(np.isfinite(v) for v in m.values()), m
@@ -103,6 +103,7 @@ def test_metrics_finite_and_complete(run):
   assert first["perceptual_enabled"] == 0.0 and first["perceptual"] == 0.0  # no VGG weights given
   assert first["gen_grad_norm"] > 0 and first["disc_grad_norm"] > 0
   assert first["equivariance"] > 0 and first["deformation_prior"] > 0
+  assert first["landmark"] == 0.0 and first["region"] == 0.0  # implicit layout, no region asked for
 
 
 def test_step_counter_and_updates(run):
@@ -138,3 +139,75 @@ def test_upper_body_step_shapes():
 def test_rejects_unknown_loss_weight():
   with pytest.raises(ValueError, match="unknown loss weights"):
     train_step.make_train_step(presets.tiny, optax.adam(1e-3), optax.adam(1e-3), {"vgg": 1.0})
+
+
+def _m_out(b, k, seed=0):
+  rng = np.random.default_rng(seed)
+  f = lambda *s: jnp.asarray(rng.normal(size=s).astype(np.float32))
+  return {"kp": f(b, 3 * k), "exp": f(b, 3 * k), "scale": f(b, 1) ** 2 + 0.5, "t": f(b, 3),
+          **{a: f(b, 66) for a in ("pitch", "yaw", "roll")}}
+
+
+def test_control_keypoint_layouts():
+  """Eq. 2 (head + offset), Eq. 4 (head first, then body with R = I), LivePortrait (rotated implicit)."""
+  b = 2
+  head = jnp.asarray(np.random.default_rng(1).normal(size=(b, presets.K_HEAD, 3)).astype(np.float32))
+  cfg = presets.tiny_head512
+  assert presets.keypoint_layout(cfg) == "head_offset"
+  m = _m_out(b, presets.K_HEAD)
+  control, implicit, delta = train_step.control_keypoints(cfg, m, head)
+  np.testing.assert_allclose(control, head + m["exp"].reshape(b, -1, 3), rtol=1e-6)
+  np.testing.assert_array_equal(implicit, delta)
+
+  cfg = presets.tiny_upper512x768
+  assert presets.keypoint_layout(cfg) == "hybrid_body"
+  m = _m_out(b, presets.K_BODY)
+  control, kp, delta = train_step.control_keypoints(cfg, m, head)
+  assert control.shape == (b, presets.K_HEAD + presets.K_BODY, 3)
+  np.testing.assert_array_equal(control[:, :presets.K_HEAD], head)
+  # R = I: x = s (x_c + delta) + (t_x, t_y, 0) whatever the pose bins say.
+  t_xy = m["t"].at[:, 2].set(0.0)[:, None]
+  want = m["scale"][:, None] * (m["kp"].reshape(b, -1, 3) + m["exp"].reshape(b, -1, 3)) + t_xy
+  np.testing.assert_allclose(kp, want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(control[:, presets.K_HEAD:], want, rtol=1e-5, atol=1e-6)
+
+  cfg = presets.tiny
+  assert presets.keypoint_layout(cfg) == "implicit"
+  m = _m_out(b, cfg.motion_extractor.num_kp)
+  control, kp, _ = train_step.control_keypoints(cfg, m)
+  np.testing.assert_array_equal(control, kp)
+  unrotated = m["scale"][:, None] * (m["kp"].reshape(b, -1, 3) + m["exp"].reshape(b, -1, 3))
+  assert not np.allclose(kp, unrotated + m["t"].at[:, 2].set(0.0)[:, None], atol=1e-3)  # rotated
+
+  bad = dataclasses.replace(cfg, num_kp_head=5)
+  with pytest.raises(ValueError, match="inconsistent keypoint counts"):
+    presets.keypoint_layout(bad)
+
+
+@pytest.mark.parametrize("name,region", [("tiny_head512", None), ("tiny_upper512x768", "hand"),
+                                         ("tiny_face_refine", "face")])
+def test_chatanyone_layout_steps_trace(name, region):
+  """The tiny head512 / upper512x768 / face_refine trace with their batches (they run in tests/train)."""
+  cfg = presets.get(name)
+  tx = optax.adam(1e-3)
+  b = 2
+  shapes = train_step.train_state_shapes(cfg, (b, *cfg.image_size, 3), tx, tx)
+  f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
+  batch = {"source": f32(b, *cfg.image_size, 3), "driving": f32(b, *cfg.image_size, 3),
+           "kp_head_source": f32(b, presets.K_HEAD, 3), "kp_head_driving": f32(b, presets.K_HEAD, 3),
+           "hand_mask": f32(b, *cfg.output_size, 1), "face_mask": f32(b, *cfg.output_size, 1)}
+  if cfg.spade_generator.hand_injection:
+    batch["hand_image"] = f32(b, *cfg.image_size, 3)
+  if name == "tiny_upper512x768":
+    kb = presets.K_BODY
+    batch.update(body_kp_source=f32(b, kb, 3), body_kp_driving=f32(b, kb, 3),
+                 body_visibility_source=f32(b, kb), body_visibility_driving=f32(b, kb))
+  step = train_step.make_step_fn(cfg, tx, tx, region=region)
+  new_state, metrics = jax.eval_shape(step, shapes, batch)
+  assert jax.tree.structure(new_state) == jax.tree.structure(shapes)
+  assert "landmark" in metrics and "region" in metrics
+
+
+def test_rejects_unknown_region():
+  with pytest.raises(ValueError, match="region must be"):
+    train_step.make_step_fn(presets.tiny, optax.adam(1e-3), optax.adam(1e-3), region="feet")
