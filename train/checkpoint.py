@@ -49,11 +49,34 @@ def save_aside(directory: str | os.PathLike, state) -> None:
     ckptr.save(pathlib.Path(directory).absolute(), state, force=True)
 
 
+CONFIG_FILE = "config.json"
+
+
+def save_config(workdir: str | os.PathLike, config) -> None:
+  """Writes the run's ConfigDict as `workdir/config.json` (read back by `load_config`)."""
+  path = pathlib.Path(workdir).absolute() / CONFIG_FILE
+  path.write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+
+
+def load_config(workdir: str | os.PathLike):
+  """The ConfigDict a workdir was trained with (`workdir/config.json`)."""
+  import json
+
+  import ml_collections
+
+  path = pathlib.Path(workdir).absolute() / CONFIG_FILE
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} does not exist: {workdir} is not a `python -m train.main` workdir")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
 def load_params(workdir: str | os.PathLike, step: int | None = None, ema: bool = True) -> dict:
   """Parameters for inference from a training workdir, as host (numpy) arrays.
 
   Returns {"params": the EMA parameters (or the raw ones with ema=False, or when the state has no EMA),
-  "norm": the task's normalisation statistics (e.g. {"motion_mean", "motion_std"}), "step": int}.
+  "norm": the task's normalisation statistics (e.g. {"motion_mean", "motion_std"}; {} for the renderer),
+  "step": int}, plus for renderer workdirs "batch_stats" (BatchNorm statistics of F / M / W / G; their
+  params are {"F", "M", "W", "G"}).
   """
   directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
   with ocp.CheckpointManager(directory, item_names=("state", "data")) as mngr:
@@ -66,5 +89,9 @@ def load_params(workdir: str | os.PathLike, step: int | None = None, ema: bool =
     abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), meta)
     state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
   state = jax.device_get(state)
+  if "gen" in state:  # renderer: {"gen": {"params", "batch_stats", ...}, "disc", "ema", ...}
+    params = state["ema"] if ema and state.get("ema") is not None else state["gen"]["params"]
+    return {"params": params, "batch_stats": state["gen"]["batch_stats"], "norm": state.get("norm", {}),
+            "step": int(step)}
   params = state["ema"] if ema and "ema" in state else state["params"]
   return {"params": params, "norm": state.get("norm", {}), "step": int(step)}

@@ -7,11 +7,14 @@ A task gives the trainer
   * `batch_spec(config, batch_size)`: ShapeDtypeStructs of `adapt`'s output (for shapes-first init);
   * `norm_stats(batches)` / `norm_spec()`: normalisation statistics estimated from adapted batches, kept
     in the train state as state["norm"] (checkpointed with the weights, used by inference);
-  * `init_params(rng, batch_spec)` and `loss(params, batch, rng, norm)`: pure and jittable.
+  * `init_params(rng, batch_spec)` and `loss(params, batch, rng, norm)`: pure and jittable;
+  * `make_init` / `make_step`: the pure state initialiser and train step built from those (override
+    both for a different state, as the renderer's GAN step does: `train.render_task`);
+  * `initial_params(state, shardings)`: a hook to load pretrained weights into a fresh state;
+  * `make_summary()` / `summaries(arrays)`: an optional jittable fn(state, batch) -> arrays, and the host
+    side turning its output into TensorBoard images.
 
-The train state is {"params", "opt_state", "ema", "step", "norm"} (`train.trainer`). Renderer tasks
-(stage 2: a generator and a discriminator half) can plug into the same trainer by overriding
-`init_state` / `step` too; only the motion tasks exist so far.
+The motion tasks' train state is {"params", "opt_state", "ema", "step", "norm"} (`train.trainer`).
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from chatanyone_jax.audio import AudioEncoder, log_mel_spectrogram
-from chatanyone_jax.motion.diffusion import cosine_schedule
+from chatanyone_jax.motion.diffusion import cosine_schedule, ddim_sample
 from chatanyone_jax.motion.face_motion_dit import FaceMotionConfig, FaceMotionDiT, style_controls
+from chatanyone_jax.motion.sampling import FaceConditions, sample_window
 from chatanyone_jax.motion.train_step import FaceModels, body_batch_loss, face_batch_loss
 from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMotion, dummy_upper_body_inputs
 from data import pipelines, records
+from train import plots
 
 SAMPLE_RATE = 16000
 FPS = 30.0
@@ -74,8 +80,47 @@ class Task:
   def frames_per_example(self) -> int:
     return int(self.config.window)
 
+  def make_init(self, tx: optax.GradientTransformation, spec: dict, schedule: optax.Schedule):
+    from train import trainer
+    return trainer.make_init(self, tx, spec)
+
+  def make_step(self, tx: optax.GradientTransformation, schedule: optax.Schedule, ema_decay: float,
+                key: jax.Array):
+    from train import trainer
+    return trainer.make_step(self, tx, schedule, ema_decay, key)
+
+  def initial_params(self, state: dict, shardings) -> dict:
+    return state
+
+  def make_summary(self):
+    """None, or a jittable fn(state, batch) -> pytree of arrays for `summaries` (every image_every steps)."""
+    return None
+
+  def summaries(self, arrays) -> dict[str, np.ndarray]:
+    """{tag: (H, W, 3) float image in [0, 1]} from `make_summary`'s output (host numpy)."""
+    return {}
+
 
 # ------------------------------------------------------------------------------------------------ face
+
+
+def face_motion_plot(target: np.ndarray, sample: np.ndarray) -> np.ndarray:
+  """Mouth opening (inner-lip gap of the mean-identity template shape), yaw and pitch over the window,
+  ground truth vs sample, as an image. target, sample: (T, 58) raw exp ⊕ pose."""
+  from chatanyone_jax import template as tp
+
+  template = tp.load_head_template()
+  mesh = dict(tp.KEYPOINT_NAMES)
+  upper, lower = mesh["upper_lip_inner"], mesh["lower_lip_inner"]  # face-mesh vertex indices
+
+  def mouth(m):
+    shape = np.asarray(tp.canonical_shape(template, None, jnp.asarray(m[:, :tp.NUM_EXP])))  # (T, N, 3)
+    return np.linalg.norm(shape[:, upper] - shape[:, lower], axis=-1)
+
+  panels = {"mouth opening": {"ground truth": mouth(target), "sample": mouth(sample)},
+            "yaw (deg)": {"ground truth": target[:, 53], "sample": sample[:, 53]},
+            "pitch (deg)": {"ground truth": target[:, 52], "sample": sample[:, 52]}}
+  return plots.curves_image(panels)
 
 
 class MotionFace(Task):
@@ -143,6 +188,26 @@ class MotionFace(Task):
     k_hist, k_loss = jax.random.split(rng)
     return face_batch_loss(params, self.model_batch(batch, k_hist, norm), k_loss, model=self.models,
                            schedule=self.schedule)
+
+  def make_summary(self):
+    """A DDIM sample (EMA params, 10 steps) of the first window of the batch next to its ground truth."""
+    c = self.config
+
+    def sample(state: dict, batch: dict) -> dict:
+      norm, params = state["norm"], state["ema"]
+      one = jax.tree.map(lambda x: x[:1], batch)
+      mb = self.model_batch(one, jax.random.key(0), norm)
+      audio = self.models.audio.apply({"params": params["audio"]}, mb["mel"], num_tokens=c.window)
+      cond = FaceConditions(audio, mb["history"], mb["style"], mb.get("reference"), jnp.ones((1,), bool))
+      x = sample_window(self.models.dit, params["face"], cond, jax.random.key(0), schedule=self.schedule,
+                        num_steps=10, clip_x0=4.0)
+      raw = lambda m: m[0] * norm["motion_std"] + norm["motion_mean"]
+      return {"sample": raw(x), "target": one["motion"][0, c.history:]}
+
+    return sample
+
+  def summaries(self, arrays: dict) -> dict[str, np.ndarray]:
+    return {"motion/sample_vs_ground_truth": face_motion_plot(arrays["target"], arrays["sample"])}
 
 
 # ------------------------------------------------------------------------------------------------ body
@@ -236,6 +301,39 @@ class MotionBody(Task):
             "body": self.model.init(k_body, *dummy_upper_body_inputs(self.body_config, 1, 1))["params"],
             "appearance": self.appearance.init(k_app, spec["identity"].shape[-1])}
 
+  def _model_batch(self, params, batch: dict, norm: dict) -> dict:
+    tokens = self.audio.apply({"params": params["audio"]}, log_mel_spectrogram(batch["audio"]),
+                              num_tokens=self.config.window)  # (B, T, audio_dim)
+    return {"target": (batch["target"] - norm["target_mean"]) / norm["target_std"],
+            "head_kp": batch["head_kp"], "audio": tokens,
+            "appearance": self.appearance.apply(params["appearance"], batch["identity"])}
+
+  def make_summary(self):
+    """A DDIM sample (EMA params, 10 steps) of the first window of the batch next to its ground truth."""
+
+    def sample(state: dict, batch: dict) -> dict:
+      norm, params = state["norm"], state["ema"]
+      mb = self._model_batch(params, jax.tree.map(lambda x: x[:1], batch), norm)
+      eps_fn = lambda x, t: self.model.apply({"params": params["body"]}, x, t, mb["head_kp"], mb["audio"],
+                                             mb["appearance"])
+      x = ddim_sample(eps_fn, self.schedule, mb["target"].shape, jax.random.key(0), num_steps=10,
+                      clip_x0=4.0)
+      raw = lambda m: m[0] * norm["target_std"] + norm["target_mean"]
+      return {"sample": raw(x), "target": batch["target"][0]}
+
+    return sample
+
+  def summaries(self, arrays: dict) -> dict[str, np.ndarray]:
+    sizes = self.body_config.layout.sizes
+    offsets = np.cumsum([0, *sizes.values()])
+    part = dict(zip(sizes, offsets[:-1], strict=True))
+    dims = {"scale s": part["scale"], "translation t_x": part["translation"],
+            "translation t_y": part["translation"] + 1, "hand coefficient 0": part["hands"],
+            "body delta (keypoint 0, x)": part["body_delta"]}
+    panels = {name: {"ground truth": arrays["target"][:, d], "sample": arrays["sample"][:, d]}
+              for name, d in dims.items()}
+    return {"motion/sample_vs_ground_truth": plots.curves_image(panels)}
+
   def loss(self, params, batch: dict, rng: jax.Array, norm: dict) -> jax.Array:
     tokens = self.audio.apply({"params": params["audio"]}, log_mel_spectrogram(batch["audio"]),
                               num_tokens=self.config.window)  # (B, T, audio_dim)
@@ -249,7 +347,10 @@ TASKS: dict[str, type[Task]] = {"motion_face": MotionFace, "motion_body": Motion
 
 
 def get_task(config: ml_collections.ConfigDict) -> Task:
-  if config.task not in TASKS:
-    raise ValueError(f"config.task={config.task!r} is not one of {sorted(TASKS)}")
-  return TASKS[config.task](config)
+  from train.render_task import RenderTask
+
+  tasks = {**TASKS, "render": RenderTask}
+  if config.task not in tasks:
+    raise ValueError(f"config.task={config.task!r} is not one of {sorted(tasks)}")
+  return tasks[config.task](config)
 

@@ -12,6 +12,7 @@ The step draws its key as fold_in(key, step), so a resumed run repeats the RNG o
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 import signal
@@ -27,6 +28,7 @@ import optax
 from tqdm import tqdm
 
 from chatanyone_jax.motion.train_step import update_step
+from chatanyone_jax.render.train_step import INIT_COMPILER_OPTIONS
 from data import records
 from train import checkpoint, metrics, parallel, tasks
 
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 
 class NonFiniteError(FloatingPointError):
   pass
+
+
+LAST_VALUE = ("param_norm", "learning_rate", "finite")  # logged as the last step's value (or not at all)
 
 
 # ------------------------------------------------------------------------------------------ set-up
@@ -53,6 +58,25 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"batch_size {config.batch_size} is not divisible by {jax.process_count()} processes")
   if config.num_steps < 1:
     raise ValueError(f"num_steps must be >= 1, got {config.num_steps}")
+
+
+# What a workdir's checkpoints depend on: resuming with a different value cannot work.
+ARCHITECTURE_KEYS = ("task", "model", "window", "history")
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
+  """Raises if `workdir` holds a run of another task or model (its config.json differs in those keys)."""
+  if not (workdir / checkpoint.CONFIG_FILE).is_file():
+    return
+  old = checkpoint.load_config(workdir)
+  new = ml_collections.ConfigDict(json.loads(config.to_json_best_effort()))
+  for key in ARCHITECTURE_KEYS:
+    a, b = old.get(key), new.get(key)
+    a = a.to_dict() if isinstance(a, ml_collections.ConfigDict) else a
+    b = b.to_dict() if isinstance(b, ml_collections.ConfigDict) else b
+    if a != b:
+      raise ValueError(f"{workdir} holds a run with config.{key}={a!r}, but this config has {b!r}; use a new "
+                       f"--workdir, or the config that run was started with")
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -145,8 +169,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   """
   validate(config)
   workdir = pathlib.Path(workdir).absolute()
+  check_workdir(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   lead = jax.process_index() == 0
+  if lead:
+    checkpoint.save_config(workdir, config)
 
   mesh = parallel.make_mesh(config.mesh)
   if config.batch_size % mesh.size:
@@ -161,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   key = jax.random.key(config.seed)
   init_key, step_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
   spec = task.batch_spec(config.batch_size)
-  init = make_init(task, tx, spec)
+  init = task.make_init(tx, spec, schedule)
   abstract = jax.eval_shape(init, init_key, task.norm_spec())
   state_sh = parallel.param_shardings(abstract, mesh, config.sharding.fsdp_min_size)
   batch_sh = parallel.batch_sharding(mesh)
@@ -175,23 +202,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     log.info("resumed from %s at step %d", mngr.directory, latest)
   else:
     norm = _estimate_norm(task, config)
-    state = jax.jit(init, out_shardings=state_sh)(init_key, jax.device_put(norm, repl))
+    state = _compile_init(init, state_sh)(init_key, jax.device_put(norm, repl))
+    state = task.initial_params(state, state_sh)
 
-  train_step = jax.jit(make_step(task, tx, schedule, config.ema_decay, step_key),
+  train_step = jax.jit(task.make_step(tx, schedule, config.ema_decay, step_key),
                        in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl), donate_argnums=0)
+  summary_fn = task.make_summary()
+  if summary_fn is not None:
+    summary_fn = jax.jit(summary_fn, in_shardings=(state_sh, batch_sh), out_shardings=repl)
   writer = metrics.MetricWriter(workdir, enabled=lead)
   step = int(state["step"])
   frames = config.batch_size * task.frames_per_example()
   bar = tqdm(total=config.num_steps, initial=step, desc=config.task, unit="step",
              disable=not (lead and config.progress))
-  history, t_last, step_last = [], time.perf_counter(), step
-  batch = parallel.global_batch(task.adapt(next(iterator)), batch_sh) if step < config.num_steps else None
+  history, t_last, step_last, start = [], time.perf_counter(), step, step
+  batch = None
+  if step < config.num_steps:
+    first = task.adapt(next(iterator))
+    _check_batch(first, spec, process_count=jax.process_count())
+    batch = parallel.global_batch(first, batch_sh)
   try:
     with _StopFlag() as stop:
       while step < config.num_steps:
         state, m = train_step(state, batch)
         history.append(m)
         step += 1
+        if step == start + 1:  # throughput excludes the first step's compile
+          jax.block_until_ready(m)
+          t_last, step_last = time.perf_counter(), step
         last = step == config.num_steps
         # Every process must stop at the same step: with several, they agree at log steps only.
         stopping = not last and (jax.process_count() == 1 or step % config.log_every == 0) and stop.agreed()
@@ -209,15 +247,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         if step % config.log_every == 0 or last:
           now = time.perf_counter()
           host = jax.device_get(history)
-          scalars = {k: float(np.mean([h[k] for h in host])) for k in ("loss", "grad_norm")}
-          scalars.update(param_norm=float(host[-1]["param_norm"]),
-                         learning_rate=float(host[-1]["learning_rate"]),
-                         steps_per_sec=(step - step_last) / (now - t_last))
-          scalars["frames_per_sec"] = scalars["steps_per_sec"] * frames
+          scalars = {k: float(np.mean([h[k] for h in host])) for k in host[-1] if k not in LAST_VALUE}
+          scalars.update({k: float(host[-1][k]) for k in ("param_norm", "learning_rate")})
+          if step > step_last:  # (not on the first step alone: its time is the compile)
+            scalars["steps_per_sec"] = (step - step_last) / (now - t_last)
+            scalars["frames_per_sec"] = scalars["steps_per_sec"] * frames
           writer.write_scalars(step, scalars)
           bar.set_postfix(loss=f"{scalars['loss']:.4f}")
           history, t_last, step_last = [], now, step
-        if not last:
+        if summary_fn is not None and config.image_every and (step % config.image_every == 0 or last):
+          images = task.summaries(jax.device_get(summary_fn(state, batch)))
+          writer.write_images(step, images)
+          t_last = time.perf_counter()  # not counted in the throughput        if not last:
           batch = batch_next
     if mngr.latest_step() != step:  # the final checkpoint
       checkpoint.save(mngr, step, state, iterator, force=True)
@@ -227,6 +268,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     writer.close()
     mngr.close()
   return state
+
+
+def _compile_init(init, shardings):
+  """The sharded initialiser, jitted. On CPU without XLA's backend optimisations: init graphs (threefry
+  for every parameter) otherwise take minutes to compile there, and they run once."""
+  lowered = jax.jit(init, out_shardings=shardings).lower
+  options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+
+  def run(*args):
+    return lowered(*args).compile(options)(*args)
+
+  return run
+
+
+def _check_batch(batch: dict, spec: dict, process_count: int) -> None:
+  """The adapted batch must match the task's batch_spec (per-process rows); raises naming the keys."""
+  want = {k: ((s.shape[0] // process_count,) + tuple(s.shape[1:])) for k, s in spec.items()}
+  got = {k: tuple(np.shape(v)) for k, v in batch.items()}
+  if got != want:
+    diff = {k: (got.get(k), want.get(k)) for k in set(got) | set(want) if got.get(k) != want.get(k)}
+    raise ValueError(f"the task's batch does not match its batch_spec: {diff} (got, expected); the records "
+                     "may have been written with other crop sizes or keypoint counts than the config expects")
 
 
 def _check_finite(m: dict, state: dict, batch: dict, step: int, workdir: pathlib.Path) -> None:

@@ -33,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 2_000
   c.keep_checkpoints = 3
   c.progress = True  # tqdm bar on process 0
+  c.image_every = 1_000  # TensorBoard images (tasks with a summary: the renderers); 0 = never
   c.stats_batches = 16  # batches read (every process the same) to estimate the normalisation statistics
 
   # Device mesh ("data", "fsdp"): -1 = all devices not taken by the other axis.
@@ -51,9 +52,50 @@ def shrink_for_cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.warmup_steps = 2
   c.learning_rate = 1e-3
   c.log_every = 2
+  c.image_every = 4
   c.checkpoint_every = 4
   c.keep_checkpoints = 2
   c.stats_batches = 2
   c.ema_decay = 0.9
   c.sharding.fsdp_min_size = 256
+  return c
+
+
+def render_config(preset: str, *, crop: str, region: str | None, face_refine: bool = False
+                  ) -> ml_collections.ConfigDict:
+  """A renderer / face-refine experiment (task "render", `train.render_task`) with LivePortrait's recipe:
+  Adam(2e-4, b1 = 0.5), no gradient clipping, generator EMA."""
+  c = base_config()
+  c.task = "render"
+  c.crop = crop
+  c.region = region
+  c.face_refine = face_refine
+  c.max_gap = config_dict.placeholder(int)  # source frame at most this far from the driving one (None: any)
+  c.model = ml_collections.ConfigDict({"preset": preset})
+  c.loss_weights = ml_collections.ConfigDict({})  # overrides of render.train_step.DEFAULT_LOSS_WEIGHTS
+  # A torchvision VGG-19 state dict (.pth / .safetensors / .npz) for L_Per (and the region term); None:
+  # discriminator feature matching and an L1 region term instead (no weights are downloaded).
+  c.vgg_weights = config_dict.placeholder(str)
+  # A converted LivePortrait checkpoint (python -m chatanyone_jax.convert.liveportrait --out DIR): arrays
+  # with matching names and shapes start from it.
+  c.init_from = config_dict.placeholder(str)
+  c.batch_size = 32  # global (the paper: 8 A100)
+  c.num_steps = 300_000
+  c.learning_rate = 2e-4
+  c.disc_lr_factor = 1.0  # the discriminator's learning rate relative to the generator's
+  c.b1 = 0.5
+  c.grad_clip = 0.0
+  c.ema_decay = 0.999
+  c.checkpoint_every = 5_000
+  c.image_every = 2_000
+  c.stats_batches = 1  # nothing to normalise; one batch read
+  return c
+
+
+def shrink_render_for_cpu(c: ml_collections.ConfigDict, preset: str) -> ml_collections.ConfigDict:
+  shrink_for_cpu(c)
+  c.model.preset = preset
+  c.batch_size = 4
+  c.learning_rate = 1e-3
+  c.stats_batches = 1
   return c

@@ -1,0 +1,493 @@
+"""Streaming inference core (ARCHITECTURE §5): avatar tensors + one audio block -> T video frames.
+
+One jitted call per motion window of T frames (T = the face model's window):
+
+  audio block ─► log-mel (carried context) ─► AudioEncoder tokens (face model's and body model's)
+      ─► FaceMotionDiT DDIM window (history = last H frames, style, reference) ─► de-normalise
+      ─► head-template keypoints (`project_keypoints`)
+      ─► [upper] UpperBodyMotion DDIM window ─► ΔX_head, body δ, s, t, hands ─► X_full ─► W ─► G (+ I_hand)
+      ─► [upper, refine] head crop of the frame ─► refine F / W / G ─► `paste_back`
+      ─► uint8 frames (T, H, W, 3)
+
+`make_stream_step(spec)` returns `stream_step(params, state, audio_block) -> (state, frames)`, jitted
+with the state donated; `init_state` builds the state of one avatar. Everything here is pure JAX; the
+host side (portrait landmarks, crops, checkpoints, re-blocking of audio chunks) is `infer.stream`.
+
+Block size. Window i covers video frames [iT, (i+1)T) and audio samples [a_i, a_{i+1}) with
+a_i = round(i · T · sr / fps) (`window_bounds`), so audio and video never drift apart, also when
+T · sr / fps is not an integer (T = 40 at 30 fps, 16 kHz: 21333.3 samples). Each call takes a fixed
+(`block_samples(spec)`,) array, ceil(T · sr / fps) samples, of which the first a_{i+1} - a_i are the
+window's audio (the rest is ignored); the state knows i and the rounding phase, so the count needs no
+argument and no recompilation.
+
+Audio features. The carried `MelStreamState` makes the concatenated mel frames equal the whole-clip
+`log_mel_spectrogram` ("causal" framing). Window i's encoder input is the first M mel frames completed
+by its audio, whole-clip frames [floor(a_i / hop), floor(a_i / hop) + M) with M = number of mel frames
+of round(T · sr / fps) samples, i.e. exactly the count the training windows have (`train.tasks`,
+`_window_audio`). Differences from training: training frames the window's audio alone (zero left
+context) and starts it at a_i exactly; here the first frames see the previous window's audio and the
+start is up to one hop (10 ms) earlier.
+
+State (a pytree, donated to every call):
+  window: () int32 index i of the next window; the window's key is fold_in(rng, i).
+  residue: () int32 rounding phase of a_i (`window_bounds`).
+  mel: `MelStreamState` carried audio context.
+  history: (1, H, 58) the last H generated frames of normalised face motion; history_valid (1,) bool
+    (False before the first window: FaceMotionDiT then uses its learned null history).
+  rng: PRNG key.
+  style: (1, 2) FaceMotionDiT style controls (expression amplitude, head-pose range; may be changed
+    between calls); reference: optional (1, T_ref, ref_dim) normalised reference expression sequence.
+  avatar: the source's precomputed tensors (`init_state`).
+
+Keypoints (`chatanyone_jax.render.train_step.control_keypoints` semantics). Face coefficients and the
+template pose translation are in body units (`data.preprocess`); the host gives affine maps from body
+units to the grid units of each renderer's crop ("kp_affine", "refine_affine": (2, 3) = per-axis
+scale, offset). Layout "hybrid_body" (upper renderer): X_full = head-template keypoints (body-crop grid)
+⊕ X_body with X_body = s (x_c + δ) + t, where x_c = (X_body_src - t_src) / s_src are the source's body
+keypoints (M on the source, R = I) in the head's frame, the inverse of how `train.tasks.MotionBody`
+builds its δ target from the first frame, and t_src / s_src the source's template translation / scale;
+δ = 0, s = s_src, t = t_src reproduce the source keypoints exactly. Layout "head_offset" (head
+renderer, face refine): X = head-template keypoints (head-crop grid) + ΔX_src (M on the source crop)
++ the generated ΔX_head (zero in head mode, which has no body model). The head-template keypoints use
+the source's template scale (FaceMotionDiT predicts pose and expression, not scale).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fractions
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from chatanyone_jax.audio.encoder import AudioEncoder
+from chatanyone_jax.audio.melspec import MelConfig, MelStreamState, init_mel_stream, mel_stream_step
+from chatanyone_jax.audio.melspec import num_frames as num_mel_frames
+from chatanyone_jax.motion.diffusion import cosine_schedule, ddim_sample
+from chatanyone_jax.motion.face_motion_dit import NUM_EXP, FaceMotionDiT
+from chatanyone_jax.motion.sampling import FaceConditions, sample_window
+from chatanyone_jax.motion.upper_body_motion import UpperBodyMotion
+from chatanyone_jax.ops.grid_sample import grid_sample
+from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
+from chatanyone_jax.render.face_refine import mask_face, paste_back
+from chatanyone_jax.render.motion_extractor import MotionExtractor
+from chatanyone_jax.render.presets import RendererConfig, keypoint_layout
+from chatanyone_jax.render.spade_generator import SPADEDecoder
+from chatanyone_jax.render.train_step import control_keypoints
+from chatanyone_jax.render.warping_network import WarpingNetwork
+from chatanyone_jax.template.hands import decode_hands, palm_size, render_hands
+from chatanyone_jax.template.head_template import project, project_keypoints
+
+State = dict[str, Any]
+Params = dict[str, Any]
+MODES = ("upper", "head")
+# Renderer keypoint layout each mode needs (`presets.keypoint_layout`).
+MODE_LAYOUT = {"upper": "hybrid_body", "head": "head_offset"}
+
+# MediaPipe face-mesh face oval (FACEMESH_FACE_OVAL) as one closed loop: the outline of the face, used
+# as the face mask of the refine pass (the training masks are the convex hull of the mesh, whose outer
+# boundary this loop is).
+FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
+             148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSpec:
+  """Static description of the streaming step (hashable: one compiled step per spec).
+
+  Attributes:
+    mode: "upper" (body renderer, UpperBodyMotion, hands, optional face refine) or "head" (head
+      renderer on the head crop; no body model, no hands).
+    face: the FaceMotionDiT (its config gives T = window, H = history).
+    face_audio: the face model's AudioEncoder (width = face.config.audio_dim).
+    renderer: the main renderer's networks (layout "hybrid_body" for upper, "head_offset" for head).
+    body, body_audio: UpperBodyMotion and its AudioEncoder (upper mode).
+    refine: the face-refine renderer (upper mode; None = no refine pass).
+    app_tokens: number of appearance tokens (the state's "appearance" is (1, app_tokens, app_dim)).
+    face_diffusion_steps / body_diffusion_steps: length of the training noise schedules.
+    num_steps: DDIM steps of both samplers.
+    guidance_scale: classifier-free guidance of FaceMotionDiT (1 = conditional only, one model call).
+    eta, clip_x0: DDIM stochasticity and x̂0 clipping (`ddim_sample`).
+    mel: the log-mel front end ("causal" framing).
+    fps: video frame rate (an exact fraction, so that window bounds do not drift).
+    render_batch: frames per renderer call (`lax.map` batch); None = the whole window at once.
+    hand_radius: capsule radius of the rendered hands, a fraction of the palm size (as preprocessing).
+    hand_min_radius: smallest capsule radius as a fraction of the crop width (1.5 px of 512).
+    refine_feather: feathered fraction of the refine crop's half-extent in `paste_back`.
+  """
+  mode: str
+  face: FaceMotionDiT
+  face_audio: AudioEncoder
+  renderer: RendererConfig
+  body: UpperBodyMotion | None = None
+  body_audio: AudioEncoder | None = None
+  refine: RendererConfig | None = None
+  app_tokens: int = 1
+  face_diffusion_steps: int = 1000
+  body_diffusion_steps: int = 1000
+  num_steps: int = 10
+  guidance_scale: float = 1.0
+  eta: float = 0.0
+  clip_x0: float | None = None
+  mel: MelConfig = MelConfig()
+  fps: fractions.Fraction = fractions.Fraction(30)
+  render_batch: int | None = None
+  hand_radius: float = 0.12
+  hand_min_radius: float = 1.5 / 512
+  refine_feather: float = 0.1
+
+  def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+    layout = keypoint_layout(self.renderer)
+    if layout != MODE_LAYOUT[self.mode]:
+      raise ValueError(f"mode {self.mode!r} needs a renderer with the {MODE_LAYOUT[self.mode]!r} keypoint "
+                       f"layout (upper512x768 family for 'upper', head512 family for 'head'); this renderer "
+                       f"has {layout!r}")
+    if self.mode == "upper":
+      if self.body is None or self.body_audio is None:
+        raise ValueError("mode 'upper' needs the UpperBodyMotion model and its audio encoder")
+      if self.body.config.window != self.window:
+        raise ValueError(f"UpperBodyMotion window {self.body.config.window} != FaceMotionDiT window "
+                         f"{self.window}")
+      if self.body.config.layout.num_head_kp != self.renderer.num_kp_head:
+        raise ValueError("UpperBodyMotion and the renderer disagree on the number of head keypoints")
+      if self.body.config.layout.num_body_kp != self.renderer.motion_extractor.num_kp:
+        raise ValueError("UpperBodyMotion and the renderer disagree on the number of body keypoints")
+    if self.refine is not None:
+      if self.mode != "upper":
+        raise ValueError("the face-refine pass applies to mode 'upper' only")
+      if keypoint_layout(self.refine) != "head_offset" or not self.refine.spade_generator.hand_injection:
+        raise ValueError("the refine renderer needs the 'head_offset' layout and G's injection branch "
+                         "(presets face_refine / tiny_face_refine)")
+    if self.face_audio.width != self.face.config.audio_dim:
+      raise ValueError("the face AudioEncoder width must equal FaceMotionDiT audio_dim")
+    if self.mel.padding != "causal":
+      raise ValueError("streaming needs the 'causal' log-mel framing")
+    # Every window must complete at least the M mel frames its encoder reads (module docstring).
+    m = self.num_mel
+    for i in range(self.spf.denominator * self.mel.hop_length + 1):
+      a0, a1 = window_bounds(i, self.window, self.spf)
+      if a1 // self.mel.hop_length - a0 // self.mel.hop_length < m:
+        raise ValueError(f"window {i} completes fewer than {m} mel frames; use another window length")
+
+  @property
+  def window(self) -> int:
+    return self.face.config.window
+
+  @property
+  def history(self) -> int:
+    return self.face.config.history
+
+  @property
+  def spf(self) -> fractions.Fraction:
+    """Audio samples per video frame (16000 / 30 = 1600 / 3)."""
+    return fractions.Fraction(self.mel.sample_rate) / fractions.Fraction(self.fps)
+
+  @property
+  def num_mel(self) -> int:
+    """M: mel frames per window, those of round(T · spf) samples (the training windows' count)."""
+    return num_mel_frames(round(self.window * self.spf), self.mel)
+
+  @property
+  def output_size(self) -> tuple[int, int]:
+    return self.renderer.output_size
+
+
+def window_bounds(i: int, window: int, spf: fractions.Fraction) -> tuple[int, int]:
+  """Audio samples [a_i, a_{i+1}) of window i: a_i = round(i · T · spf) (halves round up)."""
+  f = lambda k: int((2 * k * window * spf.numerator + spf.denominator) // (2 * spf.denominator))
+  return f(i), f(i + 1)
+
+
+def block_samples(spec: StreamSpec) -> int:
+  """Length of the audio array each call takes: the longest window, ceil(T · spf)."""
+  return int(-(-spec.window * spec.spf.numerator // spec.spf.denominator))
+
+
+def _next_samples(residue: jax.Array, spec: StreamSpec) -> tuple[jax.Array, jax.Array]:
+  """(a_{i+1} - a_i, residue_{i+1}) from residue_i = (2 i T p + q) mod 2q for spf = p / q."""
+  p, q = spec.spf.numerator, spec.spf.denominator
+  z = residue + 2 * spec.window * p
+  return z // (2 * q), z % (2 * q)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _affine(points: jax.Array, a: jax.Array) -> jax.Array:
+  """(..., 3) * a[0] + a[1]: body units -> a crop's grid units (per-axis affine from the host)."""
+  return points * a[0] + a[1]
+
+
+def _apply(module: nn.Module, variables: dict, name: str, *args) -> Any:
+  """A renderer part in inference mode with its params / batch_stats (as `render.train_step.reconstruct`)."""
+  v = {"params": variables["params"][name]}
+  stats = variables.get("batch_stats", {}).get(name)
+  if stats:
+    v["batch_stats"] = stats
+  return module.apply(v, *args)
+
+
+def _nets(cfg: RendererConfig) -> dict[str, nn.Module]:
+  return {"F": AppearanceFeatureExtractor(cfg.appearance_feature_extractor),
+          "M": MotionExtractor(cfg.motion_extractor), "W": WarpingNetwork(cfg.warping_network),
+          "G": SPADEDecoder(cfg.spade_generator)}
+
+
+def _render(cfg: RendererConfig, variables: dict, volume: jax.Array, kp_source: jax.Array,
+            kp_driving: jax.Array, inject: jax.Array | None, batch: int | None) -> jax.Array:
+  """G(W(volume, kp_driving, kp_source)[, inject]) per frame: kp_driving (T, K, 3) -> (T, Ho, Wo, 3)."""
+  nets = _nets(cfg)
+
+  def frames(args):
+    kp_d, inj = args
+    b = kp_d.shape[0]
+    vol = jnp.broadcast_to(volume, (b,) + volume.shape[1:])
+    kp_s = jnp.broadcast_to(kp_source, (b,) + kp_source.shape[1:])
+    warped = _apply(nets["W"], variables, "W", vol, kp_d, kp_s)["out"]
+    return _apply(nets["G"], variables, "G", warped, inj)
+
+  if batch is None or batch >= kp_driving.shape[0]:
+    return frames((kp_driving, inject))
+  # lax.map over single frames (batch_size groups them): the per-frame function sees no batch axis.
+  return jax.lax.map(lambda a: frames(jax.tree.map(lambda x: x[None], a))[0], (kp_driving, inject),
+                     batch_size=batch)
+
+
+def polygon_mask(points: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """Even-odd fill of closed polygons: points (B, V, 2) pixels -> (B, H, W, 1) float32 {0, 1} mask.
+
+  Pixel (i, j) is tested at its centre (j + 0.5, i + 0.5) (the `crop_coordinates` convention).
+  """
+  h, w = size
+  x0, y0 = points[..., 0], points[..., 1]  # (B, V)
+  x1, y1 = jnp.roll(x0, -1, axis=-1), jnp.roll(y0, -1, axis=-1)
+  px = (jnp.arange(w, dtype=jnp.float32) + 0.5)[None, None, :, None]  # (1, 1, W, 1)
+  py = (jnp.arange(h, dtype=jnp.float32) + 0.5)[None, :, None, None]  # (1, H, 1, 1)
+  e = lambda a: a[:, None, None, :]  # (B, 1, 1, V)
+  straddles = (e(y0) > py) != (e(y1) > py)  # (B, H, 1, V)
+  dy = e(y1) - e(y0)
+  x_cross = e(x0) + (py - e(y0)) * (e(x1) - e(x0)) / jnp.where(dy == 0, 1.0, dy)
+  crossings = jnp.sum(straddles & (px < x_cross), axis=-1)  # (B, H, W)
+  return (crossings % 2 == 1).astype(jnp.float32)[..., None]
+
+
+def crop_frames(frames: jax.Array, box: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """Bilinear crop of `box` (B, 4) = (x0, y0, x1, y1) frame pixels of frames (B, Hf, Wf, C), at (h, w)."""
+  hf, wf = frames.shape[1:3]
+  h, w = size
+  u = (jnp.arange(w, dtype=jnp.float32) + 0.5) / w  # (w,) in (0, 1) across the crop
+  v = (jnp.arange(h, dtype=jnp.float32) + 0.5) / h
+  x0, y0, x1, y1 = (box[:, k, None] for k in range(4))
+  gx = 2 * (x0 + u[None] * (x1 - x0)) / wf - 1  # (B, w) frame grid units
+  gy = 2 * (y0 + v[None] * (y1 - y0)) / hf - 1  # (B, h)
+  grid = jnp.stack(jnp.broadcast_arrays(gx[:, None, :], gy[:, :, None]), axis=-1)  # (B, h, w, 2)
+  return grid_sample(frames, grid)
+
+
+def to_uint8(images: jax.Array) -> jax.Array:
+  """[0, 1] float images -> uint8 (round to nearest)."""
+  return jnp.clip(jnp.round(images * 255.0), 0, 255).astype(jnp.uint8)
+
+
+# ----------------------------------------------------------------------------------------------- state
+
+
+def init_state(spec: StreamSpec, params: Params, avatar: dict[str, jax.Array], key: jax.Array) -> State:
+  """The stream state of one avatar: renderer features of the source, computed once.
+
+  Args:
+    spec: the step's static description.
+    params: as `make_stream_step`.
+    avatar: host-prepared inputs (`infer.stream.prepare_avatar`):
+      "image" (1, Hi, Wi, 3) in [0, 1]: the main renderer's source crop (body crop for "upper", head
+        crop for "head") at renderer.image_size;
+      "pose" (1, 6) (degrees, body units), "scale" (1,), "exp" (1, 52), "identity" (1, n_id): the
+        portrait's head-template fit;
+      "kp_affine" (2, 3): body units -> grid units of the main crop;
+      "style" (1, 2) style controls; optional "reference" (1, T_ref, ref_dim) normalised;
+      upper: "appearance" (1, app_tokens, app_dim) appearance embedding;
+      upper with refine: "refine_image" (1, Hr, Wr, 3) the head crop at refine.image_size,
+        "refine_affine" (2, 3) body units -> head-crop grid units, "refine_box" (1, 4) the head box in
+        output-frame pixels.
+    key: PRNG key of the stream.
+
+  Returns:
+    The state pytree (module docstring).
+  """
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  tmpl = params["template"]
+  src = {k: f32(avatar[k]) for k in ("pose", "scale", "exp", "identity")}
+  head_units = project_keypoints(tmpl, src["pose"], src["scale"], src["exp"], src["identity"])  # (1, 32, 3)
+  rvars = params["render"]
+  nets = _nets(spec.renderer)
+  image = f32(avatar["image"])
+  volume = _apply(nets["F"], rvars, "F", image)
+  m_out = _apply(nets["M"], rvars, "M", image)
+  kp_affine = f32(avatar["kp_affine"])
+  kp_head = _affine(head_units, kp_affine)
+  kp_source, implicit, _ = control_keypoints(spec.renderer, m_out, kp_head)
+  av = {"volume": volume, "kp_source": kp_source, "kp_affine": kp_affine, **src}
+  if spec.mode == "upper":
+    t_src = src["pose"][:, None, 3:6]  # (1, 1, 3)
+    s_src = src["scale"][:, None, None]
+    av["body_canonical"] = (implicit - t_src) / s_src  # (1, K_b, 3) x_c in the head's frame
+    av["appearance"] = f32(avatar["appearance"])
+  else:
+    av["head_offset"] = implicit  # ΔX_src (1, 32, 3)
+  if spec.refine is not None:
+    fnets = _nets(spec.refine)
+    fvars = params["face_refine"]
+    r_image = f32(avatar["refine_image"])
+    r_affine = f32(avatar["refine_affine"])
+    r_out = _apply(fnets["M"], fvars, "M", r_image)
+    r_kp, r_offset, _ = control_keypoints(spec.refine, r_out, _affine(head_units, r_affine))
+    av.update(refine_volume=_apply(fnets["F"], fvars, "F", r_image), refine_kp_source=r_kp,
+              refine_head_offset=r_offset, refine_affine=r_affine, refine_box=f32(avatar["refine_box"]))
+  h = spec.history
+  state = {
+      "window": jnp.zeros((), jnp.int32),
+      "residue": jnp.asarray(spec.spf.denominator, jnp.int32),
+      "mel": init_mel_stream(spec.mel),
+      "history": jnp.zeros((1, h, spec.face.config.motion_dim), jnp.float32),
+      "history_valid": jnp.zeros((1,), bool),
+      "rng": key,
+      "style": f32(avatar["style"]).reshape(1, -1),
+      "avatar": av,
+  }
+  if avatar.get("reference") is not None:
+    state["reference"] = f32(avatar["reference"])
+  return state
+
+
+def make_init_state(spec: StreamSpec):
+  """`init_state` jitted for one spec: init(params, avatar, key) -> state (cached per spec)."""
+  return _cached_init(spec)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_init(spec: StreamSpec):
+  return jax.jit(functools.partial(init_state, spec))
+
+
+# ----------------------------------------------------------------------------------------------- step
+
+
+def window_mel(spec: StreamSpec, mel_state: MelStreamState, block: jax.Array,
+               num_samples: jax.Array) -> tuple[MelStreamState, jax.Array]:
+  """Log-mel of one window from `num_samples` new samples (the first of `block`), carried context.
+
+  Returns (new mel state, (M, n_mels) frames): whole-clip frames [floor(a_i / hop), + M).
+  """
+  cfg = spec.mel
+  hop, n_fft = cfg.hop_length, cfg.n_fft
+  # mel_stream_step frames the whole block; the first M of its frames only read the first num_samples
+  # samples (the spec checks that every window completes at least M frames).
+  _, frames, _ = mel_stream_step(mel_state, block, cfg)
+  x = jnp.concatenate([mel_state.buffer, block.astype(jnp.float32)])
+  total = mel_state.count + num_samples
+  completed = jnp.maximum(0, (total - n_fft) // hop + 1)
+  new = MelStreamState(buffer=jax.lax.dynamic_slice_in_dim(x, num_samples, n_fft - 1),
+                       count=(total - completed * hop).astype(jnp.int32))
+  return new, frames[:spec.num_mel]
+
+
+def stream_step(spec: StreamSpec, params: Params, state: State,
+                audio_block: jax.Array) -> tuple[State, jax.Array]:
+  """One window: audio_block (block_samples(spec),) float32 16 kHz -> (state, (T, Ho, Wo, 3) uint8).
+
+  The first a_{i+1} - a_i samples of audio_block are window i's audio (`window_bounds`); the rest is
+  padding. Pure; `make_stream_step` jits it with the state donated.
+  """
+  t_win = spec.window
+  av = state["avatar"]
+  i = state["window"]
+  n, residue = _next_samples(state["residue"], spec)
+  mel_state, mel = window_mel(spec, state["mel"], audio_block, n)
+  mel = mel[None]  # (1, M, n_mels)
+  key = jax.random.fold_in(state["rng"], i)
+  k_face, k_body = jax.random.split(key)
+
+  # --- Stage 1a: face motion (normalised 52 exp + 6 pose).
+  pf = params["motion_face"]
+  tokens = spec.face_audio.apply({"params": pf["params"]["audio"]}, mel, num_tokens=t_win)  # (1, T, Da)
+  cond = FaceConditions(tokens, state["history"], state["style"], state.get("reference"),
+                        state["history_valid"])
+  motion_n = sample_window(spec.face, pf["params"]["face"], cond, k_face,
+                           schedule=cosine_schedule(spec.face_diffusion_steps), num_steps=spec.num_steps,
+                           guidance_scale=spec.guidance_scale, eta=spec.eta, clip_x0=spec.clip_x0)
+  motion = motion_n * pf["norm"]["motion_std"] + pf["norm"]["motion_mean"]  # (1, T, 58)
+  exp, pose = motion[0, :, :NUM_EXP], motion[0, :, NUM_EXP:]  # (T, 52), (T, 6)
+  ident = jnp.broadcast_to(av["identity"], (t_win, av["identity"].shape[-1]))
+  scale = jnp.broadcast_to(av["scale"], (t_win,))
+  head_units = project_keypoints(params["template"], pose, scale, exp, ident)  # (T, 32, 3) body units
+  kp_head = _affine(head_units, av["kp_affine"])  # (T, 32, 3) grid units of the main crop
+
+  rvars = params["render"]
+  hi, wi = spec.renderer.image_size
+  if spec.mode == "upper":
+    # --- Stage 1b: upper body (ΔX_head, δ, s, t, hands).
+    pb = params["motion_body"]
+    layout = spec.body.config.layout
+    body_tokens = spec.body_audio.apply({"params": pb["params"]["audio"]}, mel, num_tokens=t_win)
+
+    def denoise(x, t):
+      return spec.body.apply({"params": pb["params"]["body"]}, x, t, kp_head[None], body_tokens,
+                             av["appearance"])
+
+    target_n = ddim_sample(denoise, cosine_schedule(spec.body_diffusion_steps), (1, t_win, layout.dim),
+                           k_body, num_steps=spec.num_steps, eta=spec.eta, clip_x0=spec.clip_x0)
+    parts = layout.unpack((target_n * pb["norm"]["target_std"] + pb["norm"]["target_mean"])[0])
+    body = parts["scale"][:, :, None] * (av["body_canonical"] + parts["body_delta"]) \
+        + parts["translation"][:, None, :]  # (T, K_b, 3)
+    kp_driving = jnp.concatenate([kp_head, body], axis=1)  # X_full (T, 53, 3)
+    hand_lm, present = decode_hands(parts["hands"], (hi, wi))  # (T, 2, 21, 3) pixels of the input crop
+    radius = jnp.maximum(spec.hand_radius * palm_size(hand_lm), spec.hand_min_radius * wi)
+    hands = render_hands(hand_lm, present, hi, wi, radius_px=radius)  # (T, Hi, Wi, 3)
+    inject = hands if spec.renderer.spade_generator.hand_injection else None
+    head_offset = parts["head_offset"]  # (T, 32, 3)
+  else:
+    kp_driving = kp_head + av["head_offset"]
+    inject = None
+    head_offset = jnp.zeros_like(kp_head)
+  frames = _render(spec.renderer, rvars, av["volume"], av["kp_source"], kp_driving, inject,
+                   spec.render_batch)  # (T, Ho, Wo, 3) in [0, 1]
+
+  if spec.refine is not None:
+    # --- Face refine on the head crop of the generated frames, pasted back.
+    hr, wr = spec.refine.image_size
+    box = jnp.broadcast_to(av["refine_box"], (t_win, 4))
+    crop = crop_frames(frames, box, (hr, wr))  # (T, Hr, Wr, 3)
+    oval = project(params["template"], pose, scale, exp, ident, indices=jnp.asarray(FACE_OVAL))
+    oval = _affine(oval, av["refine_affine"])[..., :2]  # head-crop grid units
+    oval_px = (oval + 1.0) * 0.5 * jnp.asarray([wr, hr], jnp.float32)
+    background = mask_face(crop, polygon_mask(oval_px, (hr, wr)))
+    kp_r = _affine(head_units, av["refine_affine"]) + av["refine_head_offset"] + head_offset
+    refined = _render(spec.refine, params["face_refine"], av["refine_volume"], av["refine_kp_source"], kp_r,
+                      background, spec.render_batch)
+    frames = paste_back(frames, refined, box, spec.refine_feather)
+
+  new_state = {**state, "window": i + 1, "residue": residue, "mel": mel_state,
+               "history": motion_n[:, -spec.history:], "history_valid": jnp.ones((1,), bool)}
+  return new_state, to_uint8(frames)
+
+
+def make_stream_step(spec: StreamSpec):
+  """`stream_step` for `spec`, jitted with the state donated: step(params, state, audio_block).
+
+  params: {"motion_face": {"params": {"audio", "face"}, "norm": {"motion_mean", "motion_std"}},
+  "motion_body" (upper): {"params": {"audio", "body", "appearance"}, "norm": {"target_mean",
+  "target_std"}}, "render": {"params": {"F", "M", "W", "G"}, "batch_stats": {...}}, "face_refine"
+  (with spec.refine): the same layout, "template": the `HeadTemplate`}. Cached per spec, so every
+  stream of the same spec shares one compiled step.
+  """
+  return _cached_step(spec)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_step(spec: StreamSpec):
+  return jax.jit(functools.partial(stream_step, spec), donate_argnums=1)

@@ -1,0 +1,98 @@
+"""Portrait + speech -> talking video (h264 mp4 with the speech muxed in), through `infer.stream`.
+
+  python -m infer.main --image portrait.jpg --audio speech.wav --out out.mp4 --checkpoint runs/
+      [--mode upper|head] [--amplitude X] [--pose-range X] [--reference ref.mp4] [--no-refine]
+      [--steps N] [--seed S]
+
+--checkpoint is a directory of `python -m train.main` workdirs: motion_face/, motion_body/ (mode
+upper), render/ (an upper512x768- or head512-family renderer) and optionally face_refine/.
+--random-weights runs the whole pipeline with random tiny networks instead: a smoke test of the
+installation, its output is meaningless. The audio may be any format / rate / channel count (it is
+decoded to 16 kHz mono) and is fed to the generator in chunks, as a live stream would be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from infer.media import MediaError, read_audio, write_video
+from infer.stream import FPS, SAMPLE_RATE, num_output_frames, random_params, stream
+
+NO_CHECKPOINT = ("no trained checkpoint given: train with python -m train.main (motion_face, motion_body, "
+                 "render workdirs under one directory) or pass --checkpoint DIR; --random-weights runs a "
+                 "smoke test with random networks (meaningless output)")
+
+
+def chunks(audio: np.ndarray, size: int) -> Iterator[np.ndarray]:
+  """The audio in consecutive pieces of `size` samples (the last one shorter)."""
+  for i in range(0, audio.size, size):
+    yield audio[i:i + size]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m infer.main", description=__doc__.split("\n\n")[0],
+                              epilog=__doc__.split("\n\n", 2)[2],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--image", required=True, help="portrait image (PNG / JPEG)")
+  p.add_argument("--audio", required=True, help="speech: any audio file or a video's audio track")
+  p.add_argument("--out", required=True, help="output .mp4")
+  p.add_argument("--checkpoint", help="directory of training workdirs (see above)")
+  p.add_argument("--mode", choices=("upper", "head"), default="upper",
+                 help="upper: upper body with hands (default); head: head renderer on the head crop")
+  p.add_argument("--amplitude", type=float, default=1.0, help="expression amplitude (1 = typical)")
+  p.add_argument("--pose-range", type=float, default=1.0, help="head-pose range (1 = typical)")
+  p.add_argument("--reference", help="reference video whose expressions set the speaking style")
+  p.add_argument("--no-refine", action="store_true", help="skip the face-refine pass")
+  p.add_argument("--steps", type=int, default=10, help="DDIM steps of the motion samplers")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--chunk-seconds", type=float, default=1.0, help="audio fed to the stream per chunk")
+  p.add_argument("--random-weights", action="store_true",
+                 help="smoke test: random tiny networks instead of a checkpoint (output is meaningless)")
+  return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+  """Writes the video; returns the number of frames."""
+  from tqdm import tqdm
+
+  if args.checkpoint is None and not args.random_weights:
+    raise ValueError(NO_CHECKPOINT)
+  if args.steps < 1:
+    raise ValueError(f"--steps must be >= 1, got {args.steps}")
+  audio = read_audio(args.audio, SAMPLE_RATE)
+  total = num_output_frames(audio.size)
+  if total == 0:
+    raise MediaError(f"{args.audio} is shorter than one video frame ({1 / FPS:.3f} s)")
+  params = configs = None
+  if args.checkpoint is None:
+    logging.warning("--random-weights: random networks, the video is a smoke test and shows noise")
+    params, configs = random_params(args.mode, refine=not args.no_refine, seed=args.seed)
+  frames = stream(args.image, chunks(audio, max(1, int(args.chunk_seconds * SAMPLE_RATE))),
+                  checkpoint=args.checkpoint, mode=args.mode, amplitude=args.amplitude,
+                  pose_range=args.pose_range, reference_video=args.reference, refine=not args.no_refine,
+                  seed=args.seed, num_steps=args.steps, params=params, configs=configs)
+  bar = tqdm(frames, total=total, desc="frames", unit="frame")
+  n = write_video(args.out, bar, FPS, audio=audio, sample_rate=SAMPLE_RATE)
+  bar.close()
+  return n
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  try:
+    n = run(args)
+  except (MediaError, ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  logging.info("wrote %s (%d frames at %d fps)", args.out, n, FPS)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,23 @@
+"""Stage 2: the head renderer (paper §3.4 "face animation version", Table 1 rows marked *).
+
+LivePortrait's F / M / W / G driven by the 32 head-template keypoints plus M's implicit offsets ΔX_head
+(Eq. 2), 256x256 head crops in, 512x512 out, with the multi-scale discriminator.
+
+  python -m train.main --workdir=DIR --config=train/configs/render_head512.py --config.data_dir=PREPROCESSED
+  python -m train.main --workdir=DIR --config=train/configs/render_head512.py:tiny --config.data_dir=...
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from train.configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = common.render_config("head512", crop="head", region=None, face_refine=False)
+  if arg == "tiny":
+    common.shrink_render_for_cpu(c, "tiny_head512")
+  elif arg:
+    raise ValueError(f"unknown render_head512 variant {arg!r} (have: tiny)")
+  return c

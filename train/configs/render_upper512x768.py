@@ -1,0 +1,24 @@
+"""Stage 2: the upper-body renderer (paper §3.1, §3.4, Fig. 2; Table 1).
+
+W driven by X_head (32 explicit template keypoints) ⊕ X_body (M's 21 implicit body keypoints, R = I),
+G with the rendered-hand injection (Eq. 5); 256 wide x 384 high in, 512x768 out. Losses (Eq. 6): L1,
+GAN + feature matching, equivariance, keypoint and deformation priors, 2-D landmark loss of the body
+keypoints, hand-region term (L_Per^Hand with VGG weights, else L1 in the hand mask).
+
+  python -m train.main --workdir=DIR --config=train/configs/render_upper512x768.py --config.data_dir=...
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from train.configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = common.render_config("upper512x768", crop="body", region="hand", face_refine=False)
+  if arg == "tiny":
+    common.shrink_render_for_cpu(c, "tiny_upper512x768")
+  elif arg:
+    raise ValueError(f"unknown render_upper512x768 variant {arg!r} (have: tiny)")
+  return c
