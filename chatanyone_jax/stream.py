@@ -106,7 +106,6 @@ class StreamSpec:
     renderer: the main renderer's networks (layout "hybrid_body" for upper, "head_offset" for head).
     body, body_audio: UpperBodyMotion and its AudioEncoder (upper mode).
     refine: the face-refine renderer (upper mode; None = no refine pass).
-    app_tokens: number of appearance tokens (the state's "appearance" is (1, app_tokens, app_dim)).
     face_diffusion_steps / body_diffusion_steps: length of the training noise schedules.
     num_steps: DDIM steps of both samplers.
     guidance_scale: classifier-free guidance of FaceMotionDiT (1 = conditional only, one model call).
@@ -125,7 +124,6 @@ class StreamSpec:
   body: UpperBodyMotion | None = None
   body_audio: AudioEncoder | None = None
   refine: RendererConfig | None = None
-  app_tokens: int = 1
   face_diffusion_steps: int = 1000
   body_diffusion_steps: int = 1000
   num_steps: int = 10
@@ -310,7 +308,7 @@ def init_state(spec: StreamSpec, params: Params, avatar: dict[str, jax.Array], k
         portrait's head-template fit;
       "kp_affine" (2, 3): body units -> grid units of the main crop;
       "style" (1, 2) style controls; optional "reference" (1, T_ref, ref_dim) normalised;
-      upper: "appearance" (1, app_tokens, app_dim) appearance embedding;
+      upper: "appearance" (1, N_app, app_dim) appearance embedding;
       upper with refine: "refine_image" (1, Hr, Wr, 3) the head crop at refine.image_size,
         "refine_affine" (2, 3) body units -> head-crop grid units, "refine_box" (1, 4) the head box in
         output-frame pixels.

@@ -258,7 +258,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         if summary_fn is not None and config.image_every and (step % config.image_every == 0 or last):
           images = task.summaries(jax.device_get(summary_fn(state, batch)))
           writer.write_images(step, images)
-          t_last = time.perf_counter()  # not counted in the throughput        if not last:
+          t_last = time.perf_counter()  # not counted in the throughput
+        if not last:
           batch = batch_next
     if mngr.latest_step() != step:  # the final checkpoint
       checkpoint.save(mngr, step, state, iterator, force=True)
