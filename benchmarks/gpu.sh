@@ -32,3 +32,8 @@ if "$PY" -c "import pytest" 2>/dev/null; then
   JAX_PLATFORMS="" CHATANYONE_REFERENCE_DIR="${CHATANYONE_REFERENCE_DIR:-$PWD/../shared/data/reference}" \
     "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/chatanyone_jax/ops/grid_sample_test.py
 fi
+
+# Training throughput of the full configs (synthetic batches; no preprocessed data needed).
+if "$PY" -c "import flax, optax, orbax.checkpoint, grain, ml_collections" 2>/dev/null; then
+  "$PY" -m benchmarks.train_bench --full
+fi
