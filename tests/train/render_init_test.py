@@ -1,0 +1,66 @@
+"""`--config.init_from`: a converted LivePortrait checkpoint initialises the renderer's generator."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from chatanyone_jax.convert import liveportrait as convert
+from tests.chatanyone_jax.convert.liveportrait_test import _fake_weights
+from train import render_task, tasks, trainer
+from train.configs import render_head512
+
+DEVICE = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+
+def _task(init_from):
+  c = render_head512.get_config("tiny")
+  c.update(data_dir="unused", init_from=str(init_from))
+  c.model.preset = "reference_reduced"  # the preset of the reduced PyTorch reference weights
+  return c, tasks.get_task(c)
+
+
+def _state(c, task):
+  schedule = trainer.learning_rate_schedule(c)
+  init = task.make_init(trainer.optimizer(c, schedule), task.batch_spec(2), schedule)
+  return trainer._compile_init(init, DEVICE)(jax.random.key(0), {})
+
+
+def test_init_from_converted_liveportrait_copies_every_generator_array(tmp_path, load_ref):
+  ckpt = tmp_path / "ckpt"
+  assert convert.main(["--weights", str(_fake_weights(tmp_path, load_ref)), "--out", str(ckpt),
+                       "--preset", "reference_reduced"]) == 0
+  tree = convert.load_liveportrait_checkpoint(ckpt)
+  c, task = _task(ckpt)
+  state = _state(c, task)
+  before = jax.device_get(state)
+  new = jax.device_get(task.initial_params(state, DEVICE))
+  for name, part in render_task.LIVEPORTRAIT_PARTS.items():
+    for coll in ("params", "batch_stats"):
+      if not tree[name].get(coll):
+        continue
+      jax.tree.map(np.testing.assert_array_equal, new["gen"][coll][part], tree[name][coll])
+    jax.tree.map(np.testing.assert_array_equal, new["ema"][part], tree[name]["params"])
+  # The random init really was replaced, and the discriminator and optimiser state were left alone.
+  changed = jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b), before["gen"]["params"],
+                                         new["gen"]["params"]))
+  assert np.mean(changed) > 0.9
+  jax.tree.map(np.testing.assert_array_equal, new["disc"], before["disc"])
+  jax.tree.map(np.testing.assert_array_equal, new["gen"]["opt_state"], before["gen"]["opt_state"])
+
+
+def test_init_from_wrong_folder_is_a_clear_error(tmp_path):
+  _, task = _task(tmp_path / "nothing")
+  with pytest.raises(FileNotFoundError, match="nothing.*python -m chatanyone_jax.convert.liveportrait"):
+    task.initial_params({}, DEVICE)  # fails on the folder, before touching the state
+
+
+def test_merge_matching_copies_only_equal_names_and_shapes():
+  target = {"a": {"w": np.zeros((2, 3))}, "b": np.zeros(4), "c": np.zeros(2)}
+  source = {"a": {"w": np.ones((2, 3))}, "b": np.ones(5), "d": np.ones(2)}
+  merged, copied, kept = render_task.merge_matching(target, source)
+  assert (copied, kept) == (1, 2)
+  np.testing.assert_array_equal(merged["a"]["w"], 1)
+  np.testing.assert_array_equal(merged["b"], 0)
+  np.testing.assert_array_equal(merged["c"], 0)
