@@ -21,6 +21,11 @@ def _config(module, data_dir, **overrides):
   return c
 
 
+def _image_tags(events_file) -> dict[int, list[tuple[str, int, int]]]:
+  from tests.train.render_trainer_test import _image_tags as tags
+  return tags(events_file)
+
+
 def _host(tree):
   return jax.tree.map(np.asarray, jax.device_get(tree))
 
@@ -41,6 +46,8 @@ def test_motion_face_trains_checkpoints_and_logs(motion_records, tmp_path):
   decoded = metrics.read_events(events)
   assert [s for s, v in decoded if v] == [2, 4]
   np.testing.assert_allclose(decoded[-1][1]["loss"], rows[-1]["loss"], rtol=1e-6)
+  # The stage-1 summary: a sampled window plotted against the ground truth (image_every = 4).
+  assert _image_tags(events) == {4: [("motion/sample_vs_ground_truth", 3 * 110, 480)]}
   # Inference loading: EMA params (they lag the trained params), normalisation stats.
   loaded = checkpoint.load_params(tmp_path)
   assert loaded["step"] == 4 and set(loaded["params"]) == {"audio", "face"}
@@ -84,6 +91,8 @@ def test_motion_body_trains(motion_records, tmp_path):
   assert len(rows) == 2 and all(np.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in rows)
   norm = checkpoint.load_params(tmp_path)["norm"]
   assert norm["target_mean"].shape == (96 + 63 + 1 + 3 + 130,)
+  (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+  assert _image_tags(events) == {2: [("motion/sample_vs_ground_truth", 5 * 110, 480)]}  # the last step
 
 
 def test_missing_data_dir_fails_before_compiling(tmp_path, monkeypatch):
