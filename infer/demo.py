@@ -1,165 +1,269 @@
-"""`make demo`: the newest end-to-end path on the bundled portrait and speech.
+"""`make demo`: the whole pipeline end to end on bundled data, in a few minutes on a laptop CPU.
 
-Today (foundation stage, no trained networks yet) this is a non-learned,
-audio-driven keypoint warp that exercises the renderer's core ops on real
-media: speech loudness per video frame -> mouth / head keypoint motion ->
-Gaussian-weighted dense flow (`keypoint_flow`, LivePortrait's sparse-motion
-composition without the learned mask) -> `grid_sample` of the portrait ->
-h264 mp4 with the speech muxed in, plus a contact sheet and a JSON summary.
-The keypoint layout assumes a centred, cropped head shot (LivePortrait's
-crop); landmark-driven keypoints and the learned renderer replace it in later
-issues, and this command then runs the full audio-to-video demo.
+  python -m infer.demo --out outputs/demo [--image P] [--audio A] [--checkpoint DIR]
+                       [--steps-render N] [--steps-motion N] [--clip V] [--clip-seconds S] [--steps N]
 
-  python -m infer.demo --out outputs/demo [--image P] [--audio A] [--size 256]
+With a trained checkpoint (`--checkpoint DIR`, else `infer/assets/checkpoint/` when it exists; both in
+the `infer.stream.load_checkpoint` layout: motion_face/, motion_body/, render/, optional face_refine/),
+the demo only animates the portrait. Without one it builds its own, tiny and briefly trained:
+
+  1. preprocess   the bundled real talking clip (`infer/assets/talking.mp4`, see assets/NOTICE.md) with
+                  `data.preprocess.run` into OUT/data (small crops: body 192x128, head 128);
+  2. train        the tiny configs of the four models mode "upper" needs with
+                  `train.trainer.train_and_evaluate` into OUT/runs/<workdir>: motion_face, motion_body
+                  (--steps-motion steps each), render (render_upper512x768:tiny) and face_refine
+                  (--steps-render steps each). A rerun resumes: finished preprocessing is skipped and the
+                  trainer continues from each workdir's latest checkpoint (nothing to do when it is done);
+  3. animate      the bundled portrait with the bundled speech through
+                  `infer.stream.stream(..., checkpoint=OUT/runs)`, fed in 1-s audio chunks as a live
+                  stream would be, and write OUT/demo.mp4 (h264, speech muxed in as AAC),
+                  OUT/contact_sheet.png (8 frames side by side) and OUT/summary.json (seconds per stage,
+                  frames, steps trained, final losses, outputs).
+
+Minutes of training on one 6-s clip teach the tiny networks little: the video shows the pipeline
+working (a blurry, lightly moving tiny-resolution avatar), not the paper's quality, which needs the full
+configs trained on a corpus (`python -m train.main`). Samplers of models trained here clip x̂0 at 3 std
+(`stream(clip_x0=3.0)`, as for random weights): a few hundred steps leave ε uncalibrated.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import pathlib
+import sys
 import time
+from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from chatanyone_jax.ops import grid_sample, keypoint_flow
 from infer import media
+from infer.stream import ASSETS, ASSETS_PORTRAIT, ASSETS_SPEECH, FPS, SAMPLE_RATE, num_output_frames
 
-ASSETS = pathlib.Path(__file__).resolve().parent / "assets"
-SAMPLE_RATE = 16000
+log = logging.getLogger(__name__)
 
-# Source keypoints (x, y) in [-1, 1] for a centred head crop.
-HEAD = np.array([[0.0, -0.45], [-0.35, -0.15], [0.35, -0.15], [-0.3, 0.2], [0.3, 0.2],
-                 [-0.2, -0.1], [0.2, -0.1]], np.float32)  # forehead, temples, cheeks, eyes
-MOUTH = np.array([[0.0, 0.36], [-0.13, 0.30], [0.13, 0.30], [0.0, 0.55]], np.float32)  # lip, corners, chin
-BORDER = np.array([[x, y] for x in (-0.95, 0.0, 0.95) for y in (-0.95, 0.95)]
-                  + [[-0.95, 0.0], [0.95, 0.0]], np.float32)  # static background
-
-
-def loudness_envelope(audio: np.ndarray, fps: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-  """Per-video-frame RMS loudness in [0, 1] (95th percentile -> 1); silence -> 0."""
-  hop = sample_rate / fps
-  n = int(len(audio) / hop)
-  rms = np.array([np.sqrt(np.mean(np.square(audio[int(i * hop):int((i + 1) * hop)]) + 1e-12))
-                  for i in range(n)], np.float32)
-  gate = 0.01  # about -40 dBFS: below this the mouth stays closed
-  rms = np.maximum(rms - gate, 0)
-  ref = np.percentile(rms, 95) if np.any(rms > 0) else 1.0
-  env = np.clip(rms / max(ref, 1e-6), 0, 1)
-  # Light smoothing (speech articulators move at < ~10 Hz).
-  kernel = np.array([0.25, 0.5, 0.25], np.float32)
-  return np.convolve(np.pad(env, 1, mode="edge"), kernel, mode="valid").astype(np.float32)
+ASSETS_CLIP = ASSETS / "talking.mp4"  # real talking clip the demo trains on (assets/NOTICE.md)
+BUNDLED_CHECKPOINT = ASSETS / "checkpoint"  # a trained checkpoint shipped with the code, if any
+# Workdir (the name `load_checkpoint` reads) -> training config module (train/configs/<module>.py:tiny).
+RUNS = {"motion_face": "motion_face", "motion_body": "motion_body", "render": "render_upper512x768",
+        "face_refine": "face_refine"}
+MOTION_RUNS = ("motion_face", "motion_body")
+# Defaults sized for a 2-core CPU, cold (nothing compiled): ~40 s compile + ~0.8 s / step per renderer,
+# ~13 s compile + ~10 ms / step per motion model; the whole demo stays well under 10 minutes.
+STEPS_RENDER = 60
+STEPS_MOTION = 300
+CHUNK_SECONDS = 1.0
+SHEET_FRAMES = 8
 
 
-def driving_keypoints(env: np.ndarray, fps: int, sway: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-  """Source (K, 2) and per-frame driving (T, K, 2) keypoints from the envelope."""
-  src = np.concatenate([HEAD, MOUTH, BORDER])
-  t = np.arange(len(env), dtype=np.float32) / fps
-  angle = sway * np.deg2rad(3.0 * np.sin(2 * np.pi * t / 3.3) + 1.5 * np.sin(2 * np.pi * t / 1.7))
-  nod = sway * 0.02 * np.sin(2 * np.pi * t / 2.3)
-  pivot = np.array([0.0, 0.7], np.float32)  # neck
-  cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
-  moving = np.concatenate([HEAD, MOUTH])[None] - pivot  # (1, Km, 2)
-  rot = np.stack([cos * moving[..., 0] - sin * moving[..., 1],
-                  sin * moving[..., 0] + cos * moving[..., 1]], -1) + pivot
-  rot[..., 1] += nod[:, None]
-  nh = len(HEAD)
-  rot[:, nh + 0, 1] += 0.06 * env  # lower lip down
-  rot[:, nh + 3, 1] += 0.08 * env  # chin down
-  rot[:, nh + 1, 0] += 0.02 * env  # corners inward
-  rot[:, nh + 2, 0] -= 0.02 * env
-  drv = np.concatenate([rot, np.broadcast_to(BORDER, (len(env),) + BORDER.shape)], axis=1)
-  return src, drv.astype(np.float32)
+def preprocess_config(clip_seconds: float | None):
+  """Preprocessing of the training clip: crops small enough for the tiny renderers (48x32 in, 96x64 out
+  for upper; 64x64 face refine), 30 fps, 16 kHz."""
+  from data.preprocess import PreprocessConfig
+
+  return PreprocessConfig(body_size=(192, 128), head_size=128, max_seconds=clip_seconds, min_frames=50)
 
 
-@jax.jit
-def render_chunk(image: jax.Array, kp_source: jax.Array, kp_driving: jax.Array) -> jax.Array:
-  """(H, W, 3) float image, (K, 2), (T, K, 2) -> (T, H, W, 3) uint8 frames."""
-  t = kp_driving.shape[0]
-  flow = keypoint_flow(jnp.broadcast_to(kp_source, kp_driving.shape), kp_driving, image.shape[:2])
-  frames = grid_sample(jnp.broadcast_to(image, (t,) + image.shape), flow, align_corners=True)
-  return jnp.clip(jnp.round(frames * 255), 0, 255).astype(jnp.uint8)
+def train_config(workdir_name: str, data_dir: pathlib.Path, num_steps: int):
+  """The tiny config of one workdir, trained for `num_steps` steps on `data_dir`.
+
+  Checkpoints only at the end (plus the tiny configs' every-4-steps would cost more than the steps),
+  TensorBoard images off, one log row every tenth of the run.
+  """
+  c = importlib.import_module(f"train.configs.{RUNS[workdir_name]}").get_config("tiny")
+  c.data_dir = str(data_dir)
+  c.num_steps = num_steps
+  c.checkpoint_every = max(num_steps, 1)
+  c.image_every = 0
+  c.log_every = max(1, num_steps // 10)
+  c.progress = True
+  return c
 
 
-def center_square(image: np.ndarray, size: int) -> np.ndarray:
-  from PIL import Image
-  h, w = image.shape[:2]
-  s = min(h, w)
-  top, left = (h - s) // 2, (w - s) // 2
-  crop = image[top:top + s, left:left + s]
-  return np.asarray(Image.fromarray(crop).resize((size, size), Image.LANCZOS))
+def final_losses(workdir: pathlib.Path) -> dict[str, float]:
+  """The loss terms of the last row of workdir/metrics.jsonl ({} when nothing was logged)."""
+  path = workdir / "metrics.jsonl"
+  if not path.is_file():
+    return {}
+  lines = [line for line in path.read_text().splitlines() if line.strip()]
+  if not lines:
+    return {}
+  row = json.loads(lines[-1])
+  return {k: round(float(v), 5) for k, v in row.items() if k == "step" or "loss" in k}
 
 
-def contact_sheet(frames: np.ndarray, n: int = 8) -> np.ndarray:
-  idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).astype(int)
-  return np.concatenate([frames[i] for i in idx], axis=1)
+def contact_sheet(frames: Sequence[np.ndarray], n: int = SHEET_FRAMES) -> np.ndarray:
+  """(H, n W, 3): n frames evenly spaced over the clip, first and last included, side by side."""
+  if not len(frames):
+    raise ValueError("no frames for the contact sheet")
+  idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
+  return np.concatenate([np.asarray(frames[i]) for i in idx], axis=1)
 
 
-def run(image_path, audio_path, out_dir, *, size: int = 256, fps: int = 25, chunk: int = 25,
-        max_seconds: float | None = None, sway: float = 1.0) -> dict:
-  out_dir = pathlib.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
-  image = center_square(media.read_image(image_path), size)
-  audio = media.read_audio(audio_path, SAMPLE_RATE)
-  if max_seconds is not None:
-    audio = audio[: int(max_seconds * SAMPLE_RATE)]
-  env = loudness_envelope(audio, fps)
-  if len(env) == 0:
-    raise media.MediaError(f"{audio_path} is shorter than one video frame")
-  src, drv = driving_keypoints(env, fps, sway)
-  img = jnp.asarray(image, jnp.float32) / 255.0
+def audio_chunks(audio: np.ndarray, size: int):
+  """The audio in consecutive pieces of `size` samples (the last one shorter)."""
+  for i in range(0, audio.size, size):
+    yield audio[i:i + size]
 
-  # Fixed-size chunks (the last one padded) so the jitted step compiles once,
-  # as the streaming step will.
+
+def _check_inputs(image: pathlib.Path, audio: pathlib.Path) -> np.ndarray:
+  """Reads the inputs before any training, so that a bad file fails in seconds; returns the audio."""
+  media.read_image(image)  # MediaError: missing / unreadable
+  samples = media.read_audio(audio, SAMPLE_RATE)
+  if num_output_frames(samples.size) == 0:
+    raise media.MediaError(f"{audio} is shorter than one video frame ({1 / FPS:.3f} s)")
+  return samples
+
+
+def build_checkpoint(out: pathlib.Path, *, clip: pathlib.Path, clip_seconds: float | None, steps_render: int,
+                     steps_motion: int, timings: dict[str, float]) -> tuple[pathlib.Path, dict]:
+  """Stages 1 and 2 (module docstring): OUT/data and OUT/runs; returns (OUT/runs, {workdir: info})."""
+  import jax
+
+  from data import preprocess
+  from train import trainer
+
+  if not clip.is_file():
+    raise FileNotFoundError(f"training clip not found: {clip}")
+  t0 = time.perf_counter()
+  data_dir = out / "data"
+  summary = preprocess.run(clip, data_dir, preprocess_config(clip_seconds), progress=False)
+  if summary["clips"] < 1:
+    raise ValueError(f"preprocessing {clip} gave no training clip ({summary['failed']}); give a clip of at "
+                     "least 2 s in which one face is visible throughout")
+  timings["preprocess"] = time.perf_counter() - t0
+  log.info("preprocessed %s -> %s (%d clip(s), %d frames) in %.1f s", clip, data_dir, summary["clips"],
+           summary["frames_kept"], timings["preprocess"])
+
+  runs = out / "runs"
+  trained = {}
+  for name in RUNS:
+    steps = steps_motion if name in MOTION_RUNS else steps_render
+    t0 = time.perf_counter()
+    state = trainer.train_and_evaluate(train_config(name, data_dir, steps), runs / name)
+    step = int(jax.device_get(state["step"]))
+    timings[f"train_{name}"] = time.perf_counter() - t0
+    trained[name] = {"config": f"train/configs/{RUNS[name]}.py:tiny", "steps": step,
+                     "final": final_losses(runs / name)}
+    log.info("trained %s: %d steps in %.1f s, final %s", runs / name, step, timings[f"train_{name}"],
+             trained[name]["final"])
+  return runs, trained
+
+
+def run(out: str | pathlib.Path, *, image: str | pathlib.Path = ASSETS_PORTRAIT,
+        audio: str | pathlib.Path = ASSETS_SPEECH, checkpoint: str | pathlib.Path | None = None,
+        steps_render: int = STEPS_RENDER, steps_motion: int = STEPS_MOTION,
+        clip: str | pathlib.Path = ASSETS_CLIP, clip_seconds: float | None = None, num_steps: int = 10,
+        seed: int = 0) -> dict:
+  """The demo (module docstring); returns the summary it writes to OUT/summary.json.
+
+  Raises:
+    MediaError: a missing or unusable image / audio / clip (also a portrait without a face).
+    FileNotFoundError / ValueError: a bad checkpoint directory or argument.
+  """
+  from infer.stream import stream
+
+  if steps_render < 1 or steps_motion < 1:
+    raise ValueError(f"--steps-render and --steps-motion must be >= 1, got {steps_render}, {steps_motion}")
+  if num_steps < 1:
+    raise ValueError(f"--steps must be >= 1, got {num_steps}")
+  start = time.perf_counter()
+  out, image, audio = pathlib.Path(out), pathlib.Path(image), pathlib.Path(audio)
+  samples = _check_inputs(image, audio)
+  out.mkdir(parents=True, exist_ok=True)
+  timings: dict[str, float] = {}
+  trained: dict = {}
+  if checkpoint is None and (BUNDLED_CHECKPOINT / "render").is_dir():
+    checkpoint = BUNDLED_CHECKPOINT
+  if checkpoint is not None:
+    source, clip_x0 = f"given checkpoint {checkpoint}", "auto"
+  else:
+    checkpoint, trained = build_checkpoint(out, clip=pathlib.Path(clip), clip_seconds=clip_seconds,
+                                           steps_render=steps_render, steps_motion=steps_motion,
+                                           timings=timings)
+    source, clip_x0 = f"tiny models trained here on {clip}", 3.0
+
+  t0 = time.perf_counter()
+  frames_iter = stream(image, audio_chunks(samples, int(CHUNK_SECONDS * SAMPLE_RATE)), checkpoint=checkpoint,
+                       mode="upper", seed=seed, num_steps=num_steps, clip_x0=clip_x0)
+  timings["prepare_avatar"] = time.perf_counter() - t0  # models loaded, portrait annotated, state built
   t0 = time.perf_counter()
   frames = []
-  for start in range(0, len(drv), chunk):
-    part = drv[start:start + chunk]
-    pad = chunk - len(part)
-    if pad:
-      part = np.concatenate([part, np.repeat(part[-1:], pad, 0)])
-    frames.append(np.asarray(render_chunk(img, jnp.asarray(src), jnp.asarray(part)))[:chunk - pad])
-  frames = np.concatenate(frames)
-  render_s = time.perf_counter() - t0
+  first_frame_s = None
+  for frame in frames_iter:
+    if first_frame_s is None:
+      first_frame_s = time.perf_counter() - t0
+    frames.append(frame)
+  timings["animate"] = time.perf_counter() - t0  # first window includes the step's compilation
+  t0 = time.perf_counter()
+  video = out / "demo.mp4"
+  media.write_video(video, frames, FPS, audio=samples, sample_rate=SAMPLE_RATE)
+  sheet = out / "contact_sheet.png"
+  media.write_image(sheet, contact_sheet(frames))
+  timings["write"] = time.perf_counter() - t0
+  timings["total"] = time.perf_counter() - start
 
-  video = out_dir / "demo.mp4"
-  media.write_video(video, frames, fps, audio=audio, sample_rate=SAMPLE_RATE)
-  media.write_image(out_dir / "contact_sheet.png", contact_sheet(frames))
+  import jax
+
+  h, w = frames[0].shape[:2]
   summary = {
-      "what": "non-learned audio-driven keypoint warp (foundation demo)",
-      "image": str(image_path), "audio": str(audio_path), "video": str(video),
-      "frames": int(len(frames)), "fps": fps, "size": size,
-      "render_seconds_incl_compile": round(render_s, 3),
-      "frames_per_second_incl_compile": round(len(frames) / render_s, 2),
+      "what": "portrait + speech -> upper-body talking video through infer.stream (mode upper, refine)",
+      "models": source, "checkpoint": str(checkpoint), "image": str(image), "audio": str(audio),
+      "audio_seconds": round(samples.size / SAMPLE_RATE, 3), "frames": len(frames), "fps": FPS,
+      "size": [h, w], "sampling_steps": num_steps, "trained": trained,
+      "seconds": {k: round(v, 2) for k, v in timings.items()},
+      "first_frame_seconds_incl_compile": round(first_frame_s, 2),
+      "outputs": {"video": str(video), "contact_sheet": str(sheet), "summary": str(out / "summary.json")},
       "device": str(jax.devices()[0]),
   }
-  (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+  (out / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary
 
 
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--image", default=str(ASSETS / "portrait.jpg"))
-  p.add_argument("--audio", default=str(ASSETS / "speech.mp3"))
-  p.add_argument("--out", default="outputs/demo")
-  p.add_argument("--size", type=int, default=256)
-  p.add_argument("--fps", type=int, default=25)
-  p.add_argument("--max-seconds", type=float, default=None)
-  p.add_argument("--sway", type=float, default=1.0, help="head motion amplitude (0 = still head)")
-  a = p.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(message)s")
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m infer.demo", description=__doc__.split("\n\n")[0],
+                              epilog=__doc__.split("\n\n", 2)[2],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
+  p.add_argument("--image", default=str(ASSETS_PORTRAIT), help="portrait (default: the bundled one)")
+  p.add_argument("--audio", default=str(ASSETS_SPEECH), help="speech, any audio file (default: bundled)")
+  p.add_argument("--checkpoint", help="directory of trained workdirs: use it instead of training (default: "
+                                      f"{BUNDLED_CHECKPOINT} if it exists)")
+  p.add_argument("--steps-render", type=int, default=STEPS_RENDER,
+                 help=f"training steps of each renderer (render, face_refine; default {STEPS_RENDER})")
+  p.add_argument("--steps-motion", type=int, default=STEPS_MOTION,
+                 help=f"training steps of each motion model (default {STEPS_MOTION})")
+  p.add_argument("--clip", default=str(ASSETS_CLIP), help="talking clip to train on (default: bundled)")
+  p.add_argument("--clip-seconds", type=float, default=None,
+                 help="preprocess only the first S seconds of the clip (default: all of it)")
+  p.add_argument("--steps", type=int, default=10, help="DDIM steps of the motion samplers (default 10)")
+  p.add_argument("--seed", type=int, default=0)
+  return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  a = parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   try:
-    s = run(a.image, a.audio, a.out, size=a.size, fps=a.fps, max_seconds=a.max_seconds, sway=a.sway)
-  except media.MediaError as e:
-    raise SystemExit(f"error: {e}") from e
-  logging.info("wrote %s (%d frames at %d fps, %dx%d); contact sheet and summary.json beside it",
-               s["video"], s["frames"], s["fps"], s["size"], s["size"])
-  logging.info("rendered at %.1f frames/s on %s (including compilation)",
-               s["frames_per_second_incl_compile"], s["device"])
+    s = run(a.out, image=a.image, audio=a.audio, checkpoint=a.checkpoint, steps_render=a.steps_render,
+            steps_motion=a.steps_motion, clip=a.clip, clip_seconds=a.clip_seconds, num_steps=a.steps,
+            seed=a.seed)
+  except (media.MediaError, ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  h, w = s["size"]
+  print(f"models:        {s['models']} ({s['checkpoint']})")
+  for name, info in s["trained"].items():
+    print(f"  {name:12s} {info['steps']} steps, final {info['final']}")
+  print(f"video:         {s['outputs']['video']} ({s['frames']} frames at {s['fps']} fps, {w}x{h}, "
+        f"{s['audio_seconds']} s of speech)")
+  print(f"contact sheet: {s['outputs']['contact_sheet']}")
+  print(f"summary:       {s['outputs']['summary']}")
+  print("seconds:       " + ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -1,0 +1,223 @@
+"""Stage-1 behaviour of a FaceMotionDiT trained on real data: style control, reference pull, seams, lips.
+
+  python -m benchmarks.motion_style --data DATA --workdir WORKDIR [--steps 3000] [--no-write]
+
+Trains `train/configs/motion_face.py` (the `small` settings below, or resumes WORKDIR) on the records'
+train split with `train.trainer.train_and_evaluate`, then measures on every window of the validation
+split (clips the model never saw; preprocess with `--val-fraction`), with the EMA parameters, DDIM 10
+steps and the ground-truth history of each window:
+
+  * expression amplitude: the style input's amplitude scaled by 0.5 / 1 / 2 -> std over time of the
+    generated expression coefficients (normalised units, mean over coefficients);
+  * head-pose range: the style's range scaled by 0.5 / 1 / 2 -> (max - min) over time of the generated
+    pose (normalised units, mean over the 6 values);
+  * reference (paper Table 4): MAE and SSIM of the generated expressions against the ground truth with
+    the reference = another window of the same clip (as in training), = a window of another clip, and
+    without reference tokens; and the pull: the distance of the generated window's mean expression to
+    the mean of the reference it was given, vs to the mean of the other reference;
+  * seams: `seam_statistic` of whole validation clips generated window by window (`generate_long`);
+  * lips: Pearson correlation of the mouth opening (inner-lip gap of the mean-identity template shape)
+    between generated and ground-truth windows.
+
+Writes WORKDIR/motion_style.json and (unless --no-write) one row per measurement to RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.harness import Timing, append_rows
+from chatanyone_jax import metrics
+from chatanyone_jax import template as tp
+from chatanyone_jax.audio import log_mel_spectrogram
+from chatanyone_jax.motion.face_motion_dit import style_controls
+from chatanyone_jax.motion.sampling import FaceConditions, generate_long, sample_window, seam_statistic
+from data import pipelines, records
+from train import checkpoint, tasks, trainer
+from train.configs import motion_face
+
+SCALES = (0.5, 1.0, 2.0)
+
+
+def small_config(data: str, steps: int) -> object:
+  c = motion_face.get_config()
+  c.data_dir = data
+  c.model.dit.update(num_layers=4, width=128, num_heads=4, mlp_ratio=4, audio_dim=64, time_embed_dim=64)
+  c.model.audio.update(num_layers=1, num_heads=4)
+  c.update(batch_size=16, num_steps=steps, warmup_steps=200, learning_rate=5e-4, log_every=100,
+           checkpoint_every=1000, image_every=1000, stats_batches=32, ema_decay=0.999)
+  return c
+
+
+def mouth_opening(motion_raw: np.ndarray) -> np.ndarray:
+  """(..., 58) raw exp ⊕ pose -> (...,) inner-lip gap of the mean-identity canonical template shape."""
+  template = tp.load_head_template()
+  mesh = dict(tp.KEYPOINT_NAMES)
+  beta = motion_raw[..., :tp.NUM_EXP].reshape(-1, tp.NUM_EXP)
+  shape = np.asarray(tp.canonical_shape(template, None, jnp.asarray(beta)))
+  gap = np.linalg.norm(shape[:, mesh["upper_lip_inner"]] - shape[:, mesh["lower_lip_inner"]], axis=-1)
+  return gap.reshape(motion_raw.shape[:-1])
+
+
+def validation_windows(config, task) -> dict:
+  loader = pipelines.motion_windows(config.data_dir, batch_size=1, split="validation", shuffle=False,
+                                    num_epochs=1, config=pipelines.MotionWindowConfig(
+                                        window=config.window, history=config.history, stride=config.window))
+  rows = [task.adapt(b) | {"clip_index": b["clip_index"]} for b in loader]
+  if not rows:
+    raise ValueError(f"{config.data_dir} has no validation windows: preprocess with --val-fraction > 0")
+  return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+
+
+def evaluate(config, workdir: pathlib.Path) -> dict:
+  task = tasks.get_task(config)
+  loaded = checkpoint.load_params(workdir)
+  params, norm = jax.tree.map(jnp.asarray, loaded["params"]), jax.tree.map(jnp.asarray, loaded["norm"])
+  w = validation_windows(config, task)
+  n = w["motion"].shape[0]
+  h, t = config.history, config.window
+  motion = (w["motion"] - np.asarray(norm["motion_mean"])) / np.asarray(norm["motion_std"])
+  target, history = motion[:, h:], motion[:, :h]
+  ref_same = ((w["ref_motion"] - np.asarray(norm["motion_mean"])) / np.asarray(norm["motion_std"]))
+  clip = w["clip_index"]
+  other = np.array([next((j for j in range(n) if clip[j] != clip[i]), i) for i in range(n)])
+  ref_other = ref_same[other]
+  dit = task.models.dit
+  ref_dim = task.dit_config.ref_dim
+
+  @jax.jit
+  def tokens(audio):
+    return task.models.audio.apply({"params": params["audio"]}, log_mel_spectrogram(audio), num_tokens=t)
+
+  audio = tokens(jnp.asarray(w["audio"]))
+  style0 = style_controls(jnp.asarray(target))
+
+  @jax.jit
+  def generate(style, reference, key):
+    cond = FaceConditions(audio, jnp.asarray(history), style, reference, jnp.ones((n,), bool))
+    return sample_window(dit, params["face"], cond, key, schedule=task.schedule, num_steps=10, clip_x0=4.0)
+
+  key = jax.random.key(0)
+  same = jnp.asarray(ref_same[..., :ref_dim])
+  out: dict = {"validation_windows": int(n), "validation_clips": int(len(set(clip.tolist())))}
+  amp, rng_ = {}, {}
+  for s in SCALES:
+    g = np.asarray(generate(style0 * jnp.asarray([s, 1.0]), same, key))
+    amp[s] = float(np.mean(np.std(g[..., :tp.NUM_EXP], axis=1)))
+    g = np.asarray(generate(style0 * jnp.asarray([1.0, s]), same, key))
+    rng_[s] = float(np.mean(np.ptp(g[..., tp.NUM_EXP:], axis=1)))
+  out["expression_std_by_amplitude"] = amp
+  out["pose_range_by_pose_scale"] = rng_
+  out["ground_truth"] = {"expression_std": float(np.mean(np.std(target[..., :tp.NUM_EXP], axis=1))),
+                         "pose_range": float(np.mean(np.ptp(target[..., tp.NUM_EXP:], axis=1)))}
+
+  exp_gt = jnp.asarray(target[..., :tp.NUM_EXP])
+  data_range = float(exp_gt.max() - exp_gt.min())
+  gens = {"same_clip": generate(style0, same, key),
+          "other_clip": generate(style0, jnp.asarray(ref_other[..., :ref_dim]), key)}
+  out["reference"] = {}
+  for name, g in gens.items():
+    e = g[..., :tp.NUM_EXP]
+    out["reference"][name] = {"mae": float(jnp.mean(jnp.abs(e - exp_gt))),
+                              "ssim": float(jnp.mean(metrics.sequence_ssim(e, exp_gt, data_range)))}
+  g_none = None
+  if dit.config.ref_dim:
+    @jax.jit
+    def generate_noref(style, key):
+      cond = FaceConditions(audio, jnp.asarray(history), style, None, jnp.ones((n,), bool))
+      return sample_window(dit, params["face"], cond, key, schedule=task.schedule, num_steps=10, clip_x0=4.0)
+    g_none = generate_noref(style0, key)[..., :tp.NUM_EXP]
+    out["reference"]["none"] = {"mae": float(jnp.mean(jnp.abs(g_none - exp_gt))),
+                                "ssim": float(jnp.mean(metrics.sequence_ssim(g_none, exp_gt, data_range)))}
+  # Pull: distance of the generated mean expression to the given reference's mean vs the other one's.
+  mean = lambda x: np.asarray(x)[..., :tp.NUM_EXP].mean(1)
+  m_same, m_other = mean(ref_same), mean(ref_other)
+  d = lambda g, m: float(np.mean(np.linalg.norm(mean(g) - m, axis=-1)))
+  valid = other != np.arange(n)
+  out["reference_pull"] = {
+      "gen_with_same_to_same": d(np.asarray(gens["same_clip"])[valid], m_same[valid]),
+      "gen_with_other_to_same": d(np.asarray(gens["other_clip"])[valid], m_same[valid]),
+      "gen_with_other_to_other": d(np.asarray(gens["other_clip"])[valid], m_other[valid]),
+      "gen_with_same_to_other": d(np.asarray(gens["same_clip"])[valid], m_other[valid]),
+  }
+
+  # Lips: mouth opening of generated vs ground-truth windows (raw units).
+  raw = lambda x: np.asarray(x) * np.asarray(norm["motion_std"]) + np.asarray(norm["motion_mean"])
+  mo_gen, mo_gt = mouth_opening(raw(gens["same_clip"])), mouth_opening(w["motion"][:, h:])
+  out["mouth_opening_correlation"] = float(np.corrcoef(mo_gen.ravel(), mo_gt.ravel())[0, 1])
+
+  # Seams: whole validation clips, window by window with carried history.
+  clips = records.data_source(config.data_dir, "clips", "validation")
+  bounds, insides = [], []
+  for i in range(len(clips)):
+    c = clips[i]
+    frames = int(np.asarray(c["exp"]).shape[0])
+    if frames < 2 * t:
+      continue
+    audio_c = np.asarray(c["audio"], np.float32)[None, : int(round(frames * 16000 / 30))]
+    mel = log_mel_spectrogram(jnp.asarray(audio_c))
+    tok = task.models.audio.apply({"params": params["audio"]}, mel, num_tokens=frames)
+    style_c = style_controls((jnp.concatenate([jnp.asarray(c["exp"]), jnp.asarray(c["pose"])], -1)[None]
+                              - norm["motion_mean"]) / norm["motion_std"])
+    g = generate_long(dit, params["face"], tok, style_c, key, schedule=task.schedule, num_steps=10,
+                      clip_x0=4.0, reference=same[:1] if dit.config.ref_dim else None)
+    b, ins = seam_statistic(g, t)
+    bounds.append(float(b))
+    insides.append(float(ins))
+  out["seam"] = {"clips": len(bounds), "boundary": float(np.mean(bounds)) if bounds else None,
+                 "inside": float(np.mean(insides)) if insides else None}
+  return out
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--data", required=True, help="preprocessed records with a validation split")
+  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--steps", type=int, default=3000)
+  parser.add_argument("--no-write", action="store_true")
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.WARNING)
+  config = small_config(args.data, args.steps)
+  config.progress = False
+  t0 = time.perf_counter()
+  trainer.train_and_evaluate(config, args.workdir)
+  train_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  out = evaluate(config, pathlib.Path(args.workdir))
+  out.update(train_steps=args.steps, train_seconds=round(train_s, 1),
+             eval_seconds=round(time.perf_counter() - t0, 1))
+  (pathlib.Path(args.workdir) / "motion_style.json").write_text(json.dumps(out, indent=2) + "\n")
+  print(json.dumps(out, indent=2))
+  if not args.no_write:
+    d = config.model.dit
+    desc = (f"FaceMotionDiT {d.num_layers} layers x {d.width}, trained {args.steps} steps on {args.data} "
+            f"(train split); {out['validation_windows']} validation windows of {out['validation_clips']} "
+            "unseen clips, DDIM 10 steps, EMA")
+    f = lambda x: f"{x:.3f}"
+    rows = [
+        ("stage-1 style: amplitude", "expression std at amplitude x0.5 / x1 / x2: "
+         + " / ".join(f(v) for v in out["expression_std_by_amplitude"].values())
+         + f" (ground truth {f(out['ground_truth']['expression_std'])})"),
+        ("stage-1 style: pose range", "pose range at range x0.5 / x1 / x2: "
+         + " / ".join(f(v) for v in out["pose_range_by_pose_scale"].values())
+         + f" (ground truth {f(out['ground_truth']['pose_range'])})"),
+        ("stage-1 reference (Table 4)", "; ".join(f"{k}: MAE {f(v['mae'])}, SSIM {f(v['ssim'])}"
+                                                 for k, v in out["reference"].items())),
+        ("stage-1 lips / seams", f"mouth-opening correlation {f(out['mouth_opening_correlation'])}; seam "
+         f"boundary {out['seam']['boundary']} vs inside {out['seam']['inside']} "
+         f"({out['seam']['clips']} clips)"),
+    ]
+    append_rows([Timing(name=name, config=desc, compile_s=float("nan"), times_s=[out["eval_seconds"]],
+                        throughput=value) for name, value in rows])
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,42 @@
+"""PSNR and SSIM against independent NumPy / SciPy formulations (scikit-image's SSIM algorithm)."""
+
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
+
+from chatanyone_jax import metrics
+
+
+def _ssim_scipy(x: np.ndarray, y: np.ndarray, data_range: float) -> float:
+  """skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False):
+  Gaussian filtering (truncate 3.5), then the mean over the region 5 pixels inside the border."""
+  x, y = x.astype(np.float64), y.astype(np.float64)
+  g = lambda a: ndimage.gaussian_filter(a, sigma=1.5, truncate=3.5)
+  c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+  mx, my = g(x), g(y)
+  vx, vy, cxy = g(x * x) - mx * mx, g(y * y) - my * my, g(x * y) - mx * my
+  s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+  return float(s[5:-5, 5:-5].mean())
+
+
+def test_ssim_matches_scipy_formulation_and_bounds():
+  rng = np.random.default_rng(0)
+  x = rng.uniform(size=(2, 32, 40, 3)).astype(np.float32)
+  y = np.clip(x + rng.normal(scale=0.1, size=x.shape), 0, 1).astype(np.float32)
+  got = np.asarray(metrics.ssim(jnp.asarray(x), jnp.asarray(y), 1.0))
+  want = [np.mean([_ssim_scipy(x[b, ..., c], y[b, ..., c], 1.0) for c in range(3)]) for b in range(2)]
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+  assert 0.3 < got[0] < 0.95
+  np.testing.assert_allclose(metrics.ssim(jnp.asarray(x), jnp.asarray(x), 1.0), 1.0, atol=1e-6)
+  # A sequence (T, D) as a one-channel image.
+  seq = rng.normal(size=(1, 40, 52)).astype(np.float32)
+  noisy = seq + 0.5 * rng.normal(size=seq.shape).astype(np.float32)
+  r = float(seq.max() - seq.min())
+  np.testing.assert_allclose(metrics.sequence_ssim(jnp.asarray(noisy), jnp.asarray(seq)),
+                             [_ssim_scipy(noisy[0], seq[0], r)], rtol=1e-4, atol=1e-5)
+
+
+def test_psnr_known_value():
+  x = np.zeros((1, 8, 8, 3), np.float32)
+  y = np.full_like(x, 0.1)  # MSE 0.01 -> 20 dB at data range 1
+  np.testing.assert_allclose(metrics.psnr(jnp.asarray(x), jnp.asarray(y)), [20.0], rtol=1e-5)
