@@ -37,3 +37,8 @@ fi
 if "$PY" -c "import flax, optax, orbax.checkpoint, grain, ml_collections" 2>/dev/null; then
   "$PY" -m benchmarks.train_bench --full
 fi
+
+# Streaming inference (full presets, random weights): frames/s, per-block and first-frame latency.
+if "$PY" -c "import flax, optax, ml_collections, mediapipe, av" 2>/dev/null; then
+  "$PY" -m benchmarks.stream --full
+fi

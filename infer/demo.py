@@ -20,6 +20,9 @@ the demo only animates the portrait. Without one it builds its own, tiny and bri
                   OUT/contact_sheet.png (8 frames side by side) and OUT/summary.json (seconds per stage,
                   frames, steps trained, final losses, outputs).
 
+`python -m infer.demo` keeps JAX's persistent compilation cache in OUT/xla_cache (unless
+JAX_COMPILATION_CACHE_DIR is set), so a rerun also skips compiling the stream step.
+
 Minutes of training on one 6-s clip teach the tiny networks little: the video shows the pipeline
 working (a blurry, lightly moving tiny-resolution avatar), not the paper's quality, which needs the full
 configs trained on a corpus (`python -m train.main`). Samplers of models trained here clip x̂0 at 3 std
@@ -50,10 +53,11 @@ BUNDLED_CHECKPOINT = ASSETS / "checkpoint"  # a trained checkpoint shipped with 
 RUNS = {"motion_face": "motion_face", "motion_body": "motion_body", "render": "render_upper512x768",
         "face_refine": "face_refine"}
 MOTION_RUNS = ("motion_face", "motion_body")
-# Defaults sized for a 2-core CPU, cold (nothing compiled): ~40 s compile + ~0.8 s / step per renderer,
-# ~13 s compile + ~10 ms / step per motion model; the whole demo stays well under 10 minutes.
-STEPS_RENDER = 60
-STEPS_MOTION = 300
+# Defaults sized for a 2-core CPU, cold (nothing compiled): per renderer ~40 s compile + ~0.9 s / step,
+# per motion model ~13 s compile + ~0.1 s / step (data loading included); measured on 2 cores shared with
+# another job (2-3x slower steps) 60 / 300 steps took 9.2 min in all, hence these.
+STEPS_RENDER = 30
+STEPS_MOTION = 200
 CHUNK_SECONDS = 1.0
 SHEET_FRAMES = 8
 
@@ -243,9 +247,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
+def _compilation_cache(path: pathlib.Path) -> None:
+  """JAX's persistent compilation cache in OUT (unless JAX_COMPILATION_CACHE_DIR chose one): a rerun loads
+  the compiled stream step (and the train steps, when it trains further) instead of compiling again."""
+  import os
+
+  import jax
+
+  if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   a = parse_args(argv)
+  _compilation_cache(pathlib.Path(a.out) / "xla_cache")
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-checkpoint chatter
   try:
     s = run(a.out, image=a.image, audio=a.audio, checkpoint=a.checkpoint, steps_render=a.steps_render,
             steps_motion=a.steps_motion, clip=a.clip, clip_seconds=a.clip_seconds, num_steps=a.steps,
