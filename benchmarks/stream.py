@@ -22,9 +22,8 @@ jitted `chatanyone_jax.stream.make_stream_step` fed one block of T frames of aud
     difference gives the cost of one DDIM step (face + body models).
 
 Configurations: mode head (head renderer, no body model, no refine) and upper with face refine off and
-on, at 5 and 10 DDIM steps. float32 only: `StreamSpec` has no dtype option (the networks run in their
-default float32; the renderer modules' bfloat16 `dtype` is measured per network in
-`benchmarks/render_bench.py --gpu`). CPU default: the tiny presets (tiny_head512, tiny_upper512x768,
+on, at 5 and 10 DDIM steps, with the per-frame renderer networks in float32 and in bfloat16
+(`StreamSpec.render_dtype`; `--dtypes` picks). CPU default: the tiny presets (tiny_head512, tiny_upper512x768,
 tiny_face_refine, the tiny motion configs) with `infer.stream.random_params`. --full: the full presets
 and the full motion configs (train/configs/motion_*.py) with random weights (the zero-initialised layers
 stay zero: values do not change the cost), for a GPU.
@@ -52,7 +51,6 @@ from infer.stream import ASSETS_PORTRAIT, ASSETS_SPEECH, SAMPLE_RATE, Session, p
 
 TINY = {"head": "tiny_head512", "upper": "tiny_upper512x768", "refine": "tiny_face_refine"}
 FULL = {"head": "head512", "upper": "upper512x768", "refine": "face_refine"}
-DTYPE_NOTE = "float32 (StreamSpec has no dtype option)"
 WARM_FIRST = 3  # fresh-state first calls timed for the warm first-frame latency (at most --iters)
 
 
@@ -61,6 +59,7 @@ class Case:
   mode: str
   refine: bool
   steps: int
+  dtype: str = "float32"
 
 
 @dataclasses.dataclass
@@ -82,8 +81,9 @@ class Result:
     return self.window / self.block_s
 
 
-def cases(modes: Sequence[str], steps: Sequence[int]) -> list[Case]:
-  return [Case(m, r, s) for m in modes for r in ((False, True) if m == "upper" else (False,)) for s in steps]
+def cases(modes: Sequence[str], steps: Sequence[int], dtypes: Sequence[str] = ("float32",)) -> list[Case]:
+  refines = lambda m: (False, True) if m == "upper" else (False,)
+  return [Case(m, r, s, d) for d in dtypes for m in modes for r in refines(m) for s in steps]
 
 
 def full_models(mode: str, refine: bool, seed: int = 0) -> tuple[dict, dict]:
@@ -163,7 +163,8 @@ def _render_times(session: Session, state: dict, iters: int) -> tuple[float, flo
     kp_drv = jnp.broadcast_to(kp_src, (t,) + kp_src.shape[1:]) + 0.01 * jax.random.normal(
         jax.random.key(0), (t,) + kp_src.shape[1:])
     inject = jnp.zeros((t, *cfg.image_size, 3), jnp.float32) if cfg.spade_generator.hand_injection else None
-    fn = jax.jit(lambda p, v, s, d, i, cfg=cfg: core._render(cfg, p, v, s, d, i, spec.render_batch))
+    fn = jax.jit(lambda p, v, s, d, i, cfg=cfg: core._render(cfg, p, v, s, d, i, spec.render_batch,
+                                                             spec.render_dtype))
     timing = harness.time_jitted(fn, (params[name], av[vol], kp_src, kp_drv, inject), name="render",
                                  config="", warmup=1, iters=iters)
     out.append(statistics.median(timing.times_s))
@@ -175,7 +176,7 @@ def measure(case: Case, *, full: bool, iters: int, warmup: int = 1, profile: str
   models = full_models if full else random_params
   params, configs = models(case.mode, refine=case.refine)
   session = prepare(ASSETS_PORTRAIT, params=params, configs=configs, mode=case.mode,
-                                 refine=case.refine, num_steps=case.steps)
+                                 refine=case.refine, num_steps=case.steps, render_dtype=case.dtype)
   spec = session.spec
   step = core.make_stream_step(spec)
   init = core.make_init_state(spec)
@@ -212,7 +213,7 @@ def measure(case: Case, *, full: bool, iters: int, warmup: int = 1, profile: str
     label += " (no refine)"
   out_h, out_w = spec.output_size
   config = (f"{label}, {'full' if full else 'tiny'} motion configs, {case.steps} DDIM steps, T={spec.window} "
-            f"frames/block, {out_w}x{out_h} out, B=1, {DTYPE_NOTE}, random weights")
+            f"frames/block, {out_w}x{out_h} out, B=1, renderer {case.dtype}, random weights")
   result = Result(case, Timing("stream step", config, cold, times), spec.window, cold,
                   statistics.median(warm), render_s, refine_s)
   share = f"renderer W+G {render_s * 1e3:.1f} ms ({100 * render_s / result.block_s:.0f}%)"
@@ -225,11 +226,11 @@ def measure(case: Case, *, full: bool, iters: int, warmup: int = 1, profile: str
   return result
 
 
-def sampling_costs(results: Sequence[Result]) -> dict[tuple[str, bool], float]:
+def sampling_costs(results: Sequence[Result]) -> dict[tuple[str, bool, str], float]:
   """Seconds per DDIM step (face + body samplers) from pairs of results differing only in steps."""
   by = {}
   for r in results:
-    by.setdefault((r.case.mode, r.case.refine), {})[r.case.steps] = r.block_s
+    by.setdefault((r.case.mode, r.case.refine, r.case.dtype), {})[r.case.steps] = r.block_s
   out = {}
   for key, d in by.items():
     if len(d) >= 2:
@@ -239,12 +240,13 @@ def sampling_costs(results: Sequence[Result]) -> dict[tuple[str, bool], float]:
 
 
 def table(results: Sequence[Result]) -> str:
-  head = ("| mode | refine | DDIM steps | first frame cold s (compile) | first frame warm ms "
-          "| block ms (p10-p90) | frames/s | renderer % | refine % |")
-  rows = [head, "|" + "---|" * 9]
+  head = ("| mode | refine | renderer dtype | DDIM steps | first frame cold s (compile) "
+          "| first frame warm ms | block ms (p10-p90) | frames/s | renderer % | refine % |")
+  rows = [head, "|" + "---|" * 10]
   for r in results:
     t = r.timing
-    rows.append(f"| {r.case.mode} | {'on' if r.refine_s else 'off'} | {r.case.steps} | {r.first_cold_s:.2f} "
+    rows.append(f"| {r.case.mode} | {'on' if r.refine_s else 'off'} | {r.case.dtype} | {r.case.steps} "
+                f"| {r.first_cold_s:.2f} "
                 f"| {r.first_warm_s * 1e3:.1f} | {t.median_ms:.1f} ({t.quantile_ms(0.1):.1f}-"
                 f"{t.quantile_ms(0.9):.1f}) | {r.frames_per_s:.1f} | {100 * r.render_s / r.block_s:.0f} "
                 f"| {100 * r.refine_s / r.block_s:.0f} |")
@@ -256,25 +258,27 @@ def dominant(results: Sequence[Result]) -> list[str]:
   per_step = sampling_costs(results)
   lines = []
   for r in results:
-    key = (r.case.mode, r.case.refine)
-    if key not in per_step or r.case.steps != max(x.case.steps for x in results if (x.case.mode,
-                                                                                   x.case.refine) == key):
+    key = (r.case.mode, r.case.refine, r.case.dtype)
+    if key not in per_step or r.case.steps != max(x.case.steps for x in results
+                                                  if (x.case.mode, x.case.refine, x.case.dtype) == key):
       continue
     parts = {"main renderer (W+G)": r.render_s, "face refine (W+G)": r.refine_s,
              f"DDIM sampling ({r.case.steps} steps)": max(0.0, per_step[key]) * r.case.steps}  # < 0: noise
     parts["other (audio, keypoints, hands, paste-back)"] = max(0.0, r.block_s - sum(parts.values()))
     name, s = max(parts.items(), key=lambda kv: kv[1])
     split = ", ".join(f"{k} {100 * v / r.block_s:.0f}%" for k, v in parts.items() if v)
-    lines.append(f"{r.case.mode}{' + refine' if r.case.refine else ''}: {name} dominates; {split} of "
+    lines.append(f"{r.case.mode}{' + refine' if r.case.refine else ''} ({r.case.dtype}): {name} dominates; "
+                 f"{split} of "
                  f"{r.block_s * 1e3:.1f} ms per block")
   return lines
 
 
 def run(*, full: bool = False, modes: Sequence[str] = ("head", "upper"), steps: Sequence[int] = (5, 10),
-        iters: int = 10, write: bool = True, profile: str | None = None) -> list[Result]:
+        dtypes: Sequence[str] = ("float32", "bfloat16"), iters: int = 10, write: bool = True,
+        profile: str | None = None) -> list[Result]:
   results = []
-  for case in cases(modes, steps):
-    name = f"{case.mode}_{'refine' if case.refine else 'norefine'}_{case.steps}"
+  for case in cases(modes, steps, dtypes):
+    name = f"{case.mode}_{'refine' if case.refine else 'norefine'}_{case.steps}_{case.dtype}"
     where = f"{profile}/{name}" if profile else None
     r = measure(case, full=full, iters=iters, profile=where)
     logging.info("%s: %s", r.timing.config, r.timing.throughput)
@@ -292,6 +296,8 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
   p.add_argument("--modes", nargs="+", choices=("head", "upper"), default=["head", "upper"])
   p.add_argument("--steps", nargs="+", type=int, default=[5, 10], help="DDIM sampling steps")
   p.add_argument("--iters", type=int, default=10, help="timed blocks per configuration")
+  p.add_argument("--dtypes", nargs="+", choices=("float32", "bfloat16"), default=["float32", "bfloat16"],
+                 help="compute dtype of the per-frame renderer networks")
   p.add_argument("--no-write", action="store_true", help="do not append rows to benchmarks/RESULTS.md")
   p.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of the timed blocks to DIR")
   a = p.parse_args(argv)
@@ -299,9 +305,9 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
   logging.getLogger("infer.stream").setLevel(logging.WARNING)
   if a.full and jax.default_backend() == "cpu":
     logging.warning("--full on CPU: the full presets take minutes per block here")
-  results = run(full=a.full, modes=a.modes, steps=a.steps, iters=a.iters, write=not a.no_write,
-                profile=a.profile)
-  print(f"\nstream step on {harness.device_name()}, {DTYPE_NOTE}\n")
+  results = run(full=a.full, modes=a.modes, steps=a.steps, dtypes=a.dtypes, iters=a.iters,
+                write=not a.no_write, profile=a.profile)
+  print(f"\nstream step on {harness.device_name()}\n")
   print(table(results))
   for line in dominant(results):
     print(line)

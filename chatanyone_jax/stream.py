@@ -84,6 +84,7 @@ from chatanyone_jax.template.head_template import project, project_keypoints
 State = dict[str, Any]
 Params = dict[str, Any]
 MODES = ("upper", "head")
+RENDER_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # module compute dtype (None: float32)
 # Renderer keypoint layout each mode needs (`presets.keypoint_layout`).
 MODE_LAYOUT = {"upper": "hybrid_body", "head": "head_offset"}
 
@@ -116,6 +117,8 @@ class StreamSpec:
     hand_radius: capsule radius of the rendered hands, a fraction of the palm size (as preprocessing).
     hand_min_radius: smallest capsule radius as a fraction of the crop width (1.5 px of 512).
     refine_feather: feathered fraction of the refine crop's half-extent in `paste_back`.
+    render_dtype: compute dtype of the per-frame renderer networks (W, G of the renderer and of face
+      refine): "float32" or "bfloat16" (parameters stay float32; the avatar's F / M pass is float32).
   """
   mode: str
   face: FaceMotionDiT
@@ -136,8 +139,11 @@ class StreamSpec:
   hand_radius: float = 0.12
   hand_min_radius: float = 1.5 / 512
   refine_feather: float = 0.1
+  render_dtype: str = "float32"
 
   def __post_init__(self):
+    if self.render_dtype not in RENDER_DTYPES:
+      raise ValueError(f"render_dtype must be one of {sorted(RENDER_DTYPES)}, got {self.render_dtype!r}")
     if self.mode not in MODES:
       raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
     layout = keypoint_layout(self.renderer)
@@ -230,16 +236,19 @@ def _apply(module: nn.Module, variables: dict, name: str, *args) -> Any:
   return module.apply(v, *args)
 
 
-def _nets(cfg: RendererConfig) -> dict[str, nn.Module]:
-  return {"F": AppearanceFeatureExtractor(cfg.appearance_feature_extractor),
-          "M": MotionExtractor(cfg.motion_extractor), "W": WarpingNetwork(cfg.warping_network),
-          "G": SPADEDecoder(cfg.spade_generator)}
+def _nets(cfg: RendererConfig, dtype=None) -> dict[str, nn.Module]:
+  return {"F": AppearanceFeatureExtractor(cfg.appearance_feature_extractor, dtype=dtype),
+          "M": MotionExtractor(cfg.motion_extractor, dtype=dtype),
+          "W": WarpingNetwork(cfg.warping_network, dtype=dtype),
+          "G": SPADEDecoder(cfg.spade_generator, dtype=dtype)}
 
 
 def _render(cfg: RendererConfig, variables: dict, volume: jax.Array, kp_source: jax.Array,
-            kp_driving: jax.Array, inject: jax.Array | None, batch: int | None) -> jax.Array:
-  """G(W(volume, kp_driving, kp_source)[, inject]) per frame: kp_driving (T, K, 3) -> (T, Ho, Wo, 3)."""
-  nets = _nets(cfg)
+            kp_driving: jax.Array, inject: jax.Array | None, batch: int | None,
+            dtype: str = "float32") -> jax.Array:
+  """G(W(volume, kp_driving, kp_source)[, inject]) per frame: kp_driving (T, K, 3) -> (T, Ho, Wo, 3)
+  float32, computed in `dtype` ("float32" / "bfloat16")."""
+  nets = _nets(cfg, RENDER_DTYPES[dtype])
 
   def frames(args):
     kp_d, inj = args
@@ -247,7 +256,7 @@ def _render(cfg: RendererConfig, variables: dict, volume: jax.Array, kp_source: 
     vol = jnp.broadcast_to(volume, (b,) + volume.shape[1:])
     kp_s = jnp.broadcast_to(kp_source, (b,) + kp_source.shape[1:])
     warped = _apply(nets["W"], variables, "W", vol, kp_d, kp_s)["out"]
-    return _apply(nets["G"], variables, "G", warped, inj)
+    return _apply(nets["G"], variables, "G", warped, inj).astype(jnp.float32)
 
   if batch is None or batch >= kp_driving.shape[0]:
     return frames((kp_driving, inject))
@@ -453,7 +462,7 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
     inject = None
     head_offset = jnp.zeros_like(kp_head)
   frames = _render(spec.renderer, rvars, av["volume"], av["kp_source"], kp_driving, inject,
-                   spec.render_batch)  # (T, Ho, Wo, 3) in [0, 1]
+                   spec.render_batch, spec.render_dtype)  # (T, Ho, Wo, 3) in [0, 1]
 
   if spec.refine is not None:
     # --- Face refine on the head crop of the generated frames, pasted back.
@@ -466,7 +475,7 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
     background = mask_face(crop, polygon_mask(oval_px, (hr, wr)))
     kp_r = _affine(head_units, av["refine_affine"]) + av["refine_head_offset"] + head_offset
     refined = _render(spec.refine, params["face_refine"], av["refine_volume"], av["refine_kp_source"], kp_r,
-                      background, spec.render_batch)
+                      background, spec.render_batch, spec.render_dtype)
     frames = paste_back(frames, refined, box, spec.refine_feather)
 
   new_state = {**state, "window": i + 1, "residue": residue, "mel": mel_state,

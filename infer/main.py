@@ -50,6 +50,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--no-refine", action="store_true", help="skip the face-refine pass")
   p.add_argument("--steps", type=int, default=10, help="DDIM steps of the motion samplers")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--bf16", action="store_true",
+                 help="run the per-frame renderer networks in bfloat16 (the fast path on GPUs)")
   p.add_argument("--chunk-seconds", type=float, default=1.0, help="audio fed to the stream per chunk")
   p.add_argument("--random-weights", action="store_true",
                  help="smoke test: random tiny networks instead of a checkpoint (output is meaningless)")
@@ -75,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
   frames = stream(args.image, chunks(audio, max(1, int(args.chunk_seconds * SAMPLE_RATE))),
                   checkpoint=args.checkpoint, mode=args.mode, amplitude=args.amplitude,
                   pose_range=args.pose_range, reference_video=args.reference, refine=not args.no_refine,
-                  seed=args.seed, num_steps=args.steps, params=params, configs=configs)
+                  seed=args.seed, num_steps=args.steps, params=params, configs=configs,
+                  render_dtype="bfloat16" if args.bf16 else "float32")
   bar = tqdm(frames, total=total, desc="frames", unit="frame")
   n = write_video(args.out, bar, FPS, audio=audio, sample_rate=SAMPLE_RATE)
   bar.close()

@@ -252,7 +252,8 @@ def _json(cfg) -> str:
 
 
 def build_spec(configs: dict, mode: str, *, num_steps: int = 10, guidance_scale: float = 1.0,
-               clip_x0: float | None = None, render_batch: int | None = None) -> core.StreamSpec:
+               clip_x0: float | None = None, render_batch: int | None = None,
+               render_dtype: str = "float32") -> core.StreamSpec:
   """The `StreamSpec` of the models in `configs` (motion ConfigDicts, renderer configs or preset names)."""
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -276,7 +277,8 @@ def build_spec(configs: dict, mode: str, *, num_steps: int = 10, guidance_scale:
   return core.StreamSpec(mode=mode, face=face.models.dit, face_audio=face.models.audio, renderer=renderer,
                          refine=refine, face_diffusion_steps=int(face.config.model.diffusion_steps),
                          num_steps=num_steps, guidance_scale=guidance_scale, clip_x0=clip_x0,
-                         fps=fractions.Fraction(FPS), render_batch=render_batch, **kw)
+                         fps=fractions.Fraction(FPS), render_batch=render_batch, render_dtype=render_dtype,
+                         **kw)
 
 
 # ----------------------------------------------------------------------------------------------- avatar
@@ -425,7 +427,7 @@ def prepare(image, *, checkpoint: str | os.PathLike | None = None, mode: str = "
             amplitude: float = 1.0, pose_range: float = 1.0, reference_video: str | os.PathLike | None = None,
             refine: bool = True, seed: int = 0, num_steps: int = 10, params: dict | None = None,
             configs: dict | None = None, guidance_scale: float = 1.0, clip_x0: float | None | str = "auto",
-            render_batch: int | None = None) -> Session:
+            render_batch: int | None = None, render_dtype: str = "float32") -> Session:
   """Loads the models, prepares the avatar and its initial state (all the checks `stream` does up front)."""
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -440,7 +442,7 @@ def prepare(image, *, checkpoint: str | os.PathLike | None = None, mode: str = "
   if clip_x0 == "auto":
     clip_x0 = configs.get("clip_x0")
   spec = build_spec(configs, mode, num_steps=num_steps, guidance_scale=guidance_scale, clip_x0=clip_x0,
-                    render_batch=render_batch)
+                    render_batch=render_batch, render_dtype=render_dtype)
   if isinstance(image, str | os.PathLike):
     name, image = str(image), read_image(image)
   else:
@@ -503,7 +505,7 @@ def stream(image, audio_chunks: Iterable[np.ndarray], *, checkpoint: str | os.Pa
            reference_video: str | os.PathLike | None = None, refine: bool = True, seed: int = 0,
            num_steps: int = 10, params: dict | None = None, configs: dict | None = None,
            guidance_scale: float = 1.0, clip_x0: float | None | str = "auto",
-           render_batch: int | None = None) -> Iterator[np.ndarray]:
+           render_batch: int | None = None, render_dtype: str = "float32") -> Iterator[np.ndarray]:
   """Video frames of a portrait speaking the streamed audio (module docstring).
 
   Args:
@@ -522,6 +524,8 @@ def stream(image, audio_chunks: Iterable[np.ndarray], *, checkpoint: str | os.Pa
     clip_x0: DDIM x̂0 clip of the samplers, in normalised (std) units; None = off; "auto" =
       configs["clip_x0"] if set (`random_params` sets 3: untrained ε is uncalibrated), else off.
     render_batch: frames per renderer call (bounds memory at full size); None = a whole window.
+    render_dtype: "float32" or "bfloat16" compute for the per-frame renderer networks (bfloat16 is the
+      fast path on GPUs; parameters stay float32).
 
   Returns:
     A generator of (H, W, 3) uint8 frames at 30 fps. The models and the avatar are prepared before
@@ -530,7 +534,7 @@ def stream(image, audio_chunks: Iterable[np.ndarray], *, checkpoint: str | os.Pa
   session = prepare(image, checkpoint=checkpoint, mode=mode, amplitude=amplitude, pose_range=pose_range,
                     reference_video=reference_video, refine=refine, seed=seed, num_steps=num_steps,
                     params=params, configs=configs, guidance_scale=guidance_scale, clip_x0=clip_x0,
-                    render_batch=render_batch)
+                    render_batch=render_batch, render_dtype=render_dtype)
   return _frames(session, audio_chunks)
 
 

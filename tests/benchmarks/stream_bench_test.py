@@ -10,14 +10,14 @@ from infer.stream import build_spec, random_params
 
 def test_tiny_head_stream_benchmark_runs_without_writing(capsys):
   before = harness.RESULTS.read_text() if harness.RESULTS.exists() else None
-  (r,) = bench.main(["--modes", "head", "--steps", "2", "--iters", "2", "--no-write"])
+  (r,) = bench.main(["--modes", "head", "--steps", "2", "--iters", "2", "--dtypes", "bfloat16", "--no-write"])
   assert (harness.RESULTS.read_text() if harness.RESULTS.exists() else None) == before
-  assert r.case == bench.Case("head", False, 2) and len(r.timing.times_s) == 2
+  assert r.case == bench.Case("head", False, 2, "bfloat16") and len(r.timing.times_s) == 2
   assert r.window == 16 and np.isclose(r.frames_per_s, 16 / r.block_s)
   assert 0 < r.first_warm_s and 0 < r.render_s and r.refine_s == 0  # (render alone ~ the whole step)
-  assert "tiny_head512" in r.timing.config and bench.DTYPE_NOTE in r.timing.config
+  assert "tiny_head512" in r.timing.config and "renderer bfloat16" in r.timing.config
   out = capsys.readouterr().out
-  assert "| head | off | 2 |" in out and f"{r.frames_per_s:.1f}" in out
+  assert "| head | off | bfloat16 | 2 |" in out and f"{r.frames_per_s:.1f}" in out
 
 
 def _result(mode, refine, steps, block_s, render_s=0.01, refine_s=0.0):
@@ -29,10 +29,11 @@ def test_sampling_cost_and_dominant_part_from_step_counts():
   results = [_result("upper", True, 5, 0.10, 0.01, 0.02), _result("upper", True, 10, 0.15, 0.01, 0.02),
              _result("head", False, 5, 0.05, 0.04)]
   costs = bench.sampling_costs(results)
-  assert set(costs) == {("upper", True)} and np.isclose(costs["upper", True], 0.01)  # (0.15 - 0.10) / 5
+  key = ("upper", True, "float32")
+  assert set(costs) == {key} and np.isclose(costs[key], 0.01)  # (0.15 - 0.10) / 5
   (line,) = bench.dominant(results)  # head has one step count: no sampling estimate
   # 10 steps: sampling 0.10 s of 0.15 (67%), renderer 7%, refine 13%, other 0.02 s (13%).
-  assert line.startswith("upper + refine: DDIM sampling (10 steps) dominates") and "67%" in line
+  assert line.startswith("upper + refine (float32): DDIM sampling (10 steps) dominates") and "67%" in line
 
 
 def test_blocks_follow_the_window_bounds_and_wrap():

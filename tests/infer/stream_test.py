@@ -212,6 +212,16 @@ def test_stream_head_mode_and_render_batches(portrait, speech):
   render = jax.jit(lambda kp, batch: core._render(session.spec.renderer, rvars, av["volume"], av["kp_source"],
                                                   kp, None, batch), static_argnums=1)
   np.testing.assert_allclose(render(kp, 4), render(kp, None), atol=1e-5)
+  # bfloat16 renderer compute: close to float32 (the per-frame networks only), but really bfloat16.
+  render16 = jax.jit(lambda kp: core._render(session.spec.renderer, rvars, av["volume"], av["kp_source"],
+                                             kp, None, None, "bfloat16"))
+  f32, b16 = np.asarray(render(kp, None)), np.asarray(render16(kp))
+  assert b16.dtype == np.float32 and 0 < np.abs(b16 - f32).mean() < 0.02, np.abs(b16 - f32).mean()
+  frames16 = np.stack(list(stream(portrait, [speech[:8533]], params=params, configs=configs, mode="head",
+                                  render_dtype="bfloat16")))
+  assert frames16.shape == frames.shape and np.abs(frames16.astype(np.int16) - frames).mean() < 6
+  with pytest.raises(ValueError, match="render_dtype must be one of"):
+    prepare(portrait, params=params, configs=configs, mode="head", render_dtype="float16")
 
 
 @pytest.mark.slow
