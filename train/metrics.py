@@ -56,18 +56,33 @@ class MetricWriter:
       self._jsonl.close()
 
 
-def read_events(path: str | os.PathLike) -> list[tuple[int, dict[str, float]]]:
-  """Scalars of one event file as [(step, {tag: value})], merged per step (TFRecord framing)."""
+def _events(path: str | os.PathLike):
+  """The Event protos of one event file, in order (TFRecord framing: length, crc, data, crc)."""
   from tensorboardX.proto import event_pb2
 
   data = pathlib.Path(path).read_bytes()
-  by_step: dict[int, dict[str, float]] = {}
   i = 0
   while i < len(data):
     (n,) = struct.unpack_from("<Q", data, i)
-    event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+    yield event_pb2.Event.FromString(data[i + 12:i + 12 + n])
     i += 16 + n
+
+
+def read_events(path: str | os.PathLike) -> list[tuple[int, dict[str, float]]]:
+  """Scalars of one event file as [(step, {tag: value})], merged per step."""
+  by_step: dict[int, dict[str, float]] = {}
+  for event in _events(path):
     for v in event.summary.value:
       if v.WhichOneof("value") == "simple_value":
         by_step.setdefault(int(event.step), {})[v.tag] = v.simple_value
   return sorted(by_step.items())
+
+
+def read_image_tags(path: str | os.PathLike) -> dict[int, list[tuple[str, int, int]]]:
+  """Images of one event file as {step: [(tag, height, width)]}."""
+  out: dict[int, list[tuple[str, int, int]]] = {}
+  for event in _events(path):
+    for v in event.summary.value:
+      if v.WhichOneof("value") == "image":
+        out.setdefault(int(event.step), []).append((v.tag, v.image.height, v.image.width))
+  return out

@@ -7,7 +7,6 @@ steps, and must equal an uninterrupted 3-step run (same data position, RNG, opti
 from __future__ import annotations
 
 import json
-import struct
 
 import jax
 import numpy as np
@@ -32,20 +31,6 @@ def _host(tree):
 
 def _rows(workdir):
   return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-
-
-def _image_tags(events_file) -> dict[int, list[str]]:
-  from tensorboardX.proto import event_pb2
-
-  data, i, out = events_file.read_bytes(), 0, {}
-  while i < len(data):
-    (n,) = struct.unpack_from("<Q", data, i)
-    event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
-    i += 16 + n
-    for v in event.summary.value:
-      if v.WhichOneof("value") == "image":
-        out.setdefault(int(event.step), []).append((v.tag, v.image.height, v.image.width))
-  return out
 
 
 @pytest.mark.parametrize("module,terms", [
@@ -73,7 +58,7 @@ def test_render_config_trains_checkpoints_and_resumes_exactly(module, terms, mot
   assert [s for s, v in metrics.read_events(events) if v] == [1, 2]
   c = _config(module, motion_records)
   ho, wo = presets.get(c.model.preset).output_size
-  images = _image_tags(events)  # source | target | generated, one row per example (up to 4)
+  images = metrics.read_image_tags(events)  # source | target | generated, one row per example (up to 4)
   assert images == {2: [("reconstruction/source_target_generated", ho * 4, wo * 3)]}
 
   resumed = _host(trainer.train_and_evaluate(_config(module, motion_records, num_steps=3, **kw), a))

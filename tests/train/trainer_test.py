@@ -21,11 +21,6 @@ def _config(module, data_dir, **overrides):
   return c
 
 
-def _image_tags(events_file) -> dict[int, list[tuple[str, int, int]]]:
-  from tests.train.render_trainer_test import _image_tags as tags
-  return tags(events_file)
-
-
 def _host(tree):
   return jax.tree.map(np.asarray, jax.device_get(tree))
 
@@ -47,7 +42,7 @@ def test_motion_face_trains_checkpoints_and_logs(motion_records, tmp_path):
   assert [s for s, v in decoded if v] == [2, 4]
   np.testing.assert_allclose(decoded[-1][1]["loss"], rows[-1]["loss"], rtol=1e-6)
   # The stage-1 summary: a sampled window plotted against the ground truth (image_every = 4).
-  assert _image_tags(events) == {4: [("motion/sample_vs_ground_truth", 3 * 110, 480)]}
+  assert metrics.read_image_tags(events) == {4: [("motion/sample_vs_ground_truth", 3 * 110, 480)]}
   # Inference loading: EMA params (they lag the trained params), normalisation stats.
   loaded = checkpoint.load_params(tmp_path)
   assert loaded["step"] == 4 and set(loaded["params"]) == {"audio", "face"}
@@ -92,7 +87,8 @@ def test_motion_body_trains(motion_records, tmp_path):
   norm = checkpoint.load_params(tmp_path)["norm"]
   assert norm["target_mean"].shape == (96 + 63 + 1 + 3 + 130,)
   (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
-  assert _image_tags(events) == {2: [("motion/sample_vs_ground_truth", 5 * 110, 480)]}  # the last step
+  # The last step writes the summary.
+  assert metrics.read_image_tags(events) == {2: [("motion/sample_vs_ground_truth", 5 * 110, 480)]}
 
 
 def test_missing_data_dir_fails_before_compiling(tmp_path, monkeypatch):
