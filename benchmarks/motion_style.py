@@ -40,7 +40,8 @@ from chatanyone_jax import template as tp
 from chatanyone_jax.audio import log_mel_spectrogram
 from chatanyone_jax.motion.face_motion_dit import style_controls
 from chatanyone_jax.motion.sampling import FaceConditions, generate_long, sample_window, seam_statistic
-from data import pipelines, records
+from data import records
+from infer.evaluate import motion_windows
 from train import checkpoint, tasks, trainer
 from train.configs import motion_face
 
@@ -68,13 +69,7 @@ def mouth_opening(motion_raw: np.ndarray) -> np.ndarray:
 
 
 def validation_windows(config, task) -> dict:
-  loader = pipelines.motion_windows(config.data_dir, batch_size=1, split="validation", shuffle=False,
-                                    num_epochs=1, config=pipelines.MotionWindowConfig(
-                                        window=config.window, history=config.history, stride=config.window))
-  rows = [task.adapt(b) | {"clip_index": b["clip_index"]} for b in loader]
-  if not rows:
-    raise ValueError(f"{config.data_dir} has no validation windows: preprocess with --val-fraction > 0")
-  return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
+  return motion_windows(config, task, config.data_dir, "validation")
 
 
 def evaluate(config, workdir: pathlib.Path) -> dict:

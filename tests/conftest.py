@@ -42,6 +42,22 @@ def load_ref(lp_reference):
   return load
 
 
+# The demo's outputs (preprocessed bundled clip, four tiny trained workdirs, a streamed video) are the
+# fixture of every end-to-end test after it: the demo test, the evaluation CLI and the notebooks. Tests
+# that use it carry `pytest.mark.xdist_group("demo")` so that under pytest-xdist one worker builds it.
+DEMO_ARGS = ("--steps-render", "2", "--steps-motion", "3", "--clip-seconds", "2", "--steps", "2")
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> pathlib.Path:
+  """`python -m infer.demo` with short settings: OUT/data (records), OUT/runs (checkpoint), demo.mp4."""
+  from infer import demo
+
+  out = tmp_path_factory.mktemp("demo")
+  assert demo.main(["--out", str(out), *DEMO_ARGS]) == 0
+  return out
+
+
 def pytest_collection_modifyitems(config, items):
   if jax.default_backend() != "cpu":
     return

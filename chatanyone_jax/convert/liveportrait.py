@@ -1,10 +1,11 @@
 """LivePortrait PyTorch weights -> Flax variables for F, M, W, G and the stitching MLPs S.
 
 Input: a mapping PyTorch key -> np.ndarray (a `state_dict()` converted to
-NumPy: `load_state_dict` reads .pth / .pt (needs torch), .npz and .safetensors
-files; the `param/<key>` entries of the reference npz work too, with the prefix
-stripped). Output: {"params": ..., "batch_stats": ...} NumPy trees for the
-modules of `chatanyone_jax.render` built from the matching config.
+NumPy: `load_state_dict` reads .pth / .pt / .ckpt / .model files without PyTorch
+(`chatanyone_jax.convert.torch_pickle`), .npz and .safetensors files; the
+`param/<key>` entries of the reference npz work too, with the prefix stripped).
+Output: {"params": ..., "batch_stats": ...} NumPy trees for the modules of
+`chatanyone_jax.render` built from the matching config.
 
 The conversion itself is NumPy (layout transposes, BatchNorm renaming,
 spectral-norm folding). It is checked strictly, so a checkpoint of the wrong
@@ -39,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chatanyone_jax.convert import torch_pickle
 from chatanyone_jax.layers import torch_compat as tc
 from chatanyone_jax.render import presets
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
@@ -318,10 +320,11 @@ def strip_prefix(sd: StateDict, prefix: str) -> dict[str, np.ndarray]:
 
 # ---- reading state dicts -------------------------------------------------------------------------------
 
-# In the order `find_weights` prefers them when a folder holds one stem in several formats (torch last:
-# the others need no PyTorch).
-WEIGHT_SUFFIXES = (".safetensors", ".npz", ".pth", ".pt")
-_TORCH_SUFFIXES = (".pth", ".pt")
+# In the order `find_weights` prefers them when a folder holds one stem in several formats (torch.save files
+# last: the others hold plain arrays).
+WEIGHT_SUFFIXES = (".safetensors", ".npz", ".pth", ".pt", ".ckpt", ".model")
+# torch.save files (".model": SyncNet's syncnet_v2.model), read by `torch_pickle`.
+_TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".model")
 _MODULE_PREFIX = "module."  # DataParallel / DDP wrappers
 
 
@@ -342,18 +345,25 @@ def _flatten(tree: Mapping, to_numpy: Callable[[Any], np.ndarray | None], prefix
   return out
 
 
-def _import_torch(path: pathlib.Path):
+def _import_torch(path: pathlib.Path, why: torch_pickle.UnsupportedFormatError):
   try:
     return importlib.import_module("torch")
   except ImportError as e:
     raise ImportError(
-        f"reading {path} needs PyTorch, which is not installed. Either `pip install torch` (the CPU build "
-        f"is enough), or convert the file to .npz / .safetensors on a machine that has torch (nested dicts "
-        f"as 'outer.inner' keys) and pass that instead.") from e
+        f"{why} -- so reading {path} needs PyTorch's own torch.load, and PyTorch is not installed. Either "
+        f"`pip install torch` (the CPU build is enough), or convert the file to .npz / .safetensors on a "
+        f"machine that has torch (nested dicts as 'outer.inner' keys) and pass that instead.") from e
 
 
-def _torch_loader(path: pathlib.Path) -> tuple[Mapping, Callable[[Any], np.ndarray | None]]:
-  torch = _import_torch(path)
+def _torch_loader(path: pathlib.Path) -> tuple[Any, Callable[[Any], np.ndarray | None]]:
+  """Our torch-free reader; torch.load(weights_only=True) only for what it reports as unsupported."""
+  def numpy_leaf(v):
+    return np.asarray(v) if isinstance(v, np.ndarray | np.generic | int | float) else None  # drop str, None
+
+  try:
+    return torch_pickle.load(path), numpy_leaf
+  except torch_pickle.UnsupportedFormatError as e:
+    torch = _import_torch(path, e)
   raw = torch.load(path, map_location="cpu", weights_only=True)
 
   def to_numpy(v):
@@ -366,7 +376,11 @@ def _torch_loader(path: pathlib.Path) -> tuple[Mapping, Callable[[Any], np.ndarr
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """A flat {key: np.ndarray} state dict from a .pth / .pt (torch), .npz or .safetensors file.
+  """A flat {key: np.ndarray} state dict from a torch.save (.pth .pt .ckpt .model), .npz or .safetensors file.
+
+  torch.save files are read without PyTorch by `torch_pickle.load` (the zip and the legacy format; pickled
+  code is refused). Only files it reports as unsupported (TorchScript archives, quantized tensors, ...) go
+  to `torch.load(weights_only=True)`, which needs PyTorch installed.
 
   Nested dicts (LivePortrait's stitching file: {'retarget_shoulder': {...}, ...}) are flattened to
   "outer.inner" keys; a leading `module.` is stripped from every key (and every nesting level).

@@ -40,3 +40,21 @@ def test_psnr_known_value():
   x = np.zeros((1, 8, 8, 3), np.float32)
   y = np.full_like(x, 0.1)  # MSE 0.01 -> 20 dB at data range 1
   np.testing.assert_allclose(metrics.psnr(jnp.asarray(x), jnp.asarray(y)), [20.0], rtol=1e-5)
+
+
+def test_ssim_and_psnr_match_scikit_image_on_real_frames():
+  from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+  from infer import media
+  from tests.helpers import media_dir, require
+
+  clip = media_dir() / "videos" / "V-Express__test_samples_short_case_AOC_gt.mp4"
+  frames, _ = media.read_video(require(clip, "shared clip"), max_frames=12)
+  x, y = frames[0, ::4, ::4] / 255.0, frames[11, ::4, ::4] / 255.0  # two real frames, 128x128
+  want = structural_similarity(x, y, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                               data_range=1.0, channel_axis=-1)
+  got = float(metrics.ssim(jnp.asarray(x[None], jnp.float32), jnp.asarray(y[None], jnp.float32), 1.0)[0])
+  np.testing.assert_allclose(got, want, rtol=1e-4)
+  assert 0.5 < want < 0.999
+  np.testing.assert_allclose(float(metrics.psnr(jnp.asarray(x[None]), jnp.asarray(y[None]))[0]),
+                             peak_signal_noise_ratio(x, y, data_range=1.0), rtol=1e-5)

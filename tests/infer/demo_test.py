@@ -13,10 +13,9 @@ STAGES = {"preprocess", "train_motion_face", "train_motion_body", "train_render"
 
 
 @pytest.mark.slow
-def test_demo_trains_and_writes_video_with_speech_sheet_and_summary(tmp_path):
-  rc = demo.main(["--out", str(tmp_path), "--steps-render", "2", "--steps-motion", "3", "--clip-seconds", "2",
-                  "--steps", "2"])
-  assert rc == 0
+@pytest.mark.xdist_group("demo")
+def test_demo_trains_and_writes_video_with_speech_sheet_and_summary(demo_run):
+  tmp_path = demo_run  # conftest runs `demo.main` with DEMO_ARGS
   summary = json.loads((tmp_path / "summary.json").read_text())
   assert set(summary["seconds"]) == STAGES
   assert {k: v["steps"] for k, v in summary["trained"].items()} == {

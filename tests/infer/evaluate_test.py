@@ -1,0 +1,107 @@
+"""`python -m infer.evaluate` on the demo's checkpoint and records (conftest `demo_run`)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from chatanyone_jax.eval import i3d, inception, lpips, syncnet
+from infer import evaluate
+from tests.chatanyone_jax.eval.reference.seeded import seeded_state_dict
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]
+
+
+def _save(path, shapes, seed, scales=None):
+  sd = seeded_state_dict(shapes, seed)
+  for k, s in (scales or {}).items():  # keep raw-pixel inputs from blowing activations up
+    sd[k] = sd[k] * s
+  np.savez(path, **sd)
+  return path
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+  """Seeded (random) weights in the public files' layouts, as .npz conversions under the public names."""
+  d = tmp_path_factory.mktemp("weights")
+  _save(d / "pt_inception-2015-12-05-6726825d.npz", inception.expected_shapes(), 0)
+  backbone, lin = lpips.expected_keys("alex")
+  _save(d / "alexnet-owt-7be5be79.npz", backbone, 1)
+  np.savez(d / "alex.npz", **{k: np.abs(v) for k, v in seeded_state_dict(lin, 2).items()})
+  shapes = {k: v[0] for k, v in syncnet._expected_shapes().items()}
+  _save(d / "syncnet_v2.npz", shapes, 3, {"netcnnlip.0.weight": 1 / 256, "netcnnaud.0.weight": 1 / 16})
+  return d
+
+
+def test_cli_prints_and_writes_all_tables_without_weights(demo_run, tmp_path, capsys):
+  out = tmp_path / "eval"
+  rc = evaluate.main(["--checkpoint", str(demo_run / "runs"), "--data", str(demo_run / "data"),
+                      "--split", "train", "--max-frames", "24", "--steps", "2", "--out", str(out)])
+  assert rc == 0
+  printed = capsys.readouterr().out
+  report = json.loads((out / "eval.json").read_text())
+  assert (out / "eval.md").read_text().strip() in printed
+  t1, t3, t4 = (report["tables"][k] for k in ("table1", "table3", "table4"))
+  ours = t1["rows"]["ours"]
+  assert t1["counts"]["PSNR"] == 24 and 0 < ours["PSNR"] < 60 and 0 < ours["SSIM"] <= 1
+  # The do-nothing baseline scores the source frame against itself on frame 0: its PSNR is the best.
+  assert t1["rows"]["copy source"]["PSNR"] > ours["PSNR"]
+  assert ours["FPS"] > 0 and ours["resolution"] == "64x96"
+  for col in ("LPIPS", "FID", "FVD"):
+    assert ours[col] == evaluate.NA_WEIGHTS
+  assert t3["rows"]["ours"]["FID"] == t3["rows"]["ours"]["Sync"] == evaluate.NA_WEIGHTS
+  # The real frames of the clip have a face at their stored size: CSIM to the portrait and Diversity.
+  gt = t3["rows"]["ground truth"]
+  assert gt["CSIM"] > 0.9 and gt["Diversity"] > 0
+  assert set(t4["rows"]) == {"with reference", "without reference"}
+  assert all(r["MAE"] > 0 and -1 <= r["SSIM"] <= 1 for r in t4["rows"].values())
+  assert "n/a (no weights)" in printed and "Table 4" in printed
+
+
+def test_metric_networks_from_a_weights_dir(demo_run, weights):
+  b = evaluate.load_backends(weights)
+  assert b.missing == {"FVD": "one of rgb_imagenet.pt, i3d_pretrained_400.pt not given"}
+  assert {"inception", "lpips_backbone", "lpips_lin", "syncnet"} <= set(b.files)
+  t1 = evaluate.self_reenactment(demo_run / "runs", demo_run / "data", "train", b, max_frames=10)
+  ours, copy = t1["rows"]["ours"], t1["rows"]["copy source"]
+  assert np.isfinite(ours["FID"]) and ours["FID"] > 0
+  assert 0 < ours["LPIPS"] and 0 <= copy["LPIPS"] < ours["LPIPS"]  # frame 0 of the copy is exact
+  b.inception = None  # Table 3's FID is Table 1's code path; spare the CPU 120 more Inception frames
+  t3 = evaluate.audio_driven(demo_run / "runs", demo_run / "data", "train", b, num_steps=2)
+  assert t3["rows"]["ours"]["FID"] == evaluate.NA_WEIGHTS
+  gt = t3["rows"]["ground truth"]  # SyncNet on the real clip's face crops (random weights: any value)
+  assert np.isfinite(gt["Sync"]) and t3["counts"]["gt_Sync"] == 1
+
+
+def test_errors_name_the_problem(demo_run, tmp_path):
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    evaluate.evaluate(tmp_path / "nope", demo_run / "data", tables=["4"])
+  with pytest.raises(ValueError, match="no 'validation' split.*--val-fraction"):
+    evaluate.evaluate(demo_run / "runs", demo_run / "data", tables=["4"])
+  with pytest.raises(ValueError, match="unknown tables"):
+    evaluate.evaluate(demo_run / "runs", demo_run / "data", tables=["2"])
+  with pytest.raises(FileNotFoundError, match="SyncNet weights"):
+    evaluate.load_backends(syncnet=str(tmp_path / "syncnet_v2.model"), faces=False, hands=False)
+  # A workdir of the wrong task where the renderer should be.
+  runs = tmp_path / "runs"
+  runs.mkdir()
+  (runs / "render").symlink_to(demo_run / "runs" / "motion_face")
+  with pytest.raises(ValueError, match="not a renderer"):
+    evaluate.evaluate(runs, demo_run / "data", split="train", tables=["1"],
+                      backends=evaluate.Backends())
+  assert evaluate.main(["--checkpoint", str(tmp_path / "nope"), "--data", str(demo_run / "data")]) == 2
+
+
+def test_markdown_marks_missing_values():
+  report = {"checkpoint": "c", "data": "d", "split": "s", "tables": {"table4": {
+      "rows": {"with reference": {"MAE": 0.5, "SSIM": float("nan")}}, "windows": 3}}, "missing_weights": {}}
+  md = evaluate.to_markdown(report)
+  assert "| with reference | 0.500 | n/a |" in md and "windows: 3" in md
+
+
+def test_segments_and_frechet_guards():
+  frames = np.zeros((40, 4, 4, 3), np.uint8)
+  assert evaluate._segments(frames).shape == (2, 16, 4, 4, 3)
+  assert evaluate._frechet([np.zeros((1, 3))], [np.zeros((5, 3))], object(), "FID").startswith("n/a (fewer")
+  assert evaluate._frechet([], [], None, "FVD") == evaluate.NA_WEIGHTS
+  assert i3d.MIN_FRAMES <= evaluate.FVD_SEGMENT
