@@ -413,8 +413,8 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
       continue
     lmd, n = mouth_landmark_distance(a_gen["landmarks"], a_real["landmarks"])
     ours.add("LMD", [lmd] * n if n else [], count=n)
-    ours.add("Diversity", landmark_diversity(a_gen["landmarks"]), count=1)
-    gt.add("Diversity", landmark_diversity(a_real["landmarks"]), count=1)
+    ours.add("Diversity", landmark_diversity(a_gen["landmarks"]))  # counts clips with a value
+    gt.add("Diversity", landmark_diversity(a_real["landmarks"]))
     if b.syncnet is not None:
       for acc, fr, an in ((ours, frames, a_gen), (gt, real_full, a_real)):
         crops = syncnet_crops(fr, an["boxes"], an["found"])
@@ -573,7 +573,8 @@ def to_markdown(report: dict) -> str:
           cells.append("")
       lines.append(f"| {name} | " + " | ".join(cells) + " |")
     extra = {k: v for k, v in table.items() if k not in ("rows",)}
-    lines += ["", "  ".join(f"{k}: {v}" for k, v in extra.items()), ""]
+    show = lambda v: ", ".join(f"{a} {b}" for a, b in v.items()) if isinstance(v, dict) else v
+    lines += [""] + [f"- {k}: {show(v)}" for k, v in extra.items()] + [""]
   if report.get("missing_weights"):
     lines += ["Metrics without weights: " + "; ".join(f"{k} ({v})" for k, v in
                                                        report["missing_weights"].items()), ""]
