@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 OUT    ?= outputs/demo
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist). Tests that share the demo fixture run in one of them (--dist loadgroup).
+PYTEST_WORKERS ?= 2
 
 .PHONY: demo test lint bench clean-venv
 
@@ -22,7 +24,7 @@ demo: $(STAMP)
 # Lint, then the tests. pytest exits 5 when it collected no test: a failure here too.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
