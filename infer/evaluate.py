@@ -620,11 +620,13 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, *, split: s
     report["seconds"][name] = round(time.perf_counter() - t0, 1)
     log.info("%s done in %.1f s", name, report["seconds"][name])
     if out is not None:  # finished tables are never lost
-      _write(report, pathlib.Path(out))
+      write_report(report, out)
   return report
 
 
-def _write(report: dict, out: pathlib.Path) -> None:
+def write_report(report: dict, out: str | os.PathLike) -> None:
+  """OUT/eval.json (NaN as null) and OUT/eval.md (`to_markdown`)."""
+  out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   (out / "eval.json").write_text(json.dumps(_jsonable(report), indent=1))
   (out / "eval.md").write_text(to_markdown(report))

@@ -21,6 +21,7 @@ points (mean over points and the two coordinates, ×100), averaged over clips.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import pathlib
 
@@ -30,15 +31,21 @@ NUM_LANDMARKS = 68
 MOUTH = tuple(range(48, 68))  # iBUG 300-W: outer lips 48-59, inner lips 60-67
 EYE_CORNERS = (36, 45)        # outer corners of the right and left eye (image left / right)
 DESCRIPTOR_DIM = 128
+RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
+LANDMARK_MODEL = "shape_predictor_68_face_landmarks.dat"
 
 
-def _models():
-  try:
-    import face_recognition_models as frm
-  except ImportError as e:
+def model_file(name: str) -> pathlib.Path:
+  """A model file of the face_recognition_models wheel, found without importing the package (its
+  __init__ needs setuptools' pkg_resources, which setuptools >= 81 no longer ships)."""
+  spec = importlib.util.find_spec("face_recognition_models")
+  if spec is None or not spec.submodule_search_locations:
     raise ImportError("CSIM / LMD need dlib's models: `pip install dlib-bin face-recognition-models` "
-                      "(both are in this package's dependencies)") from e
-  return frm
+                      "(both are in this package's dependencies)")
+  path = pathlib.Path(next(iter(spec.submodule_search_locations))) / "models" / name
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} is missing: reinstall face-recognition-models")
+  return path
 
 
 @dataclasses.dataclass
@@ -65,13 +72,12 @@ class FaceAnalyzer:
                min_size: int = 320):
     import dlib
 
-    frm = _models()
-    path = pathlib.Path(recognition_model or frm.face_recognition_model_location())
+    path = pathlib.Path(recognition_model or model_file(RECOGNITION_MODEL))
     if not path.is_file():
       raise FileNotFoundError(f"face recognition model {path} does not exist (give a dlib .dat model, e.g. "
                               "dlib_face_recognition_resnet_model_v1.dat from face_recognition_models)")
     self.detector = dlib.get_frontal_face_detector()
-    self.predictor = dlib.shape_predictor(frm.pose_predictor_model_location())
+    self.predictor = dlib.shape_predictor(str(model_file(LANDMARK_MODEL)))
     try:
       self.encoder = dlib.face_recognition_model_v1(str(path))
     except RuntimeError as e:
