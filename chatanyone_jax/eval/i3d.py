@@ -57,8 +57,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chatanyone_jax.convert.state_dict import check_state_dict
 from chatanyone_jax.eval import frechet
 from chatanyone_jax.layers.blocks import BatchNorm
+from chatanyone_jax.ops.resample import torch_bilinear_matrix
 
 WEIGHTS_FILES = ("rgb_imagenet.pt", "i3d_pretrained_400.pt")
 WEIGHTS_SOURCES = {
@@ -216,7 +218,6 @@ class InceptionI3D(nn.Module):
 
 _BN_KEYS = {"weight": ("params", "scale"), "bias": ("params", "bias"),
             "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
-_MAX_LISTED = 12
 
 
 def _units(num_classes: int = NUM_CLASSES) -> Iterator[tuple[str, int, int, tuple[int, int, int], bool]]:
@@ -249,11 +250,6 @@ def expected_shapes(num_classes: int = NUM_CLASSES) -> dict[str, tuple[int, ...]
   return out
 
 
-def _listed(keys: list[str]) -> str:
-  more = f", ... ({len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else ""
-  return ", ".join(keys[:_MAX_LISTED]) + more
-
-
 def convert_i3d(sd: Mapping[str, np.ndarray], num_classes: int = NUM_CLASSES) -> Variables:
   """pytorch_i3d `InceptionI3d` state dict (flat {key: array}) -> {"params", "batch_stats"} of InceptionI3D.
 
@@ -264,19 +260,8 @@ def convert_i3d(sd: Mapping[str, np.ndarray], num_classes: int = NUM_CLASSES) ->
   Raises a ValueError listing missing, unexpected and mis-shaped keys.
   """
   want = expected_shapes(num_classes)
-  missing = [k for k in want if k not in sd]
-  unexpected = [k for k in sd if k not in want and not k.endswith(".num_batches_tracked")]
-  bad = [f"{k} {tuple(np.shape(sd[k]))} (expected {s})" for k, s in want.items()
-         if k in sd and tuple(np.shape(sd[k])) != s]
-  if missing or unexpected or bad:
-    msg = [f"not a pytorch-i3d InceptionI3d({num_classes}) state dict ({' / '.join(WEIGHTS_FILES)}):"]
-    if missing:
-      msg.append(f"missing keys ({len(missing)}): {_listed(missing)}.")
-    if unexpected:
-      msg.append(f"unexpected keys ({len(unexpected)}): {_listed(unexpected)}.")
-    if bad:
-      msg.append(f"wrong shapes ({len(bad)}): {_listed(bad)}.")
-    raise ValueError(" ".join(msg))
+  files = " / ".join(WEIGHTS_FILES)
+  check_state_dict(sd, want, f"a pytorch-i3d InceptionI3d({num_classes}) state dict ({files})")
   variables: Variables = {"params": {}, "batch_stats": {}}
 
   def put(collection: str, path: list[str], value: np.ndarray) -> None:
@@ -300,27 +285,6 @@ def convert_i3d(sd: Mapping[str, np.ndarray], num_classes: int = NUM_CLASSES) ->
 
 # ---- input pipeline --------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=32)
-def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
-  """(out_size, in_size) matrix of torch's 1-D bilinear resize (align_corners=False, no antialias).
-
-  As ATen's upsample_bilinear2d on float32 (index math in float32 too, as ATen's opmath): scale = in / out,
-  src = max((dst + 0.5) * scale - 0.5, 0), i0 = floor(src), i1 = min(i0 + 1, in - 1), weights
-  (1 - frac, frac).
-  """
-  f32 = np.float32
-  dst = np.arange(out_size, dtype=f32)
-  src = np.maximum(f32(f32(in_size) / f32(out_size)) * (dst + f32(0.5)) - f32(0.5), f32(0.0))
-  i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
-  i1 = np.minimum(i0 + 1, in_size - 1)
-  frac = np.clip(src - i0.astype(f32), f32(0.0), f32(1.0))
-  m = np.zeros((out_size, in_size), f32)
-  rows = np.arange(out_size)
-  np.add.at(m, (rows, i0), f32(1.0) - frac)
-  np.add.at(m, (rows, i1), frac)
-  return m
-
-
 def resize_matrices(height: int, width: int, resolution: int = RESOLUTION,
                     center_crop: bool = True) -> tuple[np.ndarray, np.ndarray]:
   """(resolution, H) and (resolution, W) matrices of the FVD frame resize.
@@ -336,7 +300,8 @@ def resize_matrices(height: int, width: int, resolution: int = RESOLUTION,
   else:
     th, tw = resolution, resolution
   h0, w0 = (th - resolution) // 2, (tw - resolution) // 2
-  return (bilinear_matrix(height, th)[h0:h0 + resolution], bilinear_matrix(width, tw)[w0:w0 + resolution])
+  return (torch_bilinear_matrix(height, th)[h0:h0 + resolution],
+          torch_bilinear_matrix(width, tw)[w0:w0 + resolution])
 
 
 def preprocess(videos: jax.Array, resolution: int = RESOLUTION, center_crop: bool = True) -> jax.Array:

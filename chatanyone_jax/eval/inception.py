@@ -39,7 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chatanyone_jax.convert.state_dict import check_state_dict
 from chatanyone_jax.layers.blocks import BatchNorm
+from chatanyone_jax.ops.resample import resize_bilinear_torch
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{WEIGHTS_FILE}"
@@ -49,45 +51,6 @@ NUM_CLASSES = 1008  # the TF graph's classifier; unused for FID but present in t
 BN_EPS = 1e-3
 
 Variables = dict[str, Any]
-
-
-# ---- input pipeline --------------------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=32)
-def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
-  """(out_size, in_size) float32 matrix of torch's 1-D bilinear resize (align_corners=False, no antialias).
-
-  As ATen's upsample_bilinear2d (area_pixel_compute_source_index), in float32 like its `opmath_t`:
-  scale = in / out, src = max(scale * (dst + 0.5) - 0.5, 0), i0 = floor(src), i1 = min(i0 + 1, in - 1),
-  weights (1 - frac, frac). PyTorch's build contracts `scale * (dst + 0.5) - 0.5` into one fused
-  multiply-add (a single rounding); it is exact in float64 here, then rounded once, which reproduces
-  torch's weights to the bit (checked for 64, 256, 512, 1080 -> 299).
-  """
-  f32 = np.float32
-  scale = np.float64(f32(in_size) / f32(out_size))
-  src = (scale * (np.arange(out_size, dtype=np.float64) + 0.5) - 0.5).astype(f32)
-  src = np.maximum(src, f32(0))
-  i0 = np.minimum(src.astype(np.int64), in_size - 1)
-  i1 = np.minimum(i0 + 1, in_size - 1)
-  frac = np.clip(src - i0.astype(f32), f32(0), f32(1))
-  m = np.zeros((out_size, in_size), f32)
-  rows = np.arange(out_size)
-  np.add.at(m, (rows, i0), f32(1) - frac)
-  np.add.at(m, (rows, i1), frac)
-  return m
-
-
-def resize_bilinear(images: jax.Array, size: tuple[int, int]) -> jax.Array:
-  """(N, H, W, C) -> (N, size[0], size[1], C) as `F.interpolate(mode="bilinear", align_corners=False)`.
-
-  Separable: two small matmuls with exact float32 weights (HIGHEST precision, so no TF32 on GPUs).
-  """
-  h, w = images.shape[1:3]
-  mh, mw = jnp.asarray(bilinear_matrix(h, size[0])), jnp.asarray(bilinear_matrix(w, size[1]))
-  x = images.astype(jnp.float32)
-  hp = jax.lax.Precision.HIGHEST
-  x = jnp.einsum("ph,nhwc->npwc", mh, x, precision=hp)
-  return jnp.einsum("qw,npwc->npqc", mw, x, precision=hp)
 
 
 # ---- network ---------------------------------------------------------------------------------------------
@@ -227,7 +190,7 @@ class FIDInceptionV3(nn.Module):
   def __call__(self, images: jax.Array) -> jax.Array:
     if images.ndim != 4 or images.shape[-1] != 3:
       raise ValueError(f"images must be (N, H, W, 3), got shape {images.shape}")
-    x = resize_bilinear(images, (INPUT_SIZE, INPUT_SIZE))
+    x = resize_bilinear_torch(images, (INPUT_SIZE, INPUT_SIZE))
     x = 2.0 * x - 1.0
     c = functools.partial(BasicConv2d, precision=self.precision)
     p = self.precision
@@ -259,7 +222,6 @@ _BN_KEYS = {"weight": ("params", "scale"), "bias": ("params", "bias"),
             "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
 # In the weights file (and `Inception3.state_dict()`), but not needed for the pool features.
 _OPTIONAL_SHAPES = {"fc.weight": (NUM_CLASSES, FEATURE_DIM), "fc.bias": (NUM_CLASSES,)}
-_MAX_LISTED = 12
 
 
 @functools.lru_cache(maxsize=1)
@@ -279,11 +241,6 @@ def expected_shapes() -> dict[str, tuple[int, ...]]:
   return dict(sorted(out.items()))
 
 
-def _listed(keys: list[str]) -> str:
-  more = f", ... ({len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else ""
-  return ", ".join(keys[:_MAX_LISTED]) + more
-
-
 def convert_fid_inception(sd: Mapping[str, np.ndarray]) -> Variables:
   """pytorch-fid's FID Inception state dict (flat {key: array}) -> FIDInceptionV3's {"params", "batch_stats"}.
 
@@ -294,20 +251,8 @@ def convert_fid_inception(sd: Mapping[str, np.ndarray]) -> Variables:
   Raises a ValueError listing missing, unexpected and mis-shaped keys.
   """
   want = expected_shapes()
-  missing = [k for k in want if k not in sd]
-  unexpected = [k for k in sd if k not in want and k not in _OPTIONAL_SHAPES
-                and not k.endswith(".num_batches_tracked")]
-  bad = [f"{k} {tuple(np.shape(sd[k]))} (expected {s})"
-         for k, s in {**want, **_OPTIONAL_SHAPES}.items() if k in sd and tuple(np.shape(sd[k])) != s]
-  if missing or unexpected or bad:
-    msg = [f"not pytorch-fid's FID Inception-V3 state dict ({WEIGHTS_FILE}):"]
-    if missing:
-      msg.append(f"missing keys ({len(missing)}): {_listed(missing)}.")
-    if unexpected:
-      msg.append(f"unexpected keys ({len(unexpected)}): {_listed(unexpected)}.")
-    if bad:
-      msg.append(f"wrong shapes ({len(bad)}): {_listed(bad)}.")
-    raise ValueError(" ".join(msg))
+  check_state_dict(sd, want, f"pytorch-fid's FID Inception-V3 state dict ({WEIGHTS_FILE})",
+                   optional=_OPTIONAL_SHAPES)
   variables: Variables = {"params": {}, "batch_stats": {}}
 
   def put(collection: str, prefix: str, leaf: tuple[str, str], value: np.ndarray) -> None:

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chatanyone_jax.convert.state_dict import check_state_dict
+
 BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
 LIN_FILES = {"alex": "alex.pth", "vgg": "vgg.pth"}
 _BACKBONE_URL = "https://download.pytorch.org/models/"
@@ -146,12 +148,7 @@ def expected_keys(net: str = "alex") -> tuple[dict[str, tuple[int, ...]], dict[s
 
 def _check(sd: Mapping[str, np.ndarray], want: Mapping[str, tuple[int, ...]], what: str,
            ignore_prefixes: tuple[str, ...] = ()) -> None:
-  missing = [k for k in want if k not in sd]
-  unexpected = sorted(k for k in sd if k not in want and not k.startswith(ignore_prefixes))
-  bad = [f"{k} {tuple(np.shape(sd[k]))}, expected {want[k]}" for k in want
-         if k in sd and tuple(np.shape(sd[k])) != want[k]]
-  if missing or unexpected or bad:
-    raise ValueError(f"not {what}: missing keys {missing}; unexpected keys {unexpected}; bad shapes {bad}")
+  check_state_dict(sd, want, what, ignore=lambda k: k.startswith(ignore_prefixes))
 
 
 def _canonical_lin_keys(lin_sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

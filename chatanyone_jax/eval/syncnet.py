@@ -38,6 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.fft
 
+from chatanyone_jax.convert.state_dict import check_state_dict
+
 WEIGHTS_FILE = "syncnet_v2.model"
 WEIGHTS_URL = "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model"
 SAMPLE_RATE = 16000
@@ -162,36 +164,23 @@ def _expected_shapes() -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
 EXPECTED_KEYS = tuple(_expected_shapes())
 
 
-def _listed(keys: list[str], limit: int = 20) -> str:
-  return ", ".join(keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
-
-
 def convert_syncnet(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
   """syncnet_python `S` state dict (flat {key: array}, e.g. from `syncnet_v2.model`) -> variables of
   `SyncNet` ({"params", "batch_stats"}, NumPy). Conv kernels (out, in, *k) -> (*k, in, out), Linear
   (out, in) -> (in, out), BatchNorm weight/bias/running_* -> scale/bias/mean/var. `num_batches_tracked` is
   ignored; any other missing, unexpected or mis-shaped key raises a ValueError naming it."""
   expected = _expected_shapes()
-  missing = [k for k in expected if k not in state_dict]
-  unexpected = sorted(k for k in state_dict if k not in expected and not k.endswith("num_batches_tracked"))
-  bad, variables = [], {"params": {}, "batch_stats": {}}
-  for key, (shape, path) in expected.items():
-    if key not in state_dict:
-      continue
+  check_state_dict(state_dict, {k: shape for k, (shape, _) in expected.items()},
+                   "a syncnet_python SyncNet (`S`, syncnet_v2.model) state dict")
+  variables: dict[str, Any] = {"params": {}, "batch_stats": {}}
+  for key, (_, path) in expected.items():
     value = np.asarray(state_dict[key], np.float32)
-    if value.shape != shape:
-      bad.append(f"{key} {value.shape} (expected {shape})")
-      continue
     if value.ndim >= 2:  # conv (out, in, *k) / linear (out, in) -> (*k, in, out)
       value = np.transpose(value, (*range(2, value.ndim), 1, 0))
     node = variables
     for part in path[:-1]:
       node = node.setdefault(part, {})
     node[path[-1]] = np.ascontiguousarray(value)
-  if missing or unexpected or bad:
-    parts = [f"{name} keys: {_listed(keys)}" for name, keys in
-             (("missing", missing), ("unexpected", unexpected), ("mis-shaped", bad)) if keys]
-    raise ValueError("not a syncnet_python SyncNet (`S`, syncnet_v2.model) state dict; " + "; ".join(parts))
   return variables
 
 

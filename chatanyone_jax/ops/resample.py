@@ -1,4 +1,4 @@
-"""Nearest-neighbour resizing and pixel shuffle, channels-last.
+"""Resizing and pixel shuffle, channels-last.
 
 Both follow PyTorch exactly so that LivePortrait weights convert one to one:
 `F.interpolate(mode="nearest")` uses the legacy rule src = floor(dst * in / out)
@@ -8,6 +8,7 @@ and `nn.PixelShuffle(r)` reads channel c * r^2 + i * r + j for output pixel
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -41,6 +42,44 @@ def resize_bilinear(x: jax.Array, size: Sequence[int]) -> jax.Array:
   if tuple(x.shape[1:3]) == tuple(size):
     return x
   return jax.image.resize(x, (x.shape[0], *size, x.shape[-1]), "linear", antialias=True)
+
+
+@functools.lru_cache(maxsize=32)
+def torch_bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
+  """(out_size, in_size) float32 matrix of torch's 1-D bilinear resize (align_corners=False, no antialias).
+
+  As ATen's upsample_bilinear2d (area_pixel_compute_source_index), in float32 like its `opmath_t`:
+  scale = in / out, src = max(scale * (dst + 0.5) - 0.5, 0), i0 = floor(src), i1 = min(i0 + 1, in - 1),
+  weights (1 - frac, frac). PyTorch's build contracts `scale * (dst + 0.5) - 0.5` into one fused
+  multiply-add (a single rounding); it is exact in float64 here, then rounded once, which reproduces
+  torch's weights to the bit (checked for 64, 256, 512, 1080 -> 299).
+  """
+  f32 = np.float32
+  scale = np.float64(f32(in_size) / f32(out_size))
+  src = (scale * (np.arange(out_size, dtype=np.float64) + 0.5) - 0.5).astype(f32)
+  src = np.maximum(src, f32(0))
+  i0 = np.minimum(src.astype(np.int64), in_size - 1)
+  i1 = np.minimum(i0 + 1, in_size - 1)
+  frac = np.clip(src - i0.astype(f32), f32(0), f32(1))
+  m = np.zeros((out_size, in_size), f32)
+  rows = np.arange(out_size)
+  np.add.at(m, (rows, i0), f32(1) - frac)
+  np.add.at(m, (rows, i1), frac)
+  return m
+
+
+def resize_bilinear_torch(images: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """(N, H, W, C) -> (N, size[0], size[1], C) as `F.interpolate(mode="bilinear", align_corners=False)`
+  (no antialiasing, unlike `resize_bilinear`): the resize the FID / FVD feature networks were used with.
+
+  Separable: two small matmuls with exact float32 weights (HIGHEST precision, so no TF32 on GPUs).
+  """
+  h, w = images.shape[1:3]
+  mh, mw = jnp.asarray(torch_bilinear_matrix(h, size[0])), jnp.asarray(torch_bilinear_matrix(w, size[1]))
+  x = images.astype(jnp.float32)
+  hp = jax.lax.Precision.HIGHEST
+  x = jnp.einsum("ph,nhwc->npwc", mh, x, precision=hp)
+  return jnp.einsum("qw,npwc->npqc", mw, x, precision=hp)
 
 
 def upsample_nearest(x: jax.Array, scale: int | Sequence[int]) -> jax.Array:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from chatanyone_jax.eval import inception
+from chatanyone_jax.ops import resample
 from tests.chatanyone_jax.eval.reference.seeded import seeded_input, seeded_state_dict
 
 REF = pathlib.Path(__file__).parent / "reference" / "inception.npz"
@@ -43,18 +44,18 @@ def images(ref):
 
 @pytest.mark.parametrize("n", [64, 512, 1080])
 def test_bilinear_weights_are_torchs_to_the_bit(ref, n):
-  np.testing.assert_array_equal(inception.bilinear_matrix(n, 299), ref[f"matrix_{n}"])
+  np.testing.assert_array_equal(resample.torch_bilinear_matrix(n, 299), ref[f"matrix_{n}"])
 
 
 def test_bilinear_resize_matches_torch(ref, images):
   for i in range(2):
     x, want = ref[f"resize{i}_in"], ref[f"resize{i}_out"]
-    got = np.asarray(inception.resize_bilinear(x, want.shape[1:3]))
+    got = np.asarray(resample.resize_bilinear_torch(x, want.shape[1:3]))
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-  got = np.asarray(inception.resize_bilinear(images, (299, 299)))[:, ::37]
+  got = np.asarray(resample.resize_bilinear_torch(images, (299, 299)))[:, ::37]
   np.testing.assert_allclose(got, ref["resized_rows"], rtol=1e-6, atol=1e-6)
   # A same-size "resize" is the identity, as in torch.
-  np.testing.assert_array_equal(np.asarray(inception.resize_bilinear(images, (64, 64))), images)
+  np.testing.assert_array_equal(np.asarray(resample.resize_bilinear_torch(images, (64, 64))), images)
 
 
 def test_features_match_pytorch_fid(ref, variables, images):

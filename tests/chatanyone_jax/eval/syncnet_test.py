@@ -220,12 +220,12 @@ def test_converter_rejects_bad_state_dicts(state_dict):
   sd["netcnnlip.0.num_batches_tracked"] = np.zeros((), np.int64)  # ignored
   syncnet.convert_syncnet(sd)
   sd = {k: v for k, v in state_dict.items() if k != "netfclip.3.weight"}
-  with pytest.raises(ValueError, match=r"missing keys: netfclip\.3\.weight"):
+  with pytest.raises(ValueError, match=r"missing keys \(1\): netfclip\.3\.weight"):
     syncnet.convert_syncnet(sd)
-  with pytest.raises(ValueError, match=r"unexpected keys: netcnnlip\.99\.weight"):
+  with pytest.raises(ValueError, match=r"unexpected keys \(1\): netcnnlip\.99\.weight"):
     syncnet.convert_syncnet({**state_dict, "netcnnlip.99.weight": np.zeros(3, np.float32)})
   bad = {**state_dict, "netcnnaud.18.weight": np.zeros((512, 256, 4, 5), np.float32)}
-  with pytest.raises(ValueError, match=r"mis-shaped keys: netcnnaud\.18\.weight \(512, 256, 4, 5\) "
+  with pytest.raises(ValueError, match=r"wrong shapes \(1\): netcnnaud\.18\.weight \(512, 256, 4, 5\) "
                                        r"\(expected \(512, 256, 5, 4\)\)"):
     syncnet.convert_syncnet(bad)
 
