@@ -46,6 +46,7 @@ from train import checkpoint, tasks, trainer
 from train.configs import motion_face
 
 SCALES = (0.5, 1.0, 2.0)
+SEAM_FRAMES = (0, 8)  # raw windows, and join_window over 8 frames
 
 
 def small_config(data: str, steps: int) -> object:
@@ -86,7 +87,9 @@ def evaluate(config, workdir: pathlib.Path) -> dict:
   other = np.array([next((j for j in range(n) if clip[j] != clip[i]), i) for i in range(n)])
   ref_other = ref_same[other]
   dit = task.models.dit
-  ref_dim = task.dit_config.ref_dim
+  ref_dim = dit.config.ref_dim
+  if not (ref_dim and config.use_reference):
+    raise ValueError("motion_style measures the reference input: train with use_reference=True")
 
   @jax.jit
   def tokens(audio):
@@ -94,44 +97,36 @@ def evaluate(config, workdir: pathlib.Path) -> dict:
 
   audio = tokens(jnp.asarray(w["audio"]))
   style0 = style_controls(jnp.asarray(target))
+  same = jnp.asarray(ref_same[..., :ref_dim])
+  no_ref = jnp.zeros_like(same)
 
   @jax.jit
-  def generate(style, reference, key):
-    cond = FaceConditions(audio, jnp.asarray(history), style, reference, jnp.ones((n,), bool))
+  def generate(style, reference, ref_valid, key):
+    cond = FaceConditions(audio, jnp.asarray(history), style, reference, jnp.ones((n,), bool),
+                          jnp.full((n,), ref_valid))
     return sample_window(dit, params["face"], cond, key, schedule=task.schedule, num_steps=10, clip_x0=4.0)
 
   key = jax.random.key(0)
-  same = jnp.asarray(ref_same[..., :ref_dim])
   out: dict = {"validation_windows": int(n), "validation_clips": int(len(set(clip.tolist())))}
-  amp, rng_ = {}, {}
-  for s in SCALES:
-    g = np.asarray(generate(style0 * jnp.asarray([s, 1.0]), same, key))
-    amp[s] = float(np.mean(np.std(g[..., :tp.NUM_EXP], axis=1)))
-    g = np.asarray(generate(style0 * jnp.asarray([1.0, s]), same, key))
-    rng_[s] = float(np.mean(np.ptp(g[..., tp.NUM_EXP:], axis=1)))
-  out["expression_std_by_amplitude"] = amp
-  out["pose_range_by_pose_scale"] = rng_
-  out["ground_truth"] = {"expression_std": float(np.mean(np.std(target[..., :tp.NUM_EXP], axis=1))),
-                         "pose_range": float(np.mean(np.ptp(target[..., tp.NUM_EXP:], axis=1)))}
+  exp_std = lambda g: float(np.mean(np.std(np.asarray(g)[..., :tp.NUM_EXP], axis=1)))
+  pose_rng = lambda g: float(np.mean(np.ptp(np.asarray(g)[..., tp.NUM_EXP:], axis=1)))
+  for name, ref, valid in (("with_reference", same, True), ("without_reference", no_ref, False)):
+    out[f"expression_std_by_amplitude_{name}"] = {
+        s: exp_std(generate(style0 * jnp.asarray([s, 1.0]), ref, valid, key)) for s in SCALES}
+    out[f"pose_range_by_pose_scale_{name}"] = {
+        s: pose_rng(generate(style0 * jnp.asarray([1.0, s]), ref, valid, key)) for s in SCALES}
+  out["ground_truth"] = {"expression_std": exp_std(target), "pose_range": pose_rng(target)}
 
   exp_gt = jnp.asarray(target[..., :tp.NUM_EXP])
   data_range = float(exp_gt.max() - exp_gt.min())
-  gens = {"same_clip": generate(style0, same, key),
-          "other_clip": generate(style0, jnp.asarray(ref_other[..., :ref_dim]), key)}
+  gens = {"same_clip": generate(style0, same, True, key),
+          "other_clip": generate(style0, jnp.asarray(ref_other[..., :ref_dim]), True, key),
+          "none": generate(style0, no_ref, False, key)}
   out["reference"] = {}
   for name, g in gens.items():
     e = g[..., :tp.NUM_EXP]
     out["reference"][name] = {"mae": float(jnp.mean(jnp.abs(e - exp_gt))),
                               "ssim": float(jnp.mean(metrics.sequence_ssim(e, exp_gt, data_range)))}
-  g_none = None
-  if dit.config.ref_dim:
-    @jax.jit
-    def generate_noref(style, key):
-      cond = FaceConditions(audio, jnp.asarray(history), style, None, jnp.ones((n,), bool))
-      return sample_window(dit, params["face"], cond, key, schedule=task.schedule, num_steps=10, clip_x0=4.0)
-    g_none = generate_noref(style0, key)[..., :tp.NUM_EXP]
-    out["reference"]["none"] = {"mae": float(jnp.mean(jnp.abs(g_none - exp_gt))),
-                                "ssim": float(jnp.mean(metrics.sequence_ssim(g_none, exp_gt, data_range)))}
   # Pull: distance of the generated mean expression to the given reference's mean vs the other one's.
   mean = lambda x: np.asarray(x)[..., :tp.NUM_EXP].mean(1)
   m_same, m_other = mean(ref_same), mean(ref_other)
@@ -146,12 +141,15 @@ def evaluate(config, workdir: pathlib.Path) -> dict:
 
   # Lips: mouth opening of generated vs ground-truth windows (raw units).
   raw = lambda x: np.asarray(x) * np.asarray(norm["motion_std"]) + np.asarray(norm["motion_mean"])
-  mo_gen, mo_gt = mouth_opening(raw(gens["same_clip"])), mouth_opening(w["motion"][:, h:])
-  out["mouth_opening_correlation"] = float(np.corrcoef(mo_gen.ravel(), mo_gt.ravel())[0, 1])
+  mo_gt = mouth_opening(w["motion"][:, h:])
+  out["mouth_opening_correlation"] = {
+      k: float(np.corrcoef(mouth_opening(raw(gens[k])).ravel(), mo_gt.ravel())[0, 1])
+      for k in ("same_clip", "none")}
 
-  # Seams: whole validation clips, window by window with carried history.
+  # Seams: whole validation clips, window by window with carried history, without a reference video,
+  # with the raw windows (seam_frames 0) and with `join_window`.
   clips = records.data_source(config.data_dir, "clips", "validation")
-  bounds, insides = [], []
+  seams = {k: {"boundary": [], "inside": []} for k in SEAM_FRAMES}
   for i in range(len(clips)):
     c = clips[i]
     frames = int(np.asarray(c["exp"]).shape[0])
@@ -162,14 +160,41 @@ def evaluate(config, workdir: pathlib.Path) -> dict:
     tok = task.models.audio.apply({"params": params["audio"]}, mel, num_tokens=frames)
     style_c = style_controls((jnp.concatenate([jnp.asarray(c["exp"]), jnp.asarray(c["pose"])], -1)[None]
                               - norm["motion_mean"]) / norm["motion_std"])
-    g = generate_long(dit, params["face"], tok, style_c, key, schedule=task.schedule, num_steps=10,
-                      clip_x0=4.0, reference=same[:1] if dit.config.ref_dim else None)
-    b, ins = seam_statistic(g, t)
-    bounds.append(float(b))
-    insides.append(float(ins))
-  out["seam"] = {"clips": len(bounds), "boundary": float(np.mean(bounds)) if bounds else None,
-                 "inside": float(np.mean(insides)) if insides else None}
+    for k in SEAM_FRAMES:
+      g = generate_long(dit, params["face"], tok, style_c, key, schedule=task.schedule, num_steps=10,
+                        clip_x0=4.0, reference=no_ref[:1], reference_valid=jnp.zeros((1,), bool),
+                        seam_frames=k)
+      b, ins = seam_statistic(g, t)
+      seams[k]["boundary"].append(float(b))
+      seams[k]["inside"].append(float(ins))
+  out["seam"] = {f"seam_frames_{k}": {"clips": len(v["boundary"]),
+                                      "boundary": float(np.mean(v["boundary"])) if v["boundary"] else None,
+                                      "inside": float(np.mean(v["inside"])) if v["inside"] else None}
+                 for k, v in seams.items()}
   return out
+
+
+def result_rows(out: dict) -> list[tuple[str, str]]:
+  """(name, measurement) rows for RESULTS.md from `evaluate`'s output."""
+  f = lambda x: f"{x:.3f}"
+  gt = out["ground_truth"]
+  by = lambda key: " / ".join(f(v) for v in out[key].values())
+  label = lambda k: "raw windows" if k.endswith("_0") else f"join_window {k.rsplit('_', 1)[1]} frames"
+  seam = "; ".join(f"{label(k)} boundary {f(v['boundary'])} vs inside {f(v['inside'])}"
+                   for k, v in out["seam"].items())
+  mo = out["mouth_opening_correlation"]
+  return [
+      ("stage-1 style: amplitude", "expression std at amplitude x0.5 / x1 / x2: with reference "
+       f"{by('expression_std_by_amplitude_with_reference')}, without "
+       f"{by('expression_std_by_amplitude_without_reference')} (ground truth {f(gt['expression_std'])})"),
+      ("stage-1 style: pose range", "pose range at range x0.5 / x1 / x2: with reference "
+       f"{by('pose_range_by_pose_scale_with_reference')}, without "
+       f"{by('pose_range_by_pose_scale_without_reference')} (ground truth {f(gt['pose_range'])})"),
+      ("stage-1 reference (Table 4)", "; ".join(f"{k}: MAE {f(v['mae'])}, SSIM {f(v['ssim'])}"
+                                               for k, v in out["reference"].items())),
+      ("stage-1 lips / seams", f"mouth-opening correlation {f(mo['same_clip'])} (with reference), "
+       f"{f(mo['none'])} (without); seams over {next(iter(out['seam'].values()))['clips']} clips: {seam}"),
+  ]
 
 
 def main(argv=None) -> None:
@@ -177,13 +202,15 @@ def main(argv=None) -> None:
   parser.add_argument("--data", required=True, help="preprocessed records with a validation split")
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--steps", type=int, default=3000)
+  parser.add_argument("--eval-only", action="store_true", help="measure WORKDIR's checkpoint, no training")
   parser.add_argument("--no-write", action="store_true")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.WARNING)
   config = small_config(args.data, args.steps)
   config.progress = False
   t0 = time.perf_counter()
-  trainer.train_and_evaluate(config, args.workdir)
+  if not args.eval_only:
+    trainer.train_and_evaluate(config, args.workdir)
   train_s = time.perf_counter() - t0
   t0 = time.perf_counter()
   out = evaluate(config, pathlib.Path(args.workdir))
@@ -194,24 +221,11 @@ def main(argv=None) -> None:
   if not args.no_write:
     d = config.model.dit
     desc = (f"FaceMotionDiT {d.num_layers} layers x {d.width}, trained {args.steps} steps on {args.data} "
-            f"(train split); {out['validation_windows']} validation windows of {out['validation_clips']} "
-            "unseen clips, DDIM 10 steps, EMA")
-    f = lambda x: f"{x:.3f}"
-    rows = [
-        ("stage-1 style: amplitude", "expression std at amplitude x0.5 / x1 / x2: "
-         + " / ".join(f(v) for v in out["expression_std_by_amplitude"].values())
-         + f" (ground truth {f(out['ground_truth']['expression_std'])})"),
-        ("stage-1 style: pose range", "pose range at range x0.5 / x1 / x2: "
-         + " / ".join(f(v) for v in out["pose_range_by_pose_scale"].values())
-         + f" (ground truth {f(out['ground_truth']['pose_range'])})"),
-        ("stage-1 reference (Table 4)", "; ".join(f"{k}: MAE {f(v['mae'])}, SSIM {f(v['ssim'])}"
-                                                 for k, v in out["reference"].items())),
-        ("stage-1 lips / seams", f"mouth-opening correlation {f(out['mouth_opening_correlation'])}; seam "
-         f"boundary {out['seam']['boundary']} vs inside {out['seam']['inside']} "
-         f"({out['seam']['clips']} clips)"),
-    ]
+            f"(train split, style_augment {config.style_augment}, p_reference_drop "
+            f"{config.p_reference_drop}); {out['validation_windows']} validation windows of "
+            f"{out['validation_clips']} unseen clips, DDIM 10 steps, EMA")
     append_rows([Timing(name=name, config=desc, compile_s=float("nan"), times_s=[out["eval_seconds"]],
-                        throughput=value) for name, value in rows])
+                        throughput=value) for name, value in result_rows(out)])
 
 
 if __name__ == "__main__":

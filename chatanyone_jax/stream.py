@@ -68,7 +68,7 @@ from chatanyone_jax.audio.melspec import MelConfig, MelStreamState, init_mel_str
 from chatanyone_jax.audio.melspec import num_frames as num_mel_frames
 from chatanyone_jax.motion.diffusion import cosine_schedule, ddim_sample
 from chatanyone_jax.motion.face_motion_dit import NUM_EXP, FaceMotionDiT
-from chatanyone_jax.motion.sampling import FaceConditions, sample_window
+from chatanyone_jax.motion.sampling import FaceConditions, join_window, sample_window
 from chatanyone_jax.motion.upper_body_motion import UpperBodyMotion
 from chatanyone_jax.ops.grid_sample import grid_sample
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
@@ -111,6 +111,8 @@ class StreamSpec:
     num_steps: DDIM steps of both samplers.
     guidance_scale: classifier-free guidance of FaceMotionDiT (1 = conditional only, one model call).
     eta, clip_x0: DDIM stochasticity and x̂0 clipping (`ddim_sample`).
+    seam_frames: frames over which each face-motion window is joined to the previous one
+      (`chatanyone_jax.motion.sampling.join_window`; 0 = raw windows).
     mel: the log-mel front end ("causal" framing).
     fps: video frame rate (an exact fraction, so that window bounds do not drift).
     render_batch: frames per renderer call (`lax.map` batch); None = the whole window at once.
@@ -133,6 +135,7 @@ class StreamSpec:
   guidance_scale: float = 1.0
   eta: float = 0.0
   clip_x0: float | None = None
+  seam_frames: int = 8
   mel: MelConfig = MelConfig()
   fps: fractions.Fraction = fractions.Fraction(30)
   render_batch: int | None = None
@@ -368,6 +371,11 @@ def init_state(spec: StreamSpec, params: Params, avatar: dict[str, jax.Array], k
   }
   if avatar.get("reference") is not None:
     state["reference"] = f32(avatar["reference"])
+    state["reference_valid"] = jnp.ones((1,), bool)
+  elif "ref_proj" in params["motion_face"]["params"]["face"]:
+    # A model with the reference input and no reference video: its learned null reference.
+    state["reference"] = jnp.zeros((1, spec.window, spec.face.config.ref_dim), jnp.float32)
+    state["reference_valid"] = jnp.zeros((1,), bool)
   return state
 
 
@@ -423,10 +431,11 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
   pf = params["motion_face"]
   tokens = spec.face_audio.apply({"params": pf["params"]["audio"]}, mel, num_tokens=t_win)  # (1, T, Da)
   cond = FaceConditions(tokens, state["history"], state["style"], state.get("reference"),
-                        state["history_valid"])
+                        state["history_valid"], state.get("reference_valid"))
   motion_n = sample_window(spec.face, pf["params"]["face"], cond, k_face,
                            schedule=cosine_schedule(spec.face_diffusion_steps), num_steps=spec.num_steps,
                            guidance_scale=spec.guidance_scale, eta=spec.eta, clip_x0=spec.clip_x0)
+  motion_n = join_window(state["history"], motion_n, min(spec.seam_frames, t_win), state["history_valid"])
   motion = motion_n * pf["norm"]["motion_std"] + pf["norm"]["motion_mean"]  # (1, T, 58)
   exp, pose = motion[0, :, :NUM_EXP], motion[0, :, NUM_EXP:]  # (T, 52), (T, 6)
   ident = jnp.broadcast_to(av["identity"], (t_win, av["identity"].shape[-1]))

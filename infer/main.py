@@ -50,6 +50,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--no-refine", action="store_true", help="skip the face-refine pass")
   p.add_argument("--steps", type=int, default=10, help="DDIM steps of the motion samplers")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seam-frames", type=int, default=8,
+                 help="frames over which each 1.33 s motion window is joined to the previous one (0 = off)")
   p.add_argument("--bf16", action="store_true",
                  help="run the per-frame renderer networks in bfloat16 (the fast path on GPUs)")
   p.add_argument("--chunk-seconds", type=float, default=1.0, help="audio fed to the stream per chunk")
@@ -66,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     raise ValueError(NO_CHECKPOINT)
   if args.steps < 1:
     raise ValueError(f"--steps must be >= 1, got {args.steps}")
+  if args.seam_frames < 0:
+    raise ValueError(f"--seam-frames must be >= 0, got {args.seam_frames}")
   audio = read_audio(args.audio, SAMPLE_RATE)
   total = num_output_frames(audio.size)
   if total == 0:
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                   checkpoint=args.checkpoint, mode=args.mode, amplitude=args.amplitude,
                   pose_range=args.pose_range, reference_video=args.reference, refine=not args.no_refine,
                   seed=args.seed, num_steps=args.steps, params=params, configs=configs,
-                  render_dtype="bfloat16" if args.bf16 else "float32")
+                  render_dtype="bfloat16" if args.bf16 else "float32", seam_frames=args.seam_frames)
   bar = tqdm(frames, total=total, desc="frames", unit="frame")
   n = write_video(args.out, bar, FPS, audio=audio, sample_rate=SAMPLE_RATE)
   bar.close()

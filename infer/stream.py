@@ -253,7 +253,7 @@ def _json(cfg) -> str:
 
 def build_spec(configs: dict, mode: str, *, num_steps: int = 10, guidance_scale: float = 1.0,
                clip_x0: float | None = None, render_batch: int | None = None,
-               render_dtype: str = "float32") -> core.StreamSpec:
+               render_dtype: str = "float32", seam_frames: int = 8) -> core.StreamSpec:
   """The `StreamSpec` of the models in `configs` (motion ConfigDicts, renderer configs or preset names)."""
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -278,7 +278,7 @@ def build_spec(configs: dict, mode: str, *, num_steps: int = 10, guidance_scale:
                          refine=refine, face_diffusion_steps=int(face.config.model.diffusion_steps),
                          num_steps=num_steps, guidance_scale=guidance_scale, clip_x0=clip_x0,
                          fps=fractions.Fraction(FPS), render_batch=render_batch, render_dtype=render_dtype,
-                         **kw)
+                         seam_frames=seam_frames, **kw)
 
 
 # ----------------------------------------------------------------------------------------------- avatar
@@ -427,7 +427,7 @@ def prepare(image, *, checkpoint: str | os.PathLike | None = None, mode: str = "
             amplitude: float = 1.0, pose_range: float = 1.0, reference_video: str | os.PathLike | None = None,
             refine: bool = True, seed: int = 0, num_steps: int = 10, params: dict | None = None,
             configs: dict | None = None, guidance_scale: float = 1.0, clip_x0: float | None | str = "auto",
-            render_batch: int | None = None, render_dtype: str = "float32") -> Session:
+            render_batch: int | None = None, render_dtype: str = "float32", seam_frames: int = 8) -> Session:
   """Loads the models, prepares the avatar and its initial state (all the checks `stream` does up front)."""
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -442,7 +442,7 @@ def prepare(image, *, checkpoint: str | os.PathLike | None = None, mode: str = "
   if clip_x0 == "auto":
     clip_x0 = configs.get("clip_x0")
   spec = build_spec(configs, mode, num_steps=num_steps, guidance_scale=guidance_scale, clip_x0=clip_x0,
-                    render_batch=render_batch, render_dtype=render_dtype)
+                    render_batch=render_batch, render_dtype=render_dtype, seam_frames=seam_frames)
   if isinstance(image, str | os.PathLike):
     name, image = str(image), read_image(image)
   else:
@@ -505,7 +505,8 @@ def stream(image, audio_chunks: Iterable[np.ndarray], *, checkpoint: str | os.Pa
            reference_video: str | os.PathLike | None = None, refine: bool = True, seed: int = 0,
            num_steps: int = 10, params: dict | None = None, configs: dict | None = None,
            guidance_scale: float = 1.0, clip_x0: float | None | str = "auto",
-           render_batch: int | None = None, render_dtype: str = "float32") -> Iterator[np.ndarray]:
+           render_batch: int | None = None, render_dtype: str = "float32",
+           seam_frames: int = 8) -> Iterator[np.ndarray]:
   """Video frames of a portrait speaking the streamed audio (module docstring).
 
   Args:
@@ -526,6 +527,8 @@ def stream(image, audio_chunks: Iterable[np.ndarray], *, checkpoint: str | os.Pa
     render_batch: frames per renderer call (bounds memory at full size); None = a whole window.
     render_dtype: "float32" or "bfloat16" compute for the per-frame renderer networks (bfloat16 is the
       fast path on GPUs; parameters stay float32).
+    seam_frames: each face-motion window is joined to the previous one over this many frames
+      (`chatanyone_jax.motion.sampling.join_window`); 0 = raw windows.
 
   Returns:
     A generator of (H, W, 3) uint8 frames at 30 fps. The models and the avatar are prepared before
@@ -534,7 +537,7 @@ def stream(image, audio_chunks: Iterable[np.ndarray], *, checkpoint: str | os.Pa
   session = prepare(image, checkpoint=checkpoint, mode=mode, amplitude=amplitude, pose_range=pose_range,
                     reference_video=reference_video, refine=refine, seed=seed, num_steps=num_steps,
                     params=params, configs=configs, guidance_scale=guidance_scale, clip_x0=clip_x0,
-                    render_batch=render_batch, render_dtype=render_dtype)
+                    render_batch=render_batch, render_dtype=render_dtype, seam_frames=seam_frames)
   return _frames(session, audio_chunks)
 
 

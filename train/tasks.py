@@ -29,7 +29,7 @@ from chatanyone_jax.audio import AudioEncoder, log_mel_spectrogram
 from chatanyone_jax.motion.diffusion import cosine_schedule, ddim_sample
 from chatanyone_jax.motion.face_motion_dit import FaceMotionConfig, FaceMotionDiT, style_controls
 from chatanyone_jax.motion.sampling import FaceConditions, sample_window
-from chatanyone_jax.motion.train_step import FaceModels, body_batch_loss, face_batch_loss
+from chatanyone_jax.motion.train_step import FaceModels, body_batch_loss, face_batch_loss, style_augment
 from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMotion, dummy_upper_body_inputs
 from data import pipelines, records
 from train import plots
@@ -129,8 +129,10 @@ class MotionFace(Task):
   Model batch (adapt): "motion" (B, H+T, 58) raw exp ⊕ pose (first H frames = history), "audio" (B, L)
   16 kHz samples of the last T frames, "ref_motion" (B, T, 58) a reference window of the same clip.
   Inside the step: motion normalised per dimension with state["norm"] (dataset mean / std), log-mel of the
-  audio, style controls of the normalised target (as `style_controls` at inference), and the history
-  replaced by the learned null history with probability p_history_drop (the first window at inference).
+  audio, style controls of the normalised target (as `style_controls` at inference); in training the
+  history / reference replaced by their learned null embeddings with probability p_history_drop /
+  p_reference_drop (the first window, and no reference video, at inference) and the amplitude / pose
+  range randomly rescaled (`style_augment`, so the style controls act independently of the reference).
   """
 
   name = "motion_face"
@@ -170,24 +172,36 @@ class MotionFace(Task):
     return {"audio": self.models.audio.init(k_audio, mel)["params"],
             "face": self.models.dit.init_params(k_face, 1, ref_len)}
 
-  def model_batch(self, batch: dict, rng: jax.Array, norm: dict) -> dict:
-    """The normalised `face_batch_loss` batch (all of it derived inside the jitted step)."""
+  def model_batch(self, batch: dict, rng: jax.Array, norm: dict, *, train: bool = False) -> dict:
+    """The normalised `face_batch_loss` batch (all of it derived inside the jitted step).
+
+    train=True adds the training-only randomness: the null history with probability p_history_drop, the
+    null reference with probability p_reference_drop, and `style_augment` (style_augment = the largest
+    factor, applied with probability p_style_augment). Otherwise every window has its history and
+    reference and nothing is rescaled.
+    """
     c = self.config
     motion = (batch["motion"] - norm["motion_mean"]) / norm["motion_std"]  # (B, H+T, 58)
+    b = motion.shape[0]
+    k_hist, k_ref, k_style = jax.random.split(rng, 3)
+    if train and c.get("style_augment", 1.0) > 1.0:
+      motion, _ = style_augment(motion, k_style, window=c.window, max_scale=c.style_augment,
+                                prob=c.get("p_style_augment", 0.5))
     target = motion[:, c.history:]
-    b = target.shape[0]
+    keep = lambda k, p: jax.random.bernoulli(k, 1.0 - p, (b,)) if train else jnp.ones((b,), bool)
     out = {"motion": target, "history": motion[:, :c.history], "style": style_controls(target),
-           "history_valid": jax.random.bernoulli(rng, 1.0 - c.p_history_drop, (b,)),
+           "history_valid": keep(k_hist, c.p_history_drop),
            "mel": log_mel_spectrogram(batch["audio"])}  # (B, T_mel, 80)
     if c.use_reference:
       ref = (batch["ref_motion"] - norm["motion_mean"]) / norm["motion_std"]
       out["reference"] = ref[..., :self.dit_config.ref_dim]
+      out["reference_valid"] = keep(k_ref, c.get("p_reference_drop", 0.0))
     return out
 
   def loss(self, params, batch: dict, rng: jax.Array, norm: dict) -> jax.Array:
-    k_hist, k_loss = jax.random.split(rng)
-    return face_batch_loss(params, self.model_batch(batch, k_hist, norm), k_loss, model=self.models,
-                           schedule=self.schedule)
+    k_batch, k_loss = jax.random.split(rng)
+    return face_batch_loss(params, self.model_batch(batch, k_batch, norm, train=True), k_loss,
+                           model=self.models, schedule=self.schedule)
 
   def make_summary(self):
     """A DDIM sample (EMA params, 10 steps) of the first window of the batch next to its ground truth."""

@@ -14,6 +14,7 @@ from chatanyone_jax.motion.sampling import (
     FaceConditions,
     face_motion_loss,
     generate_long,
+    join_window,
     make_denoise_fn,
     sample_window,
     seam_statistic,
@@ -23,6 +24,6 @@ from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyLa
 __all__ = [
     "NoiseSchedule", "cosine_schedule", "ddim_sample", "ddim_timesteps", "diffusion_loss", "epsilon_mse",
     "q_sample", "FaceConditions", "FaceMotionConfig", "FaceMotionDiT", "UpperBodyConfig", "UpperBodyLayout",
-    "UpperBodyMotion", "face_motion_loss", "generate_long", "make_denoise_fn", "sample_window",
+    "UpperBodyMotion", "face_motion_loss", "generate_long", "join_window", "make_denoise_fn", "sample_window",
     "seam_statistic", "style_controls",
 ]

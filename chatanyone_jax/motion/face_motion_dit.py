@@ -12,6 +12,9 @@ noisy face-motion window x_t (B, T, 58) (paper Eq. 1). Conditioning:
 - optional reference expression sequence (B, T_ref, 52 or 58) from a reference
   video, concatenated along time with the noisy tokens (a learned segment
   embedding tells the two apart); only the T noisy positions are returned.
+  A model with the reference branch generates without a reference video by
+  `reference_valid=False`: its tokens become the learned null reference, which
+  training shows it with probability `p_reference_drop` (train/tasks.py).
 
 Classifier-free guidance: a per-sample boolean `drop` (B,) replaces audio,
 history, style and reference with learned null embeddings (training draws it
@@ -157,6 +160,14 @@ class TimestepEmbedder(nn.Module):
     return nn.Dense(self.width, name="fc2", dtype=self.dtype)(h)
 
 
+def _either(drop: jax.Array | None, valid: jax.Array | None) -> jax.Array | None:
+  """Per-sample "use the null embedding": drop | ~valid, either may be None (= all False / all True)."""
+  if valid is None:
+    return drop
+  off = ~jnp.asarray(valid, bool)
+  return off if drop is None else jnp.asarray(drop, bool) | off
+
+
 def _select(drop: jax.Array | None, null: jax.Array, value: jax.Array) -> jax.Array:
   """Per-sample switch: null where drop (B,) is True, else value; null broadcasts against value."""
   if drop is None:
@@ -173,7 +184,8 @@ class FaceMotionDiT(nn.Module):
   @nn.compact
   def __call__(self, x_t: jax.Array, t: jax.Array, audio: jax.Array, history: jax.Array, style: jax.Array,
                reference: jax.Array | None = None, *, drop: jax.Array | None = None,
-               history_valid: jax.Array | None = None) -> jax.Array:
+               history_valid: jax.Array | None = None,
+               reference_valid: jax.Array | None = None) -> jax.Array:
     """Predicts the noise of one window.
 
     Args:
@@ -188,6 +200,9 @@ class FaceMotionDiT(nn.Module):
         null embeddings (classifier-free guidance).
       history_valid: optional (B,) bool, False = no history yet (first window):
         the null history is used.
+      reference_valid: optional (B,) bool, False = no reference video: the
+        reference tokens are the learned null reference (pass any array of the
+        reference's shape, e.g. zeros).
 
     Returns:
       (B, T, motion_dim) float32 ε prediction (exactly 0 at init).
@@ -208,8 +223,7 @@ class FaceMotionDiT(nn.Module):
     # Contexts (B, M, D): audio tokens and history.
     a = _select(drop, null("null_audio", (d,)), dense(d, "audio_proj")(audio)) + pos[h:]  # (B, T, D)
     hist = dense(d, "history_proj")(history)  # (B, H, D)
-    no_hist = drop if history_valid is None else (
-        ~jnp.asarray(history_valid, bool) if drop is None else drop | ~jnp.asarray(history_valid, bool))
+    no_hist = _either(drop, history_valid)
     hist = _select(no_hist, null("null_history", (h, d)), hist) + pos[:h]  # (B, H, D)
 
     # Tokens: noisy window (+ reference sequence along time).
@@ -217,7 +231,7 @@ class FaceMotionDiT(nn.Module):
     x = dense(d, "input_proj")(x_t) + pos[h:] + seg[0]  # (B, T, D)
     if reference is not None:
       r = dense(d, "ref_proj")(reference)  # (B, T_ref, D)
-      r = _select(drop, null("null_ref", (d,)), r)
+      r = _select(_either(drop, reference_valid), null("null_ref", (d,)), r)
       r = r + sinusoidal_positions(reference.shape[1], d) + seg[1]
       x = jnp.concatenate([x, r.astype(x.dtype)], axis=1)  # (B, T + T_ref, D)
 

@@ -2,22 +2,26 @@
 
 Long audio is generated window by window (`generate_long`). Windows do NOT
 overlap: window i covers frames [iT, (i+1)T) and each frame is generated once.
-Continuity comes from the paper's history cross-attention: the last H frames
-generated for window i are the history of window i + 1 (the first window has
-no history and uses the learned null history, as in training on clip starts).
+Continuity comes from two things:
+
+- the paper's history cross-attention: the last H frames generated for window i
+  are the history of window i + 1 (the first window has no history and uses the
+  learned null history, as in training on clip starts);
+- `join_window`: the first `seam_frames` frames of window i + 1 get a decaying
+  offset, so that its first frame continues the history at the mean of the
+  velocities on both sides of the seam. It looks only backwards (no latency, no
+  cross-fade of two samples, which would damp motion) and leaves the rest of
+  the window, and so the next window's history, untouched.
+
 Non-overlapping windows are what streaming needs (every call emits T new
-frames, no cross-fade latency) and avoid averaging two samples of the same
-frames, which would damp motion.
+frames) and every frame is a sample of the model.
 
 Seam statistic (`seam_statistic`): mean |x_f - x_{f-1}| over frame pairs that
 straddle a window boundary ("boundary") vs. pairs inside a window ("inside").
-Measured in `tests/chatanyone_jax/motion/sampling_test.py` on 2.7 windows
-(108 frames) with the tiny model, untrained but with its zero-initialised
-layers perturbed, 4 DDIM steps, x̂0 clipped at 3: boundary 1.94 vs inside 1.61
-(ratio 1.20); with the history shuffled across the batch 2.23 vs 1.67 (1.33).
-An untrained model has not learnt to continue its history, so this is only a
-baseline; brief CPU fits (≤ 400 Adam steps on synthetic smooth motion) did not
-converge enough to measure the trained ratio. Re-measure on a trained model.
+On a model trained on real data (benchmarks/motion_style.py, RESULTS.md) the
+history alone left the boundary change ~17 % above the inside one; with
+`join_window` it is below it. The test (tests/chatanyone_jax/motion/
+sampling_test.py) checks the same inequality on a small model fitted on CPU.
 """
 
 from __future__ import annotations
@@ -39,18 +43,20 @@ class FaceConditions(NamedTuple):
   style: (B, num_style) style controls.
   reference: optional (B, T_ref, ref_dim) reference expression sequence.
   history_valid: optional (B,) bool; False = no history (first window).
+  reference_valid: optional (B,) bool; False = no reference video (the null reference is used).
   """
   audio: jax.Array
   history: jax.Array
   style: jax.Array
   reference: jax.Array | None = None
   history_valid: jax.Array | None = None
+  reference_valid: jax.Array | None = None
 
 
 def _apply(model: nn.Module, params, x: jax.Array, t: jax.Array, cond: FaceConditions,
            drop: jax.Array) -> jax.Array:
   return model.apply({"params": params}, x, t, cond.audio, cond.history, cond.style, cond.reference,
-                     drop=drop, history_valid=cond.history_valid)
+                     drop=drop, history_valid=cond.history_valid, reference_valid=cond.reference_valid)
 
 
 def make_denoise_fn(model: nn.Module, params, cond: FaceConditions, *, guidance: bool = True) -> DenoiseFn:
@@ -96,11 +102,45 @@ def sample_window(model: nn.Module, params, cond: FaceConditions, key: jax.Array
                      num_steps=num_steps, eta=eta, guidance_scale=guidance_scale, clip_x0=clip_x0)
 
 
+def join_window(history: jax.Array, window: jax.Array, seam_frames: int,
+                valid: jax.Array | None = None) -> jax.Array:
+  """Removes the jump between a window and the motion before it with a decaying offset.
+
+  With p = history[:, -1], the velocities v_in = history[:, -1] - history[:, -2] and
+  v_out = window[:, 1] - window[:, 0], the first frame should be p + (v_in + v_out) / 2; the offset
+  o = that - window[:, 0] is added to frame f with weight (1 + cos(π f / K)) / 2 for f < K = seam_frames
+  (1 at f = 0, falling smoothly to 0), frames from K on are unchanged.
+
+  Args:
+    history: (B, H >= 2, D) the frames just before the window (as emitted).
+    window: (B, T, D) the new window, T >= 2.
+    seam_frames: K (static); 0 returns the window unchanged.
+    valid: optional (B,) bool, False = nothing before the window (returned unchanged).
+
+  Returns:
+    (B, T, D) float32.
+  """
+  if seam_frames <= 0:
+    return window
+  if history.shape[1] < 2 or window.shape[1] < 2:
+    raise ValueError(f"join_window needs >= 2 history and window frames, got {history.shape[1]} and "
+                     f"{window.shape[1]}")
+  v_in = history[:, -1] - history[:, -2]
+  v_out = window[:, 1] - window[:, 0]
+  offset = history[:, -1] + 0.5 * (v_in + v_out) - window[:, 0]  # (B, D)
+  f = jnp.arange(window.shape[1], dtype=jnp.float32)
+  w = jnp.where(f < seam_frames, 0.5 * (1.0 + jnp.cos(jnp.pi * f / seam_frames)), 0.0)  # (T,)
+  if valid is not None:
+    offset = jnp.where(jnp.asarray(valid, bool)[:, None], offset, 0.0)
+  return (window + w[None, :, None] * offset[:, None]).astype(jnp.float32)
+
+
 def generate_long(model: nn.Module, params, audio: jax.Array, style: jax.Array, key: jax.Array, *,
                   schedule: NoiseSchedule, reference: jax.Array | None = None,
                   history: jax.Array | None = None, num_steps: int = 10,
                   guidance_scale: float | jax.Array = 1.0, eta: float | jax.Array = 0.0,
-                  clip_x0: float | None = None, shuffle_history: bool | jax.Array = False) -> jax.Array:
+                  clip_x0: float | None = None, shuffle_history: bool | jax.Array = False,
+                  seam_frames: int = 8, reference_valid: jax.Array | None = None) -> jax.Array:
   """Face motion for audio of any length, one `lax.scan` over non-overlapping windows.
 
   ceil(N / T) windows; the audio is edge-padded to a whole number of windows
@@ -119,6 +159,9 @@ def generate_long(model: nn.Module, params, audio: jax.Array, style: jax.Array, 
       the previous utterance); None = the first window has no history.
     shuffle_history: diagnostic only (may be traced): feed window i + 1 the history
       of another batch element (rolled by one), to measure what history buys.
+    seam_frames: `join_window` length (static; 0 = raw windows).
+    reference_valid: optional (B,) bool, False = the null reference (a model with the
+      reference branch and no reference video: pass zeros as `reference`).
 
   Returns:
     (B, N, motion_dim) float32.
@@ -138,9 +181,10 @@ def generate_long(model: nn.Module, params, audio: jax.Array, style: jax.Array, 
   def step(carry, inputs):
     hist, valid = carry
     i, audio_w = inputs
-    cond = FaceConditions(audio_w, hist, style, reference, valid)
+    cond = FaceConditions(audio_w, hist, style, reference, valid, reference_valid)
     x = sample_window(model, params, cond, jax.random.fold_in(key, i), schedule=schedule,
                       num_steps=num_steps, guidance_scale=guidance_scale, eta=eta, clip_x0=clip_x0)
+    x = join_window(hist, x, min(seam_frames, t_win), valid)
     new_hist = x[:, -h:]  # (B, H, 58)
     new_hist = jnp.where(shuffle_history, jnp.roll(new_hist, 1, axis=0), new_hist)
     return (new_hist, jnp.ones((b,), bool)), x
@@ -187,7 +231,7 @@ def face_motion_loss(params, batch: dict, rng: jax.Array, *, model: nn.Module,
   x0 = batch["motion"]
   drop = jax.random.bernoulli(k_drop, model.config.p_drop, (x0.shape[0],))
   cond = FaceConditions(batch["audio"], batch["history"], batch["style"], batch.get("reference"),
-                        batch.get("history_valid"))
+                        batch.get("history_valid"), batch.get("reference_valid"))
   mask = batch.get("mask")
   return diffusion_loss(schedule, lambda x, t: _apply(model, params, x, t, cond, drop), x0, k_diff,
                         None if mask is None else mask[..., None])

@@ -18,7 +18,9 @@ ema_decay), starting from ema = params at creation. Sample from params early
 in training (the EMA lags by about 1 / (1 - d) steps), from ema afterwards.
 
 `motion_windows` cuts a clip's per-frame motion and its audio features into
-the (window, history) pairs the face model trains on.
+the (window, history) pairs the face model trains on; `style_augment` rescales
+a window's expression and pose about their means so that the style controls
+(`style_controls`) vary independently of the audio and of the reference.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import optax
 
 from chatanyone_jax.audio.encoder import AudioEncoder
 from chatanyone_jax.motion.diffusion import NoiseSchedule, diffusion_loss
-from chatanyone_jax.motion.face_motion_dit import FaceMotionDiT
+from chatanyone_jax.motion.face_motion_dit import NUM_EXP, FaceMotionDiT
 from chatanyone_jax.motion.sampling import face_motion_loss
 from chatanyone_jax.motion.upper_body_motion import UpperBodyMotion, dummy_upper_body_inputs
 
@@ -42,7 +44,7 @@ TrainState = dict  # {"params", "opt_state", "ema", "step"}
 StepFn = Callable[[TrainState, dict], tuple[TrainState, dict]]
 
 # Keys of a face batch passed through to `face_motion_loss` when present.
-_FACE_KEYS = ("motion", "history", "style", "reference", "history_valid", "mask")
+_FACE_KEYS = ("motion", "history", "style", "reference", "history_valid", "reference_valid", "mask")
 
 
 class FaceModels(NamedTuple):
@@ -53,6 +55,45 @@ class FaceModels(NamedTuple):
   """
   dit: FaceMotionDiT
   audio: AudioEncoder
+
+
+def style_augment(motion: jax.Array, key: jax.Array, *, window: int, max_scale: float = 2.0,
+                  prob: float = 0.5, num_exp: int = NUM_EXP) -> tuple[jax.Array, jax.Array]:
+  """Random expression-amplitude and pose-range augmentation of (history ⊕ window) sequences.
+
+  Why: a model trained only on real windows can read a window's amplitude from its audio and from the
+  reference sequence (another window of the same clip), and then ignores the amplitude control. Here
+  each sample, with probability `prob` (expression and pose independently), has its expression (pose)
+  coefficients scaled about their mean over the target window by f ~ LogUniform[1 / max_scale,
+  max_scale]: x' = m + f (x - m) for the history frames as well, so the history still joins the window.
+  `style_controls` of the scaled window is then exactly f times the original (std and max - min are
+  both linear in f); the audio and the reference are left as they were.
+
+  Args:
+    motion: (B, N, D) normalised motion, the last `window` frames are the target window.
+    key: PRNG key.
+    window: T.
+    max_scale: largest factor (1 disables the augmentation).
+    prob: probability that a sample's expression (and, independently, its pose) is scaled.
+    num_exp: the first num_exp of D are expression, the rest pose.
+
+  Returns:
+    (scaled (B, N, D), factors (B, 2): (expression, pose)).
+  """
+  b, _, d = motion.shape
+  ks = jax.random.split(key, 4)
+  log_max = math.log(max(float(max_scale), 1.0))
+
+  def factor(k_on, k_f):
+    on = jax.random.bernoulli(k_on, prob, (b,))
+    f = jnp.exp(jax.random.uniform(k_f, (b,), minval=-log_max, maxval=log_max))
+    return jnp.where(on, f, 1.0)
+
+  f_exp, f_pose = factor(ks[0], ks[1]), factor(ks[2], ks[3])
+  scale = jnp.concatenate([jnp.broadcast_to(f_exp[:, None], (b, num_exp)),
+                           jnp.broadcast_to(f_pose[:, None], (b, d - num_exp))], axis=-1)[:, None]
+  center = jnp.mean(motion[:, -window:], axis=1, keepdims=True)  # (B, 1, D)
+  return center + scale * (motion - center), jnp.stack([f_exp, f_pose], axis=-1)
 
 
 # --------------------------------------------------------------------------------------------- state
@@ -140,7 +181,7 @@ def face_batch_loss(params, batch: dict, rng: jax.Array, *, model: FaceModels,
     batch: "mel" (B, T_mel, n_mels) log-mel of the window (100 Hz; T_mel ≈ T · 100 / fps) or
       "audio_tokens" (B, T, audio_dim); "motion" (B, T, 58) normalised target; "history" (B, H, 58);
       "style" (B, num_style); optional "reference" (B, T_ref, ref_dim), "history_valid" (B,) bool,
-      "mask" (B, T).
+      "reference_valid" (B,) bool, "mask" (B, T).
     rng: PRNG key.
 
   Returns:

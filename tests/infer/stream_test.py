@@ -197,6 +197,24 @@ def test_reference_video_sets_reference_and_style(upper, portrait):
   ref, style = _reference(video, spec, upper[0]["motion_face"]["norm"], max_seconds=1.0)
   assert ref.shape == (1, 16, 52) and np.all(np.isfinite(ref))
   assert style.shape == (2,) and np.all(style > 0)
+  # Without a reference video a model with the reference input gets its learned null reference.
+  state = prepare(portrait, params=upper[0], configs=upper[1]).state
+  assert state["reference"].shape == (1, 16, 52) and not np.any(np.asarray(state["reference_valid"]))
+
+
+@pytest.mark.slow
+def test_stream_joins_motion_windows(upper, portrait, speech):
+  # seam_frames changes the face motion of the first K frames of every window after the first
+  # (join_window); the body model attends over its whole window, so the later frames move a little too.
+  kw = dict(params=upper[0], configs=upper[1], seed=3)
+  clip = speech[SR // 2:SR // 2 + 17067]  # 32 frames = two windows of 16
+  joined = np.stack(list(stream(portrait, [clip], seam_frames=6, **kw))).astype(np.int16)
+  raw = np.stack(list(stream(portrait, [clip], seam_frames=0, **kw))).astype(np.int16)
+  assert joined.shape == raw.shape == (32, 96, 64, 3)
+  diff = np.abs(joined - raw).mean(axis=(1, 2, 3))
+  print("mean |joined - raw| per frame:", np.round(diff, 3))
+  assert np.all(diff[:16] == 0), diff
+  assert diff[16] > 0.1 and diff[16:22].mean() > 3 * diff[22:].mean(), diff
 
 
 @pytest.mark.slow

@@ -137,3 +137,30 @@ def test_step_guard_keeps_state_and_saves_nonfinite(tmp_path):
     trainer._check_finite(m, state, bad, 2, tmp_path)
   saved = tmp_path / "nonfinite_step_1"
   assert (saved / "state").is_dir() and np.isnan(np.load(saved / "batch.npz")["x"]).all()
+
+
+def test_motion_face_training_batch_randomness():
+  """In training (only) the reference / history are dropped at their rates and the style is rescaled."""
+  from train import tasks
+
+  config = motion_face.get_config("tiny")
+  config.update(p_reference_drop=0.3, p_history_drop=0.1, style_augment=2.0, p_style_augment=0.5)
+  task = tasks.get_task(config)
+  b, h, t = 256, config.history, config.window
+  rng = np.random.default_rng(0)
+  batch = {"motion": np.cumsum(rng.normal(size=(b, h + t, 58)), axis=1).astype(np.float32),
+           "audio": rng.normal(scale=0.1, size=(b, int(round(t * 16000 / 30)))).astype(np.float32),
+           "ref_motion": rng.normal(size=(b, t, 58)).astype(np.float32)}
+  norm = {"motion_mean": np.zeros(58, np.float32), "motion_std": np.ones(58, np.float32)}
+  f = jax.jit(task.model_batch, static_argnames="train")
+  train = f(batch, jax.random.key(0), norm, train=True)
+  plain = f(batch, jax.random.key(0), norm, train=False)
+  assert np.all(np.asarray(plain["reference_valid"])) and np.all(np.asarray(plain["history_valid"]))
+  np.testing.assert_allclose(np.asarray(plain["motion"]), batch["motion"][:, h:], rtol=1e-6)
+  assert abs(np.mean(np.asarray(train["reference_valid"])) - 0.7) < 0.1
+  assert abs(np.mean(np.asarray(train["history_valid"])) - 0.9) < 0.07
+  ratio = np.asarray(train["style"]) / np.asarray(plain["style"])  # the style_augment factors
+  for k in range(2):
+    assert 0.3 < np.mean(np.isclose(ratio[:, k], 1.0, atol=1e-4)) < 0.7
+    assert ratio[:, k].min() > 0.5 - 1e-3 and ratio[:, k].max() < 2.0 + 1e-3
+  np.testing.assert_array_equal(np.asarray(train["reference"]), np.asarray(plain["reference"]))

@@ -97,6 +97,23 @@ def test_condition_dropout_replaces_conditions(face_model, face_params_perturbed
   assert np.all(o3[0] == o4[0]) and np.abs(o3[1] - o4[1]).max() > 1e-4
 
 
+def test_reference_valid_false_uses_the_null_reference(face_model, face_params_perturbed):
+  cfg = face_model.config
+  x, t, a, h, s, r = _inputs(cfg)
+  r2 = _inputs(cfg, seed=1)[5]
+  f = jax.jit(lambda ref, ref_valid, drop: face_model.apply(
+      {"params": face_params_perturbed}, x, t, a, h, s, ref, drop=drop, reference_valid=ref_valid))
+  keep, valid = jnp.zeros((B,), bool), jnp.array([False, True])
+  o1, o2 = np.asarray(f(r, valid, keep)), np.asarray(f(r2, valid, keep))
+  assert np.all(o1[0] == o2[0])  # no reference video: the reference values are ignored
+  assert np.abs(o1[1] - o2[1]).max() > 1e-4  # a valid reference still matters
+  # The null reference is the one condition dropout uses: sample 0 with reference_valid False and its
+  # other conditions kept equals nothing dropped except the reference tokens.
+  o_drop = np.asarray(f(r, jnp.ones((B,), bool), jnp.ones((B,), bool)))
+  o_null = np.asarray(f(r, jnp.zeros((B,), bool), jnp.ones((B,), bool)))
+  np.testing.assert_array_equal(o_drop, o_null)  # dropped anyway: reference_valid changes nothing
+
+
 def test_style_controls():
   t = np.arange(40, dtype=np.float32)
   exp = np.tile(np.where(t % 2 == 0, 1.0, -1.0)[:, None], (1, 52)) * 0.5  # std 0.5

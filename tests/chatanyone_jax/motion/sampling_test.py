@@ -11,6 +11,7 @@ from chatanyone_jax.motion.sampling import (
                                             FaceConditions,
                                             face_motion_loss,
                                             generate_long,
+                                            join_window,
                                             sample_window,
                                             seam_statistic,
 )
@@ -52,20 +53,21 @@ def test_generate_long_audio(face_model, face_params_perturbed):
   n = int(2.7 * t_win)  # 108 frames: 3 windows, the last one cut
   traces = []
 
-  @jax.jit
-  def gen(p, audio, style, key, shuffle):
-    traces.append(1)
+  @functools.partial(jax.jit, static_argnums=5)
+  def gen(p, audio, style, key, shuffle, seam_frames):
+    traces.append(seam_frames)
     return generate_long(face_model, p, audio, style, key, schedule=SCHED, num_steps=STEPS, clip_x0=CLIP,
-                         shuffle_history=shuffle)
+                         shuffle_history=shuffle, seam_frames=seam_frames)
 
   p = face_params_perturbed
   audio = jax.random.normal(jax.random.key(2), (B, n, cfg.audio_dim))
   style = jnp.full((B, cfg.num_style), 0.5)
   key = jax.random.key(3)
-  y = gen(p, audio, style, key, False)
-  y_shuf = gen(p, audio * 0.5, style, key, True)  # new values, same shapes: no retrace
-  assert y.shape == (B, n, cfg.motion_dim) and np.all(np.isfinite(y))
-  assert len(traces) == 1
+  raw = gen(p, audio, style, key, False, 0)
+  raw_shuf = gen(p, audio * 0.5, style, key, True, 0)  # new values, same shapes: no retrace
+  joined = gen(p, audio, style, key, False, 8)
+  assert raw.shape == joined.shape == (B, n, cfg.motion_dim) and np.all(np.isfinite(joined))
+  assert traces == [0, 8]
 
   # The window scan carries the right frames: window 1 is exactly one window sampled with the
   # last H frames of window 0 as history, window 0 with no history (null), and keys fold_in(key, i).
@@ -75,18 +77,50 @@ def test_generate_long_audio(face_model, face_params_perturbed):
          jax.random.fold_in(key, 0), 1.0, False)
   w1 = f(p, FaceConditions(a_w(1), w0[:, -h:], style, None, jnp.ones((B,), bool)),
          jax.random.fold_in(key, 1), 1.0, False)
-  np.testing.assert_allclose(y[:, :t_win], w0, atol=1e-4)
-  np.testing.assert_allclose(y[:, t_win:2 * t_win], w1, atol=1e-4)
+  np.testing.assert_allclose(raw[:, :t_win], w0, atol=1e-4)
+  np.testing.assert_allclose(raw[:, t_win:2 * t_win], w1, atol=1e-4)
+  # join_window touches only the first 8 frames of windows that have a history (not window 0), so
+  # the history the next window sees is the same with and without it.
+  np.testing.assert_allclose(joined[:, :t_win], w0, atol=1e-4)
+  np.testing.assert_allclose(joined[:, t_win:2 * t_win], join_window(w0[:, -h:], w1, 8), atol=1e-4)
+  untouched = (np.arange(n) % t_win >= 8) | (np.arange(n) < t_win)
+  np.testing.assert_allclose(joined[:, untouched], raw[:, untouched], atol=1e-4)
 
   # Seam statistic (mean |x_f - x_{f-1}| over boundary pairs vs inside pairs), untrained model with
-  # its zero-initialised layers perturbed, 4 DDIM steps, x̂0 clipped at 3: measured boundary 1.94,
-  # inside 1.61 (ratio 1.20); with shuffled history 2.23 / 1.67 (1.33). An untrained model has not
-  # learnt to continue its history, so this bounds only gross stitching errors (a window written
-  # to the wrong place or a padded frame leaking in would jump by about the sample range, ~2 x 3).
-  b, i = (float(v) for v in seam_statistic(y, t_win))
-  bs, i_s = (float(v) for v in seam_statistic(y_shuf, t_win))
-  print(f"seam: boundary {b:.3f} inside {i:.3f}; shuffled history: boundary {bs:.3f} inside {i_s:.3f}")
-  assert 0.0 < b < 2.0 * i
+  # its zero-initialised layers perturbed, 4 DDIM steps, x̂0 clipped at 3. An untrained model has not
+  # learnt to continue its history: measured raw boundary 1.94 vs inside 1.61 (shuffled history 2.23
+  # vs 1.67); join_window brings the boundary below the inside change.
+  b, i = (float(v) for v in seam_statistic(raw, t_win))
+  bs, i_s = (float(v) for v in seam_statistic(raw_shuf, t_win))
+  bj, ij = (float(v) for v in seam_statistic(joined, t_win))
+  print(f"seam raw: boundary {b:.3f} inside {i:.3f}; shuffled history: boundary {bs:.3f} inside {i_s:.3f}; "
+        f"joined: boundary {bj:.3f} inside {ij:.3f}")
+  assert 0.0 < b < 2.0 * i  # no gross stitching error (a misplaced window jumps by ~2 x 3)
+  assert 0.0 < bj < ij
+
+
+def test_join_window():
+  rng = np.random.default_rng(0)
+  hist = np.cumsum(rng.normal(size=(2, 5, 3)), axis=1).astype(np.float32)
+  win = (np.cumsum(rng.normal(size=(2, 12, 3)), axis=1) + 10.0).astype(np.float32)  # jumps by ~10
+  out = np.asarray(join_window(jnp.asarray(hist), jnp.asarray(win), 4))
+  v_in, v_out = hist[:, -1] - hist[:, -2], win[:, 1] - win[:, 0]
+  np.testing.assert_allclose(out[:, 0], hist[:, -1] + 0.5 * (v_in + v_out), rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(out[:, 4:], win[:, 4:])  # frames from K on untouched
+  offset = out[:, 0] - win[:, 0]
+  for f, w in enumerate([1.0, 0.5 * (1 + np.cos(np.pi / 4)), 0.5, 0.5 * (1 + np.cos(3 * np.pi / 4))]):
+    np.testing.assert_allclose(out[:, f] - win[:, f], w * offset, rtol=1e-5, atol=1e-5)
+  # valid False (nothing before the window) and K = 0: unchanged.
+  out_v = np.asarray(join_window(jnp.asarray(hist), jnp.asarray(win), 4, jnp.array([False, True])))
+  np.testing.assert_array_equal(out_v[0], win[0])
+  np.testing.assert_allclose(out_v[1], out[1])
+  np.testing.assert_array_equal(np.asarray(join_window(jnp.asarray(hist), jnp.asarray(win), 0)), win)
+  # A window that already continues its history smoothly (one straight line) is left as it is.
+  line = np.arange(17, dtype=np.float32)[None, :, None] * np.array([1.0, -2.0, 0.5], np.float32)
+  np.testing.assert_allclose(np.asarray(join_window(jnp.asarray(line[:, :5]), jnp.asarray(line[:, 5:]), 6)),
+                             line[:, 5:], atol=1e-5)
+  with np.testing.assert_raises(ValueError):
+    join_window(jnp.asarray(hist[:, :1]), jnp.asarray(win), 4)
 
 
 def test_seam_statistic():

@@ -27,6 +27,7 @@ from chatanyone_jax.motion.train_step import (
                                               make_face_train_step,
                                               motion_windows,
                                               num_windows,
+                                              style_augment,
 )
 from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMotion
 from tests.helpers import media_dir, require
@@ -230,3 +231,33 @@ def test_overfit_real_clip_and_mouth_follows():
   print(f"mouth-opening correlation generated vs true: {corr:.3f}")
   assert corr > CORR_MIN
 
+
+
+def test_style_augment_scales_the_style_controls_exactly():
+  cfg = FaceMotionConfig.tiny()
+  t_win, h = cfg.window, cfg.history
+  rng = np.random.default_rng(0)
+  motion = jnp.asarray(np.cumsum(rng.normal(size=(64, h + t_win, 58)), axis=1).astype(np.float32))
+  aug, factors = style_augment(motion, jax.random.key(0), window=t_win, max_scale=2.0, prob=0.5)
+  f = np.asarray(factors)
+  assert aug.shape == motion.shape and f.shape == (64, 2)
+  assert np.all((f >= 0.5 - 1e-6) & (f <= 2.0 + 1e-6))
+  # About half the samples keep factor 1 (per component), the rest spread over [1/2, 2].
+  for k in range(2):
+    assert 16 < np.sum(f[:, k] == 1.0) < 48
+    assert np.any(f[:, k] < 0.8) and np.any(f[:, k] > 1.25)
+  # The style controls of the augmented target window are exactly the factors times the original ones.
+  s0, s1 = np.asarray(style_controls(motion[:, h:])), np.asarray(style_controls(aug[:, h:]))
+  np.testing.assert_allclose(s1, f * s0, rtol=1e-4)
+  # One affine map per sample and component for history and window together: frame-to-frame changes
+  # scale by the factor, so the history still joins the window.
+  d0, d1 = np.diff(np.asarray(motion), axis=1), np.diff(np.asarray(aug), axis=1)
+  np.testing.assert_allclose(d1[..., :52], f[:, None, None, 0] * d0[..., :52], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(d1[..., 52:], f[:, None, None, 1] * d0[..., 52:], rtol=1e-4, atol=1e-4)
+  # The window mean is the fixed point.
+  np.testing.assert_allclose(np.asarray(aug[:, h:]).mean(1), np.asarray(motion[:, h:]).mean(1), atol=1e-4)
+  # prob 0 or max_scale 1: unchanged.
+  for kw in ({"prob": 0.0}, {"max_scale": 1.0}):
+    same, ones = style_augment(motion, jax.random.key(1), window=t_win, **kw)
+    np.testing.assert_allclose(np.asarray(same), np.asarray(motion), atol=1e-5)
+    assert np.all(np.asarray(ones) == 1.0)
