@@ -202,12 +202,20 @@ def main(argv=None) -> None:
   parser.add_argument("--data", required=True, help="preprocessed records with a validation split")
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--steps", type=int, default=3000)
+  parser.add_argument("--p-reference-drop", type=float, default=None,
+                      help="override the config's p_reference_drop (training without the reference)")
+  parser.add_argument("--style-augment", type=float, default=None,
+                      help="override the config's style_augment (largest amplitude / pose-range factor)")
   parser.add_argument("--eval-only", action="store_true", help="measure WORKDIR's checkpoint, no training")
   parser.add_argument("--no-write", action="store_true")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.WARNING)
   config = small_config(args.data, args.steps)
   config.progress = False
+  if args.p_reference_drop is not None:
+    config.p_reference_drop = args.p_reference_drop
+  if args.style_augment is not None:
+    config.style_augment = args.style_augment
   t0 = time.perf_counter()
   if not args.eval_only:
     trainer.train_and_evaluate(config, args.workdir)

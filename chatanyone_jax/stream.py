@@ -36,7 +36,10 @@ State (a pytree, donated to every call):
     (False before the first window: FaceMotionDiT then uses its learned null history).
   rng: PRNG key.
   style: (1, 2) FaceMotionDiT style controls (expression amplitude, head-pose range; may be changed
-    between calls); reference: optional (1, T_ref, ref_dim) normalised reference expression sequence.
+    between calls); reference: optional (1, T_ref, ref_dim) normalised reference expression sequence,
+    reference_valid (1,) bool (False: no reference video, zeros in `reference`, and a model with the
+    reference input uses its learned null reference; absent for a model without that input).
+  Each new face-motion window is joined to the history by `join_window` over spec.seam_frames frames.
   avatar: the source's precomputed tensors (`init_state`).
 
 Keypoints (`chatanyone_jax.render.train_step.control_keypoints` semantics). Face coefficients and the

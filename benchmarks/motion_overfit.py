@@ -1,0 +1,150 @@
+"""Stage-1 lip sync when fitting one real clip: mouth-opening correlation vs training steps.
+
+  python -m benchmarks.motion_overfit [--preset tiny|small] [--steps 3000] [--eval-every 500] [--no-write]
+
+The clip is the shared V-Express test_samples/short_case/AOC_gt.mp4 (137 frames at 29.97 fps, one speaking
+face, 4.6 s of speech), preprocessed as in tests/chatanyone_jax/motion/train_step_test.py: MediaPipe
+face landmarks -> head-template fit -> 52 expression + 6 pose per frame, normalised per dimension over the
+clip; log-mel of its speech. The AudioEncoder + FaceMotionDiT are trained jointly (ε-loss, Adam with a
+cosine decay, condition dropout 0.1) on its 20 windows (T = 40, H = 10, stride 5). Every `--eval-every`
+steps: the ε-loss on fixed noise draws (no dropout), and the Pearson correlation between the mouth
+opening (inner-lip gap of the clip's own template shape) of DDIM samples (10 steps, x̂0 clipped at 4,
+the ground-truth history, no reference) and of the ground truth, over all frames of the 20 windows.
+
+The CPU test (`test_overfit_real_clip_and_mouth_follows`) runs 600 steps of the tiny preset; this runs
+longer and with the `small` model of benchmarks/motion_style.py. One row per evaluation in RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks.harness import Timing, append_rows
+from chatanyone_jax import template as tp
+from chatanyone_jax.audio import AudioEncoder, log_mel_spectrogram
+from chatanyone_jax.motion.diffusion import cosine_schedule
+from chatanyone_jax.motion.face_motion_dit import FaceMotionConfig, FaceMotionDiT, style_controls
+from chatanyone_jax.motion.sampling import FaceConditions, sample_window
+from chatanyone_jax.motion.train_step import (
+    FaceModels,
+    create_face_train_state,
+    face_batch_loss,
+    make_face_train_step,
+    motion_windows,
+)
+
+CLIP = "V-Express__test_samples_short_case_AOC_gt.mp4"
+PRESETS = {
+    "tiny": (dict(num_layers=2, width=64, num_heads=4, mlp_ratio=2, audio_dim=32, time_embed_dim=32),
+             dict(num_layers=1, num_heads=4, mlp_ratio=2)),
+    "small": (dict(num_layers=4, width=128, num_heads=4, mlp_ratio=4, audio_dim=64, time_embed_dim=64),
+              dict(num_layers=1, num_heads=4, mlp_ratio=4)),
+}
+
+
+def clip_data(media: pathlib.Path) -> dict:
+  """The clip's normalised motion, log-mel and a mouth-opening function (module docstring)."""
+  from data.landmarks import extract_video_landmarks
+  from infer.media import read_audio
+
+  path = media / "videos" / CLIP
+  if not path.exists():
+    raise FileNotFoundError(f"{path} is missing: pass --media, the shared data/media folder")
+  lm = extract_video_landmarks(path, max_frames=137, pose=False, hands=False)
+  template = tp.load_head_template()
+  fit = tp.fit_clip(template, jnp.asarray(lm.face), jnp.asarray(lm.face_valid))
+  raw = np.concatenate([np.asarray(fit.exp), np.asarray(fit.pose)], -1)  # (N, 58)
+  mean, std = raw.mean(0), raw.std(0) + 1e-6
+  n = raw.shape[0]
+  audio = read_audio(path, 16000)[: int(round(n / lm.fps * 16000))]
+  mel = np.asarray(log_mel_spectrogram(jnp.asarray(audio)))
+  alpha = np.asarray(fit.identity[0])
+  mesh = dict(tp.KEYPOINT_NAMES)
+
+  def mouth_opening(motion_norm: np.ndarray) -> np.ndarray:
+    beta = (motion_norm * std + mean)[..., :tp.NUM_EXP].reshape(-1, tp.NUM_EXP)
+    shape = tp.canonical_shape(template, jnp.broadcast_to(alpha, (beta.shape[0], alpha.shape[0])),
+                               jnp.asarray(beta))
+    gap = jnp.linalg.norm(shape[:, mesh["upper_lip_inner"]] - shape[:, mesh["lower_lip_inner"]], axis=-1)
+    return np.asarray(gap).reshape(motion_norm.shape[:-1])
+
+  return {"motion": (raw - mean) / std, "mel": mel, "fps": lm.fps, "mouth_opening": mouth_opening}
+
+
+def run(preset: str, steps: int, eval_every: int, media: pathlib.Path, lr: float = 3e-3) -> list[dict]:
+  d = clip_data(media)
+  w = motion_windows(d["motion"], d["mel"], window=40, history=10, stride=5, audio_rate=100.0, fps=d["fps"])
+  batch = {"mel": w["audio"], "motion": w["motion"], "history": w["history"],
+           "history_valid": w["history_valid"], "style": np.asarray(style_controls(jnp.asarray(w["motion"])))}
+  batch = jax.tree.map(jnp.asarray, batch)
+  dit_kw, audio_kw = PRESETS[preset]
+
+  def models(p_drop: float) -> FaceModels:
+    cfg = FaceMotionConfig(p_drop=p_drop, **dit_kw)
+    return FaceModels(FaceMotionDiT(cfg), AudioEncoder(width=cfg.audio_dim, **audio_kw))
+
+  train_models, eval_models = models(0.1), models(0.0)
+  schedule = cosine_schedule()
+  tx = optax.adam(optax.cosine_decay_schedule(lr, steps, 0.05))
+  state = create_face_train_state(train_models, jax.random.key(0), tx)
+  step = make_face_train_step(train_models, schedule, tx, 0.99, key=jax.random.key(1))
+
+  @jax.jit
+  def eval_loss(params):
+    return jnp.mean(jnp.stack([face_batch_loss(params, batch, jax.random.key(100 + i), model=eval_models,
+                                               schedule=schedule) for i in range(8)]))
+
+  @functools.partial(jax.jit, static_argnums=2)
+  def sample(params, key, num_steps):
+    tokens = eval_models.audio.apply({"params": params["audio"]}, batch["mel"], num_tokens=40)
+    cond = FaceConditions(tokens, batch["history"], batch["style"], None, batch["history_valid"])
+    return sample_window(eval_models.dit, params["face"], cond, key, schedule=schedule, num_steps=num_steps,
+                         clip_x0=4.0)
+
+  true_open = d["mouth_opening"](np.asarray(w["motion"])).ravel()
+  rows, t0 = [], time.perf_counter()
+  initial = float(eval_loss(state["params"]))
+  for i in range(1, steps + 1):
+    state, _ = step(state, batch)
+    if i % eval_every == 0 or i == steps:
+      gen = np.asarray(sample(state["params"], jax.random.key(7), 10))
+      corr = float(np.corrcoef(d["mouth_opening"](gen).ravel(), true_open)[0, 1])
+      rows.append({"step": i, "eval_loss": float(eval_loss(state["params"])), "initial_loss": initial,
+                   "mouth_corr": corr, "seconds": time.perf_counter() - t0,
+                   "windows": int(w["motion"].shape[0])})
+      print(rows[-1], flush=True)
+  return rows
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
+  parser.add_argument("--steps", type=int, default=3000)
+  parser.add_argument("--eval-every", type=int, default=500)
+  parser.add_argument("--lr", type=float, default=3e-3)
+  parser.add_argument("--media", default=str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+                                             / "media"), help="the shared data/media folder")
+  parser.add_argument("--no-write", action="store_true")
+  args = parser.parse_args(argv)
+  rows = run(args.preset, args.steps, args.eval_every, pathlib.Path(args.media), args.lr)
+  if not args.no_write:
+    d = PRESETS[args.preset][0]
+    desc = (f"FaceMotionDiT {args.preset} ({d['num_layers']} layers x {d['width']}) fitted on one real clip "
+            f"(V-Express AOC_gt, {rows[0]['windows']} windows), Adam lr {args.lr} cosine, DDIM 10 steps")
+    append_rows([Timing(name="stage-1 overfit lips", config=desc, compile_s=float("nan"),
+                        times_s=[r["seconds"]],
+                        throughput=f"step {r['step']}: eval loss {r['initial_loss']:.3f} -> "
+                                   f"{r['eval_loss']:.3f}, mouth-opening correlation {r['mouth_corr']:.3f}")
+                 for r in rows])
+
+
+if __name__ == "__main__":
+  main()
