@@ -17,7 +17,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.window, c.history, c.stride = 40, 10, 5  # T, H (FaceMotionConfig), one window start every `stride` frames
   c.p_history_drop = 0.1  # windows trained with the learned null history (as the first window at inference)
   c.use_reference = True  # the reference expression sequence (ref_motion of another window of the clip)
-  c.p_reference_drop = 0.3  # windows trained with the null reference (= no reference video at inference)
+  c.p_reference_drop = 0.1  # windows trained with the null reference (= no reference video at inference)
   # Amplitude / pose-range augmentation (chatanyone_jax.motion.train_step.style_augment): with probability
   # p_style_augment a window's expression (and independently its pose) is scaled about its mean by a factor
   # in [1 / style_augment, style_augment]; 1 turns it off.
