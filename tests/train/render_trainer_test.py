@@ -1,7 +1,9 @@
 """End-to-end renderer training on real records: render_head512 / render_upper512x768 / face_refine tiny.
 
-Each config trains 2 steps, writes a checkpoint, metrics and TensorBoard scalars and images, resumes to 3
-steps, and must equal an uninterrupted 3-step run (same data position, RNG, optimizer and EMA).
+Each config trains 2 steps, writes a checkpoint, metrics and TensorBoard scalars and images, and resumes to
+3 steps. For render_upper512x768 (the layout with every loss term) the resumed run must also equal an
+uninterrupted 3-step run (same data position, RNG, optimizer and EMA); the resume code is shared by all
+configs, so the other two skip that third run (CI time).
 """
 
 from __future__ import annotations
@@ -33,12 +35,12 @@ def _rows(workdir):
   return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("module,terms", [
-    (render_head512, {"deformation_prior", "head_offset"}),
-    (render_upper512x768, {"equivariance", "keypoint_prior", "deformation_prior", "landmark"}),
-    (face_refine, {"deformation_prior", "region", "head_offset"}),
+@pytest.mark.parametrize("module,terms,exact", [
+    (render_head512, {"deformation_prior", "head_offset"}, False),
+    (render_upper512x768, {"equivariance", "keypoint_prior", "deformation_prior", "landmark"}, True),
+    (face_refine, {"deformation_prior", "region", "head_offset"}, False),
 ], ids=["render_head512", "render_upper512x768", "face_refine"])
-def test_render_config_trains_checkpoints_and_resumes_exactly(module, terms, motion_records, tmp_path):
+def test_render_config_trains_checkpoints_and_resumes_exactly(module, terms, exact, motion_records, tmp_path):
   kw = dict(lr_decay_steps=3, log_every=1, checkpoint_every=100, image_every=2)
   a, b = tmp_path / "a", tmp_path / "b"
   first = trainer.train_and_evaluate(_config(module, motion_records, num_steps=2, **kw), a)
@@ -62,26 +64,32 @@ def test_render_config_trains_checkpoints_and_resumes_exactly(module, terms, mot
   assert images == {2: [("reconstruction/source_target_generated", ho * 4, wo * 3)]}
 
   resumed = _host(trainer.train_and_evaluate(_config(module, motion_records, num_steps=3, **kw), a))
-  straight = _host(trainer.train_and_evaluate(_config(module, motion_records, num_steps=3, **kw), b))
-  assert int(resumed["step"]) == int(straight["step"]) == 3
-  ra, rb = _rows(a), _rows(b)
-  assert [r["step"] for r in ra] == [1, 2, 3] == [r["step"] for r in rb]
-  np.testing.assert_allclose([r["loss"] for r in ra], [r["loss"] for r in rb], rtol=1e-5)
+  assert int(resumed["step"]) == 3
+  ra = _rows(a)
+  assert [r["step"] for r in ra] == [1, 2, 3]
   for t in terms - {"head_offset"}:  # the live terms of this layout / region (ΔX_head moves from 0 at step 2)
     assert ra[2][t] > 0, (t, ra[2])
-  for part in ("gen", "disc", "ema"):
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), resumed[part],
-                 straight[part])
   moved = jax.tree.leaves(jax.tree.map(lambda x, y: np.abs(x - y).max(), _host(first["gen"]["params"]),
-                                       straight["gen"]["params"]))
+                                       resumed["gen"]["params"]))
   assert max(moved) > 0
+  final, workdir = resumed, a
+  if exact:
+    straight = _host(trainer.train_and_evaluate(_config(module, motion_records, num_steps=3, **kw), b))
+    assert int(straight["step"]) == 3
+    rb = _rows(b)
+    assert [r["step"] for r in rb] == [1, 2, 3]
+    np.testing.assert_allclose([r["loss"] for r in ra], [r["loss"] for r in rb], rtol=1e-5)
+    for part in ("gen", "disc", "ema"):
+      jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), resumed[part],
+                   straight[part])
+    final, workdir = straight, b
 
   # Inference loading: EMA generator params and the BatchNorm statistics.
-  loaded = checkpoint.load_params(b)
+  loaded = checkpoint.load_params(workdir)
   assert loaded["step"] == 3 and set(loaded["params"]) == {"F", "M", "W", "G"}
-  jax.tree.map(np.testing.assert_allclose, loaded["params"], straight["ema"])
-  jax.tree.map(np.testing.assert_allclose, loaded["batch_stats"], straight["gen"]["batch_stats"])
-  assert checkpoint.load_config(b).model.preset == c.model.preset
+  jax.tree.map(np.testing.assert_allclose, loaded["params"], final["ema"])
+  jax.tree.map(np.testing.assert_allclose, loaded["batch_stats"], final["gen"]["batch_stats"])
+  assert checkpoint.load_config(workdir).model.preset == c.model.preset
 
 
 def test_workdir_of_another_model_is_refused(motion_records, tmp_path):
