@@ -11,8 +11,9 @@ steps: the ε-loss on fixed noise draws (no dropout), and the Pearson correlatio
 opening (inner-lip gap of the clip's own template shape) of DDIM samples (10 steps, x̂0 clipped at 4,
 the ground-truth history, no reference) and of the ground truth, over all frames of the 20 windows.
 
-The CPU test (`test_overfit_real_clip_and_mouth_follows`) runs 600 steps of the tiny preset; this runs
-longer and with the `small` model of benchmarks/motion_style.py. One row per evaluation in RESULTS.md.
+The CPU test (`test_overfit_real_clip_and_mouth_follows`) calls `run` for 600 steps of the tiny preset;
+the benchmark runs longer and with the `small` model of benchmarks/motion_style.py. One row per
+evaluation in RESULTS.md.
 """
 
 from __future__ import annotations
@@ -59,12 +60,17 @@ def clip_data(media: pathlib.Path) -> dict:
   if not path.exists():
     raise FileNotFoundError(f"{path} is missing: pass --media, the shared data/media folder")
   lm = extract_video_landmarks(path, max_frames=137, pose=False, hands=False)
+  if lm.num_dropped:
+    raise ValueError(f"{path}: {lm.num_dropped} frames without a face; the fit needs a face in every frame")
   template = tp.load_head_template()
   fit = tp.fit_clip(template, jnp.asarray(lm.face), jnp.asarray(lm.face_valid))
   raw = np.concatenate([np.asarray(fit.exp), np.asarray(fit.pose)], -1)  # (N, 58)
   mean, std = raw.mean(0), raw.std(0) + 1e-6
   n = raw.shape[0]
   audio = read_audio(path, 16000)[: int(round(n / lm.fps * 16000))]
+  if audio.size < 0.9 * n / lm.fps * 16000:
+    raise ValueError(f"{path}: its audio covers {audio.size / 16000:.2f} s of the {n / lm.fps:.2f} s of "
+                     "frames; the fit needs speech over the whole clip")
   mel = np.asarray(log_mel_spectrogram(jnp.asarray(audio)))
   alpha = np.asarray(fit.identity[0])
   mesh = dict(tp.KEYPOINT_NAMES)

@@ -1,6 +1,7 @@
 """Stage-1 behaviour of a FaceMotionDiT trained on real data: style control, reference pull, seams, lips.
 
-  python -m benchmarks.motion_style --data DATA --workdir WORKDIR [--steps 3000] [--no-write]
+  python -m benchmarks.motion_style --data DATA --workdir WORKDIR [--steps 3000] [--eval-only]
+      [--p-reference-drop P] [--style-augment F] [--no-write]
 
 Trains `train/configs/motion_face.py` (the `small` settings below, or resumes WORKDIR) on the records'
 train split with `train.trainer.train_and_evaluate`, then measures on every window of the validation
@@ -8,14 +9,16 @@ split (clips the model never saw; preprocess with `--val-fraction`), with the EM
 steps and the ground-truth history of each window:
 
   * expression amplitude: the style input's amplitude scaled by 0.5 / 1 / 2 -> std over time of the
-    generated expression coefficients (normalised units, mean over coefficients);
+    generated expression coefficients (normalised units, mean over coefficients), with the same-clip
+    reference and without a reference (the learned null reference);
   * head-pose range: the style's range scaled by 0.5 / 1 / 2 -> (max - min) over time of the generated
-    pose (normalised units, mean over the 6 values);
+    pose (normalised units, mean over the 6 values), with and without the reference;
   * reference (paper Table 4): MAE and SSIM of the generated expressions against the ground truth with
     the reference = another window of the same clip (as in training), = a window of another clip, and
-    without reference tokens; and the pull: the distance of the generated window's mean expression to
-    the mean of the reference it was given, vs to the mean of the other reference;
-  * seams: `seam_statistic` of whole validation clips generated window by window (`generate_long`);
+    without a reference (the null reference); and the pull: the distance of the generated window's mean
+    expression to the mean of the reference it was given, vs to the mean of the other reference;
+  * seams: `seam_statistic` of whole validation clips generated window by window (`generate_long`, no
+    reference), with raw windows and with `join_window`;
   * lips: Pearson correlation of the mouth opening (inner-lip gap of the mean-identity template shape)
     between generated and ground-truth windows.
 

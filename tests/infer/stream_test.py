@@ -240,6 +240,8 @@ def test_stream_head_mode_and_render_batches(portrait, speech):
   assert frames16.shape == frames.shape and np.abs(frames16.astype(np.int16) - frames).mean() < 6
   with pytest.raises(ValueError, match="render_dtype must be one of"):
     prepare(portrait, params=params, configs=configs, mode="head", render_dtype="float16")
+  with pytest.raises(ValueError, match="seam_frames must be >= 0"):
+    prepare(portrait, params=params, configs=configs, mode="head", seam_frames=-1)
 
 
 @pytest.mark.slow

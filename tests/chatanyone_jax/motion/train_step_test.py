@@ -6,7 +6,6 @@ round(40 · 100 / 29.97) = 133 log-mel frames (the 0.1 % rate difference to the 
 is below a mel frame over a window).
 """
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -14,15 +13,13 @@ import numpy as np
 import optax
 import pytest
 
-from chatanyone_jax.audio import AudioEncoder, log_mel_spectrogram
+from chatanyone_jax.audio import AudioEncoder
 from chatanyone_jax.motion.diffusion import cosine_schedule
 from chatanyone_jax.motion.face_motion_dit import FaceMotionConfig, FaceMotionDiT, style_controls
-from chatanyone_jax.motion.sampling import FaceConditions, sample_window
 from chatanyone_jax.motion.train_step import (
                                               FaceModels,
                                               create_body_train_state,
                                               create_face_train_state,
-                                              face_batch_loss,
                                               make_body_train_step,
                                               make_face_train_step,
                                               motion_windows,
@@ -33,14 +30,12 @@ from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMo
 from tests.helpers import media_dir, require
 
 SCHED = cosine_schedule()
-CLIP = "V-Express__test_samples_short_case_AOC_gt.mp4"
 # Measured (600 Adam steps, 20 windows of stride 5, DDIM 10 steps, CFG 1, x̂0 clipped at 4): eval ε-loss
 # 1.001 -> 0.194, mouth-opening correlation 0.19 (0.33 after 800 steps, 0.17 after 400). The tiny model
 # only half memorises in a CPU budget, so the bound checks the sign with margin (an untrained or
 # audio-blind model gives ~0), not lip-sync quality. The 4 x 128 model of `benchmarks.motion_overfit`
 # reaches 0.67 / 0.92 / 0.99 after 500 / 1000 / 1500 steps on the same clip (RESULTS.md).
 CORR_MIN = 0.05
-UPPER_LIP, LOWER_LIP = 13, 14  # inner lip centres (KEYPOINT_NAMES upper_lip_inner / lower_lip_inner)
 
 
 def _models(p_drop: float = 0.1) -> FaceModels:
@@ -157,81 +152,16 @@ def test_motion_windows_mel_rate():
 # ------------------------------------------------------------------------------------- real clip overfit
 
 
-def _clip_data():
-  """Landmarks -> template fit -> normalised motion (N, 58) + log-mel; stats kept to undo it."""
-  from chatanyone_jax import template as tp
-  from data.landmarks import extract_video_landmarks
-  from infer.media import read_audio
-
-  path = require(media_dir() / "videos" / CLIP, "shared media clip")
-  lm = extract_video_landmarks(path, max_frames=137, pose=False, hands=False)
-  assert lm.num_dropped == 0
-  template = tp.load_head_template()
-  fit = tp.fit_clip(template, jnp.asarray(lm.face), jnp.asarray(lm.face_valid))
-  raw = np.concatenate([np.asarray(fit.exp), np.asarray(fit.pose)], -1)  # (N, 58) β | pitch yaw roll t
-  mean, std = raw.mean(0), raw.std(0) + 1e-6
-  audio = read_audio(path, 16000)
-  n = raw.shape[0]
-  audio = audio[: int(round(n / lm.fps * 16000))]
-  assert audio.size > 0.9 * n / lm.fps * 16000  # the clip has a speech track covering the frames
-  mel = np.asarray(log_mel_spectrogram(jnp.asarray(audio)))  # (~457, 80) at 100 Hz
-  alpha = np.asarray(fit.identity[0])
-
-  def mouth_opening(motion_norm):
-    """(..., 58) normalised motion -> (...,) inner-lip gap of the canonical (pose-free) template shape."""
-    beta = (motion_norm * std + mean)[..., :52].reshape(-1, 52)
-    shape = tp.canonical_shape(template, jnp.broadcast_to(alpha, (beta.shape[0], alpha.shape[0])),
-                               jnp.asarray(beta))
-    gap = jnp.linalg.norm(shape[:, UPPER_LIP] - shape[:, LOWER_LIP], axis=-1)
-    return np.asarray(gap).reshape(motion_norm.shape[:-1])
-
-  return (raw - mean) / std, mel, lm.fps, mouth_opening
-
-
 @pytest.mark.slow
 def test_overfit_real_clip_and_mouth_follows():
-  motion, mel, fps, mouth_opening = _clip_data()
-  w = motion_windows(motion, mel, window=40, history=10, stride=5, audio_rate=100.0, fps=fps)
-  batch = {"mel": w["audio"], "motion": w["motion"], "history": w["history"],
-           "history_valid": w["history_valid"], "style": np.asarray(style_controls(jnp.asarray(w["motion"])))}
-  batch = jax.tree.map(jnp.asarray, batch)
-  models = _models()
-  steps = 600
-  tx = optax.adam(optax.cosine_decay_schedule(3e-3, steps, 0.05))
-  state = create_face_train_state(models, jax.random.key(0), tx)
-  step = make_face_train_step(models, SCHED, tx, 0.99, key=jax.random.key(1))
+  from benchmarks.motion_overfit import CLIP, run
 
-  eval_models = _models(p_drop=0.0)
-
-  @jax.jit
-  def eval_loss(params):  # fixed noise draws, no condition dropout: comparable before / after
-    return jnp.mean(jnp.stack([face_batch_loss(params, batch, jax.random.key(100 + i), model=eval_models,
-                                               schedule=SCHED) for i in range(8)]))
-
-  initial = float(eval_loss(state["params"]))
-  losses = []
-  for _ in range(steps):
-    state, m = step(state, batch)
-    losses.append(float(m["loss"]))
-  final = float(eval_loss(state["params"]))
-  print(f"eval loss {initial:.3f} -> {final:.3f}; train loss first {losses[0]:.3f}, "
-        f"mean of last 20 {np.mean(losses[-20:]):.3f}")
-  assert np.all(np.isfinite(losses))
-  assert final < 0.5 * initial
-
-  @functools.partial(jax.jit, static_argnums=2)
-  def sample(params, key, num_steps):
-    tokens = models.audio.apply({"params": params["audio"]}, batch["mel"], num_tokens=40)
-    cond = FaceConditions(tokens, batch["history"], batch["style"], None, batch["history_valid"])
-    return sample_window(models.dit, params["face"], cond, key, schedule=SCHED, num_steps=num_steps,
-                         clip_x0=4.0)
-
-  gen = np.asarray(sample(state["params"], jax.random.key(7), 10))  # (W, 40, 58)
-  true_open, gen_open = mouth_opening(w["motion"]).ravel(), mouth_opening(gen).ravel()
-  corr = float(np.corrcoef(gen_open, true_open)[0, 1])
-  print(f"mouth-opening correlation generated vs true: {corr:.3f}")
-  assert corr > CORR_MIN
-
+  require(media_dir() / "videos" / CLIP, "shared media clip")
+  (row,) = run("tiny", steps=600, eval_every=600, media=media_dir())
+  print(f"eval loss {row['initial_loss']:.3f} -> {row['eval_loss']:.3f}; "
+        f"mouth-opening correlation generated vs true: {row['mouth_corr']:.3f}")
+  assert np.isfinite(row["eval_loss"]) and row["eval_loss"] < 0.5 * row["initial_loss"]
+  assert row["mouth_corr"] > CORR_MIN
 
 
 def test_style_augment_scales_the_style_controls_exactly():
