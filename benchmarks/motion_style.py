@@ -1,12 +1,13 @@
 """Stage-1 behaviour of a FaceMotionDiT trained on real data: style control, reference pull, seams, lips.
 
   python -m benchmarks.motion_style --data DATA --workdir WORKDIR [--steps 3000] [--eval-only]
-      [--p-reference-drop P] [--style-augment F] [--no-write]
+      [--num-steps 10] [--guidance-scale G] [--p-reference-drop P] [--style-augment F] [--no-write]
 
 Trains `train/configs/motion_face.py` (the `small` settings below, or resumes WORKDIR) on the records'
 train split with `train.trainer.train_and_evaluate`, then measures on every window of the validation
-split (clips the model never saw; preprocess with `--val-fraction`), with the EMA parameters, DDIM 10
-steps and the ground-truth history of each window:
+split (clips the model never saw; preprocess with `--val-fraction`), with the EMA parameters, DDIM
+(--num-steps, default 10), classifier-free guidance (--guidance-scale, default the inference default
+`chatanyone_jax.motion.sampling.GUIDANCE_SCALE`) and the ground-truth history of each window:
 
   * expression amplitude: the style input's amplitude scaled by 0.5 / 1 / 2 -> std over time of the
     generated expression coefficients (normalised units, mean over coefficients), with the same-clip
@@ -16,18 +17,23 @@ steps and the ground-truth history of each window:
   * reference (paper Table 4): MAE and SSIM of the generated expressions against the ground truth with
     the reference = another window of the same clip (as in training), = a window of another clip, and
     without a reference (the null reference); and the pull: the distance of the generated window's mean
-    expression to the mean of the reference it was given, vs to the mean of the other reference;
+    expression to the mean of a reference when that reference was given vs when the other one was (both
+    directions). Both with the ground-truth history and without history (a stream's first window,
+    where the window's start is not given away);
+  * frame change: mean |x_f - x_{f-1}| inside the generated windows vs the ground truth's (jitter);
   * seams: `seam_statistic` of whole validation clips generated window by window (`generate_long`, no
     reference), with raw windows and with `join_window`;
   * lips: Pearson correlation of the mouth opening (inner-lip gap of the mean-identity template shape)
     between generated and ground-truth windows.
 
-Writes WORKDIR/motion_style.json and (unless --no-write) one row per measurement to RESULTS.md.
+Writes WORKDIR/motion_style_steps{N}_cfg{G}.json and (unless --no-write) one row per measurement to
+RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import pathlib
@@ -41,6 +47,7 @@ from benchmarks.harness import Timing, append_rows
 from chatanyone_jax import metrics
 from chatanyone_jax import template as tp
 from chatanyone_jax.audio import log_mel_spectrogram
+from chatanyone_jax.motion import sampling
 from chatanyone_jax.motion.face_motion_dit import style_controls
 from chatanyone_jax.motion.sampling import FaceConditions, generate_long, sample_window, seam_statistic
 from data import records
@@ -76,7 +83,7 @@ def validation_windows(config, task) -> dict:
   return motion_windows(config, task, config.data_dir, "validation")
 
 
-def evaluate(config, workdir: pathlib.Path) -> dict:
+def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10, guidance_scale: float = 1.0) -> dict:
   task = tasks.get_task(config)
   loaded = checkpoint.load_params(workdir)
   params, norm = jax.tree.map(jnp.asarray, loaded["params"]), jax.tree.map(jnp.asarray, loaded["norm"])
@@ -103,14 +110,16 @@ def evaluate(config, workdir: pathlib.Path) -> dict:
   same = jnp.asarray(ref_same[..., :ref_dim])
   no_ref = jnp.zeros_like(same)
 
-  @jax.jit
-  def generate(style, reference, ref_valid, key):
-    cond = FaceConditions(audio, jnp.asarray(history), style, reference, jnp.ones((n,), bool),
+  @functools.partial(jax.jit, static_argnames="with_history")
+  def generate(style, reference, ref_valid, key, with_history=True):
+    cond = FaceConditions(audio, jnp.asarray(history), style, reference, jnp.full((n,), with_history),
                           jnp.full((n,), ref_valid))
-    return sample_window(dit, params["face"], cond, key, schedule=task.schedule, num_steps=10, clip_x0=4.0)
+    return sample_window(dit, params["face"], cond, key, schedule=task.schedule, num_steps=num_steps,
+                         guidance_scale=guidance_scale, clip_x0=4.0)
 
   key = jax.random.key(0)
-  out: dict = {"validation_windows": int(n), "validation_clips": int(len(set(clip.tolist())))}
+  out: dict = {"validation_windows": int(n), "validation_clips": int(len(set(clip.tolist()))),
+               "num_steps": num_steps, "guidance_scale": guidance_scale}
   exp_std = lambda g: float(np.mean(np.std(np.asarray(g)[..., :tp.NUM_EXP], axis=1)))
   pose_rng = lambda g: float(np.mean(np.ptp(np.asarray(g)[..., tp.NUM_EXP:], axis=1)))
   for name, ref, valid in (("with_reference", same, True), ("without_reference", no_ref, False)):
@@ -122,32 +131,47 @@ def evaluate(config, workdir: pathlib.Path) -> dict:
 
   exp_gt = jnp.asarray(target[..., :tp.NUM_EXP])
   data_range = float(exp_gt.max() - exp_gt.min())
-  gens = {"same_clip": generate(style0, same, True, key),
-          "other_clip": generate(style0, jnp.asarray(ref_other[..., :ref_dim]), True, key),
-          "none": generate(style0, no_ref, False, key)}
-  out["reference"] = {}
-  for name, g in gens.items():
-    e = g[..., :tp.NUM_EXP]
-    out["reference"][name] = {"mae": float(jnp.mean(jnp.abs(e - exp_gt))),
-                              "ssim": float(jnp.mean(metrics.sequence_ssim(e, exp_gt, data_range)))}
-  # Pull: distance of the generated mean expression to the given reference's mean vs the other one's.
   mean = lambda x: np.asarray(x)[..., :tp.NUM_EXP].mean(1)
   m_same, m_other = mean(ref_same), mean(ref_other)
   d = lambda g, m: float(np.mean(np.linalg.norm(mean(g) - m, axis=-1)))
   valid = other != np.arange(n)
-  out["reference_pull"] = {
-      "gen_with_same_to_same": d(np.asarray(gens["same_clip"])[valid], m_same[valid]),
-      "gen_with_other_to_same": d(np.asarray(gens["other_clip"])[valid], m_same[valid]),
-      "gen_with_other_to_other": d(np.asarray(gens["other_clip"])[valid], m_other[valid]),
-      "gen_with_same_to_other": d(np.asarray(gens["same_clip"])[valid], m_other[valid]),
-  }
+  # Table 4 with the ground-truth history of each window (its start is then given), and without history
+  # (the first window of a stream: audio, style and reference only).
+  for suffix, with_history in (("", True), ("_no_history", False)):
+    gens = {"same_clip": generate(style0, same, True, key, with_history=with_history),
+            "other_clip": generate(style0, jnp.asarray(ref_other[..., :ref_dim]), True, key,
+                                   with_history=with_history),
+            "none": generate(style0, no_ref, False, key, with_history=with_history)}
+    out["reference" + suffix] = {}
+    for name, g in gens.items():
+      e = g[..., :tp.NUM_EXP]
+      out["reference" + suffix][name] = {
+          "mae": float(jnp.mean(jnp.abs(e - exp_gt))),
+          "ssim": float(jnp.mean(metrics.sequence_ssim(e, exp_gt, data_range)))}
+    # Pull: distance of the generated mean expression to a reference's mean when that reference was given
+    # vs when the other one was, in both directions.
+    g_same, g_other = np.asarray(gens["same_clip"])[valid], np.asarray(gens["other_clip"])[valid]
+    out["reference_pull" + suffix] = {
+        "gen_with_same_to_same": d(g_same, m_same[valid]),
+        "gen_with_other_to_same": d(g_other, m_same[valid]),
+        "gen_with_other_to_other": d(g_other, m_other[valid]),
+        "gen_with_same_to_other": d(g_same, m_other[valid]),
+    }
+    if with_history:
+      kept = gens
 
   # Lips: mouth opening of generated vs ground-truth windows (raw units).
   raw = lambda x: np.asarray(x) * np.asarray(norm["motion_std"]) + np.asarray(norm["motion_mean"])
   mo_gt = mouth_opening(w["motion"][:, h:])
   out["mouth_opening_correlation"] = {
-      k: float(np.corrcoef(mouth_opening(raw(gens[k])).ravel(), mo_gt.ravel())[0, 1])
+      k: float(np.corrcoef(mouth_opening(raw(kept[k])).ravel(), mo_gt.ravel())[0, 1])
       for k in ("same_clip", "none")}
+  # Jitter: mean |x_f - x_{f-1}| inside the generated windows, expression and pose, vs the ground truth.
+  jit = lambda x, sl: float(np.mean(np.abs(np.diff(np.asarray(x)[..., sl], axis=1))))
+  exp_sl, pose_sl = slice(0, tp.NUM_EXP), slice(tp.NUM_EXP, None)
+  out["frame_change"] = {"generated": {"expression": jit(kept["same_clip"], exp_sl),
+                                       "pose": jit(kept["same_clip"], pose_sl)},
+                         "ground_truth": {"expression": jit(target, exp_sl), "pose": jit(target, pose_sl)}}
 
   # Seams: whole validation clips, window by window with carried history, without a reference video,
   # with the raw windows (seam_frames 0) and with `join_window`.
@@ -164,9 +188,9 @@ def evaluate(config, workdir: pathlib.Path) -> dict:
     style_c = style_controls((jnp.concatenate([jnp.asarray(c["exp"]), jnp.asarray(c["pose"])], -1)[None]
                               - norm["motion_mean"]) / norm["motion_std"])
     for k in SEAM_FRAMES:
-      g = generate_long(dit, params["face"], tok, style_c, key, schedule=task.schedule, num_steps=10,
-                        clip_x0=4.0, reference=no_ref[:1], reference_valid=jnp.zeros((1,), bool),
-                        seam_frames=k)
+      g = generate_long(dit, params["face"], tok, style_c, key, schedule=task.schedule,
+                        num_steps=num_steps, guidance_scale=guidance_scale, clip_x0=4.0,
+                        reference=no_ref[:1], reference_valid=jnp.zeros((1,), bool), seam_frames=k)
       b, ins = seam_statistic(g, t)
       seams[k]["boundary"].append(float(b))
       seams[k]["inside"].append(float(ins))
@@ -186,6 +210,15 @@ def result_rows(out: dict) -> list[tuple[str, str]]:
   seam = "; ".join(f"{label(k)} boundary {f(v['boundary'])} vs inside {f(v['inside'])}"
                    for k, v in out["seam"].items())
   mo = out["mouth_opening_correlation"]
+  table4 = lambda key: "; ".join(f"{k}: MAE {f(v['mae'])}, SSIM {f(v['ssim'])}" for k, v in out[key].items())
+
+  def pull(key):
+    p = out[key]
+    return (f"{f(p['gen_with_same_to_same'])} / {f(p['gen_with_other_to_same'])}; "
+            f"{f(p['gen_with_other_to_other'])} / {f(p['gen_with_same_to_other'])}")
+
+  fc = out["frame_change"]
+  n_clips = next(iter(out["seam"].values()))["clips"]
   return [
       ("stage-1 style: amplitude", "expression std at amplitude x0.5 / x1 / x2: with reference "
        f"{by('expression_std_by_amplitude_with_reference')}, without "
@@ -193,10 +226,16 @@ def result_rows(out: dict) -> list[tuple[str, str]]:
       ("stage-1 style: pose range", "pose range at range x0.5 / x1 / x2: with reference "
        f"{by('pose_range_by_pose_scale_with_reference')}, without "
        f"{by('pose_range_by_pose_scale_without_reference')} (ground truth {f(gt['pose_range'])})"),
-      ("stage-1 reference (Table 4)", "; ".join(f"{k}: MAE {f(v['mae'])}, SSIM {f(v['ssim'])}"
-                                               for k, v in out["reference"].items())),
+      ("stage-1 reference (Table 4)", "with ground-truth history: " + table4("reference")
+       + "; without history: " + table4("reference_no_history")),
+      ("stage-1 reference pull", "distance of the generated mean expression to the same-clip reference "
+       "when given it / given the other clip's; to the other clip's reference when given it / given the "
+       f"same-clip one: with history {pull('reference_pull')}; without history "
+       f"{pull('reference_pull_no_history')}"),
       ("stage-1 lips / seams", f"mouth-opening correlation {f(mo['same_clip'])} (with reference), "
-       f"{f(mo['none'])} (without); seams over {next(iter(out['seam'].values()))['clips']} clips: {seam}"),
+       f"{f(mo['none'])} (without); frame-to-frame change inside windows: expression "
+       f"{f(fc['generated']['expression'])} (ground truth {f(fc['ground_truth']['expression'])}), pose "
+       f"{f(fc['generated']['pose'])} ({f(fc['ground_truth']['pose'])}); seams over {n_clips} clips: {seam}"),
   ]
 
 
@@ -209,6 +248,9 @@ def main(argv=None) -> None:
                       help="override the config's p_reference_drop (training without the reference)")
   parser.add_argument("--style-augment", type=float, default=None,
                       help="override the config's style_augment (largest amplitude / pose-range factor)")
+  parser.add_argument("--num-steps", type=int, default=10, help="DDIM steps of the measurements")
+  parser.add_argument("--guidance-scale", type=float, default=sampling.GUIDANCE_SCALE,
+                      help=f"classifier-free guidance (default {sampling.GUIDANCE_SCALE:g}, as infer.stream)")
   parser.add_argument("--eval-only", action="store_true", help="measure WORKDIR's checkpoint, no training")
   parser.add_argument("--no-write", action="store_true")
   args = parser.parse_args(argv)
@@ -224,17 +266,20 @@ def main(argv=None) -> None:
     trainer.train_and_evaluate(config, args.workdir)
   train_s = time.perf_counter() - t0
   t0 = time.perf_counter()
-  out = evaluate(config, pathlib.Path(args.workdir))
+  out = evaluate(config, pathlib.Path(args.workdir), num_steps=args.num_steps,
+                 guidance_scale=args.guidance_scale)
   out.update(train_steps=args.steps, train_seconds=round(train_s, 1),
              eval_seconds=round(time.perf_counter() - t0, 1))
-  (pathlib.Path(args.workdir) / "motion_style.json").write_text(json.dumps(out, indent=2) + "\n")
+  name = f"motion_style_steps{args.num_steps}_cfg{args.guidance_scale:g}.json"
+  (pathlib.Path(args.workdir) / name).write_text(json.dumps(out, indent=2) + "\n")
   print(json.dumps(out, indent=2))
   if not args.no_write:
     d = config.model.dit
     desc = (f"FaceMotionDiT {d.num_layers} layers x {d.width}, trained {args.steps} steps on {args.data} "
             f"(train split, style_augment {config.style_augment}, p_reference_drop "
             f"{config.p_reference_drop}); {out['validation_windows']} validation windows of "
-            f"{out['validation_clips']} unseen clips, DDIM 10 steps, EMA")
+            f"{out['validation_clips']} unseen clips, DDIM {args.num_steps} steps, guidance "
+            f"{args.guidance_scale:g}, EMA")
     append_rows([Timing(name=name, config=desc, compile_s=float("nan"), times_s=[out["eval_seconds"]],
                         throughput=value) for name, value in result_rows(out)])
 

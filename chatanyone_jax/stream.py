@@ -152,6 +152,8 @@ class StreamSpec:
       raise ValueError(f"render_dtype must be one of {sorted(RENDER_DTYPES)}, got {self.render_dtype!r}")
     if self.mode not in MODES:
       raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+    if self.guidance_scale < 0:
+      raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {self.guidance_scale}")
     if self.seam_frames < 0:
       raise ValueError(f"seam_frames must be >= 0 (0 = raw windows), got {self.seam_frames}")
     layout = keypoint_layout(self.renderer)

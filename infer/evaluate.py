@@ -368,7 +368,7 @@ def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, spl
 def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str, b: Backends, *,
                  mode: str | None = None, max_clips: int | None = None, max_frames: int | None = None,
                  num_steps: int = 10, seed: int = 0, params: dict | None = None,
-                 configs: dict | None = None) -> dict:
+                 configs: dict | None = None, guidance_scale: float | None = None) -> dict:
   """Table 3 (module docstring) -> {"rows": {"ours": {...}, "ground truth": {...}}, "counts", ...}."""
   from chatanyone_jax.eval.faces import landmark_diversity, mouth_landmark_distance, syncnet_crops
   from data import pipelines
@@ -377,6 +377,7 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
   if params is None:
     params, configs = st.load_checkpoint(checkpoint, mode or infer_mode(checkpoint))
   mode = mode or ("upper" if "motion_body" in configs else "head")
+  guidance = st.GUIDANCE_SCALE if guidance_scale is None else guidance_scale
   meta, clips, frames_src = _records(data, split)
   crop = "body" if mode == "upper" else "head"
   if crop == "body" and not meta.get("body_size"):
@@ -395,7 +396,7 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
     audio = audio[:int(round(length * st.SAMPLE_RATE / st.FPS))]
     try:
       frames = np.stack(list(st.stream(portrait, [audio], mode=mode, num_steps=num_steps, seed=seed,
-                                       params=params, configs=configs)))
+                                       params=params, configs=configs, guidance_scale=guidance)))
     except st.AvatarError as e:
       log.warning("clip %d skipped: %s", c, e)
       skipped["clips_no_face_in_portrait"] = skipped.get("clips_no_face_in_portrait", 0) + 1
@@ -436,7 +437,8 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
                   "Diversity": acc.mean("Diversity")}
   rows["ours"].update(FID=_frechet(real_inception, ours.inception, b.inception, "FID"), LMD=ours.mean("LMD"))
   return {"rows": rows, "counts": {**ours.counts, **{f"gt_{k}": v for k, v in gt.counts.items()}, **skipped},
-          "clips": len(_clip_indices(clips, max_clips)), "mode": mode, "num_steps": num_steps}
+          "clips": len(_clip_indices(clips, max_clips)), "mode": mode, "num_steps": num_steps,
+          "guidance_scale": guidance}
 
 
 def infer_mode(checkpoint: str | os.PathLike) -> str:
@@ -470,16 +472,18 @@ def motion_windows(config, task, data: str | os.PathLike, split: str) -> dict:
 
 
 def style_transfer(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str, *, num_steps: int = 10,
-                   seed: int = 0, clip_x0: float | None = 4.0, max_windows: int | None = None) -> dict:
+                   seed: int = 0, clip_x0: float | None = 4.0, max_windows: int | None = None,
+                   guidance_scale: float | None = None) -> dict:
   """Table 4 (module docstring): MAE / SSIM of generated vs ground-truth expression coefficients."""
   from chatanyone_jax import metrics
   from chatanyone_jax import template as tp
   from chatanyone_jax.audio import log_mel_spectrogram
   from chatanyone_jax.motion.face_motion_dit import style_controls
-  from chatanyone_jax.motion.sampling import FaceConditions, sample_window
+  from chatanyone_jax.motion.sampling import GUIDANCE_SCALE, FaceConditions, sample_window
   from train import checkpoint as ckpt
   from train import tasks
 
+  guidance = GUIDANCE_SCALE if guidance_scale is None else guidance_scale
   _records(data, split)  # a clear error for a missing split
   workdir = pathlib.Path(checkpoint) / "motion_face"
   if not workdir.is_dir():
@@ -513,7 +517,7 @@ def style_transfer(checkpoint: str | os.PathLike, data: str | os.PathLike, split
     cond = FaceConditions(tokens, jnp.asarray(history), style, ref, jnp.ones((n,), bool),
                           jnp.full((n,), with_ref) if has_ref else None)
     return sample_window(dit, params["face"], cond, key, schedule=task.schedule, num_steps=num_steps,
-                         clip_x0=clip_x0)
+                         guidance_scale=guidance, clip_x0=clip_x0)
 
   exp_gt = jnp.asarray(target[..., :tp.NUM_EXP])
   data_range = float(exp_gt.max() - exp_gt.min())
@@ -527,7 +531,8 @@ def style_transfer(checkpoint: str | os.PathLike, data: str | os.PathLike, split
   if not has_ref:
     rows["without reference"]["note"] = "model has no reference input (trained with use_reference=False)"
   return {"rows": rows, "windows": int(n), "clips": int(len(set(np.asarray(w["clip_index"]).tolist()))),
-          "units": "normalised expression coefficients", "num_steps": num_steps}
+          "units": "normalised expression coefficients", "num_steps": num_steps,
+          "guidance_scale": guidance}
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -599,7 +604,8 @@ def _jsonable(x):
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, *, split: str = "validation",
              tables: Sequence[str] = TABLES, backends: Backends | None = None, weights_dir: str | None = None,
              max_clips: int | None = None, max_frames: int | None = None, num_steps: int = 10, seed: int = 0,
-             batch_size: int = 8, mode: str | None = None, out: str | os.PathLike | None = None) -> dict:
+             batch_size: int = 8, mode: str | None = None, out: str | os.PathLike | None = None,
+             guidance_scale: float | None = None) -> dict:
   """Runs the chosen tables (module docstring); writes OUT/eval.json and OUT/eval.md when out is given."""
   bad = [t for t in tables if t not in TABLES]
   if bad:
@@ -614,8 +620,10 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, *, split: s
   steps = {"1": ("table1", lambda: self_reenactment(checkpoint, data, split, b, max_clips=max_clips,
                                                     max_frames=max_frames, batch_size=batch_size)),
            "3": ("table3", lambda: audio_driven(checkpoint, data, split, b, mode=mode, max_clips=max_clips,
-                                                max_frames=max_frames, num_steps=num_steps, seed=seed)),
-           "4": ("table4", lambda: style_transfer(checkpoint, data, split, num_steps=num_steps, seed=seed))}
+                                                max_frames=max_frames, num_steps=num_steps, seed=seed,
+                                                guidance_scale=guidance_scale)),
+           "4": ("table4", lambda: style_transfer(checkpoint, data, split, num_steps=num_steps, seed=seed,
+                                                  guidance_scale=guidance_scale))}
   for t in tables:
     name, fn = steps[t]
     t0 = time.perf_counter()
@@ -655,6 +663,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--max-clips", type=int, default=None)
   p.add_argument("--max-frames", type=int, default=None, help="frames per clip (from its start)")
   p.add_argument("--steps", type=int, default=10, help="DDIM steps (Tables 3, 4)")
+  p.add_argument("--guidance", type=float, default=None,
+                 help="face-motion classifier-free guidance (Tables 3, 4; default: infer.stream's)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--batch-size", type=int, default=8, help="renderer frames per call (Table 1)")
   p.add_argument("--out", default="outputs/eval", help="writes eval.json and eval.md here")
@@ -672,7 +682,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       hands="1" in tables)
     report = evaluate(args.checkpoint, args.data, split=args.split, tables=tables, backends=b,
                       max_clips=args.max_clips, max_frames=args.max_frames, num_steps=args.steps,
-                      seed=args.seed, batch_size=args.batch_size, mode=args.mode, out=args.out)
+                      seed=args.seed, batch_size=args.batch_size, mode=args.mode, out=args.out,
+                      guidance_scale=args.guidance)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from infer.media import MediaError, read_audio, write_video
-from infer.stream import FPS, SAMPLE_RATE, num_output_frames, random_params, stream
+from infer.stream import FPS, GUIDANCE_SCALE, SAMPLE_RATE, num_output_frames, random_params, stream
 
 NO_CHECKPOINT = ("no trained checkpoint given: train with python -m train.main (motion_face, motion_body, "
                  "render workdirs under one directory) or pass --checkpoint DIR; --random-weights runs a "
@@ -49,6 +49,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--reference", help="reference video whose expressions set the speaking style")
   p.add_argument("--no-refine", action="store_true", help="skip the face-refine pass")
   p.add_argument("--steps", type=int, default=10, help="DDIM steps of the motion samplers")
+  p.add_argument("--guidance", type=float, default=GUIDANCE_SCALE,
+                 help=f"classifier-free guidance of the face motion (1 = off; default {GUIDANCE_SCALE:g}: "
+                      "clearer style controls and reference transfer, one extra batched model call per step)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--seam-frames", type=int, default=8,
                  help="frames over which each 1.33 s motion window is joined to the previous one (0 = off)")
@@ -68,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     raise ValueError(NO_CHECKPOINT)
   if args.steps < 1:
     raise ValueError(f"--steps must be >= 1, got {args.steps}")
+  if args.guidance < 0:
+    raise ValueError(f"--guidance must be >= 0 (1 = no guidance), got {args.guidance}")
   if args.seam_frames < 0:
     raise ValueError(f"--seam-frames must be >= 0, got {args.seam_frames}")
   audio = read_audio(args.audio, SAMPLE_RATE)
@@ -81,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
   frames = stream(args.image, chunks(audio, max(1, int(args.chunk_seconds * SAMPLE_RATE))),
                   checkpoint=args.checkpoint, mode=args.mode, amplitude=args.amplitude,
                   pose_range=args.pose_range, reference_video=args.reference, refine=not args.no_refine,
-                  seed=args.seed, num_steps=args.steps, params=params, configs=configs,
-                  render_dtype="bfloat16" if args.bf16 else "float32", seam_frames=args.seam_frames)
+                  seed=args.seed, num_steps=args.steps, guidance_scale=args.guidance, params=params,
+                  configs=configs, render_dtype="bfloat16" if args.bf16 else "float32",
+                  seam_frames=args.seam_frames)
   bar = tqdm(frames, total=total, desc="frames", unit="frame")
   n = write_video(args.out, bar, FPS, audio=audio, sample_rate=SAMPLE_RATE)
   bar.close()

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from chatanyone_jax import stream as core
+from chatanyone_jax.motion.sampling import GUIDANCE_SCALE
 from chatanyone_jax.render import presets
 from chatanyone_jax.template import load_head_template
 from infer.media import MediaError, read_image
@@ -251,7 +252,7 @@ def _json(cfg) -> str:
   return cfg.to_json_best_effort(sort_keys=True)
 
 
-def build_spec(configs: dict, mode: str, *, num_steps: int = 10, guidance_scale: float = 1.0,
+def build_spec(configs: dict, mode: str, *, num_steps: int = 10, guidance_scale: float = GUIDANCE_SCALE,
                clip_x0: float | None = None, render_batch: int | None = None,
                render_dtype: str = "float32", seam_frames: int = 8) -> core.StreamSpec:
   """The `StreamSpec` of the models in `configs` (motion ConfigDicts, renderer configs or preset names)."""
@@ -426,8 +427,9 @@ class Session:
 def prepare(image, *, checkpoint: str | os.PathLike | None = None, mode: str = "upper",
             amplitude: float = 1.0, pose_range: float = 1.0, reference_video: str | os.PathLike | None = None,
             refine: bool = True, seed: int = 0, num_steps: int = 10, params: dict | None = None,
-            configs: dict | None = None, guidance_scale: float = 1.0, clip_x0: float | None | str = "auto",
-            render_batch: int | None = None, render_dtype: str = "float32", seam_frames: int = 8) -> Session:
+            configs: dict | None = None, guidance_scale: float = GUIDANCE_SCALE,
+            clip_x0: float | None | str = "auto", render_batch: int | None = None,
+            render_dtype: str = "float32", seam_frames: int = 8) -> Session:
   """Loads the models, prepares the avatar and its initial state (all the checks `stream` does up front)."""
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -504,7 +506,7 @@ def stream(image, audio_chunks: Iterable[np.ndarray], *, checkpoint: str | os.Pa
            mode: str = "upper", amplitude: float = 1.0, pose_range: float = 1.0,
            reference_video: str | os.PathLike | None = None, refine: bool = True, seed: int = 0,
            num_steps: int = 10, params: dict | None = None, configs: dict | None = None,
-           guidance_scale: float = 1.0, clip_x0: float | None | str = "auto",
+           guidance_scale: float = GUIDANCE_SCALE, clip_x0: float | None | str = "auto",
            render_batch: int | None = None, render_dtype: str = "float32",
            seam_frames: int = 8) -> Iterator[np.ndarray]:
   """Video frames of a portrait speaking the streamed audio (module docstring).
@@ -521,7 +523,8 @@ def stream(image, audio_chunks: Iterable[np.ndarray], *, checkpoint: str | os.Pa
     seed: PRNG seed (window i samples with fold_in(key, i)).
     num_steps: DDIM steps of the motion samplers.
     params, configs: models without a checkpoint, keyed like the workdirs (`random_params`).
-    guidance_scale: FaceMotionDiT classifier-free guidance (1 = off).
+    guidance_scale: FaceMotionDiT classifier-free guidance (1 = off; default
+      `chatanyone_jax.motion.sampling.GUIDANCE_SCALE`, measured there).
     clip_x0: DDIM x̂0 clip of the samplers, in normalised (std) units; None = off; "auto" =
       configs["clip_x0"] if set (`random_params` sets 3: untrained ε is uncalibrated), else off.
     render_batch: frames per renderer call (bounds memory at full size); None = a whole window.

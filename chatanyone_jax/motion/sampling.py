@@ -37,6 +37,15 @@ import jax.numpy as jnp
 
 from chatanyone_jax.motion.diffusion import DenoiseFn, NoiseSchedule, ddim_sample, diffusion_loss
 
+# Classifier-free guidance scale of FaceMotionDiT at inference (infer.stream, the CLI, infer.evaluate).
+# Measured (benchmarks/motion_style.py, RESULTS.md): on a model trained on real clips, unguided 10-step
+# DDIM leaves frame-to-frame jitter (pose 0.146 vs 0.084 in the data) that puts a floor under the pose
+# range, so pose range x0.5 did not go below x1 (1.10 / 1.10), and the reference pulled only weakly;
+# at 2 the jitter is that of the data (0.092), pose range x0.5 / x1 / x2 is 0.59 / 0.69 / 1.24 and a
+# same-clip reference beats none and another clip's on Table 4's MAE and SSIM. The price: one extra
+# (batched) model call per step and somewhat calmer motion at amplitude 1.
+GUIDANCE_SCALE = 2.0
+
 
 class FaceConditions(NamedTuple):
   """Conditions of one FaceMotionDiT window (a pytree; None fields are absent).

@@ -78,6 +78,8 @@ def test_cli_errors(tmp_path, speech_wav, capsys):
   err = _error(["--image", str(ASSETS_PORTRAIT), "--audio", str(bad_audio), "--out", str(tmp_path / "o.mp4"),
                 "--random-weights"], capsys)
   assert "cannot open audio" in err
+  err = _error(base + ["--random-weights", "--guidance", "-1"], capsys)
+  assert "--guidance must be >= 0" in err
   grey = tmp_path / "grey.png"
   Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(grey)
   err = _error(["--image", str(grey), "--audio", str(speech_wav), "--out", str(tmp_path / "o.mp4"),

@@ -20,6 +20,7 @@ from infer.media import read_audio, read_image
 from infer.stream import (
   ASSETS_PORTRAIT,
   ASSETS_SPEECH,
+  GUIDANCE_SCALE,
   AvatarError,
   annotate_image,
   default_style,
@@ -198,8 +199,11 @@ def test_reference_video_sets_reference_and_style(upper, portrait):
   assert ref.shape == (1, 16, 52) and np.all(np.isfinite(ref))
   assert style.shape == (2,) and np.all(style > 0)
   # Without a reference video a model with the reference input gets its learned null reference.
-  state = prepare(portrait, params=upper[0], configs=upper[1]).state
+  session = prepare(portrait, params=upper[0], configs=upper[1])
+  state = session.state
   assert state["reference"].shape == (1, 16, 52) and not np.any(np.asarray(state["reference_valid"]))
+  # Face-motion guidance is on by default (the measured inference setting, motion/sampling.py).
+  assert session.spec.guidance_scale == GUIDANCE_SCALE == 2.0
 
 
 @pytest.mark.slow
@@ -242,6 +246,8 @@ def test_stream_head_mode_and_render_batches(portrait, speech):
     prepare(portrait, params=params, configs=configs, mode="head", render_dtype="float16")
   with pytest.raises(ValueError, match="seam_frames must be >= 0"):
     prepare(portrait, params=params, configs=configs, mode="head", seam_frames=-1)
+  with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
+    prepare(portrait, params=params, configs=configs, mode="head", guidance_scale=-1.0)
 
 
 @pytest.mark.slow
