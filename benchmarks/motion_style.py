@@ -79,15 +79,13 @@ def mouth_opening(motion_raw: np.ndarray) -> np.ndarray:
   return gap.reshape(motion_raw.shape[:-1])
 
 
-def validation_windows(config, task) -> dict:
-  return motion_windows(config, task, config.data_dir, "validation")
-
-
-def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10, guidance_scale: float = 1.0) -> dict:
+def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10,
+             guidance_scale: float = sampling.GUIDANCE_SCALE, split: str = "validation") -> dict:
+  """The measurements of the module docstring for WORKDIR's EMA parameters on the records' `split`."""
   task = tasks.get_task(config)
   loaded = checkpoint.load_params(workdir)
   params, norm = jax.tree.map(jnp.asarray, loaded["params"]), jax.tree.map(jnp.asarray, loaded["norm"])
-  w = validation_windows(config, task)
+  w = motion_windows(config, task, config.data_dir, split)
   n = w["motion"].shape[0]
   h, t = config.history, config.window
   motion = (w["motion"] - np.asarray(norm["motion_mean"])) / np.asarray(norm["motion_std"])
@@ -133,8 +131,8 @@ def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10, guidance_sca
   data_range = float(exp_gt.max() - exp_gt.min())
   mean = lambda x: np.asarray(x)[..., :tp.NUM_EXP].mean(1)
   m_same, m_other = mean(ref_same), mean(ref_other)
-  d = lambda g, m: float(np.mean(np.linalg.norm(mean(g) - m, axis=-1)))
-  valid = other != np.arange(n)
+  valid = other != np.arange(n)  # windows with a window of another clip (pull: None without any)
+  d = lambda g, m: float(np.mean(np.linalg.norm(mean(g) - m, axis=-1))) if valid.any() else None
   # Table 4 with the ground-truth history of each window (its start is then given), and without history
   # (the first window of a stream: audio, style and reference only).
   for suffix, with_history in (("", True), ("_no_history", False)):
@@ -175,7 +173,7 @@ def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10, guidance_sca
 
   # Seams: whole validation clips, window by window with carried history, without a reference video,
   # with the raw windows (seam_frames 0) and with `join_window`.
-  clips = records.data_source(config.data_dir, "clips", "validation")
+  clips = records.data_source(config.data_dir, "clips", split)
   seams = {k: {"boundary": [], "inside": []} for k in SEAM_FRAMES}
   for i in range(len(clips)):
     c = clips[i]
@@ -203,7 +201,7 @@ def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10, guidance_sca
 
 def result_rows(out: dict) -> list[tuple[str, str]]:
   """(name, measurement) rows for RESULTS.md from `evaluate`'s output."""
-  f = lambda x: f"{x:.3f}"
+  f = lambda x: "n/a" if x is None else f"{x:.3f}"
   gt = out["ground_truth"]
   by = lambda key: " / ".join(f(v) for v in out[key].values())
   label = lambda k: "raw windows" if k.endswith("_0") else f"join_window {k.rsplit('_', 1)[1]} frames"
@@ -214,6 +212,8 @@ def result_rows(out: dict) -> list[tuple[str, str]]:
 
   def pull(key):
     p = out[key]
+    if p["gen_with_same_to_same"] is None:
+      return "n/a (one clip)"
     return (f"{f(p['gen_with_same_to_same'])} / {f(p['gen_with_other_to_same'])}; "
             f"{f(p['gen_with_other_to_other'])} / {f(p['gen_with_same_to_other'])}")
 

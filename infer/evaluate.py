@@ -18,7 +18,8 @@ Sync (SyncNet confidence), Diversity (temporal variance of normalised face landm
 landmark distance to the ground truth); a "ground truth" row scores the real frames the same way.
 Table 4, style transfer (motion_face/): MAE and SSIM of DDIM-sampled expression coefficients against the
 ground truth on every window of the clips, with a reference sequence (another window of the same clip)
-and without one.
+and without one; each given the window's ground-truth history (its last 10 frames before the window) and,
+in the "no history" rows, without it (as the first window of a stream, where the reference matters most).
 
 Metric back-ends (all offline; `chatanyone_jax.eval`): LPIPS, FID, FVD and Sync run Flax ports of public
 networks whose weights the user supplies — put the public files in --weights-dir under their published
@@ -512,9 +513,9 @@ def style_transfer(checkpoint: str | os.PathLike, data: str | os.PathLike, split
   has_ref = "ref_proj" in params["face"]
   ref = jnp.asarray(reference[..., :dit.config.ref_dim]) if has_ref else None
 
-  @functools.partial(jax.jit, static_argnums=0)
-  def generate(with_ref: bool, key):
-    cond = FaceConditions(tokens, jnp.asarray(history), style, ref, jnp.ones((n,), bool),
+  @functools.partial(jax.jit, static_argnums=(0, 1))
+  def generate(with_ref: bool, with_history: bool, key):
+    cond = FaceConditions(tokens, jnp.asarray(history), style, ref, jnp.full((n,), with_history),
                           jnp.full((n,), with_ref) if has_ref else None)
     return sample_window(dit, params["face"], cond, key, schedule=task.schedule, num_steps=num_steps,
                          guidance_scale=guidance, clip_x0=clip_x0)
@@ -524,12 +525,15 @@ def style_transfer(checkpoint: str | os.PathLike, data: str | os.PathLike, split
   key = jax.random.key(seed)
   rows = {}
   variants = ([("with reference", True)] if has_ref else []) + [("without reference", False)]
-  for name, with_ref in variants:
-    e = generate(with_ref, key)[..., :tp.NUM_EXP]
-    rows[name] = {"MAE": float(jnp.mean(jnp.abs(e - exp_gt))),
-                  "SSIM": float(jnp.mean(metrics.sequence_ssim(e, exp_gt, data_range)))}
+  for suffix, with_history in (("", True), (", no history", False)):
+    for name, with_ref in variants:
+      e = generate(with_ref, with_history, key)[..., :tp.NUM_EXP]
+      rows[name + suffix] = {"MAE": float(jnp.mean(jnp.abs(e - exp_gt))),
+                             "SSIM": float(jnp.mean(metrics.sequence_ssim(e, exp_gt, data_range)))}
   if not has_ref:
-    rows["without reference"]["note"] = "model has no reference input (trained with use_reference=False)"
+    for suffix in ("", ", no history"):
+      rows["without reference" + suffix]["note"] = ("model has no reference input (trained with "
+                                                    "use_reference=False)")
   return {"rows": rows, "windows": int(n), "clips": int(len(set(np.asarray(w["clip_index"]).tolist()))),
           "units": "normalised expression coefficients", "num_steps": num_steps,
           "guidance_scale": guidance}

@@ -53,7 +53,9 @@ def test_cli_prints_and_writes_all_tables_without_weights(demo_run, tmp_path, ca
   # The real frames of the clip have a face at their stored size: CSIM to the portrait and Diversity.
   gt = t3["rows"]["ground truth"]
   assert gt["CSIM"] > 0.9 and gt["Diversity"] > 0
-  assert set(t4["rows"]) == {"with reference", "without reference"}
+  assert set(t4["rows"]) == {"with reference", "without reference", "with reference, no history",
+                             "without reference, no history"}
+  assert t4["guidance_scale"] == 2.0 and t3["guidance_scale"] == 2.0
   assert all(r["MAE"] > 0 and -1 <= r["SSIM"] <= 1 for r in t4["rows"].values())
   assert "n/a (no weights)" in printed and "Table 4" in printed
 

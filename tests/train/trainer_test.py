@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from train import checkpoint, metrics, trainer
+from train import checkpoint, metrics, tasks, trainer
 from train.configs import motion_body, motion_face
 
 
@@ -54,6 +54,35 @@ def test_motion_face_trains_checkpoints_and_logs(motion_records, tmp_path):
   again = trainer.train_and_evaluate(config, tmp_path)
   assert int(again["step"]) == 4
   jax.tree.map(np.testing.assert_array_equal, _host(again["params"]), raw)
+  # The stage-1 benchmark (benchmarks/motion_style.py) measures this checkpoint: every number is there
+  # and finite, the ground-truth statistics are those of the records, and the rows for RESULTS.md format.
+  from benchmarks import motion_style
+  from chatanyone_jax.template import NUM_EXP
+  from infer.evaluate import motion_windows
+
+  out = motion_style.evaluate(config, tmp_path, num_steps=2, split="train")
+  assert out["guidance_scale"] == 2.0 and out["validation_clips"] == 1
+  for key in ("expression_std_by_amplitude_with_reference", "pose_range_by_pose_scale_without_reference"):
+    assert list(out[key]) == [0.5, 1.0, 2.0] and all(np.isfinite(v) and v > 0 for v in out[key].values())
+  for key in ("reference", "reference_no_history"):
+    assert set(out[key]) == {"same_clip", "other_clip", "none"}
+    assert all(v["mae"] > 0 and -1 <= v["ssim"] <= 1 for v in out[key].values())
+  # One clip: no window of another clip to measure the pull against.
+  assert set(out["reference_pull"].values()) == {None}
+  w = motion_windows(config, tasks.get_task(config), config.data_dir, "train")
+  target = (w["motion"][:, config.history:] - loaded["norm"]["motion_mean"]) / loaded["norm"]["motion_std"]
+  np.testing.assert_allclose(out["ground_truth"]["expression_std"],
+                             np.std(target[..., :NUM_EXP], axis=1).mean(), rtol=1e-5)
+  np.testing.assert_allclose(out["frame_change"]["ground_truth"]["pose"],
+                             np.abs(np.diff(target[..., NUM_EXP:], axis=1)).mean(), rtol=1e-5)
+  assert out["frame_change"]["generated"]["pose"] > 0
+  seams = out["seam"]["seam_frames_8"]
+  assert seams["clips"] == 1 and 0 < seams["boundary"] and 0 < seams["inside"]
+  rows = motion_style.result_rows(out)
+  assert [name for name, _ in rows] == ["stage-1 style: amplitude", "stage-1 style: pose range",
+                                        "stage-1 reference (Table 4)", "stage-1 reference pull",
+                                        "stage-1 lips / seams"]
+  assert "n/a (one clip)" in rows[3][1] and "nan" not in " ".join(v for _, v in rows)
 
 
 def test_resume_equals_uninterrupted(motion_records, tmp_path):
