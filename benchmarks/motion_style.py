@@ -1,7 +1,8 @@
 """Stage-1 behaviour of a FaceMotionDiT trained on real data: style control, reference pull, seams, lips.
 
   python -m benchmarks.motion_style --data DATA --workdir WORKDIR [--steps 3000] [--eval-only]
-      [--num-steps 10] [--guidance-scale G] [--p-reference-drop P] [--style-augment F] [--no-write]
+      [--num-steps 10] [--guidance-scale G] [--p-reference-drop P] [--style-augment F] [--seed S]
+      [--no-write]
 
 Trains `train/configs/motion_face.py` (the `small` settings below, or resumes WORKDIR) on the records'
 train split with `train.trainer.train_and_evaluate`, then measures on every window of the validation
@@ -251,6 +252,7 @@ def main(argv=None) -> None:
   parser.add_argument("--num-steps", type=int, default=10, help="DDIM steps of the measurements")
   parser.add_argument("--guidance-scale", type=float, default=sampling.GUIDANCE_SCALE,
                       help=f"classifier-free guidance (default {sampling.GUIDANCE_SCALE:g}, as infer.stream)")
+  parser.add_argument("--seed", type=int, default=None, help="override the config's seed (init, data order)")
   parser.add_argument("--eval-only", action="store_true", help="measure WORKDIR's checkpoint, no training")
   parser.add_argument("--no-write", action="store_true")
   args = parser.parse_args(argv)
@@ -261,6 +263,8 @@ def main(argv=None) -> None:
     config.p_reference_drop = args.p_reference_drop
   if args.style_augment is not None:
     config.style_augment = args.style_augment
+  if args.seed is not None:
+    config.seed = args.seed
   t0 = time.perf_counter()
   if not args.eval_only:
     trainer.train_and_evaluate(config, args.workdir)
@@ -277,8 +281,8 @@ def main(argv=None) -> None:
     d = config.model.dit
     desc = (f"FaceMotionDiT {d.num_layers} layers x {d.width}, trained {args.steps} steps on {args.data} "
             f"(train split, style_augment {config.style_augment}, p_reference_drop "
-            f"{config.p_reference_drop}); {out['validation_windows']} validation windows of "
-            f"{out['validation_clips']} unseen clips, DDIM {args.num_steps} steps, guidance "
+            f"{config.p_reference_drop}, seed {config.seed}); {out['validation_windows']} validation "
+            f"windows of {out['validation_clips']} unseen clips, DDIM {args.num_steps} steps, guidance "
             f"{args.guidance_scale:g}, EMA")
     append_rows([Timing(name=name, config=desc, compile_s=float("nan"), times_s=[out["eval_seconds"]],
                         throughput=value) for name, value in result_rows(out)])

@@ -170,8 +170,6 @@ def test_step_guard_keeps_state_and_saves_nonfinite(tmp_path):
 
 def test_motion_face_training_batch_randomness():
   """In training (only) the reference / history are dropped at their rates and the style is rescaled."""
-  from train import tasks
-
   config = motion_face.get_config("tiny")
   config.update(p_reference_drop=0.3, p_history_drop=0.1, style_augment=2.0, p_style_augment=0.5)
   task = tasks.get_task(config)
