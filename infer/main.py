@@ -2,7 +2,7 @@
 
   python -m infer.main --image portrait.jpg --audio speech.wav --out out.mp4 --checkpoint runs/
       [--mode upper|head] [--amplitude X] [--pose-range X] [--reference ref.mp4] [--no-refine]
-      [--steps N] [--seed S]
+      [--steps N] [--guidance G] [--seed S]
 
 --checkpoint is a directory of `python -m train.main` workdirs: motion_face/, motion_body/ (mode
 upper), render/ (an upper512x768- or head512-family renderer) and optionally face_refine/.
