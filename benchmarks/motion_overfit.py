@@ -73,14 +73,9 @@ def clip_data(media: pathlib.Path) -> dict:
                      "frames; the fit needs speech over the whole clip")
   mel = np.asarray(log_mel_spectrogram(jnp.asarray(audio)))
   alpha = np.asarray(fit.identity[0])
-  mesh = dict(tp.KEYPOINT_NAMES)
 
   def mouth_opening(motion_norm: np.ndarray) -> np.ndarray:
-    beta = (motion_norm * std + mean)[..., :tp.NUM_EXP].reshape(-1, tp.NUM_EXP)
-    shape = tp.canonical_shape(template, jnp.broadcast_to(alpha, (beta.shape[0], alpha.shape[0])),
-                               jnp.asarray(beta))
-    gap = jnp.linalg.norm(shape[:, mesh["upper_lip_inner"]] - shape[:, mesh["lower_lip_inner"]], axis=-1)
-    return np.asarray(gap).reshape(motion_norm.shape[:-1])
+    return np.asarray(tp.mouth_opening(template, (motion_norm * std + mean)[..., :tp.NUM_EXP], alpha))
 
   return {"motion": (raw - mean) / std, "mel": mel, "fps": lm.fps, "mouth_opening": mouth_opening}
 

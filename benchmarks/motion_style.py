@@ -45,14 +45,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.harness import Timing, append_rows
-from chatanyone_jax import metrics
 from chatanyone_jax import template as tp
 from chatanyone_jax.audio import log_mel_spectrogram
 from chatanyone_jax.motion import sampling
 from chatanyone_jax.motion.face_motion_dit import style_controls
 from chatanyone_jax.motion.sampling import FaceConditions, generate_long, sample_window, seam_statistic
 from data import records
-from infer.evaluate import motion_windows
+from infer.evaluate import expression_scores, motion_windows
 from train import checkpoint, tasks, trainer
 from train.configs import motion_face
 
@@ -72,12 +71,7 @@ def small_config(data: str, steps: int) -> object:
 
 def mouth_opening(motion_raw: np.ndarray) -> np.ndarray:
   """(..., 58) raw exp ⊕ pose -> (...,) inner-lip gap of the mean-identity canonical template shape."""
-  template = tp.load_head_template()
-  mesh = dict(tp.KEYPOINT_NAMES)
-  beta = motion_raw[..., :tp.NUM_EXP].reshape(-1, tp.NUM_EXP)
-  shape = np.asarray(tp.canonical_shape(template, None, jnp.asarray(beta)))
-  gap = np.linalg.norm(shape[:, mesh["upper_lip_inner"]] - shape[:, mesh["lower_lip_inner"]], axis=-1)
-  return gap.reshape(motion_raw.shape[:-1])
+  return np.asarray(tp.mouth_opening(tp.load_head_template(), motion_raw[..., :tp.NUM_EXP]))
 
 
 def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10,
@@ -129,24 +123,22 @@ def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10,
   out["ground_truth"] = {"expression_std": exp_std(target), "pose_range": pose_rng(target)}
 
   exp_gt = jnp.asarray(target[..., :tp.NUM_EXP])
-  data_range = float(exp_gt.max() - exp_gt.min())
   mean = lambda x: np.asarray(x)[..., :tp.NUM_EXP].mean(1)
   m_same, m_other = mean(ref_same), mean(ref_other)
   valid = other != np.arange(n)  # windows with a window of another clip (pull: None without any)
   d = lambda g, m: float(np.mean(np.linalg.norm(mean(g) - m, axis=-1))) if valid.any() else None
   # Table 4 with the ground-truth history of each window (its start is then given), and without history
   # (the first window of a stream: audio, style and reference only).
+  references = {"same_clip": (same, True), "other_clip": (jnp.asarray(ref_other[..., :ref_dim]), True),
+                "none": (no_ref, False)}
+  gens_by_history = {hist: {name: generate(style0, ref, valid, key, with_history=hist)
+                            for name, (ref, valid) in references.items()} for hist in (True, False)}
   for suffix, with_history in (("", True), ("_no_history", False)):
-    gens = {"same_clip": generate(style0, same, True, key, with_history=with_history),
-            "other_clip": generate(style0, jnp.asarray(ref_other[..., :ref_dim]), True, key,
-                                   with_history=with_history),
-            "none": generate(style0, no_ref, False, key, with_history=with_history)}
+    gens = gens_by_history[with_history]
     out["reference" + suffix] = {}
     for name, g in gens.items():
-      e = g[..., :tp.NUM_EXP]
-      out["reference" + suffix][name] = {
-          "mae": float(jnp.mean(jnp.abs(e - exp_gt))),
-          "ssim": float(jnp.mean(metrics.sequence_ssim(e, exp_gt, data_range)))}
+      mae, ssim = expression_scores(g[..., :tp.NUM_EXP], exp_gt)
+      out["reference" + suffix][name] = {"mae": mae, "ssim": ssim}
     # Pull: distance of the generated mean expression to a reference's mean when that reference was given
     # vs when the other one was, in both directions.
     g_same, g_other = np.asarray(gens["same_clip"])[valid], np.asarray(gens["other_clip"])[valid]
@@ -156,8 +148,7 @@ def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10,
         "gen_with_other_to_other": d(g_other, m_other[valid]),
         "gen_with_same_to_other": d(g_same, m_other[valid]),
     }
-    if with_history:
-      kept = gens
+  kept = gens_by_history[True]  # lips and jitter: with the ground-truth history, as the controls
 
   # Lips: mouth opening of generated vs ground-truth windows (raw units).
   raw = lambda x: np.asarray(x) * np.asarray(norm["motion_std"]) + np.asarray(norm["motion_mean"])
@@ -274,8 +265,8 @@ def main(argv=None) -> None:
                  guidance_scale=args.guidance_scale)
   out.update(train_steps=args.steps, train_seconds=round(train_s, 1),
              eval_seconds=round(time.perf_counter() - t0, 1))
-  name = f"motion_style_steps{args.num_steps}_cfg{args.guidance_scale:g}.json"
-  (pathlib.Path(args.workdir) / name).write_text(json.dumps(out, indent=2) + "\n")
+  json_name = f"motion_style_steps{args.num_steps}_cfg{args.guidance_scale:g}.json"
+  (pathlib.Path(args.workdir) / json_name).write_text(json.dumps(out, indent=2) + "\n")
   print(json.dumps(out, indent=2))
   if not args.no_write:
     d = config.model.dit

@@ -50,6 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chatanyone_jax.motion.sampling import GUIDANCE_SCALE
+
 log = logging.getLogger(__name__)
 
 NA_WEIGHTS = "n/a (no weights)"
@@ -369,7 +371,7 @@ def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, spl
 def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str, b: Backends, *,
                  mode: str | None = None, max_clips: int | None = None, max_frames: int | None = None,
                  num_steps: int = 10, seed: int = 0, params: dict | None = None,
-                 configs: dict | None = None, guidance_scale: float | None = None) -> dict:
+                 configs: dict | None = None, guidance_scale: float = GUIDANCE_SCALE) -> dict:
   """Table 3 (module docstring) -> {"rows": {"ours": {...}, "ground truth": {...}}, "counts", ...}."""
   from chatanyone_jax.eval.faces import landmark_diversity, mouth_landmark_distance, syncnet_crops
   from data import pipelines
@@ -378,7 +380,6 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
   if params is None:
     params, configs = st.load_checkpoint(checkpoint, mode or infer_mode(checkpoint))
   mode = mode or ("upper" if "motion_body" in configs else "head")
-  guidance = st.GUIDANCE_SCALE if guidance_scale is None else guidance_scale
   meta, clips, frames_src = _records(data, split)
   crop = "body" if mode == "upper" else "head"
   if crop == "body" and not meta.get("body_size"):
@@ -397,7 +398,8 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
     audio = audio[:int(round(length * st.SAMPLE_RATE / st.FPS))]
     try:
       frames = np.stack(list(st.stream(portrait, [audio], mode=mode, num_steps=num_steps, seed=seed,
-                                       params=params, configs=configs, guidance_scale=guidance)))
+                                       params=params, configs=configs,
+                                       guidance_scale=guidance_scale)))
     except st.AvatarError as e:
       log.warning("clip %d skipped: %s", c, e)
       skipped["clips_no_face_in_portrait"] = skipped.get("clips_no_face_in_portrait", 0) + 1
@@ -439,7 +441,7 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
   rows["ours"].update(FID=_frechet(real_inception, ours.inception, b.inception, "FID"), LMD=ours.mean("LMD"))
   return {"rows": rows, "counts": {**ours.counts, **{f"gt_{k}": v for k, v in gt.counts.items()}, **skipped},
           "clips": len(_clip_indices(clips, max_clips)), "mode": mode, "num_steps": num_steps,
-          "guidance_scale": guidance}
+          "guidance_scale": guidance_scale}
 
 
 def infer_mode(checkpoint: str | os.PathLike) -> str:
@@ -472,19 +474,27 @@ def motion_windows(config, task, data: str | os.PathLike, split: str) -> dict:
   return {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
 
 
+def expression_scores(generated: jax.Array, target: jax.Array) -> tuple[float, float]:
+  """Table 4's (MAE, SSIM) of generated vs ground-truth expression windows (B, T, n_exp); SSIM's data
+  range is the ground truth's."""
+  from chatanyone_jax import metrics
+
+  data_range = float(target.max() - target.min())
+  return (float(jnp.mean(jnp.abs(generated - target))),
+          float(jnp.mean(metrics.sequence_ssim(generated, target, data_range))))
+
+
 def style_transfer(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str, *, num_steps: int = 10,
                    seed: int = 0, clip_x0: float | None = 4.0, max_windows: int | None = None,
-                   guidance_scale: float | None = None) -> dict:
+                   guidance_scale: float = GUIDANCE_SCALE) -> dict:
   """Table 4 (module docstring): MAE / SSIM of generated vs ground-truth expression coefficients."""
-  from chatanyone_jax import metrics
   from chatanyone_jax import template as tp
   from chatanyone_jax.audio import log_mel_spectrogram
   from chatanyone_jax.motion.face_motion_dit import style_controls
-  from chatanyone_jax.motion.sampling import GUIDANCE_SCALE, FaceConditions, sample_window
+  from chatanyone_jax.motion.sampling import FaceConditions, sample_window
   from train import checkpoint as ckpt
   from train import tasks
 
-  guidance = GUIDANCE_SCALE if guidance_scale is None else guidance_scale
   _records(data, split)  # a clear error for a missing split
   workdir = pathlib.Path(checkpoint) / "motion_face"
   if not workdir.is_dir():
@@ -518,25 +528,23 @@ def style_transfer(checkpoint: str | os.PathLike, data: str | os.PathLike, split
     cond = FaceConditions(tokens, jnp.asarray(history), style, ref, jnp.full((n,), with_history),
                           jnp.full((n,), with_ref) if has_ref else None)
     return sample_window(dit, params["face"], cond, key, schedule=task.schedule, num_steps=num_steps,
-                         guidance_scale=guidance, clip_x0=clip_x0)
+                         guidance_scale=guidance_scale, clip_x0=clip_x0)
 
   exp_gt = jnp.asarray(target[..., :tp.NUM_EXP])
-  data_range = float(exp_gt.max() - exp_gt.min())
   key = jax.random.key(seed)
   rows = {}
   variants = ([("with reference", True)] if has_ref else []) + [("without reference", False)]
   for suffix, with_history in (("", True), (", no history", False)):
     for name, with_ref in variants:
-      e = generate(with_ref, with_history, key)[..., :tp.NUM_EXP]
-      rows[name + suffix] = {"MAE": float(jnp.mean(jnp.abs(e - exp_gt))),
-                             "SSIM": float(jnp.mean(metrics.sequence_ssim(e, exp_gt, data_range)))}
+      mae, ssim = expression_scores(generate(with_ref, with_history, key)[..., :tp.NUM_EXP], exp_gt)
+      rows[name + suffix] = {"MAE": mae, "SSIM": ssim}
   if not has_ref:
     for suffix in ("", ", no history"):
       rows["without reference" + suffix]["note"] = ("model has no reference input (trained with "
                                                     "use_reference=False)")
   return {"rows": rows, "windows": int(n), "clips": int(len(set(np.asarray(w["clip_index"]).tolist()))),
           "units": "normalised expression coefficients", "num_steps": num_steps,
-          "guidance_scale": guidance}
+          "guidance_scale": guidance_scale}
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -609,7 +617,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, *, split: s
              tables: Sequence[str] = TABLES, backends: Backends | None = None, weights_dir: str | None = None,
              max_clips: int | None = None, max_frames: int | None = None, num_steps: int = 10, seed: int = 0,
              batch_size: int = 8, mode: str | None = None, out: str | os.PathLike | None = None,
-             guidance_scale: float | None = None) -> dict:
+             guidance_scale: float = GUIDANCE_SCALE) -> dict:
   """Runs the chosen tables (module docstring); writes OUT/eval.json and OUT/eval.md when out is given."""
   bad = [t for t in tables if t not in TABLES]
   if bad:
@@ -667,8 +675,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--max-clips", type=int, default=None)
   p.add_argument("--max-frames", type=int, default=None, help="frames per clip (from its start)")
   p.add_argument("--steps", type=int, default=10, help="DDIM steps (Tables 3, 4)")
-  p.add_argument("--guidance", type=float, default=None,
-                 help="face-motion classifier-free guidance (Tables 3, 4; default: infer.stream's)")
+  p.add_argument("--guidance", type=float, default=GUIDANCE_SCALE,
+                 help=f"face-motion classifier-free guidance (Tables 3, 4; default {GUIDANCE_SCALE:g}, as "
+                      "infer.stream)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--batch-size", type=int, default=8, help="renderer frames per call (Table 1)")
   p.add_argument("--out", default="outputs/eval", help="writes eval.json and eval.md here")

@@ -110,12 +110,7 @@ def face_motion_plot(target: np.ndarray, sample: np.ndarray) -> np.ndarray:
   from chatanyone_jax import template as tp
 
   template = tp.load_head_template()
-  mesh = dict(tp.KEYPOINT_NAMES)
-  upper, lower = mesh["upper_lip_inner"], mesh["lower_lip_inner"]  # face-mesh vertex indices
-
-  def mouth(m):
-    shape = np.asarray(tp.canonical_shape(template, None, jnp.asarray(m[:, :tp.NUM_EXP])))  # (T, N, 3)
-    return np.linalg.norm(shape[:, upper] - shape[:, lower], axis=-1)
+  mouth = lambda m: np.asarray(tp.mouth_opening(template, m[:, :tp.NUM_EXP]))
 
   panels = {"mouth opening": {"ground truth": mouth(target), "sample": mouth(sample)},
             "yaw (deg)": {"ground truth": target[:, 53], "sample": sample[:, 53]},

@@ -20,12 +20,12 @@ Seam statistic (`seam_statistic`): mean |x_f - x_{f-1}| over frame pairs that
 straddle a window boundary ("boundary") vs. pairs inside a window ("inside").
 Measured with benchmarks/motion_style.py on 4 whole held-out clips, FaceMotionDiT
 4 layers x 128 trained 8000 CPU steps on 10 real clips, no reference video
-(RESULTS.md, three training runs, unguided): raw windows boundary 0.57 / 0.45 /
+(RESULTS.md). Unguided, three training runs: raw windows boundary 0.57 / 0.45 /
 0.51 vs inside 0.53 / 0.39 / 0.41; with `join_window` over 8 frames 0.36 / 0.27 /
-0.27 vs 0.53 / 0.39 / 0.42. At the inference default (guidance 2, two seeds):
-raw 0.40 / 0.36 vs 0.37 / 0.29, joined 0.26 / 0.22 vs 0.37 / 0.29. The CPU test (tests/chatanyone_jax/
-motion/sampling_test.py) checks boundary < inside with join_window on a small
-untrained model (raw 1.94 vs 1.61, joined 1.32 vs 1.64).
+0.27 vs 0.53 / 0.39 / 0.42. At the inference default (guidance 2), two seeds:
+raw 0.40 / 0.36 vs 0.37 / 0.29; joined 0.26 / 0.22 vs 0.37 / 0.29. The CPU test
+(tests/chatanyone_jax/motion/sampling_test.py) checks boundary < inside with
+join_window on a small untrained model (raw 1.94 vs 1.61, joined 1.32 vs 1.64).
 """
 
 from __future__ import annotations

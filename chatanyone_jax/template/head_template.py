@@ -168,6 +168,26 @@ def canonical_shape(template: HeadTemplate, alpha: jax.Array | None, beta: jax.A
   return shape
 
 
+def mouth_opening(template: HeadTemplate, exp: jax.Array, identity: jax.Array | None = None) -> jax.Array:
+  """Inner-lip gap of the canonical (pose-free) shape: the lip-sync curve of expression coefficients.
+
+  Args:
+    exp: (..., n_exp) β.
+    identity: (n_id,) or (..., n_id) α; None = the mean identity.
+
+  Returns:
+    (...,) distance between the upper and lower inner-lip centres, in template units.
+  """
+  exp = jnp.asarray(exp)
+  beta = exp.reshape(-1, exp.shape[-1])
+  alpha = None if identity is None else jnp.broadcast_to(
+      jnp.asarray(identity), exp.shape[:-1] + jnp.shape(identity)[-1:]).reshape(beta.shape[0], -1)
+  shape = canonical_shape(template, alpha, beta)
+  names = dict(KEYPOINT_NAMES)
+  gap = jnp.linalg.norm(shape[:, names["upper_lip_inner"]] - shape[:, names["lower_lip_inner"]], axis=-1)
+  return gap.reshape(exp.shape[:-1])
+
+
 def project(template: HeadTemplate, pose: jax.Array, scale: jax.Array, exp: jax.Array,
             identity: jax.Array | None = None, indices: jax.Array | None = None) -> jax.Array:
   """Posed 3-D template points X = s · shape @ R + t.

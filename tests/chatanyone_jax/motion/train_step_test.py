@@ -6,7 +6,6 @@ round(40 · 100 / 29.97) = 133 log-mel frames (the 0.1 % rate difference to the 
 is below a mel frame over a window).
 """
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np

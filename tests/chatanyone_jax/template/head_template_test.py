@@ -167,3 +167,24 @@ def test_reconstruction_error_on_held_back_clip(template):
   assert err < MAX_HELD_OUT_ERROR_PX, err
   assert err < 0.2 * rigid, (err, rigid)
   assert abs(float(np.mean(fit.pose[:, 0]))) < 20  # a talking head facing the camera
+
+
+def test_mouth_opening_is_the_inner_lip_gap_of_the_canonical_shape(template):
+  import jax
+
+  m = template.mean
+  assert float(ht.mouth_opening(template, np.zeros(ht.NUM_EXP, np.float32))) == pytest.approx(
+      float(np.linalg.norm(m[13] - m[14])), rel=1e-6)  # mesh 13 / 14: upper / lower inner-lip centres
+  rng = np.random.default_rng(0)
+  beta = rng.normal(size=(2, 3, ht.NUM_EXP)).astype(np.float32)
+  alpha = rng.normal(size=(template.num_id,)).astype(np.float32)
+  gap = np.asarray(ht.mouth_opening(template, beta, alpha))  # one identity for every frame
+  alphas = np.broadcast_to(alpha, (6, alpha.size))
+  shape = np.asarray(ht.canonical_shape(template, alphas, beta.reshape(6, -1)))
+  assert gap.shape == (2, 3)
+  np.testing.assert_allclose(gap.ravel(), np.linalg.norm(shape[:, 13] - shape[:, 14], axis=-1), rtol=1e-5)
+  # Expression opens and closes the mouth: along the gap's gradient it grows, against it it shrinks.
+  g = np.asarray(jax.grad(lambda b: ht.mouth_opening(template, b))(np.zeros(ht.NUM_EXP, np.float32)))
+  base = float(ht.mouth_opening(template, np.zeros(ht.NUM_EXP, np.float32)))
+  g = g / np.linalg.norm(g)
+  assert float(ht.mouth_opening(template, g)) > base > float(ht.mouth_opening(template, -0.5 * g))
