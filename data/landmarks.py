@@ -31,7 +31,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from infer.media import MediaError, read_video
+from data.media import MediaError, read_video
 
 log = logging.getLogger(__name__)
 
