@@ -137,15 +137,17 @@ def test_rendered_hands_overlap_detected_hands(prepared):
 
 
 def _clip_file_layout(path: pathlib.Path) -> dict[str, tuple]:
-  """Key -> (dtype, shape with the clip length as "T") of a clip file; packed bytes by dtype only."""
+  """Key -> (dtype, shape with the clip length as "T", its samples as "S") of a clip file; packed bytes by
+  dtype only."""
   with np.load(path) as z:
     n = z["exp"].shape[0]
+    names = {n: "T", n + 1: "T+1", round(n * 16000 / 30): "S"}
     out = {}
     for k in z.files:
       v = z[k]
       kind = v.dtype.kind if v.dtype.kind == "U" else v.dtype.str
       packed = k in ("body_jpeg", "head_jpeg", "hand_jpeg", "mask_png")
-      out[k] = (kind,) if packed else (kind, tuple({n: "T", n + 1: "T+1"}.get(d, d) for d in v.shape))
+      out[k] = (kind,) if packed else (kind, tuple(names.get(d, d) for d in v.shape))
   return out
 
 
