@@ -54,7 +54,7 @@ PRESETS = {
 def clip_data(media: pathlib.Path) -> dict:
   """The clip's normalised motion, log-mel and a mouth-opening function (module docstring)."""
   from data.landmarks import extract_video_landmarks
-  from infer.media import read_audio
+  from data.media import read_audio
 
   path = media / "videos" / CLIP
   if not path.exists():

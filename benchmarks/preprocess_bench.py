@@ -14,7 +14,7 @@ Four measurements, all on this machine's CPU (MediaPipe, PIL and the jitted JAX 
    annotator that run 1 compiled (same clip lengths, so no recompiles), then `records.build`. The stages
    are timed by wrapping the functions `process_video` calls (decode, MediaPipe graphs, template fit,
    hand encode / render, crops, JPEG / PNG encode, masks, `np.savez`); nothing in `data/` is edited.
-4. Template fit (`_Annotator.fit`: `fit_clip` + projection + error + keypoints, one jitted call) on
+4. Template fit (`Annotator.fit`: `fit_clip` + projection + error + keypoints, one jitted call) on
    (T, 478, 3) real face-mesh points for T = 64, 256, 1024, after a warm-up call (compile reported apart).
 
 Rows: "median ms" is wall milliseconds per output frame (30 fps) for the preprocessing rows, and per call
@@ -113,7 +113,7 @@ class _TimedGraph:
 @contextlib.contextmanager
 def instrument(times: StageTimes, annotator):
   """Patches the functions `process_video` calls with timing wrappers (restored on exit)."""
-  from data import landmarks, preprocess
+  from data import annotate, landmarks, preprocess
 
   orig_graphs = landmarks.mediapipe_graphs
 
@@ -146,9 +146,9 @@ def instrument(times: StageTimes, annotator):
       (preprocess, "probe_video", times.wrap("probe + decode audio", preprocess.probe_video)),
       (preprocess, "load_audio", times.wrap("probe + decode audio", preprocess.load_audio)),
       (preprocess, "annotate_clip", times.wrap("annotate total (annotate_clip)", preprocess.annotate_clip)),
-      (preprocess, "crop", times.wrap("crop + resize (PIL)", preprocess.crop)),
-      (preprocess, "encode_image", times.wrap(_encode_stage, preprocess.encode_image)),
-      (preprocess, "face_mask", times.wrap("face mask (convex hull)", preprocess.face_mask)),
+      (annotate, "crop", times.wrap("crop + resize (PIL)", annotate.crop)),
+      (annotate, "encode_image", times.wrap(_encode_stage, annotate.encode_image)),
+      (annotate, "face_mask", times.wrap("face mask (convex hull)", annotate.face_mask)),
       (np, "savez", times.wrap("np.savez (clip file)", np.savez)),
       (annotator, "fit", times.wrap("template fit (jitted fit_clip)", annotator.fit)),
       (annotator, "_encode", times.wrap("hand encode (jitted)", annotator._encode, block=True)),
@@ -255,7 +255,7 @@ def time_fit(annotator, face_points: np.ndarray, frames: Sequence[int] = FIT_FRA
   for t in frames:
     pts = tile_frames(face_points, t)
     timing = harness.time_jitted(annotator.fit, (pts,), name="template fit",
-                                 config=f"_Annotator.fit (fit_clip + projection + error + keypoints), "
+                                 config=f"Annotator.fit (fit_clip + projection + error + keypoints), "
                                  f"T={t} real face-mesh frames (478 points)", warmup=0, iters=iters)
     per_frame = timing.median_ms / t
     timing.throughput = f"{per_frame:.3f} ms/frame ({1e3 / per_frame:,.0f} frames/s)"
@@ -291,7 +291,7 @@ def _videos_label(max_seconds: float, frames: int) -> str:
 
 def bench(max_seconds: float = 3.0, fit_frames: Sequence[int] = FIT_FRAMES, workers2: bool = True,
           tmp: pathlib.Path | None = None) -> tuple[list[str], list[harness.Timing], dict]:
-  from data import preprocess
+  from data import annotate, preprocess
 
   config = preprocess.PreprocessConfig(max_seconds=max_seconds)
   ncores = cores()
@@ -323,7 +323,7 @@ def bench(max_seconds: float = 3.0, fit_frames: Sequence[int] = FIT_FRAMES, work
 
   annotator = preprocess._WORKER_ANNOTATOR  # compiled by the in-process workers=1 run above
   if annotator is None or annotator.config != config:
-    annotator = preprocess._Annotator(config)
+    annotator = annotate.Annotator(config)
   warm = run_breakdown(videos, tmp / "out_warm", config, annotator)
   report["warm_breakdown"] = {k: v for k, v in warm.items() if k != "faces"}
   fpsw = warm["frames"] / warm["total_s"]

@@ -46,7 +46,7 @@ import numpy as np
 from benchmarks import harness
 from benchmarks.harness import Timing
 from chatanyone_jax import stream as core
-from infer.media import read_audio
+from data.media import read_audio
 from infer.stream import ASSETS_PORTRAIT, ASSETS_SPEECH, SAMPLE_RATE, Session, prepare, random_params
 
 TINY = {"head": "tiny_head512", "upper": "tiny_upper512x768", "refine": "tiny_face_refine"}

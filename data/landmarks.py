@@ -1,19 +1,11 @@
 """Per-frame MediaPipe landmarks of a clip: face mesh (+ iris), body pose, hands, segmentation.
 
-All graphs run in tracking (video) mode, so consecutive frames reuse the
-previous detection. Coordinates are in pixels of the input frame: x, y as
-usual (y down) and z in the same pixel scale as x (MediaPipe's z is
-normalised by the image width), so the points form a roughly metric 3-D shape
-that the head template (`chatanyone_jax.template`) can align.
-
-One identity per clip: the face mesh runs with `max_num_faces > 1`; on the
-first frame with faces we keep the largest, most central face, then on every
-later frame the candidate whose box overlaps the previous box best (IoU, with
-the centre distance relative to the box size as a tie-break and fallback).
-Frames where the tracked face is missing are dropped (`face_valid` false,
-zeros in `face`) and counted. The body pose is checked against the same
-person (its nose must fall inside the enlarged face box), and hands whose
-wrist lies far from that person are discarded.
+All graphs run in tracking (video) mode. Coordinates are pixels of the input frame, with z in the same
+pixel scale as x (MediaPipe's z is normalised by the image width), so the points form a roughly metric
+3-D shape that the head template (`chatanyone_jax.template`) can align. One identity per clip: the
+largest, most central face of the first frame with faces, then on every frame the candidate that
+overlaps the previous box best (`select_initial_face`, `match_face`); frames without it are dropped
+(`face_valid` false) and counted, and poses / hands far from that person are discarded.
 
 Example:
   lm = extract_video_landmarks("clip.mp4", max_frames=300)
@@ -31,7 +23,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from infer.media import MediaError, read_video
+from data.media import MediaError, read_video
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +139,9 @@ def mediapipe_graphs(*, max_num_faces: int = 4, pose: bool = True, hands: bool =
 
   Yields a dict name -> solution object ("face", and "pose", "hands", "segmentation" when asked).
   """
-  os.environ.setdefault("GLOG_minloglevel", "2")  # quieter C++ logging
+  os.environ.setdefault("GLOG_minloglevel", "2")  # quieter C++ logging: must be set before the import
+  # mediapipe is imported here, not at module level: its import is slow and the env var above must
+  # come first; readers of landmark files (records, tests) never need it.
   from mediapipe.python.solutions import face_mesh as mp_face
   from mediapipe.python.solutions import hands as mp_hands
   from mediapipe.python.solutions import pose as mp_pose

@@ -1,41 +1,19 @@
 """Grain input pipelines over the preprocessed records (`data.records`): render pairs and motion windows.
 
-Both pipelines are `grain.python.DataLoader`s: an `IndexSampler` (seeded shuffle, endless or
-`num_epochs`, split per JAX process with `ShardByJaxProcess`), per-example transforms, `Batch`, and
-`worker_count` worker processes (0 = in process, as in the tests). Their iterators are checkpointable
-with orbax (`save_iterator` / `restore_iterator`, or `grain.python.PyGrainCheckpointSave` inside a
-training `CheckpointManager`), so a resumed run continues with the next unseen batch.
-
-Render pairs (stage 2, `render_pairs`): a driving frame and a source frame of the same clip:
-  source, driving          (B, Hi, Wi, 3) float32 in [0, 1] at the renderer's input size
-  driving_target           (B, Ho, Wo, 3) at the output size (the stored crop size by default)
-  kp_head_source / _driving (B, 32, 3) head-template keypoints, grid units of the crop
-  body_kp_source / _driving (B, 21, 3), body_visibility_source / _driving (B, 21)   [body crop only]
-  hand_image               (B, Hi, Wi, 3) rendered hands of the driving frame       [body crop only]
-  hand_present             (B, 2) bool                                               [body crop only]
-  face_mask, hand_mask, person_mask (B, Ho, Wo, 1) float32 in [0, 1] of the driving frame
-  clip_index, source_index, driving_index (B,) int32
-With `crop="head"` the images are the head crops (face refine / head512) and there is no body or hand
-entry (hand_mask and person_mask are absent; face_mask is the face-mesh hull in the head crop).
-
-Motion windows (stage 1, `motion_windows`): T + H consecutive frames; the first H are the history,
-the last T the window to generate:
-  motion (B, T+H, 58) = exp (52) ⊕ pose (6: pitch, yaw, roll in degrees, translation in body units)
-  exp (B, T+H, 52), pose (B, T+H, 6), scale (B, T+H)
-  head_kp (B, T+H, 32, 3), body_kp (B, T+H, 21, 3), body_visibility (B, T+H, 21)
-  hand_coeffs (B, T+H, 130), hand_present (B, T+H, 2)
-  audio (B, round((T+H) · 16000 / 30)) float32 16 kHz samples of exactly those frames
-  identity (B, n_id)
-  ref_motion (B, T, 58), ref_exp (B, T, 52): a reference window of the same clip, chosen not to overlap
-    the main one when the clip is long enough (else as far from it as the clip allows)
-  clip_index, start, ref_start (B,) int32
+`render_pairs` (stage 2: the renderer) yields a source and a driving frame of one clip with their
+keypoints, hand image and masks; `motion_windows` (stage 1: the motion generators) yields T + H
+consecutive frames of coefficients and keypoints with their audio and a reference window. Both are
+`grain.python.DataLoader`s (`make_loader`): an `IndexSampler` (seeded shuffle, endless or `num_epochs`,
+split per JAX process with `ShardByJaxProcess`), per-example transforms, `Batch`, and `worker_count`
+worker processes (0 = in process, as in the tests). Their iterators are checkpointed beside the model by
+`train.checkpoint` (`grain.python.PyGrainCheckpointSave`), so a resumed run continues with the next
+unseen batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import io
 import os
 from collections.abc import Sequence
 
@@ -44,24 +22,19 @@ import numpy as np
 from PIL import Image
 
 from data import records
-
-MOTION_DIM = 58
-
+from data.crops import face_mask
+from data.encoding import decode_image
 
 # ---------------------------------------------------------------- helpers
 
 
 def _image(data: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
   """Encoded image -> (H, W, C) float32 in [0, 1], resized to `size` (H, W) if given."""
-  img = Image.open(io.BytesIO(data))
-  img.load()
-  if size is not None and (img.height, img.width) != tuple(size):
-    img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, reducing_gap=3.0)
-  arr = np.asarray(img, np.float32) / 255.0
-  return arr[..., None] if arr.ndim == 2 else arr
+  return decode_image(data, size).astype(np.float32) / 255.0
 
 
-def _sizes(meta: dict, crop: str) -> tuple[int, int]:
+def crop_size(meta: dict, crop: str) -> tuple[int, int]:
+  """(H, W) of the stored `crop` ("body" or "head") in the records whose `records.read_meta` is `meta`."""
   if crop == "body":
     return tuple(meta["body_size"])
   return (meta["head_size"], meta["head_size"])
@@ -145,8 +118,6 @@ class DecodePair(grain.MapTransform):
     self.input_size = tuple(config.input_size or (out[0] // 2, out[1] // 2))
 
   def map(self, pair: dict) -> dict:
-    from data.preprocess import face_mask
-
     src, drv = pair["source"], pair["driving"]
     body = self.config.crop == "body"
     key = "body_jpeg" if body else "head_jpeg"
@@ -186,10 +157,23 @@ def render_pairs(root: str | os.PathLike, *, batch_size: int, split: str = "trai
                  config: RenderPairConfig = RenderPairConfig(), shuffle: bool = True,
                  num_epochs: int | None = None, worker_count: int = 0,
                  shard_options: grain.ShardOptions | None = None) -> grain.DataLoader:
-  """Batches of (source, driving) pairs for the renderer (keys in the module docstring)."""
+  """Batches of (source, driving) pairs of the same clip for the renderer (stage 2).
+
+  Keys (B = batch_size; Hi, Wi the input size, Ho, Wo the output size of `config`):
+    source, driving           (B, Hi, Wi, 3) float32 in [0, 1]
+    driving_target            (B, Ho, Wo, 3) (the stored crop size by default)
+    kp_head_source / _driving (B, 32, 3) head-template keypoints, grid units of the crop
+    body_kp_source / _driving (B, 21, 3), body_visibility_source / _driving (B, 21)   [body crop only]
+    hand_image                (B, Hi, Wi, 3) rendered hands of the driving frame       [body crop only]
+    hand_present              (B, 2) bool                                               [body crop only]
+    face_mask, hand_mask, person_mask (B, Ho, Wo, 1) float32 in [0, 1] of the driving frame
+    clip_index, source_index, driving_index (B,) int32
+  With `crop="head"` the images are the head crops (face refine / head512) and there is no body or hand
+  entry (hand_mask and person_mask are absent; face_mask is the face-mesh hull in the head crop).
+  """
   meta = records.read_meta(root)
   frames = records.data_source(root, "frames", split)
-  stored = _sizes(meta, config.crop)
+  stored = crop_size(meta, config.crop)
   decode = DecodePair(config, stored, meta["head_size"])
   return make_loader(frames, [PairRecords(frames, config.max_gap), decode], batch_size=batch_size, seed=seed,
                      shuffle=shuffle, num_epochs=num_epochs, worker_count=worker_count,
@@ -243,9 +227,8 @@ class WindowIndex:
 class CutWindow(grain.RandomMapTransform):
   """(clip, start) -> the window's arrays, plus a random reference window of the same clip.
 
-  Decoded clip records are kept in an LRU cache of `cache` clips per worker: decoding a record costs
-  ~0.1 s, far more than cutting a window, and shuffled windows revisit every clip. A 10 s clip is
-  ~0.5 MB decoded, so the default holds a few hundred clips in ~0.1 GB.
+  Decoded clip records are kept in an LRU cache of `cache` clips per worker: decoding a record costs far
+  more than cutting a window, and shuffled windows revisit every clip.
   """
 
   def __init__(self, clips_source, config: MotionWindowConfig, samples_per_frame: float, cache: int = 256):
@@ -304,7 +287,19 @@ def motion_windows(root: str | os.PathLike, *, batch_size: int, split: str = "tr
                    config: MotionWindowConfig = MotionWindowConfig(), shuffle: bool = True,
                    num_epochs: int | None = None, worker_count: int = 0,
                    shard_options: grain.ShardOptions | None = None) -> grain.DataLoader:
-  """Batches of motion windows with their audio for stage 1 (keys in the module docstring)."""
+  """Batches of motion windows with their audio for stage 1: T + H consecutive frames of one clip.
+
+  The first H frames are the history, the last T the window to generate. Keys (B = batch_size):
+    motion (B, T+H, 58) = exp (52) ⊕ pose (6: pitch, yaw, roll in degrees, translation in body units)
+    exp (B, T+H, 52), pose (B, T+H, 6), scale (B, T+H)
+    head_kp (B, T+H, 32, 3), body_kp (B, T+H, 21, 3), body_visibility (B, T+H, 21)
+    hand_coeffs (B, T+H, 130), hand_present (B, T+H, 2)
+    audio (B, round((T+H) · 16000 / 30)) float32 16 kHz samples of exactly those frames
+    identity (B, n_id)
+    ref_motion (B, T, 58), ref_exp (B, T, 52): a reference window of the same clip, chosen not to overlap
+      the main one when the clip is long enough (else as far from it as the clip allows)
+    clip_index, start, ref_start (B,) int32
+  """
   meta = records.read_meta(root)
   clips = records.data_source(root, "clips", split)
   index = WindowIndex(meta["clip_frames"][split], config, name=f"{records.records_dir(root)}:{split}")
@@ -312,26 +307,3 @@ def motion_windows(root: str | os.PathLike, *, batch_size: int, split: str = "tr
   return make_loader(index, [CutWindow(clips, config, spf)], batch_size=batch_size, seed=seed,
                      shuffle=shuffle,
                      num_epochs=num_epochs, worker_count=worker_count, shard_options=shard_options)
-
-
-# ---------------------------------------------------------------- iterator checkpoints
-
-
-def save_iterator(directory: str | os.PathLike, step: int, iterator) -> None:
-  """Saves a DataLoader iterator's position with orbax (`directory/<step>/data`)."""
-  import orbax.checkpoint as ocp
-
-  with ocp.CheckpointManager(os.fspath(directory), item_names=("data",)) as mngr:
-    mngr.save(step, args=ocp.args.Composite(data=grain.PyGrainCheckpointSave(iterator)))
-    mngr.wait_until_finished()
-
-
-def restore_iterator(directory: str | os.PathLike, iterator, step: int | None = None):
-  """Restores `iterator` (a fresh `iter(loader)` of the same pipeline) to the saved position."""
-  import orbax.checkpoint as ocp
-
-  with ocp.CheckpointManager(os.fspath(directory), item_names=("data",)) as mngr:
-    step = mngr.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no data-iterator checkpoint under {directory}")
-    return mngr.restore(step, args=ocp.args.Composite(data=grain.PyGrainCheckpointRestore(iterator)))["data"]

@@ -1,4 +1,42 @@
-"""TFDS dataset builder writing the preprocessed clips as ArrayRecord shards (random access for grain).
+"""The TFDS dataset builder that writes preprocessed clips as ArrayRecord shards, and their readers.
+
+`build` turns the finished clips of `python -m data.preprocess` (`OUT/work/<video>/clip_*.npz`) into two
+builder configs under `OUT/records/`: ``clips`` (one record per clip: coefficients, keypoints, audio) and
+``frames`` (one record per frame: encoded crops, masks, hand image); `_DESCRIPTION` gives the layout.
+`data_source` reads one config and split with random access for grain (`data.pipelines`). Writing needs
+no TensorFlow: images stay encoded bytes (`data.encoding`). Videos are split into train / validation by
+a stable hash of their name (`is_validation`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from chatanyone_jax.motion.upper_body_motion import NUM_BODY_KP
+from chatanyone_jax.template.hands import HANDS_DIM, NUM_HAND_LANDMARKS
+from chatanyone_jax.template.head_template import NUM_EXP, NUM_KEYPOINTS
+from data.encoding import unpack_bytes
+from data.landmarks import NUM_FACE_POINTS
+
+log = logging.getLogger(__name__)
+
+VERSION = "1.0.0"
+RECORDS_DIR = "records"
+META_FILE = "meta.json"
+STATUS_FILE = "status.json"  # OUT/work/<video>/status.json, written by data.preprocess
+_BYTES = np.object_
+_META_SCHEMA = 2  # bump when meta.json or the record layout changes (forces a rebuild)
+# The datasets' description (in their dataset_info.json).
+_DESCRIPTION = """\
+TFDS dataset builder writing the preprocessed clips as ArrayRecord shards (random access for grain).
 
 Two builder configs over the same clips (`python -m data.preprocess` writes both under `OUT/records/`):
 
@@ -18,31 +56,6 @@ imported). Writing needs no TensorFlow: images are stored as encoded bytes and d
 pipelines (`data.pipelines`).
 """
 
-from __future__ import annotations
-
-import hashlib
-import json
-import logging
-import os
-import pathlib
-import shutil
-
-import numpy as np
-import tensorflow_datasets as tfds
-
-from chatanyone_jax.template.hands import HANDS_DIM
-from chatanyone_jax.template.head_template import NUM_EXP, NUM_KEYPOINTS
-
-log = logging.getLogger(__name__)
-
-VERSION = "1.0.0"
-RECORDS_DIR = "records"
-META_FILE = "meta.json"
-NUM_BODY_KP = 21
-NUM_FACE_POINTS = 478
-_BYTES = np.object_
-_META_SCHEMA = 2  # bump when meta.json or the record layout changes (forces a rebuild)
-
 
 def _f32(*shape):
   return tfds.features.Tensor(shape=shape, dtype=np.float32)
@@ -60,7 +73,8 @@ def _clip_features() -> tfds.features.FeaturesDict:
       "fit_error_px": np.float32,
       "head_kp": _f32(None, NUM_KEYPOINTS, 3), "head_kp_head": _f32(None, NUM_KEYPOINTS, 3),
       "body_kp": _f32(None, NUM_BODY_KP, 3), "body_visibility": _f32(None, NUM_BODY_KP),
-      "hands": _f32(None, 2, 21, 3), "hand_present": tfds.features.Tensor(shape=(None, 2), dtype=np.bool_),
+      "hands": _f32(None, 2, NUM_HAND_LANDMARKS, 3),
+      "hand_present": tfds.features.Tensor(shape=(None, 2), dtype=np.bool_),
       "hand_coeffs": _f32(None, HANDS_DIM),
       "head_box": _f32(None, 4), "body_box": _f32(None, 4),
   })
@@ -75,7 +89,8 @@ def _frame_features() -> tfds.features.FeaturesDict:
       "exp": _f32(NUM_EXP), "pose": _f32(6), "scale": np.float32,
       "head_kp": _f32(NUM_KEYPOINTS, 3), "head_kp_head": _f32(NUM_KEYPOINTS, 3),
       "body_kp": _f32(NUM_BODY_KP, 3), "body_visibility": _f32(NUM_BODY_KP),
-      "hands": _f32(2, 21, 3), "hand_present": tfds.features.Tensor(shape=(2,), dtype=np.bool_),
+      "hands": _f32(2, NUM_HAND_LANDMARKS, 3),
+      "hand_present": tfds.features.Tensor(shape=(2,), dtype=np.bool_),
       "hand_coeffs": _f32(HANDS_DIM),
       "face": _f32(NUM_FACE_POINTS, 3), "face_head": _f32(NUM_FACE_POINTS, 3),
       "head_box": _f32(4), "body_box": _f32(4),
@@ -99,7 +114,7 @@ def list_clips(root: str | os.PathLike) -> list[pathlib.Path]:
   work = pathlib.Path(root) / "work"
   out = []
   for d in sorted(work.iterdir()) if work.is_dir() else []:
-    status = d / "status.json"
+    status = d / STATUS_FILE
     if status.is_file() and json.loads(status.read_text()).get("status") == "done":
       out.extend(sorted(d.glob("clip_*.npz")))
   return out
@@ -131,7 +146,7 @@ class ChatAnyoneRecords(tfds.core.GeneratorBasedBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     features = _clip_features() if self.builder_config.name == "clips" else _frame_features()
-    return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features,
+    return tfds.core.DatasetInfo(builder=self, description=_DESCRIPTION, features=features,
                                  disable_shuffling=True, homepage="https://github.com/chatanyone-jax")
 
   def _split_generators(self, dl_manager):
@@ -177,8 +192,6 @@ def clip_examples(index: int, path: str, offset: int):
 
 def frame_examples(index: int, path: str, offset: int):
   """The ``frames`` records of one clip file, as (key, example); keys sort in clip order."""
-  from data.preprocess import unpack_bytes
-
   with np.load(path) as z:
     arrays = {k: z[k] for k in z.files}
   n = int(arrays["exp"].shape[0])

@@ -42,7 +42,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from infer import media
+from data.media import MediaError, read_audio, read_image
+from infer.media import write_image, write_video
 from infer.stream import ASSETS, ASSETS_PORTRAIT, ASSETS_SPEECH, FPS, SAMPLE_RATE, num_output_frames
 
 log = logging.getLogger(__name__)
@@ -114,10 +115,10 @@ def audio_chunks(audio: np.ndarray, size: int):
 
 def _check_inputs(image: pathlib.Path, audio: pathlib.Path) -> np.ndarray:
   """Reads the inputs before any training, so that a bad file fails in seconds; returns the audio."""
-  media.read_image(image)  # MediaError: missing / unreadable
-  samples = media.read_audio(audio, SAMPLE_RATE)
+  read_image(image)  # MediaError: missing / unreadable
+  samples = read_audio(audio, SAMPLE_RATE)
   if num_output_frames(samples.size) == 0:
-    raise media.MediaError(f"{audio} is shorter than one video frame ({1 / FPS:.3f} s)")
+    raise MediaError(f"{audio} is shorter than one video frame ({1 / FPS:.3f} s)")
   return samples
 
 
@@ -203,9 +204,9 @@ def run(out: str | pathlib.Path, *, image: str | pathlib.Path = ASSETS_PORTRAIT,
   timings["animate"] = time.perf_counter() - t0  # first window includes the step's compilation
   t0 = time.perf_counter()
   video = out / "demo.mp4"
-  media.write_video(video, frames, FPS, audio=samples, sample_rate=SAMPLE_RATE)
+  write_video(video, frames, FPS, audio=samples, sample_rate=SAMPLE_RATE)
   sheet = out / "contact_sheet.png"
-  media.write_image(sheet, contact_sheet(frames))
+  write_image(sheet, contact_sheet(frames))
   timings["write"] = time.perf_counter() - t0
   timings["total"] = time.perf_counter() - start
 
@@ -268,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = run(a.out, image=a.image, audio=a.audio, checkpoint=a.checkpoint, steps_render=a.steps_render,
             steps_motion=a.steps_motion, clip=a.clip, clip_seconds=a.clip_seconds, num_steps=a.steps,
             seed=a.seed)
-  except (media.MediaError, ValueError, FileNotFoundError) as e:
+  except (MediaError, ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   h, w = s["size"]

@@ -272,7 +272,7 @@ def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, spl
   from chatanyone_jax import metrics
   from chatanyone_jax.render import presets
   from chatanyone_jax.render.train_step import reconstruct
-  from data import pipelines
+  from data import encoding, pipelines
 
   config, renderer, loaded = _renderer(pathlib.Path(checkpoint))
   layout = presets.keypoint_layout(renderer)
@@ -280,7 +280,7 @@ def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, spl
   meta, clips, frames_src = _records(data, split)
   if crop == "body" and not meta.get("body_size"):
     raise ValueError(f"the renderer at {checkpoint}/render works on body crops but {data} has none")
-  stored = pipelines._sizes(meta, crop)
+  stored = pipelines.crop_size(meta, crop)
   decode = pipelines.DecodePair(pipelines.RenderPairConfig(crop=crop, input_size=renderer.image_size,
                                                           output_size=renderer.output_size),
                                 stored, meta["head_size"])
@@ -330,7 +330,7 @@ def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, spl
     source = tgt_frames[0]
     # Faces are found at the stored crop size (landmarks are normalised, descriptors size-free): the
     # tiny presets' outputs are too small for dlib's detector.
-    source_full = _to_uint8(pipelines._image(first["body_jpeg" if crop == "body" else "head_jpeg"]))
+    source_full = encoding.decode_image(first["body_jpeg" if crop == "body" else "head_jpeg"])
     if b.lpips is not None:
       ours.add("LPIPS", b.lpips(gen_frames, tgt_frames))
       copy.add("LPIPS", b.lpips(np.broadcast_to(source, tgt_frames.shape), tgt_frames))
@@ -374,7 +374,7 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
                  configs: dict | None = None, guidance_scale: float = GUIDANCE_SCALE) -> dict:
   """Table 3 (module docstring) -> {"rows": {"ours": {...}, "ground truth": {...}}, "counts", ...}."""
   from chatanyone_jax.eval.faces import landmark_diversity, mouth_landmark_distance, syncnet_crops
-  from data import pipelines
+  from data import encoding
   st = importlib.import_module("infer.stream")  # the package exports the function `stream`
 
   if params is None:
@@ -393,7 +393,7 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
     start, length = int(clip["frame_offset"]), int(clip["num_frames"])
     length = length if max_frames is None else min(length, max_frames)
     key = "body_jpeg" if crop == "body" else "head_jpeg"
-    portrait = _to_uint8(pipelines._image(frames_src[start][key]))
+    portrait = encoding.decode_image(frames_src[start][key])
     audio = np.asarray(clip["audio"], np.float32) / 32768.0
     audio = audio[:int(round(length * st.SAMPLE_RATE / st.FPS))]
     try:
@@ -404,7 +404,7 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
       log.warning("clip %d skipped: %s", c, e)
       skipped["clips_no_face_in_portrait"] = skipped.get("clips_no_face_in_portrait", 0) + 1
       continue
-    real_full = np.stack([_to_uint8(pipelines._image(frames_src[start + i][key]))
+    real_full = np.stack([encoding.decode_image(frames_src[start + i][key])
                           for i in range(len(frames))])
     real = np.stack([_resize(f, out_size) for f in real_full])
     _features(b, ours, frames)

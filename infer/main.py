@@ -20,7 +20,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from infer.media import MediaError, read_audio, write_video
+from data.media import MediaError, read_audio
+from infer.media import write_video
 from infer.stream import FPS, GUIDANCE_SCALE, SAMPLE_RATE, num_output_frames, random_params, stream
 
 NO_CHECKPOINT = ("no trained checkpoint given: train with python -m train.main (motion_face, motion_body, "

@@ -13,7 +13,7 @@ chunks gives the same frames.
 
 The avatar is prepared once, as preprocessing annotates training clips (`data.preprocess`): MediaPipe
 landmarks of the portrait (`data.landmarks.extract_landmarks` on a one-frame clip), then
-`data.preprocess.annotate_clip` (head-template fit in body units, head / body boxes, keypoints) and the
+`data.annotate.annotate_clip` (head-template fit in body units, head / body boxes, keypoints) and the
 crops at each renderer's input size; then `chatanyone_jax.stream.init_state` (F volume, source keypoints,
 appearance embedding). One jitted step per window does the rest (`chatanyone_jax.stream`).
 
@@ -51,7 +51,7 @@ from chatanyone_jax import stream as core
 from chatanyone_jax.motion.sampling import GUIDANCE_SCALE
 from chatanyone_jax.render import presets
 from chatanyone_jax.template import load_head_template
-from infer.media import MediaError, read_image
+from data.media import MediaError, read_image
 
 log = logging.getLogger(__name__)
 
@@ -303,11 +303,12 @@ def _units_to_frame(points: np.ndarray, body_box: np.ndarray) -> np.ndarray:
 
 
 def _annotator():
-  from data.preprocess import PreprocessConfig, _Annotator
+  from data.annotate import Annotator
+  from data.preprocess_config import PreprocessConfig
 
   # Coordinates (body units, grid units, boxes) do not depend on the crop sizes: small crops keep the
   # annotation's by-products (JPEG crops, masks, hand images) cheap.
-  return _Annotator(PreprocessConfig(body_size=(96, 64), head_size=64))
+  return Annotator(PreprocessConfig(body_size=(96, 64), head_size=64))
 
 
 @functools.lru_cache(maxsize=1)
@@ -316,13 +317,13 @@ def _cached_annotator():
 
 
 def annotate_image(image: np.ndarray, name: str = "portrait") -> dict[str, np.ndarray]:
-  """`data.preprocess.annotate_clip` of a one-frame clip (fit, boxes, keypoints), first row of each array.
+  """`data.annotate.annotate_clip` of a one-frame clip (fit, boxes, keypoints), first row of each array.
 
   Raises:
     AvatarError: no face in the image.
   """
+  from data.annotate import annotate_clip
   from data.landmarks import LandmarkError, extract_landmarks
-  from data.preprocess import annotate_clip
 
   try:
     lm = extract_landmarks(image[None], fps=FPS, segmentation=False, name=name)
@@ -345,8 +346,9 @@ def _reference(path: str | os.PathLike, spec: core.StreamSpec, norm: dict,
   longest run of face frames; the window is T frames from its middle (repeated when shorter).
   """
   from chatanyone_jax.motion.face_motion_dit import style_controls
+  from data.annotate import annotate_clip, face_runs
+  from data.decode import VideoFailure, iter_frames
   from data.landmarks import LandmarkError, extract_landmarks
-  from data.preprocess import VideoFailure, annotate_clip, face_runs, iter_frames
 
   try:
     frames = np.stack(list(iter_frames(path, FPS, max_side=640, max_frames=int(max_seconds * FPS))))
@@ -369,7 +371,7 @@ def prepare_avatar(image: np.ndarray, spec: core.StreamSpec, params: dict, *, am
                    pose_range: float = 1.0, reference_video: str | os.PathLike | None = None,
                    name: str = "portrait") -> dict[str, np.ndarray]:
   """Host-side avatar inputs of `chatanyone_jax.stream.init_state` (see there for the keys)."""
-  from data.preprocess import body_units_to_grid, crop, to_crop_pixels, to_grid
+  from data.crops import body_units_to_grid, crop, to_crop_pixels, to_grid
 
   ann = annotate_image(image, name)
   body_box, head_box = ann["body_box"], ann["head_box"]
@@ -514,7 +516,7 @@ def stream(image, audio_chunks: Iterable[np.ndarray], *, checkpoint: str | os.Pa
   Args:
     image: portrait path or (H, W, 3) uint8 RGB array (mode "upper": head and shoulders).
     audio_chunks: iterable of 1-D float arrays of 16 kHz mono samples in [-1, 1], any lengths (resample
-      other audio first, e.g. `infer.media.read_audio`).
+      other audio first, e.g. `data.media.read_audio`).
     checkpoint: directory of training workdirs (module docstring); None: pass params and configs.
     mode: "upper" (upper-body renderer, body motion, hands) or "head" (head renderer).
     amplitude, pose_range: style multipliers (module docstring; 1 = typical).

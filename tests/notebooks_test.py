@@ -128,7 +128,7 @@ def _mime_outputs(nb: nbformat.NotebookNode, mime: str) -> list[str]:
 
 
 def _frames(path: pathlib.Path) -> tuple[np.ndarray, float]:
-  from infer import media
+  from data import media
 
   frames, fps = media.read_video(path)
   assert media.read_audio(path).size > 0, f"{path} has no audio"

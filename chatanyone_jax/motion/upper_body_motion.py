@@ -27,6 +27,7 @@ from chatanyone_jax.motion.face_motion_dit import DiTBlock, TimestepEmbedder
 from chatanyone_jax.ops import sinusoidal_positions
 
 HAND_DIM = 2 * (1 + 3 + 1 + 20 * 3)  # 2 hands × (presence, wrist xyz, scale, 20 joints xyz) = 130
+NUM_BODY_KP = 21  # K_b: body keypoints per frame
 
 
 @dataclasses.dataclass(frozen=True)

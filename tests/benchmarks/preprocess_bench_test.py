@@ -1,7 +1,7 @@
 import numpy as np
 
 from benchmarks import preprocess_bench
-from data import preprocess
+from data import annotate, preprocess
 from tests.helpers import media_dir, require
 
 
@@ -16,7 +16,7 @@ def test_fit_timing_on_real_face_points():
   require(media_dir() / "videos", "shared media videos (CHATANYONE_MEDIA_DIR)")
   faces = preprocess_bench.face_points_from_video(num_frames=16)
   assert faces.shape[1:] == (478, 3) and faces.shape[0] >= 12
-  ann = preprocess._Annotator(preprocess.PreprocessConfig(body_size=(192, 128), head_size=128))
+  ann = annotate.Annotator(preprocess.PreprocessConfig(body_size=(192, 128), head_size=128))
   (t,) = preprocess_bench.time_fit(ann, faces, (64,), iters=2)
   assert t.compile_s > 0 and len(t.times_s) == 2 and t.median_ms > 0 and "ms/frame" in t.throughput
   assert "T=64" in t.config

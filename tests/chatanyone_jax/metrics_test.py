@@ -45,7 +45,7 @@ def test_psnr_known_value():
 def test_ssim_and_psnr_match_scikit_image_on_real_frames():
   from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-  from infer import media
+  from data import media
   from tests.helpers import media_dir, require
 
   clip = media_dir() / "videos" / "V-Express__test_samples_short_case_AOC_gt.mp4"

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from data import preprocess, records
-from data.preprocess import decode_image
-from infer.media import read_video, write_video
+from data.encoding import decode_image
+from data.media import read_video
+from infer.media import write_video
 from tests.helpers import media_dir, require
 
 CLIP = "V-Express__scripts_prepare_dataset_RD_Radio10_0_clip_0.mp4"

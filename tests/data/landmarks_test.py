@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from data import landmarks as lmk
-from infer.media import read_image, write_video
+from data.media import read_image
+from infer.media import write_video
 from tests.helpers import media_dir, require
 
 NUM_FRAMES = 12

@@ -9,10 +9,11 @@ import shutil
 import numpy as np
 import pytest
 
-from data import pipelines, preprocess, records
+from data import decode, pipelines, preprocess, records
+from data.encoding import decode_image
 from data.landmarks import LandmarkError, extract_landmarks
-from data.preprocess import decode_image
 from infer.media import write_video
+from tests import fixtures
 from tests.helpers import media_dir, require
 
 CLIPS = (
@@ -135,6 +136,32 @@ def test_rendered_hands_overlap_detected_hands(prepared):
   assert checked >= 5, "expected frames with a hand inside the body crop"
 
 
+def _clip_file_layout(path: pathlib.Path) -> dict[str, tuple]:
+  """Key -> (dtype, shape with the clip length as "T", its samples as "S") of a clip file; packed bytes by
+  dtype only."""
+  with np.load(path) as z:
+    n = z["exp"].shape[0]
+    names = {n: "T", n + 1: "T+1", round(n * 16000 / 30): "S"}
+    out = {}
+    for k in z.files:
+      v = z[k]
+      kind = v.dtype.kind if v.dtype.kind == "U" else v.dtype.str
+      packed = k in ("body_jpeg", "head_jpeg", "hand_jpeg", "mask_png")
+      out[k] = (kind,) if packed else (kind, tuple(names.get(d, d) for d in v.shape))
+  return out
+
+
+def test_synthetic_fixture_writes_real_clip_files(prepared, tmp_path):
+  # tests.fixtures stands in for this preprocessing in other tests: its clip files must match.
+  _, out, _ = prepared
+  real = sorted((out / "work").glob("*/clip_*.npz"))[0]
+  fixtures.write_records(tmp_path, num_clips=1, num_frames=40, body_size=BODY, head_size=HEAD)
+  synthetic = tmp_path / "work" / "synthetic_000" / "clip_000_00.npz"
+  assert _clip_file_layout(synthetic) == _clip_file_layout(real)
+  assert json.loads((tmp_path / "config.json").read_text()).keys() == json.loads(
+      (out / "config.json").read_text()).keys()
+
+
 def test_no_face_image_raises_clear_error():
   image = np.tile(np.linspace(0, 255, 128, dtype=np.uint8)[None, :, None], (96, 1, 3))
   with pytest.raises(LandmarkError, match="no face found"):
@@ -196,6 +223,9 @@ def test_motion_windows(prepared):
 
 def test_pipelines_seeded_sharded_and_resumable(prepared, tmp_path):
   import grain.python as grain
+  import jax.numpy as jnp
+
+  from train import checkpoint
 
   _, out, _ = prepared
   cfg = pipelines.MotionWindowConfig(window=20, history=5, stride=5)
@@ -212,11 +242,15 @@ def test_pipelines_seeded_sharded_and_resumable(prepared, tmp_path):
   halves = [epoch(grain.ShardOptions(shard_index=i, shard_count=2, drop_remainder=True)) for i in (0, 1)]
   assert halves[0] and halves[1] and not set(halves[0]) & set(halves[1])
 
+  # Resume through the trainer's checkpoints (the iterator position is saved beside the state).
+  state = {"step": jnp.ones((), jnp.int32)}
+  mngr = checkpoint.manager(tmp_path / "w", async_save=False)
   it = iter(make(1))
   next(it)
-  pipelines.save_iterator(tmp_path / "ckpt", 1, it)
+  checkpoint.save(mngr, 1, state, it)
   expected = [next(it) for _ in range(2)]
-  restored = pipelines.restore_iterator(tmp_path / "ckpt", iter(make(1)))
+  _, restored = checkpoint.restore(mngr, state, iter(make(1)))
+  mngr.close()
   for want, got in zip(expected, [next(restored) for _ in range(2)], strict=True):
     for k in ("start", "ref_start", "clip_index", "motion", "audio"):
       np.testing.assert_array_equal(want[k], got[k])
@@ -235,5 +269,5 @@ def test_audio_and_video_start_offsets_are_reconciled():
   # This clip's first video frame starts 33 ms after its first audio sample; preprocessing drops
   # those 528 samples so that sample 0 plays with frame 0.
   path = require(media_dir() / "videos" / "video-retalking__examples_face_1.mp4", "shared media video")
-  assert preprocess.stream_start_offset(path) == pytest.approx(0.033, abs=1e-3)
-  assert preprocess.stream_start_offset(media_dir() / "videos" / CLIPS[0]) == 0.0
+  assert decode.stream_start_offset(path) == pytest.approx(0.033, abs=1e-3)
+  assert decode.stream_start_offset(media_dir() / "videos" / CLIPS[0]) == 0.0

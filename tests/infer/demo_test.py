@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from infer import demo, media
+from data import media
+from infer import demo
 from infer.stream import WORKDIRS, load_checkpoint
 
 STAGES = {"preprocess", "train_motion_face", "train_motion_body", "train_render", "train_face_refine",

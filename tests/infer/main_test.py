@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data.media import read_audio, read_video
 from infer import main as cli
-from infer.media import read_audio, read_video
 from infer.stream import ASSETS_PORTRAIT, ASSETS_SPEECH, load_checkpoint, random_params, stream
 from tests.helpers import REPO
 

@@ -16,7 +16,7 @@ import pytest
 
 from chatanyone_jax import stream as core
 from chatanyone_jax.audio import log_mel_spectrogram
-from infer.media import read_audio, read_image
+from data.media import read_audio, read_image
 from infer.stream import (
   ASSETS_PORTRAIT,
   ASSETS_SPEECH,

@@ -10,7 +10,7 @@ import pytest
 
 from chatanyone_jax.audio import melspec
 from chatanyone_jax.audio.melspec import MelConfig
-from infer import media
+from data import media
 from tests.helpers import media_dir, require
 
 SPEECH = ["LatentSync__assets_demo1_audio.wav", "Real-Time-Voice-Cloning__samples_1320_00000.mp3"]

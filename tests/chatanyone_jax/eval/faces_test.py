@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from chatanyone_jax.eval import faces
-from infer import media
+from data import media
 from tests.helpers import media_dir, require
 
 CLIP = "V-Express__test_samples_short_case_AOC_gt.mp4"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from chatanyone_jax.eval import hands
-from infer import media
+from data import media
 from tests.helpers import media_dir, require
 
 WITH_HAND = "LivePortrait__assets_examples_driving_d30.jpg"     # hand on the chin

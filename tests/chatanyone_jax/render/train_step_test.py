@@ -17,7 +17,7 @@ import pytest
 
 from chatanyone_jax import losses
 from chatanyone_jax.render import presets, train_step
-from infer.media import read_video
+from data.media import read_video
 from tests.helpers import media_dir, require
 
 VIDEO = "videos/LivePortrait__assets_examples_driving_d0.mp4"
