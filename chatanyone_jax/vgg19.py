@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from chatanyone_jax.convert.state_dict import check_state_dict
 from chatanyone_jax.layers.blocks import conv
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -73,19 +74,12 @@ def convert_vgg19(state_dict: Mapping[str, np.ndarray]) -> dict:
   `features.{i}.bias` for the 13 convs up to relu5_1; later convs and the
   classifier are ignored. Raises a ValueError on missing keys or wrong shapes.
   """
-  params, missing, bad = {}, [], []
-  cin = 3
+  expected, cin = {}, 3
   for idx, cout in _conv_indices():
-    w_key, b_key = f"features.{idx}.weight", f"features.{idx}.bias"
-    if w_key not in state_dict or b_key not in state_dict:
-      missing += [k for k in (w_key, b_key) if k not in state_dict]
-      cin = cout
-      continue
-    w, b = np.asarray(state_dict[w_key], np.float32), np.asarray(state_dict[b_key], np.float32)
-    if w.shape != (cout, cin, 3, 3) or b.shape != (cout,):
-      bad.append(f"{w_key} {w.shape} / {b_key} {b.shape}, expected {(cout, cin, 3, 3)} / {(cout,)}")
-    params[f"features_{idx}"] = {"kernel": np.transpose(w, (2, 3, 1, 0)), "bias": b}
+    expected[f"features.{idx}.weight"] = (cout, cin, 3, 3)
+    expected[f"features.{idx}.bias"] = (cout,)
     cin = cout
-  if missing or bad:
-    raise ValueError(f"not a torchvision VGG-19 state dict: missing {missing}; bad shapes {bad}")
-  return {"params": params}
+  check_state_dict(state_dict, expected, "a torchvision VGG-19 state dict", ignore=lambda key: True)
+  return {"params": {f"features_{idx}": {
+      "kernel": np.transpose(np.asarray(state_dict[f"features.{idx}.weight"], np.float32), (2, 3, 1, 0)),
+      "bias": np.asarray(state_dict[f"features.{idx}.bias"], np.float32)} for idx, _ in _conv_indices()}}

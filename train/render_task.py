@@ -11,7 +11,7 @@ multi-scale discriminator, one GAN step) from the generic trainer. The config na
   loss_weights   overrides of `train_step.DEFAULT_LOSS_WEIGHTS`;
   vgg_weights    optional torchvision VGG-19 weights file (.pth / .safetensors / .npz) for the perceptual
                  terms; without it they fall back to discriminator feature matching and a region L1;
-  init_from      optional converted LivePortrait checkpoint (`python -m chatanyone_jax.convert.liveportrait`):
+  init_from      optional converted LivePortrait checkpoint (`python -m train.convert liveportrait`):
                  every generator array whose name and shape match is copied, the rest keeps its random
                  init (the log lists how many of each).
 
@@ -62,7 +62,7 @@ def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def load_vgg19(path: str):
   """A feature function image -> [relu1_1 ... relu5_1] from a torchvision VGG-19 weights file."""
-  from chatanyone_jax.convert.liveportrait import load_state_dict
+  from chatanyone_jax.convert.state_dict import load_state_dict
   from chatanyone_jax.vgg19 import VGG19Features, convert_vgg19
 
   variables = jax.tree.map(jnp.asarray, convert_vgg19(load_state_dict(path)))
@@ -200,7 +200,7 @@ class RenderTask(Task):
     path = self.config.get("init_from")
     if not path:
       return state
-    from chatanyone_jax.convert.liveportrait import load_liveportrait_checkpoint
+    from train.convert import load_liveportrait_checkpoint
 
     tree = load_liveportrait_checkpoint(path)
     unknown = set(tree) - set(LIVEPORTRAIT_PARTS) - {"stitching_retargeting", "stitching", "lip", "eye"}

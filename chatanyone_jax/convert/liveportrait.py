@@ -1,38 +1,18 @@
-"""LivePortrait PyTorch weights -> Flax variables for F, M, W, G and the stitching MLPs S.
+"""LivePortrait PyTorch weights -> Flax variables of F, M, W, G and the stitching / retargeting MLPs S.
 
-Input: a mapping PyTorch key -> np.ndarray (a `state_dict()` converted to
-NumPy: `load_state_dict` reads .pth / .pt / .ckpt / .model files without PyTorch
-(`chatanyone_jax.convert.torch_pickle`), .npz and .safetensors files; the
-`param/<key>` entries of the reference npz work too, with the prefix stripped).
-Output: {"params": ..., "batch_stats": ...} NumPy trees for the modules of
-`chatanyone_jax.render` built from the matching config.
-
-The conversion itself is NumPy (layout transposes, BatchNorm renaming,
-spectral-norm folding). It is checked strictly, so a checkpoint of the wrong
-config fails with a ValueError instead of a silent mismatch:
-  * keys the network needs but the checkpoint lacks, and checkpoint keys the
-    network does not use (`num_batches_tracked` is ignored), are listed;
-  * every converted array is compared with the shape the Flax module expects
-    (`jax.eval_shape` of its init, no FLOPs), naming the PyTorch key.
-
-Command line: convert a LivePortrait weights folder (downloaded by the user
-from the HuggingFace repo KwaiVGI/LivePortrait) into one orbax checkpoint,
-read back with `load_liveportrait_checkpoint`:
-
-  python -m chatanyone_jax.convert.liveportrait --weights pretrained_weights/liveportrait \
-      --out checkpoints/liveportrait [--preset liveportrait]
+Each `convert_*` takes a flat state dict (`chatanyone_jax.convert.state_dict.load_state_dict`) and a
+network config of `chatanyone_jax.render.presets`, and returns {"params", ["batch_stats"]} NumPy trees of
+the matching `chatanyone_jax.render` module (layout transposes, BatchNorm renaming, spectral-norm
+folding). Keys and shapes are checked strictly by `check_state_dict`, with the torch shape of every key
+derived from the Flax module's own (`jax.eval_shape`, no FLOPs), so a checkpoint of another config fails
+with a ValueError naming the keys instead of a silent mismatch. `convert_weights_file` maps one file of
+LivePortrait's weights folder onto a renderer preset; `python -m train.convert liveportrait` converts the
+whole folder into the checkpoint that renderer training can start from.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import importlib
-import json
-import os
-import pathlib
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -40,14 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chatanyone_jax.convert import torch_pickle
+from chatanyone_jax.convert.state_dict import check_state_dict, strip_module
 from chatanyone_jax.layers import torch_compat as tc
-from chatanyone_jax.render import presets
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
 from chatanyone_jax.render.motion_extractor import MotionExtractor
 from chatanyone_jax.render.presets import (
   AppearanceFeatureExtractorConfig,
   MotionExtractorConfig,
+  RendererConfig,
   SPADEDecoderConfig,
   StitchingRetargetingConfig,
   WarpingNetworkConfig,
@@ -58,14 +38,24 @@ from chatanyone_jax.render.warping_network import WarpingNetwork
 
 StateDict = Mapping[str, np.ndarray]
 Variables = dict[str, Any]
-_IGNORED_SUFFIXES = ("num_batches_tracked",)
-_MAX_LISTED = 20
+Shape = tuple[int, ...]
+
+
+class _Layout(NamedTuple):
+  to_flax: Callable[[np.ndarray], np.ndarray]  # PyTorch array -> Flax array
+  torch_shape: Callable[[Shape], Shape]        # Flax shape -> the PyTorch shape it comes from
+
+
+_SAME = _Layout(np.asarray, tuple)
+_CONV = _Layout(tc.conv_kernel, lambda s: (s[-1], s[-2], *s[:-2]))  # (O, I, *k) <-> (*k, I, O)
+_DENSE = _Layout(tc.dense_kernel, lambda s: (s[1], s[0]))           # (O, I) <-> (I, O)
+_GRN = _Layout(np.ravel, lambda s: (1, 1, 1, *s))                   # ConvNeXt-V2 GRN (1, 1, 1, C) <-> (C,)
 
 
 class _Entry(NamedTuple):
   value: np.ndarray
-  key: str  # PyTorch key(s) it came from
-  source_shape: tuple[int, ...]
+  key: str  # the PyTorch key it came from
+  torch_shape: Callable[[Shape], Shape]
 
 
 class _Reader:
@@ -74,13 +64,12 @@ class _Reader:
   def __init__(self, sd: StateDict):
     self.sd, self.used, self.missing = sd, set(), []
 
-  def __call__(self, key: str, fn: Callable[[np.ndarray], np.ndarray] = np.asarray) -> _Entry:
+  def __call__(self, key: str, layout: _Layout = _SAME) -> _Entry:
     if key not in self.sd:
       self.missing.append(key)
-      return _Entry(np.zeros((0,), np.float32), key, ())
+      return _Entry(np.zeros((0,), np.float32), key, layout.torch_shape)
     self.used.add(key)
-    arr = np.asarray(self.sd[key])
-    return _Entry(np.asarray(fn(arr), np.float32), key, arr.shape)
+    return _Entry(np.asarray(layout.to_flax(np.asarray(self.sd[key])), np.float32), key, layout.torch_shape)
 
   def raw(self, key: str) -> np.ndarray | None:
     """The array under `key` (marked used), or None when missing (recorded)."""
@@ -94,14 +83,14 @@ class _Reader:
 # ---- building blocks ---------------------------------------------------------------------------------
 
 def _conv(r: _Reader, prefix: str, bias: bool = True) -> dict:
-  out = {"kernel": r(f"{prefix}.weight", tc.conv_kernel)}
+  out = {"kernel": r(f"{prefix}.weight", _CONV)}
   if bias:
     out["bias"] = r(f"{prefix}.bias")
   return out
 
 
 def _dense(r: _Reader, prefix: str) -> dict:
-  return {"kernel": r(f"{prefix}.weight", tc.dense_kernel), "bias": r(f"{prefix}.bias")}
+  return {"kernel": r(f"{prefix}.weight", _DENSE), "bias": r(f"{prefix}.bias")}
 
 
 def _layer_norm(r: _Reader, prefix: str) -> dict:
@@ -145,13 +134,13 @@ def _spectral_conv(r: _Reader, prefix: str, bias: bool, spectral_norm: bool) -> 
   params, stats = {}, {}
   if w is not None and u is not None and v is not None:
     if spectral_norm:
-      params["kernel"] = _Entry(tc.conv_kernel(w), key, w.shape)
-      stats = {"u": _Entry(u, f"{prefix}.weight_u", u.shape), "v": _Entry(v, f"{prefix}.weight_v", v.shape)}
+      params["kernel"] = _Entry(tc.conv_kernel(w), key, _CONV.torch_shape)
+      stats = {"u": _Entry(u, f"{prefix}.weight_u", tuple), "v": _Entry(v, f"{prefix}.weight_v", tuple)}
     else:
       if u.shape != (w.shape[0],) or v.shape != (w[0].size,):
         raise ValueError(
             f"{prefix}: weight_u {u.shape} / weight_v {v.shape} do not fit weight_orig {w.shape}")
-      params["kernel"] = _Entry(tc.conv_kernel(w / spectral_sigma(w, u, v)), key, w.shape)
+      params["kernel"] = _Entry(tc.conv_kernel(w / spectral_sigma(w, u, v)), key, _CONV.torch_shape)
   if bias:
     params["bias"] = r(f"{prefix}.bias")
   return params, stats
@@ -159,37 +148,24 @@ def _spectral_conv(r: _Reader, prefix: str, bias: bool, spectral_norm: bool) -> 
 
 # ---- validation ----------------------------------------------------------------------------------------
 
-def _names(keys) -> str:
-  keys = sorted(keys)
-  more = f" ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
-  return ", ".join(keys[:_MAX_LISTED]) + more
-
-
 def _finish(r: _Reader, tree: dict, module: nn.Module, init_args: tuple, what: str) -> Variables:
-  """Checks keys and shapes against `module`, then returns plain NumPy variables."""
-  unexpected = [k for k in r.sd if k not in r.used and not k.endswith(_IGNORED_SUFFIXES)]
-  if r.missing or unexpected:
-    msg = [f"{what}: the checkpoint does not match the config."]
-    if r.missing:
-      msg.append(f"Missing keys ({len(r.missing)}): {_names(r.missing)}.")
-    if unexpected:
-      msg.append(f"Unexpected keys ({len(unexpected)}): {_names(unexpected)}.")
-    raise ValueError(" ".join(msg))
-
-  expected = jax.eval_shape(lambda: module.init(jax.random.key(0), *init_args))
-  expected = {c: v for c, v in expected.items() if c in ("params", "batch_stats")}
+  """Checks the state dict against `module` (`check_state_dict`), then returns plain NumPy variables."""
+  want = jax.eval_shape(lambda: module.init(jax.random.key(0), *init_args))
+  want = {c: v for c, v in want.items() if c in ("params", "batch_stats")}
+  want = {jax.tree_util.keystr(p): tuple(s.shape) for p, s in jax.tree_util.tree_leaves_with_path(want)}
   tree = {c: v for c, v in tree.items() if v}
   is_entry = lambda x: isinstance(x, _Entry)
   got = {jax.tree_util.keystr(p): e for p, e in jax.tree_util.tree_leaves_with_path(tree, is_leaf=is_entry)}
-  want = {jax.tree_util.keystr(p): s for p, s in jax.tree_util.tree_leaves_with_path(expected)}
+  # Every key read, with the PyTorch shape its Flax array needs; a key without a Flax array of its own
+  # (a folded spectral norm's u / v, checked against weight_orig when read) keeps its shape; of a missing
+  # key only the name matters.
+  expected = {k: np.shape(v) for k, v in r.sd.items() if k in r.used}
+  expected.update({e.key: e.torch_shape(want[p]) for p, e in got.items() if p in want and e.key in r.used})
+  expected.update({k: () for k in r.missing})
+  check_state_dict(r.sd, expected, f"a LivePortrait {what} state dict of this config")
   if set(got) != set(want):  # the converter and the module disagree: a bug, not a checkpoint problem
-    raise ValueError(f"{what}: converter/module mismatch; only converted: {_names(set(got) - set(want))}; "
-                     f"only in the module: {_names(set(want) - set(got))}")
-  bad = [f"{e.key} {e.source_shape} -> Flax {path} {e.value.shape}, expected {want[path].shape}"
-         for path, e in got.items() if e.value.shape != want[path].shape]
-  if bad:
-    raise ValueError(f"{what}: {len(bad)} shape mismatch(es) (wrong config for this checkpoint?): "
-                     + "; ".join(bad[:_MAX_LISTED]))
+    raise ValueError(f"{what}: converter/module mismatch; only converted: {sorted(set(got) - set(want))}; "
+                     f"only in the module: {sorted(set(want) - set(got))}")
   return jax.tree.map(lambda e: e.value, tree, is_leaf=is_entry)
 
 
@@ -235,7 +211,7 @@ def convert_motion_extractor(
           "dwconv": _conv(r, f"{p}.dwconv"),  # (C, 1, 7, 7) -> (7, 7, 1, C): grouped conv kernel
           "norm": _layer_norm(r, f"{p}.norm"),
           "pwconv1": _dense(r, f"{p}.pwconv1"),
-          "grn": {"gamma": r(f"{p}.grn.gamma", np.ravel), "beta": r(f"{p}.grn.beta", np.ravel)},
+          "grn": {"gamma": r(f"{p}.grn.gamma", _GRN), "beta": r(f"{p}.grn.beta", _GRN)},
           "pwconv2": _dense(r, f"{p}.pwconv2"),
       }
   params["norm"] = _layer_norm(r, f"{d}.norm")
@@ -318,301 +294,56 @@ def strip_prefix(sd: StateDict, prefix: str) -> dict[str, np.ndarray]:
   return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-# ---- reading state dicts -------------------------------------------------------------------------------
+# ---- LivePortrait's weights folder ---------------------------------------------------------------------
 
-# In the order `find_weights` prefers them when a folder holds one stem in several formats (torch.save files
-# last: the others hold plain arrays).
-WEIGHT_SUFFIXES = (".safetensors", ".npz", ".pth", ".pt", ".ckpt", ".model")
-# torch.save files (".model": SyncNet's syncnet_v2.model), read by `torch_pickle`.
-_TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".model")
-_MODULE_PREFIX = "module."  # DataParallel / DDP wrappers
-
-
-def _strip_module(key: str) -> str:
-  return key[len(_MODULE_PREFIX):] if key.startswith(_MODULE_PREFIX) else key
-
-
-def _flatten(tree: Mapping, to_numpy: Callable[[Any], np.ndarray | None], prefix: str = "",
-             out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-  """Nested dicts -> "outer.inner" keys, dropping a leading `module.` at every level."""
-  out = {} if out is None else out
-  for k, v in tree.items():
-    key = prefix + _strip_module(str(k))
-    if isinstance(v, Mapping):
-      _flatten(v, to_numpy, key + ".", out)
-    elif (arr := to_numpy(v)) is not None:
-      out[key] = arr
-  return out
-
-
-def _import_torch(path: pathlib.Path, why: torch_pickle.UnsupportedFormatError):
-  try:
-    return importlib.import_module("torch")
-  except ImportError as e:
-    raise ImportError(
-        f"{why} -- so reading {path} needs PyTorch's own torch.load, and PyTorch is not installed. Either "
-        f"`pip install torch` (the CPU build is enough), or convert the file to .npz / .safetensors on a "
-        f"machine that has torch (nested dicts as 'outer.inner' keys) and pass that instead.") from e
-
-
-def _torch_loader(path: pathlib.Path) -> tuple[Any, Callable[[Any], np.ndarray | None]]:
-  """Our torch-free reader; torch.load(weights_only=True) only for what it reports as unsupported."""
-  def numpy_leaf(v):
-    return np.asarray(v) if isinstance(v, np.ndarray | np.generic | int | float) else None  # drop str, None
-
-  try:
-    return torch_pickle.load(path), numpy_leaf
-  except torch_pickle.UnsupportedFormatError as e:
-    torch = _import_torch(path, e)
-  raw = torch.load(path, map_location="cpu", weights_only=True)
-
-  def to_numpy(v):
-    if isinstance(v, torch.Tensor):
-      v = v.detach().cpu()
-      return (v.float() if v.dtype == torch.bfloat16 else v).numpy()
-    return np.asarray(v) if isinstance(v, int | float | np.ndarray) else None  # drop strings, None, ...
-
-  return raw, to_numpy
-
-
-def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-  """A flat {key: np.ndarray} state dict from a torch.save (.pth .pt .ckpt .model), .npz or .safetensors file.
-
-  torch.save files are read without PyTorch by `torch_pickle.load` (the zip and the legacy format; pickled
-  code is refused). Only files it reports as unsupported (TorchScript archives, quantized tensors, ...) go
-  to `torch.load(weights_only=True)`, which needs PyTorch installed.
-
-  Nested dicts (LivePortrait's stitching file: {'retarget_shoulder': {...}, ...}) are flattened to
-  "outer.inner" keys; a leading `module.` is stripped from every key (and every nesting level).
-  """
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"state dict file {path} does not exist")
-  suffix = path.suffix.lower()
-  to_numpy: Callable[[Any], np.ndarray | None] = np.asarray
-  if suffix in _TORCH_SUFFIXES:
-    raw, to_numpy = _torch_loader(path)
-  elif suffix == ".npz":
-    with np.load(path, allow_pickle=False) as z:
-      raw = {k: z[k] for k in z.files}
-  elif suffix == ".safetensors":
-    try:
-      from safetensors.numpy import load_file
-    except ImportError as e:
-      raise ImportError(f"reading {path} needs the `safetensors` package: `pip install safetensors`") from e
-    raw = load_file(str(path))
-  else:
-    raise ValueError(f"{path}: unsupported weights format {suffix!r}; use one of "
-                     f"{', '.join(WEIGHT_SUFFIXES)}")
-  if not isinstance(raw, Mapping):
-    raise ValueError(f"{path}: expected a state dict (a dict of tensors), got {type(raw).__name__}")
-  return _flatten(raw, to_numpy)
-
-
-# LivePortrait's stitching file: our name -> its top-level key.
-STITCHING_KEYS = {"stitching": "retarget_shoulder", "lip": "retarget_mouth", "eye": "retarget_eye"}
-
-
-def split_stitching_state_dict(sd: StateDict) -> dict[str, dict[str, np.ndarray]]:
-  """`stitching_retargeting_module` -> {"stitching": sd, "lip": sd, "eye": sd} (flat "outer.inner" keys)."""
-  out, missing = {}, []
-  for name, outer in STITCHING_KEYS.items():
-    out[name] = {_strip_module(k[len(outer) + 1:]): v for k, v in sd.items() if k.startswith(outer + ".")}
-    if not out[name]:
-      missing.append(outer)
-  unexpected = [k for k in sd if not k.startswith(tuple(o + "." for o in STITCHING_KEYS.values()))]
-  if missing or unexpected:
-    msg = ["not a LivePortrait stitching_retargeting_module state dict "
-           f"(expected keys under {', '.join(STITCHING_KEYS.values())}):"]
-    if missing:
-      msg.append(f"nothing under {', '.join(missing)}.")
-    if unexpected:
-      msg.append(f"Unexpected keys ({len(unexpected)}): {_names(unexpected)}.")
-    raise ValueError(" ".join(msg))
-  return out
-
-
-# ---- a LivePortrait weights folder -> one orbax checkpoint ----------------------------------------------
-
-HF_REPO = "KwaiVGI/LivePortrait"
-META_FILE = "liveportrait_meta.json"
-# checkpoint tree name -> LivePortrait file stem (under liveportrait/base_models/ in the HF repo)
+# Checkpoint tree name -> LivePortrait file stem (under liveportrait/base_models/ of the HuggingFace repo
+# KwaiVGI/LivePortrait).
 BASE_MODEL_FILES = {
     "appearance_feature_extractor": "appearance_feature_extractor",
     "motion_extractor": "motion_extractor",
     "warping_network": "warping_module",
     "spade_generator": "spade_generator",
 }
-STITCHING_FILE = "stitching_retargeting_module"  # under liveportrait/retargeting_models/; optional
+STITCHING = "stitching_retargeting"  # tree name of the (optional) stitching file
+STITCHING_FILE = "stitching_retargeting_module"  # under liveportrait/retargeting_models/
+# LivePortrait's stitching file: our name -> its top-level key.
+STITCHING_KEYS = {"stitching": "retarget_shoulder", "lip": "retarget_mouth", "eye": "retarget_eye"}
 
 
-def _search_folders(weights_dir: pathlib.Path, stitching: bool) -> list[pathlib.Path]:
-  """`weights_dir` may be liveportrait/ (holding base_models/, retargeting_models/) or base_models/ itself."""
-  if not stitching:
-    return [weights_dir, weights_dir / "base_models"]
-  folders = [weights_dir / "retargeting_models", weights_dir]
-  if weights_dir.name == "base_models":
-    folders.append(weights_dir.parent / "retargeting_models")
-  return folders
-
-
-def _find(folders: Sequence[pathlib.Path], stem: str) -> pathlib.Path | None:
-  for folder in folders:
-    for suffix in WEIGHT_SUFFIXES:
-      if (folder / f"{stem}{suffix}").is_file():
-        return folder / f"{stem}{suffix}"
-  return None
-
-
-def find_weights(weights_dir: str | os.PathLike) -> dict[str, pathlib.Path]:
-  """Tree name -> weights file for the four base models (required) and the stitching file (if present)."""
-  d = pathlib.Path(weights_dir)
-  if not d.is_dir():
-    raise FileNotFoundError(f"LivePortrait weights folder {d} does not exist or is not a folder")
-  found = {name: _find(_search_folders(d, False), stem) for name, stem in BASE_MODEL_FILES.items()}
-  missing = [BASE_MODEL_FILES[name] for name, path in found.items() if path is None]
-  if missing:
-    looked = ", ".join(str(f) for f in _search_folders(d, False))
-    raise FileNotFoundError(
-        f"missing LivePortrait weights: {', '.join(m + '.pth' for m in missing)} (looked in {looked} for "
-        f"{' / '.join(WEIGHT_SUFFIXES)}). LivePortrait publishes them in the HuggingFace repo {HF_REPO} "
-        f"under liveportrait/base_models/ (and liveportrait/retargeting_models/{STITCHING_FILE}.pth); "
-        f"download them yourself and point --weights at that folder (this converter never downloads).")
-  stitching = _find(_search_folders(d, True), STITCHING_FILE)
-  if stitching is not None:
-    found["stitching_retargeting"] = stitching
-  return found
-
-
-def _num_params(variables: Variables) -> int:
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables.get("params", {})))
-
-
-def convert_liveportrait(weights_dir: str | os.PathLike, preset: str = "liveportrait"
-                         ) -> tuple[dict[str, Variables], dict[str, Any]]:
-  """(tree, meta): the converted variables of every network found in `weights_dir`, and a summary.
-
-  tree: {"appearance_feature_extractor", "motion_extractor", "warping_network", "spade_generator"} and,
-  when the stitching file is there, {"stitching", "lip", "eye"}; each {"params": ..., ["batch_stats"]}.
-  G's spectral norms are folded into effective kernels (inference layout).
-  """
-  cfg = presets.get(preset)
-  d = pathlib.Path(weights_dir)
-  files = find_weights(d)
-  converters = {
-      "appearance_feature_extractor": lambda sd: convert_appearance_feature_extractor(
-          sd, cfg.appearance_feature_extractor),
-      "motion_extractor": lambda sd: convert_motion_extractor(sd, cfg.motion_extractor),
-      "warping_network": lambda sd: convert_warping_network(sd, cfg.warping_network),
-      "spade_generator": lambda sd: convert_spade_decoder(sd, cfg.spade_generator),
-  }
-  if "stitching_retargeting" in files:
-    if cfg.stitching is None:
-      raise ValueError(f"preset {preset!r} has no stitching / retargeting MLPs, but "
-                       f"{files['stitching_retargeting']} exists (use --preset liveportrait)")
-    st = cfg.stitching
-
-    def convert_stitching(sd):
-      parts = split_stitching_state_dict(sd)
-      return {name: convert_stitching_retargeting(parts[name], getattr(st, name),
-                                                  f"{STITCHING_KEYS[name]} ({name})") for name in parts}
-
-    converters["stitching_retargeting"] = convert_stitching
-
-  tree: dict[str, Variables] = {}
-  for name, convert in converters.items():
-    path = files[name]
-    sd = load_state_dict(path)
-    try:
-      out = convert(sd)
-    except ValueError as e:
-      raise ValueError(f"{path} does not match preset {preset!r} (wrong --preset for these weights?): {e}") \
-          from e
-    tree.update(out if name == "stitching_retargeting" else {name: out})
-  meta = {
-      "format": "chatanyone_jax LivePortrait checkpoint (orbax), 1",
-      "preset": preset,
-      "weights_dir": str(d.resolve()),
-      "sources": {name: os.path.relpath(path, d) for name, path in files.items()},
-      "num_parameters": {name: _num_params(v) for name, v in tree.items()},
-      "spade_generator_spectral_norm": "folded into effective kernels",
-      "preset_config": dataclasses.asdict(cfg),
-  }
-  return tree, meta
-
-
-def _check_out(out: pathlib.Path, overwrite: bool) -> None:
-  if out.exists() and (out.is_file() or any(out.iterdir())):
-    if not overwrite:
-      raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
-    if not (out / META_FILE).is_file():
-      raise FileExistsError(f"{out} exists and is not a checkpoint written by this converter "
-                            f"(no {META_FILE}); refusing to overwrite it")
-
-
-def save_liveportrait_checkpoint(out: str | os.PathLike, tree: Mapping[str, Variables],
-                                 meta: Mapping[str, Any], overwrite: bool = False) -> pathlib.Path:
-  """Writes `tree` as one orbax checkpoint at `out` and `meta` beside it as `out/liveportrait_meta.json`."""
-  import orbax.checkpoint as ocp
-
-  out = pathlib.Path(out).resolve()  # orbax wants absolute paths
-  _check_out(out, overwrite)
-  if out.is_dir() and not any(out.iterdir()):
-    out.rmdir()
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(out, dict(tree), force=overwrite)
-    ckptr.wait_until_finished()
-  (out / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+def split_stitching_state_dict(sd: StateDict) -> dict[str, dict[str, np.ndarray]]:
+  """`stitching_retargeting_module` -> {"stitching": sd, "lip": sd, "eye": sd} (flat "outer.inner" keys)."""
+  prefixes = tuple(outer + "." for outer in STITCHING_KEYS.values())
+  check_state_dict(sd, {}, "a LivePortrait stitching_retargeting_module state dict (expected keys under "
+                   f"{', '.join(STITCHING_KEYS.values())})", ignore=lambda k: k.startswith(prefixes))
+  out = {name: {strip_module(k[len(outer) + 1:]): v for k, v in sd.items() if k.startswith(outer + ".")}
+         for name, outer in STITCHING_KEYS.items()}
+  empty = [STITCHING_KEYS[name] for name, part in out.items() if not part]
+  if empty:
+    raise ValueError(f"not a LivePortrait stitching_retargeting_module state dict: nothing under "
+                     f"{', '.join(empty)}")
   return out
 
 
-def load_liveportrait_meta(path: str | os.PathLike) -> dict[str, Any]:
-  """The JSON sidecar of a checkpoint written by `save_liveportrait_checkpoint`."""
-  meta = pathlib.Path(path) / META_FILE
-  if not meta.is_file():
-    raise FileNotFoundError(f"{path} is not a LivePortrait checkpoint of this converter (no {META_FILE}); "
-                            "write one with `python -m chatanyone_jax.convert.liveportrait`")
-  return json.loads(meta.read_text())
+def convert_weights_file(name: str, sd: StateDict, renderer: RendererConfig) -> dict[str, Variables]:
+  """One file of LivePortrait's weights folder, by its tree name -> {tree name: variables} of `renderer`.
 
-
-def load_liveportrait_checkpoint(path: str | os.PathLike) -> dict[str, Variables]:
-  """The tree written by `save_liveportrait_checkpoint` (NumPy arrays): {network name: variables}."""
-  import orbax.checkpoint as ocp
-
-  path = pathlib.Path(path).resolve()
-  load_liveportrait_meta(path)  # a clear error for a wrong folder
-  with ocp.StandardCheckpointer() as ckptr:
-    return ckptr.restore(path)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog="python -m chatanyone_jax.convert.liveportrait",
-      description="Convert LivePortrait's PyTorch weights (downloaded by you from the HuggingFace repo "
-                  f"{HF_REPO}) into one orbax checkpoint of chatanyone_jax variables.")
-  parser.add_argument("--weights", required=True,
-                      help="LivePortrait's pretrained_weights/liveportrait folder (or its base_models/): "
-                           + ", ".join(f"{s}.pth" for s in BASE_MODEL_FILES.values())
-                           + f", optionally retargeting_models/{STITCHING_FILE}.pth; .pt, .npz and "
-                           ".safetensors files with the same names work too")
-  parser.add_argument("--out", required=True, help="checkpoint folder to write")
-  parser.add_argument("--preset", default="liveportrait",
-                      help=f"renderer preset the weights belong to (default liveportrait; known: "
-                           f"{', '.join(sorted(presets.PRESETS))})")
-  parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
-  args = parser.parse_args(argv)
-  _check_out(pathlib.Path(args.out).resolve(), args.overwrite)  # fail before the conversion
-  tree, meta = convert_liveportrait(args.weights, args.preset)
-  out = save_liveportrait_checkpoint(args.out, tree, meta, overwrite=args.overwrite)
-  sources = meta["sources"]
-  for name, count in meta["num_parameters"].items():
-    print(f"{name:<30} {count:>12,d} params  <- {sources.get(name, sources.get('stitching_retargeting'))}")
-  print(f"wrote {out} (preset {args.preset!r})")
-  return 0
-
-
-if __name__ == "__main__":
-  try:
-    sys.exit(main())
-  except (FileNotFoundError, FileExistsError, ImportError, ValueError) as e:
-    sys.exit(f"error: {e}")
+  name: a key of BASE_MODEL_FILES (-> {name: variables}; G's spectral norms folded into effective kernels,
+  the inference layout) or STITCHING (-> {"stitching": ..., "lip": ..., "eye": ...}).
+  """
+  if name == STITCHING:
+    if renderer.stitching is None:
+      raise ValueError("the renderer config has no stitching / retargeting MLPs")
+    parts = split_stitching_state_dict(sd)
+    return {k: convert_stitching_retargeting(parts[k], getattr(renderer.stitching, k),
+                                             f"{STITCHING_KEYS[k]} ({k})") for k in parts}
+  converters = {
+      "appearance_feature_extractor": lambda: convert_appearance_feature_extractor(
+          sd, renderer.appearance_feature_extractor),
+      "motion_extractor": lambda: convert_motion_extractor(sd, renderer.motion_extractor),
+      "warping_network": lambda: convert_warping_network(sd, renderer.warping_network),
+      "spade_generator": lambda: convert_spade_decoder(sd, renderer.spade_generator),
+  }
+  if name not in converters:
+    raise ValueError(f"unknown LivePortrait weights file {name!r}: expected one of "
+                     f"{', '.join([*BASE_MODEL_FILES, STITCHING])}")
+  return {name: converters[name]()}

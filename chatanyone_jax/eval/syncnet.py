@@ -1,26 +1,18 @@
 """SyncNet lip-sync scores: the paper's "Sync" column (SyncNet confidence; also AV offset and min distance).
 
-Reproduces joonson/syncnet_python:
-  * SyncNetModel.py `S`: the audio stream (`netcnnaud` + `netfcaud`) on a 13 x 20 MFCC window (0.2 s) and
-    the lip stream (`netcnnlip` + `netfclip`) on 5 stacked 224 x 224 BGR frames in [0, 255] (a 3-D conv
-    input), both giving 1024-d features. Here channels-last: audio (N, 13, 20, 1), lip (N, 5, 224, 224, 3).
-  * SyncNetInstance.py `evaluate` + `calc_pdist`: video at 25 fps, 16 kHz audio, 4 MFCC frames per video
-    frame; `min(frames, floor(samples / 640)) - 5` windows with stride 1 (the reference's count, one short
-    of every full window); for each video window the L2 distances (`pairwise_distance`, eps 1e-6) to the
-    audio features shifted by -vshift..+vshift (zero-padded at the ends); the mean over time per shift;
-    offset = vshift - argmin, min_dist = min, confidence = median - min. The paper's "Sync" is the
-    confidence (higher is better); syncnet_python's default is vshift=15.
-  * The MFCCs of jameslyons/python_speech_features (python_speech_features/base.py `mfcc`, `fbank`,
-    `get_filterbanks`, `lifter`; sigproc.py `preemphasis`, `framesig`, `powspec`) with its defaults
-    (25 ms / 10 ms frames, 26 mel filters, nfft 512, pre-emphasis 0.97, lifter 22, c0 replaced by the log
-    frame energy), in float64 NumPy, on the audio as `scipy.io.wavfile` reads it: 16-bit PCM values,
-    which is what `to_pcm16` makes of float audio in [-1, 1] (the level changes c0).
-  * run_pipeline.py `crop_video`: the face crop syncnet_python scores (`crop_face`), resized to 224 x 224
-    bilinearly without antialiasing like `cv2.resize`.
+Reproduces joonson/syncnet_python: the network `S` (SyncNetModel.py; channels-last here: audio (N, 13,
+20, 1) MFCC windows of 0.2 s, lip (N, 5, 224, 224, 3) stacked BGR frames in [0, 255], both -> 1024-d), its
+scoring (SyncNetInstance.py `evaluate`, `calc_pdist`: `sync_scores`; the paper's "Sync" is the confidence,
+higher is better), the MFCCs of jameslyons/python_speech_features with its defaults (`mfcc`, float64
+NumPy on 16-bit PCM values, as `scipy.io.wavfile` reads them) and the face crop of run_pipeline.py
+(`crop_face`). `SyncScorer` takes RGB uint8 face crops and flips them to the BGR that cv2
+gives syncnet_python.
 
-Frames are read by cv2 in syncnet_python, so the network sees BGR; `SyncScorer` takes RGB uint8 frames and
-flips them. The weights are the public `syncnet_v2.model` (fetched by syncnet_python's download_model.sh),
+Weights: the public `syncnet_v2.model` (fetched by syncnet_python's download_model.sh, WEIGHTS_URL),
 supplied by the user; nothing is downloaded here.
+
+  scorer = SyncScorer.from_file("syncnet_v2.model")
+  scorer(face_frames_rgb_uint8, fps, audio_float_16k)  # {"offset", "min_dist", "confidence"}
 """
 
 from __future__ import annotations
@@ -38,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.fft
 
-from chatanyone_jax.convert.state_dict import check_state_dict
+from chatanyone_jax.convert.state_dict import check_state_dict, load_state_dict
 
 WEIGHTS_FILE = "syncnet_v2.model"
 WEIGHTS_URL = "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model"
@@ -138,7 +130,7 @@ class SyncNet(nn.Module):
 
 
 # ---- converter ----------------------------------------------------------------------------------------
-def _expected_shapes() -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
+def _layout() -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
   """torch key -> (torch shape, path in our variables)."""
   out = {}
   for stream, (layers, cin) in STREAMS.items():
@@ -161,7 +153,9 @@ def _expected_shapes() -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
   return out
 
 
-EXPECTED_KEYS = tuple(_expected_shapes())
+def expected_shapes() -> dict[str, tuple[int, ...]]:
+  """{PyTorch key: shape} of syncnet_python's `S().state_dict()` (without num_batches_tracked)."""
+  return {k: shape for k, (shape, _) in _layout().items()}
 
 
 def convert_syncnet(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
@@ -169,11 +163,11 @@ def convert_syncnet(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
   `SyncNet` ({"params", "batch_stats"}, NumPy). Conv kernels (out, in, *k) -> (*k, in, out), Linear
   (out, in) -> (in, out), BatchNorm weight/bias/running_* -> scale/bias/mean/var. `num_batches_tracked` is
   ignored; any other missing, unexpected or mis-shaped key raises a ValueError naming it."""
-  expected = _expected_shapes()
-  check_state_dict(state_dict, {k: shape for k, (shape, _) in expected.items()},
+  layout = _layout()
+  check_state_dict(state_dict, expected_shapes(),
                    "a syncnet_python SyncNet (`S`, syncnet_v2.model) state dict")
   variables: dict[str, Any] = {"params": {}, "batch_stats": {}}
-  for key, (_, path) in expected.items():
+  for key, (_, path) in layout.items():
     value = np.asarray(state_dict[key], np.float32)
     if value.ndim >= 2:  # conv (out, in, *k) / linear (out, in) -> (*k, in, out)
       value = np.transpose(value, (*range(2, value.ndim), 1, 0))
@@ -186,9 +180,7 @@ def convert_syncnet(state_dict: Mapping[str, np.ndarray]) -> dict[str, Any]:
 
 def load_syncnet_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Flat state dict of `syncnet_v2.model` (a torch.save pickle, legacy format) or of a .pth / .pt / .npz /
-  .safetensors copy, read by `chatanyone_jax.convert.liveportrait.load_state_dict`."""
-  from chatanyone_jax.convert.liveportrait import load_state_dict
-
+  .safetensors copy, read by `chatanyone_jax.convert.state_dict.load_state_dict`."""
   path = pathlib.Path(path)
   if not path.is_file():
     raise FileNotFoundError(
@@ -389,7 +381,10 @@ class SyncScorer:
 
   def features(self, face_frames: np.ndarray, fps: float, audio: np.ndarray, sample_rate: int = SAMPLE_RATE,
                batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """(video features, audio features), both (windows, 1024) float32, one per 5-frame / 20-MFCC window."""
+    """(video features, audio features), both (windows, 1024) float32, one per 5-frame / 20-MFCC window.
+
+    windows = min(frames, floor(samples / 640)) - 5 with stride 1: the reference's count, one short of
+    every full window."""
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     frames, pcm, count = self._prepare(face_frames, fps, audio, sample_rate)

@@ -172,7 +172,7 @@ def test_vgg19_converter_mapping_and_shapes(vgg):
   del bad["features.28.bias"]
   with pytest.raises(ValueError, match="features.28.bias"):
     convert_vgg19(bad)
-  with pytest.raises(ValueError, match="bad shapes"):
+  with pytest.raises(ValueError, match="wrong shapes"):
     convert_vgg19({**sd, "features.0.weight": np.zeros((64, 1, 3, 3), np.float32)})
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from chatanyone_jax.eval import i3d, inception, lpips, syncnet
 from infer import evaluate
+from infer.evaluation import scoring
 from tests.chatanyone_jax.eval.reference.seeded import seeded_state_dict
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]
@@ -28,8 +29,8 @@ def weights(tmp_path_factory):
   backbone, lin = lpips.expected_keys("alex")
   _save(d / "alexnet-owt-7be5be79.npz", backbone, 1)
   np.savez(d / "alex.npz", **{k: np.abs(v) for k, v in seeded_state_dict(lin, 2).items()})
-  shapes = {k: v[0] for k, v in syncnet._expected_shapes().items()}
-  _save(d / "syncnet_v2.npz", shapes, 3, {"netcnnlip.0.weight": 1 / 256, "netcnnaud.0.weight": 1 / 16})
+  _save(d / "syncnet_v2.npz", syncnet.expected_shapes(), 3,
+        {"netcnnlip.0.weight": 1 / 256, "netcnnaud.0.weight": 1 / 16})
   return d
 
 
@@ -102,8 +103,10 @@ def test_markdown_marks_missing_values():
 
 
 def test_segments_and_frechet_guards():
-  frames = np.zeros((40, 4, 4, 3), np.uint8)
-  assert evaluate._segments(frames).shape == (2, 16, 4, 4, 3)
-  assert evaluate._frechet([np.zeros((1, 3))], [np.zeros((5, 3))], object(), "FID").startswith("n/a (fewer")
-  assert evaluate._frechet([], [], None, "FVD") == evaluate.NA_WEIGHTS
+  frames = np.arange(40 * 2 * 2 * 3).reshape(40, 2, 2, 3)
+  seg = scoring.segments(frames)
+  assert seg.shape == (2, 16, 2, 2, 3)  # the last 8 frames make no segment
+  np.testing.assert_array_equal(seg[1, 3], frames[19])
+  assert scoring.frechet([np.zeros((1, 3))], [np.zeros((5, 3))], object(), "FID").startswith("n/a (fewer")
+  assert scoring.frechet([], [], None, "FVD") == evaluate.NA_WEIGHTS
   assert i3d.MIN_FRAMES <= evaluate.FVD_SEGMENT

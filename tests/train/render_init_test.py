@@ -6,9 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from chatanyone_jax.convert import liveportrait as convert
-from tests.chatanyone_jax.convert.liveportrait_test import _fake_weights
-from train import render_task, tasks, trainer
+from tests.train.convert_test import _fake_weights
+from train import convert, render_task, tasks, trainer
 from train.configs import render_head512
 
 DEVICE = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -29,7 +28,8 @@ def _state(c, task):
 
 def test_init_from_converted_liveportrait_copies_every_generator_array(tmp_path, load_ref):
   ckpt = tmp_path / "ckpt"
-  assert convert.main(["--weights", str(_fake_weights(tmp_path, load_ref)), "--out", str(ckpt),
+  weights = _fake_weights(tmp_path, load_ref)
+  assert convert.main(["liveportrait", "--weights", str(weights), "--out", str(ckpt),
                        "--preset", "reference_reduced"]) == 0
   tree = convert.load_liveportrait_checkpoint(ckpt)
   c, task = _task(ckpt)
@@ -52,7 +52,7 @@ def test_init_from_converted_liveportrait_copies_every_generator_array(tmp_path,
 
 def test_init_from_wrong_folder_is_a_clear_error(tmp_path):
   _, task = _task(tmp_path / "nothing")
-  with pytest.raises(FileNotFoundError, match="nothing.*python -m chatanyone_jax.convert.liveportrait"):
+  with pytest.raises(FileNotFoundError, match="nothing.*python -m train.convert liveportrait"):
     task.initial_params({}, DEVICE)  # fails on the folder, before touching the state
 
 

@@ -1,6 +1,5 @@
-"""LivePortrait conversion: strict key / shape checking, the full-size layout, S parity, file readers, CLI."""
+"""LivePortrait conversion: strict key / shape checks, the full-size layout, S parity, the stitching file."""
 
-import dataclasses
 import json
 import sys
 import types
@@ -9,10 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 from chatanyone_jax.convert import liveportrait as convert
-from chatanyone_jax.layers import torch_compat as tc
+from chatanyone_jax.convert.state_dict import load_state_dict
 from chatanyone_jax.render import presets
 from chatanyone_jax.render import stitching_retargeting as sr
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
@@ -54,31 +52,34 @@ def _convert_f(sd):
 def test_missing_key_is_named(reduced_f_state_dict):
   sd = dict(reduced_f_state_dict)
   del sd["down_blocks.1.norm.running_var"]
-  with pytest.raises(ValueError, match=r"Missing keys \(1\): down_blocks\.1\.norm\.running_var"):
+  with pytest.raises(ValueError, match=r"missing keys \(1\): down_blocks\.1\.norm\.running_var"):
     _convert_f(sd)
 
 
 def test_unexpected_key_is_named(reduced_f_state_dict):
   sd = dict(reduced_f_state_dict, **{"resblocks_3d.3dr1.conv1.weight": np.zeros((4, 4, 3, 3, 3))})
-  with pytest.raises(ValueError, match=r"Unexpected keys \(1\): resblocks_3d\.3dr1\.conv1\.weight"):
+  with pytest.raises(ValueError, match=r"unexpected keys \(1\): resblocks_3d\.3dr1\.conv1\.weight"):
     _convert_f(sd)
 
 
 def test_wrong_shape_is_named(reduced_f_state_dict):
   sd = dict(reduced_f_state_dict)
   sd["second.weight"] = np.zeros((32, 16, 1, 1), np.float32)
-  with pytest.raises(ValueError, match=r"second\.weight \(32, 16, 1, 1\).*expected \(1, 1, 32, 32\)"):
+  with pytest.raises(ValueError, match=r"^not a LivePortrait appearance_feature_extractor state dict of this "
+                                       r"config: wrong shapes \(1\): second\.weight \(32, 16, 1, 1\) "
+                                       r"\(expected \(32, 32, 1, 1\)\)$"):
     _convert_f(sd)
 
 
 def test_wrong_config_is_rejected(reduced_f_state_dict):
   """A reduced checkpoint loaded with the full-size config fails on keys and shapes, not silently."""
-  with pytest.raises(ValueError, match="Missing keys"):
+  with pytest.raises(ValueError, match="missing keys"):
     convert.convert_appearance_feature_extractor(reduced_f_state_dict, LP.appearance_feature_extractor)
   wrong_width = presets.AppearanceFeatureExtractorConfig(
       block_expansion=16, num_down_blocks=2, max_features=32, reshape_channel=4, reshape_depth=8,
       num_resblocks=1)
-  with pytest.raises(ValueError, match="shape mismatch"):
+  with pytest.raises(ValueError, match=r"wrong shapes \(\d+\): first\.conv\.weight \(8, 3, 3, 3\) "
+                                       r"\(expected \(16, 3, 3, 3\)\)"):
     convert.convert_appearance_feature_extractor(reduced_f_state_dict, wrong_width)
 
 
@@ -176,39 +177,17 @@ def test_retargeting_matches_torch_reference(load_ref, name, fn, ratio):
 
 def test_stitching_wrong_config_is_rejected(load_ref):
   sd = util.state_dict(load_ref("S_eye"))
-  with pytest.raises(ValueError, match=r"Unexpected keys \(4\): mlp\.10\.bias, mlp\.10\.weight, mlp\.8"):
+  with pytest.raises(ValueError, match=r"unexpected keys \(4\): mlp\.10\.bias, mlp\.10\.weight, mlp\.8"):
     convert.convert_stitching_retargeting(sd, presets.reference_reduced.stitching.lip)
-  with pytest.raises(ValueError, match=r"shape mismatch.*mlp\.0\.weight \(32, 18\)"):
+  with pytest.raises(ValueError, match=r"wrong shapes.*mlp\.0\.weight \(32, 18\)"):
     convert.convert_stitching_retargeting(sd, LP.stitching.eye)
 
 
-# ---- state-dict files ------------------------------------------------------------------------------------
+# ---- the stitching file ------------------------------------------------------------------------------------
 
 def _stitching_file_dict(load_ref, prefix=""):
   return {f"{outer}.{prefix}{k}": v for name, outer in convert.STITCHING_KEYS.items()
           for k, v in util.state_dict(load_ref(f"S_{name}")).items()}
-
-
-def test_load_state_dict_npz_safetensors_and_module_prefix(tmp_path, reduced_f_state_dict):
-  np.savez(tmp_path / "f.npz", **{f"module.{k}": v for k, v in reduced_f_state_dict.items()})
-  save_file({k: np.ascontiguousarray(v) for k, v in reduced_f_state_dict.items()}, tmp_path / "f.safetensors")
-  for name in ("f.npz", "f.safetensors"):
-    sd = convert.load_state_dict(tmp_path / name)
-    assert set(sd) == set(reduced_f_state_dict), name
-    for k, v in reduced_f_state_dict.items():
-      np.testing.assert_array_equal(sd[k], v, err_msg=f"{name}: {k}")
-  with pytest.raises(FileNotFoundError, match="does not exist"):
-    convert.load_state_dict(tmp_path / "nope.npz")
-  (tmp_path / "f.bin").write_bytes(b"")
-  with pytest.raises(ValueError, match="unsupported weights format '.bin'"):
-    convert.load_state_dict(tmp_path / "f.bin")
-
-
-def test_load_state_dict_without_torch_says_how_to_fix(tmp_path, monkeypatch):
-  (tmp_path / "m.pth").write_bytes(b"")
-  monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError, installed or not
-  with pytest.raises(ImportError, match=r"pip install torch.*\.npz / \.safetensors"):
-    convert.load_state_dict(tmp_path / "m.pth")
 
 
 def test_load_state_dict_pth_nested_stitching_file(tmp_path, monkeypatch, load_ref):
@@ -240,7 +219,7 @@ def test_load_state_dict_pth_nested_stitching_file(tmp_path, monkeypatch, load_r
   fake = types.SimpleNamespace(Tensor=Tensor, bfloat16="bfloat16", load=load)
   monkeypatch.setitem(sys.modules, "torch", fake)
   (tmp_path / "s.pth").write_bytes(b"")
-  sd = convert.load_state_dict(tmp_path / "s.pth")
+  sd = load_state_dict(tmp_path / "s.pth")
   assert calls == [("cpu", True)]
   assert set(sd) == set(_stitching_file_dict(load_ref))
   parts = convert.split_stitching_state_dict(sd)
@@ -249,84 +228,15 @@ def test_load_state_dict_pth_nested_stitching_file(tmp_path, monkeypatch, load_r
     convert.split_stitching_state_dict({k: v for k, v in sd.items() if not k.startswith("retarget_mouth")})
 
 
-# ---- the command line: weights folder -> one orbax checkpoint ---------------------------------------------
-
-LP_FILES = {"F_appearance_feature_extractor": "appearance_feature_extractor.npz",
-            "M_motion_extractor": "motion_extractor.npz", "W_warping_network": "warping_module.npz",
-            "G_spade_decoder": "spade_generator.safetensors"}
-
-
-def _fake_weights(tmp_path, load_ref, stitching=True):
-  """A LivePortrait base_models-style folder holding the reduced reference weights (npz / safetensors)."""
-  d = tmp_path / "base_models"
-  (d / "retargeting_models").mkdir(parents=True)
-  for ref, name in LP_FILES.items():
-    sd = util.state_dict(load_ref(ref))
-    if name.endswith(".npz"):
-      np.savez(d / name, **{("module." if ref.startswith("M") else "") + k: v for k, v in sd.items()})
-    else:
-      save_file({k: np.ascontiguousarray(v) for k, v in sd.items()}, d / name)
-  if stitching:
-    np.savez(d / "retargeting_models" / "stitching_retargeting_module.npz", **_stitching_file_dict(load_ref))
-  return d
-
-
-CKPT_NAMES = {"appearance_feature_extractor": "F_appearance_feature_extractor",
-              "motion_extractor": "M_motion_extractor", "warping_network": "W_warping_network",
-              "spade_generator": "G_spade_decoder", "stitching": "S_stitching", "lip": "S_lip",
-              "eye": "S_eye"}
-
-
-def test_cli_converts_a_weights_folder(tmp_path, load_ref, lp_reference, capsys):
-  d = _fake_weights(tmp_path, load_ref)
-  out = tmp_path / "ckpt"
-  assert convert.main(["--weights", str(d), "--out", str(out), "--preset", "reference_reduced"]) == 0
-  assert "wrote" in capsys.readouterr().out
-  meta = convert.load_liveportrait_meta(out)
-  assert meta["preset"] == "reference_reduced"
-  assert meta["sources"]["spade_generator"] == "spade_generator.safetensors"
-  assert meta["sources"]["stitching_retargeting"] == "retargeting_models/stitching_retargeting_module.npz"
-  assert meta["num_parameters"] == {  # PyTorch's parameter counts (G: weight_orig, without u / v)
-      name: json.loads((lp_reference / f"{ref}.json").read_text())["num_parameters"]
-      for name, ref in CKPT_NAMES.items()}
-
-  tree = convert.load_liveportrait_checkpoint(out)
-  assert set(tree) == set(CKPT_NAMES)
-  assert set(tree["warping_network"]) == {"params", "batch_stats"} and set(tree["eye"]) == {"params"}
-  f_ref = load_ref("F_appearance_feature_extractor")
-  model = AppearanceFeatureExtractor(presets.reference_reduced.appearance_feature_extractor)
-  feature = jax.jit(model.apply)(tree["appearance_feature_extractor"],
-                                 tc.nchw_to_nhwc(f_ref["input/source_image"]))
-  assert _rel_err(tc.nhwc_to_nchw(feature), f_ref["output/feature_3d"]) < 1e-4
-  s_ref = load_ref("S_stitching")
-  stitched = jax.jit(sr.stitch)(tree["stitching"], s_ref["input/kp_source"], s_ref["input/kp_driving"])
-  assert _rel_err(stitched, s_ref["derived/kp_driving_stitched"]) < 1e-4
-
-  with pytest.raises(FileExistsError, match="--overwrite"):
-    convert.main(["--weights", str(d), "--out", str(out), "--preset", "reference_reduced"])
-
-
-def test_cli_errors_missing_folder_and_file(tmp_path, load_ref):
-  with pytest.raises(FileNotFoundError, match="weights folder .*nope does not exist"):
-    convert.main(["--weights", str(tmp_path / "nope"), "--out", str(tmp_path / "ckpt")])
-  d = _fake_weights(tmp_path, load_ref, stitching=False)
-  (d / "warping_module.npz").unlink()
-  with pytest.raises(FileNotFoundError, match=r"missing LivePortrait weights: warping_module\.pth .*"
-                                              r"HuggingFace repo KwaiVGI/LivePortrait"):
-    convert.main(["--weights", str(d), "--out", str(tmp_path / "ckpt")])
-  assert not (tmp_path / "ckpt").exists()
-
-
-def test_cli_wrong_preset_names_the_mismatch(tmp_path, load_ref, monkeypatch):
-  d = _fake_weights(tmp_path, load_ref, stitching=False)
-  wrong = presets.AppearanceFeatureExtractorConfig(
-      block_expansion=16, num_down_blocks=2, max_features=32, reshape_channel=4, reshape_depth=8,
-      num_resblocks=1)
-  monkeypatch.setitem(presets.PRESETS, "reduced_wrong_width", dataclasses.replace(
-      presets.reference_reduced, appearance_feature_extractor=wrong))
-  with pytest.raises(ValueError, match=r"appearance_feature_extractor\.npz does not match preset "
-                                       r"'reduced_wrong_width'.*shape mismatch"):
-    convert.main(["--weights", str(d), "--out", str(tmp_path / "ckpt"), "--preset", "reduced_wrong_width"])
-  with pytest.raises(ValueError, match="does not match preset 'liveportrait'.*Missing keys"):
-    convert.main(["--weights", str(d), "--out", str(tmp_path / "ckpt")])
-  assert not (tmp_path / "ckpt").exists()
+def test_stitching_file_errors_and_weights_file_names(load_ref):
+  sd = _stitching_file_dict(load_ref)
+  with pytest.raises(ValueError, match=r"unexpected keys \(1\): retarget_nose\.mlp\.0\.bias"):
+    convert.split_stitching_state_dict({**sd, "retarget_nose.mlp.0.bias": np.zeros(3)})
+  with pytest.raises(ValueError, match="has no stitching"):
+    convert.convert_weights_file(convert.STITCHING, sd, presets.tiny)
+  with pytest.raises(ValueError, match="unknown LivePortrait weights file 'eye'"):
+    convert.convert_weights_file("eye", sd, presets.reference_reduced)
+  tree = convert.convert_weights_file(convert.STITCHING, sd, presets.reference_reduced)
+  assert set(tree) == set(convert.STITCHING_KEYS)
+  np.testing.assert_array_equal(tree["lip"]["params"]["mlp_0"]["kernel"],
+                                load_ref("S_lip")["param/mlp.0.weight"].T)  # Linear (out, in) -> (in, out)

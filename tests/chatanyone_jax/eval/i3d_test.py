@@ -130,11 +130,12 @@ def test_convert_reports_missing_unexpected_and_misshaped_keys(state_dict):
   with pytest.raises(ValueError, match=r"unexpected keys \(1\): Mixed_6a\.b0\.conv3d\.weight"):
     i3d.convert_i3d(sd)
   sd = {**state_dict, "logits.conv3d.weight": np.zeros((600, 1024, 1, 1, 1), np.float32),
-        "logits.conv3d.bias": np.zeros((600,), np.float32)}
+        "logits.conv3d.bias": np.arange(600, dtype=np.float32)}
   with pytest.raises(ValueError, match=r"wrong shapes \(2\): logits\.conv3d\.weight \(600, 1024, 1, 1, 1\) "
                                        r"\(expected \(400, 1024, 1, 1, 1\)\)"):
     i3d.convert_i3d(sd)
-  assert i3d.convert_i3d(sd, num_classes=600)["params"]["logits"]["conv3d"]["bias"].shape == (600,)
+  np.testing.assert_array_equal(i3d.convert_i3d(sd, num_classes=600)["params"]["logits"]["conv3d"]["bias"],
+                                np.arange(600))
 
 
 def test_convert_layout(state_dict, variables):

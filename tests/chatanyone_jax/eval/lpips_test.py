@@ -160,25 +160,26 @@ def test_converter_accepts_classifier_and_lins_alias(alex_sds):
   only_alias = {f"lins.{k[3]}.model.1.weight": v for k, v in lin.items()}
   for got in (lpips.convert_lpips(extra, alias), lpips.convert_lpips(backbone, only_alias)):
     jax.tree_util.tree_map(np.testing.assert_array_equal, got, ref)
-  assert ref["params"]["lin1"]["kernel"].shape == (1, 1, 192, 1)
+  # (1, C, 1, 1) lin / (out, in, kh, kw) conv weights -> (kh, kw, in, out) kernels
+  np.testing.assert_array_equal(ref["params"]["lin1"]["kernel"][0, 0, :, 0],
+                                lin["lin1.model.1.weight"][0, :, 0, 0])
+  np.testing.assert_array_equal(ref["params"]["net"]["features_0"]["kernel"][2, 5, 1, 7],
+                                backbone["features.0.weight"][7, 1, 2, 5])
   assert ref["params"]["net"]["features_0"]["kernel"].shape == (11, 11, 3, 64)
 
 
-def test_from_dir_and_missing_files(tmp_path, alex_sds, alex):
+def test_from_files_and_missing_files(tmp_path, alex_sds, alex):
   backbone, lin = alex_sds
   with pytest.raises(FileNotFoundError) as e:
-    lpips.LPIPS.from_dir(tmp_path)
+    lpips.LPIPS.from_files(tmp_path / "alexnet-owt-7be5be79.pth", tmp_path / "alex.pth")
   msg = str(e.value)
   assert "alexnet-owt-7be5be79.pth" in msg and "download.pytorch.org/models" in msg
-  assert "alex.pth" in msg and "PerceptualSimilarity" in msg and "pip package" in msg
-  # Same stems as .npz are accepted (the .pth files need torch or the torch-free reader).
+  # The same state dicts as .npz are read (the .pth files need torch or the torch-free reader).
   np.savez(tmp_path / "alexnet-owt-7be5be79.npz", **backbone)
-  with pytest.raises(FileNotFoundError) as e:
-    lpips.LPIPS.from_dir(tmp_path)
-  assert "alex.pth" in str(e.value) and "download.pytorch.org" not in str(e.value)
-  with pytest.raises(FileNotFoundError, match="lin weights alex.pth"):
+  with pytest.raises(FileNotFoundError, match="lin weights alex.pth") as e:
     lpips.LPIPS.from_files(tmp_path / "alexnet-owt-7be5be79.npz", tmp_path / "alex.pth")
+  assert "PerceptualSimilarity" in str(e.value) and "pip package" in str(e.value)
   np.savez(tmp_path / "alex.npz", **lin)
-  metric = lpips.LPIPS.from_dir(tmp_path)
+  metric = lpips.LPIPS.from_files(tmp_path / "alexnet-owt-7be5be79.npz", tmp_path / "alex.npz")
   a, b = _pairs("alex")
   np.testing.assert_allclose(metric(a, b), alex(a, b), rtol=1e-6)

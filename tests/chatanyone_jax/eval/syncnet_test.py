@@ -188,8 +188,12 @@ def test_lip_windows_resize_bgr_and_stack():
 
 def test_crop_face():
   frame = np.zeros((300, 400, 3), np.uint8)
-  crop = syncnet.crop_face(frame, (100, 120, 200, 220))  # half-size 50: 50 above the centre, 70 below
+  crop = syncnet.crop_face(frame, (100, 120, 200, 220))  # half-size 50: 50 above the centre, 90 below
   assert crop.shape == (140, 140, 3)
+  rows, cols = np.meshgrid(np.arange(300), np.arange(400), indexing="ij")
+  coords = np.stack([rows, cols, rows + cols], -1)  # every pixel says where it is
+  # centre (x, y) = (150, 170): rows 170 - 50 .. 170 + 90, columns 150 - 70 .. 150 + 70
+  np.testing.assert_array_equal(syncnet.crop_face(coords, (100, 120, 200, 220)), coords[120:260, 80:220])
   corner = syncnet.crop_face(frame, (0, 0, 100, 100))  # out of the frame: padded with 110
   assert corner.shape == (140, 140, 3) and corner[0, 0, 0] == 110 and corner[-1, -1, 0] == 0
 

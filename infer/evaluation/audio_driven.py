@@ -1,0 +1,120 @@
+"""Table 3, audio-driven: the whole chain (`infer.stream`) from each clip's first frame and its audio.
+
+Columns: FID, CSIM, Sync (SyncNet confidence on the face crops), Diversity (temporal variance of
+normalised face landmarks) and LMD (mouth landmark distance to the ground truth). A "ground truth" row
+scores the real frames the same way, for scale. Faces of the real frames are found at their stored size;
+clips whose portrait has no face are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import pathlib
+
+import numpy as np
+
+from chatanyone_jax.eval.faces import landmark_diversity, mouth_landmark_distance, syncnet_crops
+from chatanyone_jax.motion.sampling import GUIDANCE_SCALE
+from chatanyone_jax.render import presets
+from data import encoding
+from infer.evaluation.backends import NA_WEIGHTS, Backends
+from infer.evaluation.scoring import (
+  Accumulator,
+  add_features,
+  add_identity,
+  clip_indices,
+  frechet,
+  open_split,
+  resize,
+)
+from train import checkpoint as ckpt
+
+log = logging.getLogger(__name__)
+
+
+def infer_mode(checkpoint: str | os.PathLike) -> str:
+  """'upper' when the renderer workdir drives body keypoints, else 'head'."""
+  preset = ckpt.load_config(pathlib.Path(checkpoint) / "render").get("model", {}).get("preset")
+  if preset is None:
+    raise ValueError(f"{checkpoint}/render/config.json names no model.preset: not a renderer workdir")
+  return "upper" if presets.keypoint_layout(presets.get(preset)) == "hybrid_body" else "head"
+
+
+def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str, b: Backends, *,
+                 mode: str | None = None, max_clips: int | None = None, max_frames: int | None = None,
+                 num_steps: int = 10, seed: int = 0, params: dict | None = None,
+                 configs: dict | None = None, guidance_scale: float = GUIDANCE_SCALE) -> dict:
+  """Table 3 (module docstring) -> {"rows": {"ours": {...}, "ground truth": {...}}, "counts", ...}.
+
+  params, configs: models already loaded with `infer.stream.load_checkpoint` (else loaded here).
+  """
+  st = importlib.import_module("infer.stream")  # the package exports the function `stream`
+
+  if params is None:
+    params, configs = st.load_checkpoint(checkpoint, mode or infer_mode(checkpoint))
+  mode = mode or ("upper" if "motion_body" in configs else "head")
+  meta, clips, frames_src = open_split(data, split)
+  crop = "body" if mode == "upper" else "head"
+  if crop == "body" and not meta.get("body_size"):
+    raise ValueError(f"mode 'upper' needs body crops but the records at {data} have none")
+  renderer = configs["render"]  # a RendererConfig or a preset name, as `infer.stream` takes it
+  renderer = presets.get(renderer) if isinstance(renderer, str) else renderer
+  out_size = tuple(renderer.output_size)
+  ours, gt = Accumulator(), Accumulator()
+  real_inception, skipped = [], {}
+  for c in clip_indices(clips, max_clips):
+    clip = clips[c]
+    start, length = int(clip["frame_offset"]), int(clip["num_frames"])
+    length = length if max_frames is None else min(length, max_frames)
+    key = "body_jpeg" if crop == "body" else "head_jpeg"
+    portrait = encoding.decode_image(frames_src[start][key])
+    audio = np.asarray(clip["audio"], np.float32) / 32768.0
+    audio = audio[:int(round(length * st.SAMPLE_RATE / st.FPS))]
+    try:
+      frames = np.stack(list(st.stream(portrait, [audio], mode=mode, num_steps=num_steps, seed=seed,
+                                       params=params, configs=configs,
+                                       guidance_scale=guidance_scale)))
+    except st.AvatarError as e:
+      log.warning("clip %d skipped: %s", c, e)
+      skipped["clips_no_face_in_portrait"] = skipped.get("clips_no_face_in_portrait", 0) + 1
+      continue
+    real_full = np.stack([encoding.decode_image(frames_src[start + i][key])
+                          for i in range(len(frames))])
+    real = np.stack([resize(f, out_size) for f in real_full])
+    add_features(b, ours, frames)
+    if b.inception is not None:
+      real_inception.append(np.asarray(b.inception(real)))
+    # The real frames' faces at the stored size (as Table 1); the portrait is the stored first frame.
+    a_gen = add_identity(b, ours, portrait, frames)
+    a_real = add_identity(b, gt, portrait, real_full)
+    if a_gen is None:
+      continue
+    lmd, n = mouth_landmark_distance(a_gen["landmarks"], a_real["landmarks"])
+    ours.add("LMD", [lmd] * n if n else [], count=n)
+    ours.add("Diversity", landmark_diversity(a_gen["landmarks"]))  # counts clips with a value
+    gt.add("Diversity", landmark_diversity(a_real["landmarks"]))
+    if b.syncnet is not None:
+      for acc, fr, an in ((ours, frames, a_gen), (gt, real_full, a_real)):
+        crops = syncnet_crops(fr, an["boxes"], an["found"])
+        if crops is None:
+          acc.counts["Sync_clips_without_face"] = acc.counts.get("Sync_clips_without_face", 0) + 1
+          continue
+        try:
+          r = b.syncnet(crops, st.FPS, audio, sample_rate=st.SAMPLE_RATE)
+        except ValueError as e:  # too short for SyncNet's windows and offsets
+          log.warning("clip %d: no Sync score: %s", c, e)
+          acc.counts["Sync_clips_too_short"] = acc.counts.get("Sync_clips_too_short", 0) + 1
+          continue
+        acc.add("Sync", r["confidence"], count=1)
+        acc.add("Sync_offset", r["offset"], count=1)
+  rows = {}
+  for name, acc in (("ours", ours), ("ground truth", gt)):
+    rows[name] = {"CSIM": acc.mean("CSIM"),
+                  "Sync": acc.mean("Sync") if b.syncnet is not None else NA_WEIGHTS,
+                  "Diversity": acc.mean("Diversity")}
+  rows["ours"].update(FID=frechet(real_inception, ours.inception, b.inception, "FID"), LMD=ours.mean("LMD"))
+  return {"rows": rows, "counts": {**ours.counts, **{f"gt_{k}": v for k, v in gt.counts.items()}, **skipped},
+          "clips": len(clip_indices(clips, max_clips)), "mode": mode, "num_steps": num_steps,
+          "guidance_scale": guidance_scale}
