@@ -4,7 +4,7 @@
                        [--steps-render N] [--steps-motion N] [--clip V] [--clip-seconds S] [--steps N]
 
 With a trained checkpoint (`--checkpoint DIR`, else `infer/assets/checkpoint/` when it exists; both in
-the `infer.stream.load_checkpoint` layout: motion_face/, motion_body/, render/, optional face_refine/),
+the `infer.models.load_checkpoint` layout: motion_face/, motion_body/, render/, optional face_refine/),
 the demo only animates the portrait. Without one it builds its own, tiny and briefly trained:
 
   1. preprocess   the bundled real talking clip (`infer/assets/talking.mp4`, see assets/NOTICE.md) with
@@ -15,7 +15,7 @@ the demo only animates the portrait. Without one it builds its own, tiny and bri
                   (--steps-render steps each). A rerun resumes: finished preprocessing is skipped and the
                   trainer continues from each workdir's latest checkpoint (nothing to do when it is done);
   3. animate      the bundled portrait with the bundled speech through
-                  `infer.stream.stream(..., checkpoint=OUT/runs)`, fed in 1-s audio chunks as a live
+                  `infer.stream(..., checkpoint=OUT/runs)`, fed in 1-s audio chunks as a live
                   stream would be, and write OUT/demo.mp4 (h264, speech muxed in as AAC),
                   OUT/contact_sheet.png (8 frames side by side) and OUT/summary.json (seconds per stage,
                   frames, steps trained, final losses, outputs).
@@ -26,7 +26,7 @@ JAX_COMPILATION_CACHE_DIR is set), so a rerun also skips compiling the stream st
 Minutes of training on one 6-s clip teach the tiny networks little: the video shows the pipeline
 working (a blurry, lightly moving tiny-resolution avatar), not the paper's quality, which needs the full
 configs trained on a corpus (`python -m train.main`). Samplers of models trained here clip x̂0 at 3 std
-(`stream(clip_x0=3.0)`, as for random weights): a few hundred steps leave ε uncalibrated.
+(`StreamOptions(clip_x0=3.0)`, as for random weights): a few hundred steps leave ε uncalibrated.
 """
 
 from __future__ import annotations
@@ -43,7 +43,17 @@ from collections.abc import Sequence
 import numpy as np
 
 from infer import media
-from infer.stream import ASSETS, ASSETS_PORTRAIT, ASSETS_SPEECH, FPS, SAMPLE_RATE, num_output_frames
+from infer.options import StreamOptions
+from infer.streaming import (
+  ASSETS,
+  ASSETS_PORTRAIT,
+  ASSETS_SPEECH,
+  FPS,
+  SAMPLE_RATE,
+  audio_chunks,
+  num_output_frames,
+  stream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +70,7 @@ STEPS_RENDER = 30
 STEPS_MOTION = 200
 CHUNK_SECONDS = 1.0
 SHEET_FRAMES = 8
+DEFAULTS = StreamOptions()  # infer.stream's defaults (sampling steps, seed)
 
 
 def preprocess_config(clip_seconds: float | None):
@@ -104,12 +115,6 @@ def contact_sheet(frames: Sequence[np.ndarray], n: int = SHEET_FRAMES) -> np.nda
     raise ValueError("no frames for the contact sheet")
   idx = np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)
   return np.concatenate([np.asarray(frames[i]) for i in idx], axis=1)
-
-
-def audio_chunks(audio: np.ndarray, size: int):
-  """The audio in consecutive pieces of `size` samples (the last one shorter)."""
-  for i in range(0, audio.size, size):
-    yield audio[i:i + size]
 
 
 def _check_inputs(image: pathlib.Path, audio: pathlib.Path) -> np.ndarray:
@@ -159,16 +164,14 @@ def build_checkpoint(out: pathlib.Path, *, clip: pathlib.Path, clip_seconds: flo
 def run(out: str | pathlib.Path, *, image: str | pathlib.Path = ASSETS_PORTRAIT,
         audio: str | pathlib.Path = ASSETS_SPEECH, checkpoint: str | pathlib.Path | None = None,
         steps_render: int = STEPS_RENDER, steps_motion: int = STEPS_MOTION,
-        clip: str | pathlib.Path = ASSETS_CLIP, clip_seconds: float | None = None, num_steps: int = 10,
-        seed: int = 0) -> dict:
+        clip: str | pathlib.Path = ASSETS_CLIP, clip_seconds: float | None = None,
+        num_steps: int = DEFAULTS.num_steps, seed: int = DEFAULTS.seed) -> dict:
   """The demo (module docstring); returns the summary it writes to OUT/summary.json.
 
   Raises:
     MediaError: a missing or unusable image / audio / clip (also a portrait without a face).
     FileNotFoundError / ValueError: a bad checkpoint directory or argument.
   """
-  from infer.stream import stream
-
   if steps_render < 1 or steps_motion < 1:
     raise ValueError(f"--steps-render and --steps-motion must be >= 1, got {steps_render}, {steps_motion}")
   if num_steps < 1:
@@ -190,8 +193,9 @@ def run(out: str | pathlib.Path, *, image: str | pathlib.Path = ASSETS_PORTRAIT,
     source, clip_x0 = f"tiny models trained here on {clip}", 3.0
 
   t0 = time.perf_counter()
+  options = StreamOptions(mode="upper", seed=seed, num_steps=num_steps, clip_x0=clip_x0)
   frames_iter = stream(image, audio_chunks(samples, int(CHUNK_SECONDS * SAMPLE_RATE)), checkpoint=checkpoint,
-                       mode="upper", seed=seed, num_steps=num_steps, clip_x0=clip_x0)
+                       options=options)
   timings["prepare_avatar"] = time.perf_counter() - t0  # models loaded, portrait annotated, state built
   t0 = time.perf_counter()
   frames = []
@@ -242,8 +246,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--clip", default=str(ASSETS_CLIP), help="talking clip to train on (default: bundled)")
   p.add_argument("--clip-seconds", type=float, default=None,
                  help="preprocess only the first S seconds of the clip (default: all of it)")
-  p.add_argument("--steps", type=int, default=10, help="DDIM steps of the motion samplers (default 10)")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--steps", type=int, default=DEFAULTS.num_steps,
+                 help=f"DDIM steps of the motion samplers (default {DEFAULTS.num_steps})")
+  p.add_argument("--seed", type=int, default=DEFAULTS.seed)
   return p.parse_args(argv)
 
 
