@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from chatanyone_jax import stream_spec, stream_step
-from chatanyone_jax.audio import log_mel_spectrogram
+from chatanyone_jax.audio import init_mel_stream, log_mel_spectrogram
 from chatanyone_jax.template import load_head_template
 from chatanyone_jax.template.head_template import project_keypoints
 from infer.media import read_audio, read_image
@@ -25,6 +25,19 @@ from infer.smoke import random_params
 from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH
 
 SR = 16000
+
+
+def _configs(mode: str) -> dict:
+  """The tiny models' configs (no parameters: a spec needs only these), keyed as `infer.stream` takes them."""
+  from train.configs import motion_body, motion_face
+
+  configs = {"motion_face": motion_face.get_config("tiny"), "clip_x0": 3.0}
+  if mode == "upper":
+    configs.update(motion_body=motion_body.get_config("tiny"), render="tiny_upper512x768",
+                   face_refine="tiny_face_refine")
+  else:
+    configs["render"] = "tiny_head512"
+  return configs
 
 
 class _Spec:
@@ -51,23 +64,25 @@ def test_spec_defaults_are_the_inference_defaults():
   """One definition of each stream default: StreamSpec, StreamOptions and the sampling constants agree."""
   from chatanyone_jax.motion.sampling import DDIM_STEPS, GUIDANCE_SCALE, SEAM_FRAMES
 
-  _, configs = random_params("head")
+  configs = _configs("head")
   spec = build_spec(configs, StreamOptions(mode="head"))
   fields = {f.name: f.default for f in stream_spec.StreamSpec.__dataclass_fields__.values()}
   assert (fields["num_steps"], fields["guidance_scale"], fields["seam_frames"]) == (
       DDIM_STEPS, GUIDANCE_SCALE, SEAM_FRAMES) == (spec.num_steps, spec.guidance_scale, spec.seam_frames)
   assert spec.fps == stream_spec.FPS == 30 and spec.mel.sample_rate == stream_spec.SAMPLE_RATE == SR
-  assert spec.clip_x0 == configs["clip_x0"] == 3.0  # StreamOptions' clip_x0 "auto" reads the configs
+  assert spec.clip_x0 == 3.0  # StreamOptions' clip_x0 "auto" reads configs["clip_x0"]
+  assert build_spec(configs, StreamOptions(mode="head", clip_x0=None)).clip_x0 is None
   assert stream_spec.block_samples(spec) == 8534 and spec.window == 16  # ceil(16 · 1600 / 3)
 
 
 def test_window_mel_equals_whole_clip_log_mel():
   """The carried context makes window i's mel = whole-clip frames [floor(a_i / hop), + M)."""
-  spec = build_spec(random_params("upper")[1])
+  spec = build_spec(_configs("upper"))
+  assert spec.refine is not None and spec.body is not None
   audio = read_audio(ASSETS_SPEECH, SR)[:5 * 8534]
   whole = np.asarray(log_mel_spectrogram(jnp.asarray(audio)))
   fn = jax.jit(lambda st, block, n: stream_step.window_mel(spec, st, block, n))
-  state = stream_step.init_mel_stream(spec.mel)
+  state = init_mel_stream(spec.mel)
   block = stream_spec.block_samples(spec)
   for i in range(4):
     a0, a1 = stream_spec.window_bounds(i, spec.window, spec.spf)
