@@ -40,5 +40,5 @@ fi
 
 # Streaming inference (full presets, random weights): frames/s, per-block and first-frame latency.
 if "$PY" -c "import flax, optax, ml_collections, mediapipe, av" 2>/dev/null; then
-  "$PY" -m benchmarks.stream --full
+  "$PY" -m benchmarks.stream_bench --full
 fi

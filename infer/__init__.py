@@ -1,5 +1,6 @@
-"""Public inference surface: streaming generation, the CLI and media I/O."""
+"""Public inference surface: `stream` (portrait + speech -> frames) and its options, the CLI, media I/O."""
 
-from infer.stream import stream
+from infer.options import StreamOptions, Style
+from infer.streaming import stream
 
-__all__ = ["stream"]
+__all__ = ["StreamOptions", "Style", "stream"]

@@ -4,7 +4,7 @@
                        [--steps-render N] [--steps-motion N] [--clip V] [--clip-seconds S] [--steps N]
 
 With a trained checkpoint (`--checkpoint DIR`, else `infer/assets/checkpoint/` when it exists; both in
-the `infer.stream.load_checkpoint` layout: motion_face/, motion_body/, render/, optional face_refine/),
+the `infer.models.load_checkpoint` layout: motion_face/, motion_body/, render/, optional face_refine/),
 the demo only animates the portrait. Without one it builds its own, tiny and briefly trained:
 
   1. preprocess   the bundled real talking clip (`infer/assets/talking.mp4`, see assets/NOTICE.md) with
@@ -15,7 +15,7 @@ the demo only animates the portrait. Without one it builds its own, tiny and bri
                   (--steps-render steps each). A rerun resumes: finished preprocessing is skipped and the
                   trainer continues from each workdir's latest checkpoint (nothing to do when it is done);
   3. animate      the bundled portrait with the bundled speech through
-                  `infer.stream.stream(..., checkpoint=OUT/runs)`, fed in 1-s audio chunks as a live
+                  `infer.stream(..., checkpoint=OUT/runs)`, fed in 1-s audio chunks as a live
                   stream would be, and write OUT/demo.mp4 (h264, speech muxed in as AAC),
                   OUT/contact_sheet.png (8 frames side by side) and OUT/summary.json (seconds per stage,
                   frames, steps trained, final losses, outputs).
@@ -26,7 +26,7 @@ JAX_COMPILATION_CACHE_DIR is set), so a rerun also skips compiling the stream st
 Minutes of training on one 6-s clip teach the tiny networks little: the video shows the pipeline
 working (a blurry, lightly moving tiny-resolution avatar), not the paper's quality, which needs the full
 configs trained on a corpus (`python -m train.main`). Samplers of models trained here clip x̂0 at 3 std
-(`stream(clip_x0=3.0)`, as for random weights): a few hundred steps leave ε uncalibrated.
+(`StreamOptions(clip_x0=3.0)`, as for random weights): a few hundred steps leave ε uncalibrated.
 """
 
 from __future__ import annotations
@@ -40,11 +40,25 @@ import sys
 import time
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 
+from data import preprocess
 from data.media import MediaError, read_audio, read_image
+from data.preprocess_config import PreprocessConfig
 from infer.media import write_image, write_video
-from infer.stream import ASSETS, ASSETS_PORTRAIT, ASSETS_SPEECH, FPS, SAMPLE_RATE, num_output_frames
+from infer.options import StreamOptions
+from infer.streaming import (
+  ASSETS,
+  ASSETS_PORTRAIT,
+  ASSETS_SPEECH,
+  FPS,
+  SAMPLE_RATE,
+  audio_chunks,
+  num_output_frames,
+  stream,
+)
+from train import trainer
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +75,12 @@ STEPS_RENDER = 30
 STEPS_MOTION = 200
 CHUNK_SECONDS = 1.0
 SHEET_FRAMES = 8
+DEFAULTS = StreamOptions()  # infer.stream's defaults (sampling steps, seed)
 
 
 def preprocess_config(clip_seconds: float | None):
   """Preprocessing of the training clip: crops small enough for the tiny renderers (48x32 in, 96x64 out
   for upper; 64x64 face refine), 30 fps, 16 kHz."""
-  from data.preprocess import PreprocessConfig
-
   return PreprocessConfig(body_size=(192, 128), head_size=128, max_seconds=clip_seconds, min_frames=50)
 
 
@@ -107,12 +120,6 @@ def contact_sheet(frames: Sequence[np.ndarray], n: int = SHEET_FRAMES) -> np.nda
   return np.concatenate([np.asarray(frames[i]) for i in idx], axis=1)
 
 
-def audio_chunks(audio: np.ndarray, size: int):
-  """The audio in consecutive pieces of `size` samples (the last one shorter)."""
-  for i in range(0, audio.size, size):
-    yield audio[i:i + size]
-
-
 def _check_inputs(image: pathlib.Path, audio: pathlib.Path) -> np.ndarray:
   """Reads the inputs before any training, so that a bad file fails in seconds; returns the audio."""
   read_image(image)  # MediaError: missing / unreadable
@@ -125,11 +132,6 @@ def _check_inputs(image: pathlib.Path, audio: pathlib.Path) -> np.ndarray:
 def build_checkpoint(out: pathlib.Path, *, clip: pathlib.Path, clip_seconds: float | None, steps_render: int,
                      steps_motion: int, timings: dict[str, float]) -> tuple[pathlib.Path, dict]:
   """Stages 1 and 2 (module docstring): OUT/data and OUT/runs; returns (OUT/runs, {workdir: info})."""
-  import jax
-
-  from data import preprocess
-  from train import trainer
-
   if not clip.is_file():
     raise FileNotFoundError(f"training clip not found: {clip}")
   t0 = time.perf_counter()
@@ -160,16 +162,14 @@ def build_checkpoint(out: pathlib.Path, *, clip: pathlib.Path, clip_seconds: flo
 def run(out: str | pathlib.Path, *, image: str | pathlib.Path = ASSETS_PORTRAIT,
         audio: str | pathlib.Path = ASSETS_SPEECH, checkpoint: str | pathlib.Path | None = None,
         steps_render: int = STEPS_RENDER, steps_motion: int = STEPS_MOTION,
-        clip: str | pathlib.Path = ASSETS_CLIP, clip_seconds: float | None = None, num_steps: int = 10,
-        seed: int = 0) -> dict:
+        clip: str | pathlib.Path = ASSETS_CLIP, clip_seconds: float | None = None,
+        num_steps: int = DEFAULTS.num_steps, seed: int = DEFAULTS.seed) -> dict:
   """The demo (module docstring); returns the summary it writes to OUT/summary.json.
 
   Raises:
     MediaError: a missing or unusable image / audio / clip (also a portrait without a face).
     FileNotFoundError / ValueError: a bad checkpoint directory or argument.
   """
-  from infer.stream import stream
-
   if steps_render < 1 or steps_motion < 1:
     raise ValueError(f"--steps-render and --steps-motion must be >= 1, got {steps_render}, {steps_motion}")
   if num_steps < 1:
@@ -191,8 +191,9 @@ def run(out: str | pathlib.Path, *, image: str | pathlib.Path = ASSETS_PORTRAIT,
     source, clip_x0 = f"tiny models trained here on {clip}", 3.0
 
   t0 = time.perf_counter()
+  options = StreamOptions(mode="upper", seed=seed, num_steps=num_steps, clip_x0=clip_x0)
   frames_iter = stream(image, audio_chunks(samples, int(CHUNK_SECONDS * SAMPLE_RATE)), checkpoint=checkpoint,
-                       mode="upper", seed=seed, num_steps=num_steps, clip_x0=clip_x0)
+                       options=options)
   timings["prepare_avatar"] = time.perf_counter() - t0  # models loaded, portrait annotated, state built
   t0 = time.perf_counter()
   frames = []
@@ -209,8 +210,6 @@ def run(out: str | pathlib.Path, *, image: str | pathlib.Path = ASSETS_PORTRAIT,
   write_image(sheet, contact_sheet(frames))
   timings["write"] = time.perf_counter() - t0
   timings["total"] = time.perf_counter() - start
-
-  import jax
 
   h, w = frames[0].shape[:2]
   summary = {
@@ -243,8 +242,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--clip", default=str(ASSETS_CLIP), help="talking clip to train on (default: bundled)")
   p.add_argument("--clip-seconds", type=float, default=None,
                  help="preprocess only the first S seconds of the clip (default: all of it)")
-  p.add_argument("--steps", type=int, default=10, help="DDIM steps of the motion samplers (default 10)")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--steps", type=int, default=DEFAULTS.num_steps,
+                 help=f"DDIM steps of the motion samplers (default {DEFAULTS.num_steps})")
+  p.add_argument("--seed", type=int, default=DEFAULTS.seed)
   return p.parse_args(argv)
 
 
@@ -252,8 +252,6 @@ def _compilation_cache(path: pathlib.Path) -> None:
   """JAX's persistent compilation cache in OUT (unless JAX_COMPILATION_CACHE_DIR chose one): a rerun loads
   the compiled stream step (and the train steps, when it trains further) instead of compiling again."""
   import os
-
-  import jax
 
   if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     jax.config.update("jax_compilation_cache_dir", str(path))

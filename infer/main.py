@@ -16,23 +16,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-import numpy as np
-
+from chatanyone_jax.stream_spec import MODES
 from data.media import MediaError, read_audio
 from infer.media import write_video
-from infer.stream import FPS, GUIDANCE_SCALE, SAMPLE_RATE, num_output_frames, random_params, stream
+from infer.options import StreamOptions, Style
+from infer.streaming import FPS, SAMPLE_RATE, audio_chunks, num_output_frames, stream
 
+DEFAULTS, STYLE_DEFAULTS = StreamOptions(), Style()  # the flags' defaults are infer.stream's
 NO_CHECKPOINT = ("no trained checkpoint given: train with python -m train.main (motion_face, motion_body, "
                  "render workdirs under one directory) or pass --checkpoint DIR; --random-weights runs a "
                  "smoke test with random networks (meaningless output)")
-
-
-def chunks(audio: np.ndarray, size: int) -> Iterator[np.ndarray]:
-  """The audio in consecutive pieces of `size` samples (the last one shorter)."""
-  for i in range(0, audio.size, size):
-    yield audio[i:i + size]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -43,18 +38,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--audio", required=True, help="speech: any audio file or a video's audio track")
   p.add_argument("--out", required=True, help="output .mp4")
   p.add_argument("--checkpoint", help="directory of training workdirs (see above)")
-  p.add_argument("--mode", choices=("upper", "head"), default="upper",
+  p.add_argument("--mode", choices=MODES, default=DEFAULTS.mode,
                  help="upper: upper body with hands (default); head: head renderer on the head crop")
-  p.add_argument("--amplitude", type=float, default=1.0, help="expression amplitude (1 = typical)")
-  p.add_argument("--pose-range", type=float, default=1.0, help="head-pose range (1 = typical)")
+  p.add_argument("--amplitude", type=float, default=STYLE_DEFAULTS.amplitude,
+                 help="expression amplitude (1 = typical, 0 = still)")
+  p.add_argument("--pose-range", type=float, default=STYLE_DEFAULTS.pose_range,
+                 help="head-pose range (1 = typical, 0 = still)")
   p.add_argument("--reference", help="reference video whose expressions set the speaking style")
   p.add_argument("--no-refine", action="store_true", help="skip the face-refine pass")
-  p.add_argument("--steps", type=int, default=10, help="DDIM steps of the motion samplers")
-  p.add_argument("--guidance", type=float, default=GUIDANCE_SCALE,
-                 help=f"classifier-free guidance of the face motion (1 = off; default {GUIDANCE_SCALE:g}: "
-                      "clearer style controls and reference transfer, one extra batched model call per step)")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--seam-frames", type=int, default=8,
+  p.add_argument("--steps", type=int, default=DEFAULTS.num_steps, help="DDIM steps of the motion samplers")
+  p.add_argument("--guidance", type=float, default=DEFAULTS.guidance_scale,
+                 help="classifier-free guidance of the face motion (1 = off; default "
+                      f"{DEFAULTS.guidance_scale:g}: clearer style controls and reference transfer, one "
+                      "extra batched model call per step)")
+  p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+  p.add_argument("--seam-frames", type=int, default=DEFAULTS.seam_frames,
                  help="frames over which each 1.33 s motion window is joined to the previous one (0 = off)")
   p.add_argument("--bf16", action="store_true",
                  help="run the per-frame renderer networks in bfloat16 (the fast path on GPUs)")
@@ -76,20 +74,22 @@ def run(args: argparse.Namespace) -> int:
     raise ValueError(f"--guidance must be >= 0 (1 = no guidance), got {args.guidance}")
   if args.seam_frames < 0:
     raise ValueError(f"--seam-frames must be >= 0, got {args.seam_frames}")
+  options = StreamOptions(mode=args.mode, refine=not args.no_refine, seed=args.seed, num_steps=args.steps,
+                          guidance_scale=args.guidance, render_dtype="bfloat16" if args.bf16 else "float32",
+                          seam_frames=args.seam_frames)
+  style = Style(amplitude=args.amplitude, pose_range=args.pose_range, reference_video=args.reference)
   audio = read_audio(args.audio, SAMPLE_RATE)
   total = num_output_frames(audio.size)
   if total == 0:
     raise MediaError(f"{args.audio} is shorter than one video frame ({1 / FPS:.3f} s)")
   params = configs = None
   if args.checkpoint is None:
+    from infer.smoke import random_params  # the training stack loads only for --random-weights
+
     logging.warning("--random-weights: random networks, the video is a smoke test and shows noise")
     params, configs = random_params(args.mode, refine=not args.no_refine, seed=args.seed)
-  frames = stream(args.image, chunks(audio, max(1, int(args.chunk_seconds * SAMPLE_RATE))),
-                  checkpoint=args.checkpoint, mode=args.mode, amplitude=args.amplitude,
-                  pose_range=args.pose_range, reference_video=args.reference, refine=not args.no_refine,
-                  seed=args.seed, num_steps=args.steps, guidance_scale=args.guidance, params=params,
-                  configs=configs, render_dtype="bfloat16" if args.bf16 else "float32",
-                  seam_frames=args.seam_frames)
+  frames = stream(args.image, audio_chunks(audio, max(1, int(args.chunk_seconds * SAMPLE_RATE))),
+                  checkpoint=args.checkpoint, options=options, style=style, params=params, configs=configs)
   bar = tqdm(frames, total=total, desc="frames", unit="frame")
   n = write_video(args.out, bar, FPS, audio=audio, sample_rate=SAMPLE_RATE)
   bar.close()

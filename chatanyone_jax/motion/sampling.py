@@ -46,6 +46,11 @@ from chatanyone_jax.motion.diffusion import DenoiseFn, NoiseSchedule, ddim_sampl
 # same-clip reference beats none and another clip's on Table 4's MAE and SSIM. The price: one extra
 # (batched) model call per step and somewhat calmer motion at amplitude 1.
 GUIDANCE_SCALE = 2.0
+# DDIM steps of the motion samplers at inference (the stream, the CLI, the demo).
+DDIM_STEPS = 10
+# Frames over which each new face-motion window is joined to the motion before it at inference
+# (`join_window`; the stream, the CLI, `generate_long`).
+SEAM_FRAMES = 8
 
 
 class FaceConditions(NamedTuple):
@@ -153,7 +158,7 @@ def generate_long(model: nn.Module, params, audio: jax.Array, style: jax.Array, 
                   history: jax.Array | None = None, num_steps: int = 10,
                   guidance_scale: float | jax.Array = 1.0, eta: float | jax.Array = 0.0,
                   clip_x0: float | None = None, shuffle_history: bool | jax.Array = False,
-                  seam_frames: int = 8, reference_valid: jax.Array | None = None) -> jax.Array:
+                  seam_frames: int = SEAM_FRAMES, reference_valid: jax.Array | None = None) -> jax.Array:
   """Face motion for audio of any length, one `lax.scan` over non-overlapping windows.
 
   ceil(N / T) windows; the audio is edge-padded to a whole number of windows

@@ -56,10 +56,10 @@ import jax.numpy as jnp
 import optax
 
 from chatanyone_jax import losses
-from chatanyone_jax.ops import pose
 from chatanyone_jax.ops.resample import resize_bilinear
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
 from chatanyone_jax.render.discriminator import MultiScaleDiscriminator
+from chatanyone_jax.render.keypoints import control_keypoints
 from chatanyone_jax.render.motion_extractor import MotionExtractor
 from chatanyone_jax.render.presets import RendererConfig, keypoint_layout
 from chatanyone_jax.render.spade_generator import SPADEDecoder
@@ -150,38 +150,6 @@ def train_state_shapes(config: RendererConfig, image_shape: Sequence[int],
                        ema: bool = False) -> RendererTrainState:
   """`create_train_state`'s pytree as `jax.ShapeDtypeStruct`s, without FLOPs (for sharding / checks)."""
   return jax.eval_shape(_init_fn(config, jax.random.key(0), image_shape, gen_tx, disc_tx, ema))
-
-
-def _keypoints(m_out: dict[str, jax.Array], num_kp: int, *, rotate: bool) -> tuple[jax.Array, jax.Array]:
-  """(x, delta): implicit keypoints (B, K, 3) from M's outputs, x = s (x_c R + delta) + t, and delta."""
-  b = m_out["kp"].shape[0]
-  kp_c = m_out["kp"].reshape(b, num_kp, 3)
-  delta = m_out["exp"].reshape(b, num_kp, 3)
-  if rotate:
-    angles = [pose.headpose_from_bins(m_out[a]) for a in ("pitch", "yaw", "roll")]
-    rotation = pose.rotation_matrix(*angles)
-  else:  # upper body: R = I (paper Eq. 3)
-    rotation = jnp.broadcast_to(jnp.eye(3, dtype=kp_c.dtype), (b, 3, 3))
-  return pose.transform_keypoints(kp_c, rotation, delta, m_out["scale"], m_out["t"]), delta
-
-
-def control_keypoints(config: RendererConfig, m_out: dict[str, jax.Array],
-                      kp_head: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """W's control keypoints from M's outputs (and the explicit head keypoints), per `keypoint_layout`.
-
-  Returns (control (B, K_W, 3), implicit (B, K_M, 3), delta (B, K_M, 3)): for "implicit" / "hybrid_body"
-  `implicit` are M's keypoints x = s (x_c R + delta) + t and `delta` their deformation; for "head_offset"
-  `implicit` is ΔX_head and `delta` too (the offsets are the deformation there).
-  """
-  layout = keypoint_layout(config)
-  num_kp = config.motion_extractor.num_kp
-  if layout == "head_offset":
-    offset = m_out["exp"].reshape(m_out["exp"].shape[0], num_kp, 3)
-    return kp_head + offset, offset, offset
-  kp, delta = _keypoints(m_out, num_kp, rotate=layout == "implicit")
-  if layout == "hybrid_body":
-    return jnp.concatenate([kp_head, kp], axis=1), kp, delta
-  return kp, kp, delta
 
 
 def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,

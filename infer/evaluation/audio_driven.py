@@ -8,7 +8,6 @@ clips whose portrait has no face are skipped and counted.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import pathlib
@@ -19,6 +18,7 @@ from chatanyone_jax.eval.faces import landmark_diversity, mouth_landmark_distanc
 from chatanyone_jax.motion.sampling import GUIDANCE_SCALE
 from chatanyone_jax.render import presets
 from data import encoding
+from infer import avatar, models, streaming
 from infer.evaluation.backends import NA_WEIGHTS, Backends
 from infer.evaluation.scoring import (
   Accumulator,
@@ -29,6 +29,7 @@ from infer.evaluation.scoring import (
   open_split,
   resize,
 )
+from infer.options import StreamOptions
 from train import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
@@ -48,19 +49,16 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
                  configs: dict | None = None, guidance_scale: float = GUIDANCE_SCALE) -> dict:
   """Table 3 (module docstring) -> {"rows": {"ours": {...}, "ground truth": {...}}, "counts", ...}.
 
-  params, configs: models already loaded with `infer.stream.load_checkpoint` (else loaded here).
+  params, configs: models already loaded with `infer.models.load_checkpoint` (else loaded here).
   """
-  st = importlib.import_module("infer.stream")  # the package exports the function `stream`
-
   if params is None:
-    params, configs = st.load_checkpoint(checkpoint, mode or infer_mode(checkpoint))
+    params, configs = models.load_checkpoint(checkpoint, mode or infer_mode(checkpoint))
   mode = mode or ("upper" if "motion_body" in configs else "head")
   meta, clips, frames_src = open_split(data, split)
   crop = "body" if mode == "upper" else "head"
   if crop == "body" and not meta.get("body_size"):
     raise ValueError(f"mode 'upper' needs body crops but the records at {data} have none")
-  renderer = configs["render"]  # a RendererConfig or a preset name, as `infer.stream` takes it
-  renderer = presets.get(renderer) if isinstance(renderer, str) else renderer
+  renderer = models.renderer_config(configs["render"])
   out_size = tuple(renderer.output_size)
   ours, gt = Accumulator(), Accumulator()
   real_inception, skipped = [], {}
@@ -71,12 +69,12 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
     key = "body_jpeg" if crop == "body" else "head_jpeg"
     portrait = encoding.decode_image(frames_src[start][key])
     audio = np.asarray(clip["audio"], np.float32) / 32768.0
-    audio = audio[:int(round(length * st.SAMPLE_RATE / st.FPS))]
+    audio = audio[:int(round(length * streaming.SAMPLE_RATE / streaming.FPS))]
     try:
-      frames = np.stack(list(st.stream(portrait, [audio], mode=mode, num_steps=num_steps, seed=seed,
-                                       params=params, configs=configs,
-                                       guidance_scale=guidance_scale)))
-    except st.AvatarError as e:
+      options = StreamOptions(mode=mode, num_steps=num_steps, seed=seed, guidance_scale=guidance_scale)
+      frames = np.stack(list(streaming.stream(portrait, [audio], options=options, params=params,
+                                              configs=configs)))
+    except avatar.AvatarError as e:
       log.warning("clip %d skipped: %s", c, e)
       skipped["clips_no_face_in_portrait"] = skipped.get("clips_no_face_in_portrait", 0) + 1
       continue
@@ -102,7 +100,7 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
           acc.counts["Sync_clips_without_face"] = acc.counts.get("Sync_clips_without_face", 0) + 1
           continue
         try:
-          r = b.syncnet(crops, st.FPS, audio, sample_rate=st.SAMPLE_RATE)
+          r = b.syncnet(crops, streaming.FPS, audio, sample_rate=streaming.SAMPLE_RATE)
         except ValueError as e:  # too short for SyncNet's windows and offsets
           log.warning("clip %d: no Sync score: %s", c, e)
           acc.counts["Sync_clips_too_short"] = acc.counts.get("Sync_clips_too_short", 0) + 1

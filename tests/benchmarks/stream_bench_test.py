@@ -1,11 +1,13 @@
-"""benchmarks/stream.py: one tiny configuration end to end, and the arithmetic of its summaries."""
+"""benchmarks/stream_bench.py: one tiny configuration end to end, and the arithmetic of its summaries."""
 
 import numpy as np
 
 from benchmarks import harness
-from benchmarks import stream as bench
-from chatanyone_jax import stream as core
-from infer.stream import build_spec, random_params
+from benchmarks import stream_bench as bench
+from chatanyone_jax import stream_spec
+from infer.models import build_spec
+from infer.options import StreamOptions
+from infer.smoke import random_params
 
 
 def test_tiny_head_stream_benchmark_runs_without_writing(capsys):
@@ -38,12 +40,13 @@ def test_sampling_cost_and_dominant_part_from_step_counts():
 
 def test_blocks_follow_the_window_bounds_and_wrap():
   _, configs = random_params("head")
-  spec = build_spec(configs, "head")
+  spec = build_spec(configs, StreamOptions(mode="head"))
   assert spec.window == 16  # 8533.3 samples per window
   audio = np.arange(5 * 8534, dtype=np.float32)  # 5 windows and a bit
   blocks = bench._blocks(spec, audio, 7)
-  assert all(b.shape == (core.block_samples(spec),) for b in blocks)
+  assert all(b.shape == (stream_spec.block_samples(spec),) for b in blocks)
   for i in range(5):
-    a0, a1 = core.window_bounds(i % 5, spec.window, spec.spf)
+    a0, a1 = stream_spec.window_bounds(i % 5, spec.window, spec.spf)
     assert blocks[i][0] == a0 and blocks[i][a1 - a0 - 1] == a1 - 1
-  assert blocks[5][0] == 0 and blocks[6][0] == core.window_bounds(1, spec.window, spec.spf)[0]  # wrapped
+  assert blocks[5][0] == 0  # wrapped
+  assert blocks[6][0] == stream_spec.window_bounds(1, spec.window, spec.spf)[0]

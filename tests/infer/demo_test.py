@@ -7,7 +7,7 @@ import pytest
 
 from data import media
 from infer import demo
-from infer.stream import WORKDIRS, load_checkpoint
+from infer.models import WORKDIRS, load_checkpoint
 
 STAGES = {"preprocess", "train_motion_face", "train_motion_body", "train_render", "train_face_refine",
           "prepare_avatar", "animate", "write", "total"}

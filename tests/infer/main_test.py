@@ -15,7 +15,10 @@ from PIL import Image
 
 from data.media import read_audio, read_video
 from infer import main as cli
-from infer.stream import ASSETS_PORTRAIT, ASSETS_SPEECH, load_checkpoint, random_params, stream
+from infer.models import load_checkpoint
+from infer.options import StreamOptions
+from infer.smoke import random_params
+from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH, stream
 from tests.helpers import REPO
 
 SR = 16000
@@ -139,7 +142,7 @@ def test_checkpoint_directory_round_trip(tmp_path):
   for name in loaded:
     jax.tree.map(np.testing.assert_array_equal, loaded[name], params[name])
   audio = read_audio(ASSETS_SPEECH, SR)[SR:SR + 8533]
-  a = np.stack(list(stream(ASSETS_PORTRAIT, [audio], checkpoint=root, clip_x0=3.0)))
+  a = np.stack(list(stream(ASSETS_PORTRAIT, [audio], checkpoint=root, options=StreamOptions(clip_x0=3.0))))
   b = np.stack(list(stream(ASSETS_PORTRAIT, [audio], params=params, configs=configs)))
   np.testing.assert_array_equal(a, b)
 

@@ -1,32 +1,15 @@
-"""Streaming inference: frames/s, latency per audio block, first-frame latency (ARCHITECTURE.md §5).
+"""Streaming benchmark: frames/s, latency per audio block and first-frame latency of the stream step.
 
-  python -m benchmarks.stream                        # tiny presets (CPU): head and upper, refine off / on
-  python -m benchmarks.stream --full                 # head512, upper512x768 (+ face_refine) (GPU)
-  python -m benchmarks.stream --modes head --steps 5 --iters 2 --no-write
-  python -m benchmarks.stream --full --profile DIR   # also a jax.profiler trace of the timed blocks
+  python -m benchmarks.stream_bench                       # tiny presets (CPU): head, upper, refine off / on
+  python -m benchmarks.stream_bench --full                # head512, upper512x768 (+ face_refine) (GPU)
+  python -m benchmarks.stream_bench --modes head --steps 5 --iters 2 --no-write
+  python -m benchmarks.stream_bench --full --profile DIR  # also a jax.profiler trace of the timed blocks
 
-What one configuration measures, on the bundled portrait and speech (`infer.stream.prepare`, then the
-jitted `chatanyone_jax.stream.make_stream_step` fed one block of T frames of audio per call, exactly as
-`infer.stream.stream` does, frames copied to the host after every call):
-
-  * first-frame latency, cold: from the first audio block entering the step of a fresh avatar state to
-    its first frame on the host, on the first call of the spec (trace + compile + run); the "compile s"
-    column of the rows;
-  * first-frame latency, warm: the same on a fresh avatar state once the step is compiled (the median of
-    a few); an application also waits for the block's T / 30 s of audio to arrive before this;
-  * per-block latency (the median / p10 / p90 columns): the steady stream, state carried from call to
-    call; frames/s = T / median. Real time is 30 frames/s;
-  * the renderer's share: W + G of the main renderer (and of face refine) on T frames, timed alone on the
-    same avatar (`chatanyone_jax.stream._render`); the remainder is the audio features, both DDIM samplers,
-    keypoints, hand images and the paste-back. With 5 and 10 sampling steps both measured, their
-    difference gives the cost of one DDIM step (face + body models).
-
-Configurations: mode head (head renderer, no body model, no refine) and upper with face refine off and
-on, at 5 and 10 DDIM steps, with the per-frame renderer networks in float32 and in bfloat16
-(`StreamSpec.render_dtype`; `--dtypes` picks). CPU default: the tiny presets (tiny_head512, tiny_upper512x768,
-tiny_face_refine, the tiny motion configs) with `infer.stream.random_params`. --full: the full presets
-and the full motion configs (train/configs/motion_*.py) with random weights (the zero-initialised layers
-stay zero: values do not change the cost), for a GPU.
+Configurations: mode head (no body model, no refine) and upper with face refine off and on, at 5 and
+10 DDIM steps, with the per-frame renderer networks in float32 and bfloat16 (`--dtypes`), on the
+bundled portrait and speech with random weights: the tiny presets and motion configs
+(`infer.smoke.random_params`) by default, the full ones with --full (for a GPU). What each row
+measures: `measure`. Rows are appended to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -45,9 +28,11 @@ import numpy as np
 
 from benchmarks import harness
 from benchmarks.harness import Timing
-from chatanyone_jax import stream as core
+from chatanyone_jax import stream_spec, stream_step
 from data.media import read_audio
-from infer.stream import ASSETS_PORTRAIT, ASSETS_SPEECH, SAMPLE_RATE, Session, prepare, random_params
+from infer.options import StreamOptions
+from infer.smoke import random_params
+from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH, SAMPLE_RATE, Session, prepare
 
 TINY = {"head": "tiny_head512", "upper": "tiny_upper512x768", "refine": "tiny_face_refine"}
 FULL = {"head": "head512", "upper": "upper512x768", "refine": "face_refine"}
@@ -87,7 +72,7 @@ def cases(modes: Sequence[str], steps: Sequence[int], dtypes: Sequence[str] = ("
 
 
 def full_models(mode: str, refine: bool, seed: int = 0) -> tuple[dict, dict]:
-  """Random (params, configs) of the full presets and motion configs, keyed as `infer.stream` wants.
+  """Random (params, configs) of the full presets and motion configs, keyed as `infer.stream` takes them.
 
   Normalisation statistics are those of `random_params` (their shapes do not depend on the model size;
   checked against the tasks' `norm_spec`).
@@ -124,12 +109,12 @@ def full_models(mode: str, refine: bool, seed: int = 0) -> tuple[dict, dict]:
   return params, configs
 
 
-def _blocks(spec: core.StreamSpec, audio: np.ndarray, n: int) -> list[np.ndarray]:
+def _blocks(spec: stream_spec.StreamSpec, audio: np.ndarray, n: int) -> list[np.ndarray]:
   """n consecutive zero-padded step inputs of the speech (`window_bounds`), cycling through it."""
-  size = core.block_samples(spec)
+  size = stream_spec.block_samples(spec)
   out, i = [], 0
   while len(out) < n:
-    a0, a1 = core.window_bounds(i, spec.window, spec.spf)
+    a0, a1 = stream_spec.window_bounds(i, spec.window, spec.spf)
     if a1 > audio.size:  # wrap around to the clip's start
       if i == 0:
         raise ValueError(f"the audio ({audio.size} samples) is shorter than one block")
@@ -163,8 +148,8 @@ def _render_times(session: Session, state: dict, iters: int) -> tuple[float, flo
     kp_drv = jnp.broadcast_to(kp_src, (t,) + kp_src.shape[1:]) + 0.01 * jax.random.normal(
         jax.random.key(0), (t,) + kp_src.shape[1:])
     inject = jnp.zeros((t, *cfg.image_size, 3), jnp.float32) if cfg.spade_generator.hand_injection else None
-    fn = jax.jit(lambda p, v, s, d, i, cfg=cfg: core._render(cfg, p, v, s, d, i, spec.render_batch,
-                                                             spec.render_dtype))
+    fn = jax.jit(lambda p, v, s, d, i, cfg=cfg: stream_step.render_frames(
+        cfg, p, v, s, d, i, spec.render_batch, spec.render_dtype))
     timing = harness.time_jitted(fn, (params[name], av[vol], kp_src, kp_drv, inject), name="render",
                                  config="", warmup=1, iters=iters)
     out.append(statistics.median(timing.times_s))
@@ -172,14 +157,32 @@ def _render_times(session: Session, state: dict, iters: int) -> tuple[float, flo
 
 
 def measure(case: Case, *, full: bool, iters: int, warmup: int = 1, profile: str | None = None) -> Result:
-  """Times one configuration (module docstring)."""
+  """Times one configuration on the bundled portrait and speech.
+
+  `infer.streaming.prepare`, then the jitted `chatanyone_jax.stream_step.make_stream_step` fed one block
+  of T frames of audio per call, exactly as `infer.stream` does, frames copied to the host after every
+  call. Measured:
+    * first-frame latency, cold: from the first audio block entering the step of a fresh avatar state
+      to its first frame on the host, on the first call of the spec (trace + compile + run); the
+      "compile s" column of the rows;
+    * first-frame latency, warm: the same on a fresh avatar state once the step is compiled (the median
+      of a few); an application also waits for the block's T / 30 s of audio to arrive before this;
+    * per-block latency (the median / p10 / p90 columns): the steady stream, state carried from call to
+      call; frames/s = T / median. Real time is 30 frames/s;
+    * the renderer's share: W + G of the main renderer (and of face refine) on T frames, timed alone on
+      the same avatar (`stream_step.render_frames`); the remainder is the audio features, both DDIM
+      samplers, keypoints, hand images and the paste-back. With 5 and 10 sampling steps both measured,
+      their difference gives the cost of one DDIM step (face + body models).
+  With --full the parameters are random (the zero-initialised layers stay zero: values do not change
+  the cost).
+  """
   models = full_models if full else random_params
   params, configs = models(case.mode, refine=case.refine)
-  session = prepare(ASSETS_PORTRAIT, params=params, configs=configs, mode=case.mode,
-                                 refine=case.refine, num_steps=case.steps, render_dtype=case.dtype)
+  options = StreamOptions(mode=case.mode, refine=case.refine, num_steps=case.steps, render_dtype=case.dtype)
+  session = prepare(ASSETS_PORTRAIT, options=options, params=params, configs=configs)
   spec = session.spec
-  step = core.make_stream_step(spec)
-  init = core.make_init_state(spec)
+  step = stream_step.make_stream_step(spec)
+  init = stream_step.make_init_state(spec)
   audio = read_audio(ASSETS_SPEECH, SAMPLE_RATE)
   blocks = _blocks(spec, audio, max(warmup + iters, 2))
 
@@ -289,7 +292,7 @@ def run(*, full: bool = False, modes: Sequence[str] = ("head", "upper"), steps: 
 
 
 def main(argv: Sequence[str] | None = None) -> list[Result]:
-  p = argparse.ArgumentParser(prog="python -m benchmarks.stream", description=__doc__.split("\n\n")[0],
+  p = argparse.ArgumentParser(prog="python -m benchmarks.stream_bench", description=__doc__.split("\n\n")[0],
                               epilog=__doc__.split("\n\n", 1)[1],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--full", action="store_true", help="full presets and motion configs (for a GPU)")
@@ -302,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
   p.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of the timed blocks to DIR")
   a = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")
-  logging.getLogger("infer.stream").setLevel(logging.WARNING)
+  logging.getLogger("infer.models").setLevel(logging.WARNING)
   if a.full and jax.default_backend() == "cpu":
     logging.warning("--full on CPU: the full presets take minutes per block here")
   results = run(full=a.full, modes=a.modes, steps=a.steps, dtypes=a.dtypes, iters=a.iters,

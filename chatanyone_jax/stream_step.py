@@ -1,64 +1,15 @@
-"""Streaming inference core (ARCHITECTURE §5): avatar tensors + one audio block -> T video frames.
+"""The streaming step: one block of audio -> the T video frames of one motion window (pure JAX).
 
-One jitted call per motion window of T frames (T = the face model's window):
-
-  audio block ─► log-mel (carried context) ─► AudioEncoder tokens (face model's and body model's)
-      ─► FaceMotionDiT DDIM window (history = last H frames, style, reference) ─► de-normalise
-      ─► head-template keypoints (`project_keypoints`)
-      ─► [upper] UpperBodyMotion DDIM window ─► ΔX_head, body δ, s, t, hands ─► X_full ─► W ─► G (+ I_hand)
-      ─► [upper, refine] head crop of the frame ─► refine F / W / G ─► `paste_back`
-      ─► uint8 frames (T, H, W, 3)
-
-`make_stream_step(spec)` returns `stream_step(params, state, audio_block) -> (state, frames)`, jitted
-with the state donated; `init_state` builds the state of one avatar. Everything here is pure JAX; the
-host side (portrait landmarks, crops, checkpoints, re-blocking of audio chunks) is `infer.stream`.
-
-Block size. Window i covers video frames [iT, (i+1)T) and audio samples [a_i, a_{i+1}) with
-a_i = round(i · T · sr / fps) (`window_bounds`), so audio and video never drift apart, also when
-T · sr / fps is not an integer (T = 40 at 30 fps, 16 kHz: 21333.3 samples). Each call takes a fixed
-(`block_samples(spec)`,) array, ceil(T · sr / fps) samples, of which the first a_{i+1} - a_i are the
-window's audio (the rest is ignored); the state knows i and the rounding phase, so the count needs no
-argument and no recompilation.
-
-Audio features. The carried `MelStreamState` makes the concatenated mel frames equal the whole-clip
-`log_mel_spectrogram` ("causal" framing). Window i's encoder input is the first M mel frames completed
-by its audio, whole-clip frames [floor(a_i / hop), floor(a_i / hop) + M) with M = number of mel frames
-of round(T · sr / fps) samples, i.e. exactly the count the training windows have (`train.tasks`,
-`_window_audio`). Differences from training: training frames the window's audio alone (zero left
-context) and starts it at a_i exactly; here the first frames see the previous window's audio and the
-start is up to one hop (10 ms) earlier.
-
-State (a pytree, donated to every call):
-  window: () int32 index i of the next window; the window's key is fold_in(rng, i).
-  residue: () int32 rounding phase of a_i (`window_bounds`).
-  mel: `MelStreamState` carried audio context.
-  history: (1, H, 58) the last H generated frames of normalised face motion; history_valid (1,) bool
-    (False before the first window: FaceMotionDiT then uses its learned null history).
-  rng: PRNG key.
-  style: (1, 2) FaceMotionDiT style controls (expression amplitude, head-pose range; may be changed
-    between calls); reference: optional (1, T_ref, ref_dim) normalised reference expression sequence,
-    reference_valid (1,) bool (False: no reference video, zeros in `reference`, and a model with the
-    reference input uses its learned null reference; absent for a model without that input).
-  Each new face-motion window is joined to the history by `join_window` over spec.seam_frames frames.
-  avatar: the source's precomputed tensors (`init_state`).
-
-Keypoints (`chatanyone_jax.render.train_step.control_keypoints` semantics). Face coefficients and the
-template pose translation are in body units (`data.preprocess`); the host gives affine maps from body
-units to the grid units of each renderer's crop ("kp_affine", "refine_affine": (2, 3) = per-axis
-scale, offset). Layout "hybrid_body" (upper renderer): X_full = head-template keypoints (body-crop grid)
-⊕ X_body with X_body = s (x_c + δ) + t, where x_c = (X_body_src - t_src) / s_src are the source's body
-keypoints (M on the source, R = I) in the head's frame, the inverse of how `train.tasks.MotionBody`
-builds its δ target from the first frame, and t_src / s_src the source's template translation / scale;
-δ = 0, s = s_src, t = t_src reproduce the source keypoints exactly. Layout "head_offset" (head
-renderer, face refine): X = head-template keypoints (head-crop grid) + ΔX_src (M on the source crop)
-+ the generated ΔX_head (zero in head mode, which has no body model). The head-template keypoints use
-the source's template scale (FaceMotionDiT predicts pose and expression, not scale).
+`make_stream_step(spec)` returns `step(params, state, audio_block) -> (state, frames)`, jitted with
+the state donated, one compiled program per `StreamSpec` (`chatanyone_jax.stream_spec`);
+`make_init_state(spec)` builds the state of one avatar (its renderer features, computed once). The
+stages of a window are listed in `stream_step`, the state's layout and keypoint conventions in
+`init_state`. The host side (portrait landmarks, crops, checkpoints, re-blocking of audio chunks) is
+`infer.streaming`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import fractions
 import functools
 from typing import Any
 
@@ -66,167 +17,30 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from chatanyone_jax.audio.encoder import AudioEncoder
-from chatanyone_jax.audio.melspec import MelConfig, MelStreamState, init_mel_stream, mel_stream_step
-from chatanyone_jax.audio.melspec import num_frames as num_mel_frames
+from chatanyone_jax.audio.melspec import MelStreamState, init_mel_stream, mel_stream_step
 from chatanyone_jax.motion.diffusion import cosine_schedule, ddim_sample
-from chatanyone_jax.motion.face_motion_dit import NUM_EXP, FaceMotionDiT
+from chatanyone_jax.motion.face_motion_dit import NUM_EXP
 from chatanyone_jax.motion.sampling import FaceConditions, join_window, sample_window
-from chatanyone_jax.motion.upper_body_motion import UpperBodyMotion
 from chatanyone_jax.ops.grid_sample import grid_sample
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
 from chatanyone_jax.render.face_refine import mask_face, paste_back
+from chatanyone_jax.render.keypoints import control_keypoints
 from chatanyone_jax.render.motion_extractor import MotionExtractor
-from chatanyone_jax.render.presets import RendererConfig, keypoint_layout
+from chatanyone_jax.render.presets import RendererConfig
 from chatanyone_jax.render.spade_generator import SPADEDecoder
-from chatanyone_jax.render.train_step import control_keypoints
 from chatanyone_jax.render.warping_network import WarpingNetwork
+from chatanyone_jax.stream_spec import RENDER_DTYPES, StreamSpec
 from chatanyone_jax.template.hands import decode_hands, palm_size, render_hands
 from chatanyone_jax.template.head_template import project, project_keypoints
 
 State = dict[str, Any]
 Params = dict[str, Any]
-MODES = ("upper", "head")
-RENDER_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # module compute dtype (None: float32)
-# Renderer keypoint layout each mode needs (`presets.keypoint_layout`).
-MODE_LAYOUT = {"upper": "hybrid_body", "head": "head_offset"}
 
 # MediaPipe face-mesh face oval (FACEMESH_FACE_OVAL) as one closed loop: the outline of the face, used
 # as the face mask of the refine pass (the training masks are the convex hull of the mesh, whose outer
 # boundary this loop is).
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
              148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
-
-
-@dataclasses.dataclass(frozen=True)
-class StreamSpec:
-  """Static description of the streaming step (hashable: one compiled step per spec).
-
-  Attributes:
-    mode: "upper" (body renderer, UpperBodyMotion, hands, optional face refine) or "head" (head
-      renderer on the head crop; no body model, no hands).
-    face: the FaceMotionDiT (its config gives T = window, H = history).
-    face_audio: the face model's AudioEncoder (width = face.config.audio_dim).
-    renderer: the main renderer's networks (layout "hybrid_body" for upper, "head_offset" for head).
-    body, body_audio: UpperBodyMotion and its AudioEncoder (upper mode).
-    refine: the face-refine renderer (upper mode; None = no refine pass).
-    face_diffusion_steps / body_diffusion_steps: length of the training noise schedules.
-    num_steps: DDIM steps of both samplers.
-    guidance_scale: classifier-free guidance of FaceMotionDiT (1 = conditional only, one model call).
-    eta, clip_x0: DDIM stochasticity and x̂0 clipping (`ddim_sample`).
-    seam_frames: frames over which each face-motion window is joined to the previous one
-      (`chatanyone_jax.motion.sampling.join_window`; 0 = raw windows).
-    mel: the log-mel front end ("causal" framing).
-    fps: video frame rate (an exact fraction, so that window bounds do not drift).
-    render_batch: frames per renderer call (`lax.map` batch); None = the whole window at once.
-    hand_radius: capsule radius of the rendered hands, a fraction of the palm size (as preprocessing).
-    hand_min_radius: smallest capsule radius as a fraction of the crop width (1.5 px of 512).
-    refine_feather: feathered fraction of the refine crop's half-extent in `paste_back`.
-    render_dtype: compute dtype of the per-frame renderer networks (W, G of the renderer and of face
-      refine): "float32" or "bfloat16" (parameters stay float32; the avatar's F / M pass is float32).
-  """
-  mode: str
-  face: FaceMotionDiT
-  face_audio: AudioEncoder
-  renderer: RendererConfig
-  body: UpperBodyMotion | None = None
-  body_audio: AudioEncoder | None = None
-  refine: RendererConfig | None = None
-  face_diffusion_steps: int = 1000
-  body_diffusion_steps: int = 1000
-  num_steps: int = 10
-  guidance_scale: float = 1.0
-  eta: float = 0.0
-  clip_x0: float | None = None
-  seam_frames: int = 8
-  mel: MelConfig = MelConfig()
-  fps: fractions.Fraction = fractions.Fraction(30)
-  render_batch: int | None = None
-  hand_radius: float = 0.12
-  hand_min_radius: float = 1.5 / 512
-  refine_feather: float = 0.1
-  render_dtype: str = "float32"
-
-  def __post_init__(self):
-    if self.render_dtype not in RENDER_DTYPES:
-      raise ValueError(f"render_dtype must be one of {sorted(RENDER_DTYPES)}, got {self.render_dtype!r}")
-    if self.mode not in MODES:
-      raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-    if self.guidance_scale < 0:
-      raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {self.guidance_scale}")
-    if self.seam_frames < 0:
-      raise ValueError(f"seam_frames must be >= 0 (0 = raw windows), got {self.seam_frames}")
-    layout = keypoint_layout(self.renderer)
-    if layout != MODE_LAYOUT[self.mode]:
-      raise ValueError(f"mode {self.mode!r} needs a renderer with the {MODE_LAYOUT[self.mode]!r} keypoint "
-                       f"layout (upper512x768 family for 'upper', head512 family for 'head'); this renderer "
-                       f"has {layout!r}")
-    if self.mode == "upper":
-      if self.body is None or self.body_audio is None:
-        raise ValueError("mode 'upper' needs the UpperBodyMotion model and its audio encoder")
-      if self.body.config.window != self.window:
-        raise ValueError(f"UpperBodyMotion window {self.body.config.window} != FaceMotionDiT window "
-                         f"{self.window}")
-      if self.body.config.layout.num_head_kp != self.renderer.num_kp_head:
-        raise ValueError("UpperBodyMotion and the renderer disagree on the number of head keypoints")
-      if self.body.config.layout.num_body_kp != self.renderer.motion_extractor.num_kp:
-        raise ValueError("UpperBodyMotion and the renderer disagree on the number of body keypoints")
-    if self.refine is not None:
-      if self.mode != "upper":
-        raise ValueError("the face-refine pass applies to mode 'upper' only")
-      if keypoint_layout(self.refine) != "head_offset" or not self.refine.spade_generator.hand_injection:
-        raise ValueError("the refine renderer needs the 'head_offset' layout and G's injection branch "
-                         "(presets face_refine / tiny_face_refine)")
-    if self.face_audio.width != self.face.config.audio_dim:
-      raise ValueError("the face AudioEncoder width must equal FaceMotionDiT audio_dim")
-    if self.mel.padding != "causal":
-      raise ValueError("streaming needs the 'causal' log-mel framing")
-    # Every window must complete at least the M mel frames its encoder reads (module docstring).
-    m = self.num_mel
-    for i in range(self.spf.denominator * self.mel.hop_length + 1):
-      a0, a1 = window_bounds(i, self.window, self.spf)
-      if a1 // self.mel.hop_length - a0 // self.mel.hop_length < m:
-        raise ValueError(f"window {i} completes fewer than {m} mel frames; use another window length")
-
-  @property
-  def window(self) -> int:
-    return self.face.config.window
-
-  @property
-  def history(self) -> int:
-    return self.face.config.history
-
-  @property
-  def spf(self) -> fractions.Fraction:
-    """Audio samples per video frame (16000 / 30 = 1600 / 3)."""
-    return fractions.Fraction(self.mel.sample_rate) / fractions.Fraction(self.fps)
-
-  @property
-  def num_mel(self) -> int:
-    """M: mel frames per window, those of round(T · spf) samples (the training windows' count)."""
-    return num_mel_frames(round(self.window * self.spf), self.mel)
-
-  @property
-  def output_size(self) -> tuple[int, int]:
-    return self.renderer.output_size
-
-
-def window_bounds(i: int, window: int, spf: fractions.Fraction) -> tuple[int, int]:
-  """Audio samples [a_i, a_{i+1}) of window i: a_i = round(i · T · spf) (halves round up)."""
-  f = lambda k: int((2 * k * window * spf.numerator + spf.denominator) // (2 * spf.denominator))
-  return f(i), f(i + 1)
-
-
-def block_samples(spec: StreamSpec) -> int:
-  """Length of the audio array each call takes: the longest window, ceil(T · spf)."""
-  return int(-(-spec.window * spec.spf.numerator // spec.spf.denominator))
-
-
-def _next_samples(residue: jax.Array, spec: StreamSpec) -> tuple[jax.Array, jax.Array]:
-  """(a_{i+1} - a_i, residue_{i+1}) from residue_i = (2 i T p + q) mod 2q for spf = p / q."""
-  p, q = spec.spf.numerator, spec.spf.denominator
-  z = residue + 2 * spec.window * p
-  return z // (2 * q), z % (2 * q)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -253,11 +67,22 @@ def _nets(cfg: RendererConfig, dtype=None) -> dict[str, nn.Module]:
           "G": SPADEDecoder(cfg.spade_generator, dtype=dtype)}
 
 
-def _render(cfg: RendererConfig, variables: dict, volume: jax.Array, kp_source: jax.Array,
-            kp_driving: jax.Array, inject: jax.Array | None, batch: int | None,
-            dtype: str = "float32") -> jax.Array:
-  """G(W(volume, kp_driving, kp_source)[, inject]) per frame: kp_driving (T, K, 3) -> (T, Ho, Wo, 3)
-  float32, computed in `dtype` ("float32" / "bfloat16")."""
+def render_frames(cfg: RendererConfig, variables: dict, volume: jax.Array, kp_source: jax.Array,
+                  kp_driving: jax.Array, inject: jax.Array | None, batch: int | None,
+                  dtype: str = "float32") -> jax.Array:
+  """The renderer's per-frame part, G(W(volume, kp_driving, kp_source)[, inject]), for T frames.
+
+  Args:
+    cfg: the renderer's preset; variables: its {"params", "batch_stats"} of F, M, W, G.
+    volume: (1, ...) F's appearance volume of the source; kp_source: (1, K, 3) its control keypoints.
+    kp_driving: (T, K, 3) control keypoints of the frames to render.
+    inject: optional (T, Hi, Wi, 3) G's injection image (hands, or the face-masked head crop).
+    batch: frames per W + G call (`lax.map` groups, bounds memory); None = all T at once.
+    dtype: compute dtype of W and G, "float32" or "bfloat16" (parameters stay float32).
+
+  Returns:
+    (T, Ho, Wo, 3) float32 frames in [0, 1].
+  """
   nets = _nets(cfg, RENDER_DTYPES[dtype])
 
   def frames(args):
@@ -320,7 +145,7 @@ def init_state(spec: StreamSpec, params: Params, avatar: dict[str, jax.Array], k
   Args:
     spec: the step's static description.
     params: as `make_stream_step`.
-    avatar: host-prepared inputs (`infer.stream.prepare_avatar`):
+    avatar: host-prepared inputs (`infer.avatar.prepare_avatar`):
       "image" (1, Hi, Wi, 3) in [0, 1]: the main renderer's source crop (body crop for "upper", head
         crop for "head") at renderer.image_size;
       "pose" (1, 6) (degrees, body units), "scale" (1,), "exp" (1, 52), "identity" (1, n_id): the
@@ -334,7 +159,33 @@ def init_state(spec: StreamSpec, params: Params, avatar: dict[str, jax.Array], k
     key: PRNG key of the stream.
 
   Returns:
-    The state pytree (module docstring).
+    The state, a pytree donated to every step call:
+      window: () int32 index i of the next window; the window's key is fold_in(rng, i).
+      residue: () int32 rounding phase of a_i (`stream_spec.window_bounds`).
+      mel: `MelStreamState` carried audio context (`window_mel`).
+      history: (1, H, 58) the last H generated frames of normalised face motion; history_valid (1,)
+        bool (False before the first window: FaceMotionDiT then uses its learned null history). Each
+        new face-motion window is joined to the history by `join_window` over spec.seam_frames frames.
+      rng: PRNG key.
+      style: (1, 2) FaceMotionDiT style controls (expression amplitude, head-pose range; may be changed
+        between calls).
+      reference: optional (1, T_ref, ref_dim) normalised reference expression sequence; reference_valid
+        (1,) bool (False: no reference video, zeros in `reference`, and a model with the reference
+        input uses its learned null reference; both absent for a model without that input).
+      avatar: the source's precomputed tensors (volume, kp_source, ...; see Keypoints).
+
+  Keypoints (`chatanyone_jax.render.keypoints.control_keypoints`). Face coefficients and the template
+  pose translation are in body units (`data.preprocess`); the avatar's affine maps take body units to
+  the grid units of each renderer's crop ("kp_affine", "refine_affine": (2, 3) = per-axis scale,
+  offset). Layout "hybrid_body" (upper renderer): X_full = head-template keypoints (body-crop grid)
+  ⊕ X_body with X_body = s (x_c + δ) + t, where x_c = (X_body_src - t_src) / s_src are the source's
+  body keypoints (M on the source, R = I) in the head's frame, the inverse of how
+  `train.tasks.MotionBody` builds its δ target from the first frame, and t_src / s_src the source's
+  template translation / scale; δ = 0, s = s_src, t = t_src reproduce the source keypoints exactly.
+  Layout "head_offset" (head renderer, face refine): X = head-template keypoints (head-crop grid) +
+  ΔX_src (M on the source crop) + the generated ΔX_head (zero in head mode, which has no body model).
+  The head-template keypoints use the source's template scale (FaceMotionDiT predicts pose and
+  expression, not scale).
   """
   f32 = lambda x: jnp.asarray(x, jnp.float32)
   tmpl = params["template"]
@@ -399,9 +250,24 @@ def _cached_init(spec: StreamSpec):
 # ----------------------------------------------------------------------------------------------- step
 
 
+def _next_samples(residue: jax.Array, spec: StreamSpec) -> tuple[jax.Array, jax.Array]:
+  """(a_{i+1} - a_i, residue_{i+1}) from residue_i = (2 i T p + q) mod 2q for spf = p / q."""
+  p, q = spec.spf.numerator, spec.spf.denominator
+  z = residue + 2 * spec.window * p
+  return z // (2 * q), z % (2 * q)
+
+
 def window_mel(spec: StreamSpec, mel_state: MelStreamState, block: jax.Array,
                num_samples: jax.Array) -> tuple[MelStreamState, jax.Array]:
   """Log-mel of one window from `num_samples` new samples (the first of `block`), carried context.
+
+  The carried `MelStreamState` makes the concatenated mel frames equal the whole-clip
+  `log_mel_spectrogram` ("causal" framing). Window i's encoder input is the first M mel frames
+  completed by its audio, whole-clip frames [floor(a_i / hop), floor(a_i / hop) + M) with M =
+  spec.num_mel, the number of mel frames of round(T · sr / fps) samples, i.e. exactly the count the
+  training windows have (`train.tasks`, `_window_audio`). Differences from training: training frames
+  the window's audio alone (zero left context) and starts it at a_i exactly; here the first frames see
+  the previous window's audio and the start is up to one hop (10 ms) earlier.
 
   Returns (new mel state, (M, n_mels) frames): whole-clip frames [floor(a_i / hop), + M).
   """
@@ -422,8 +288,15 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
                 audio_block: jax.Array) -> tuple[State, jax.Array]:
   """One window: audio_block (block_samples(spec),) float32 16 kHz -> (state, (T, Ho, Wo, 3) uint8).
 
-  The first a_{i+1} - a_i samples of audio_block are window i's audio (`window_bounds`); the rest is
-  padding. Pure; `make_stream_step` jits it with the state donated.
+  The first a_{i+1} - a_i samples of audio_block are window i's audio (`stream_spec.window_bounds`);
+  the rest is padding. Pure; `make_stream_step` jits it with the state donated. The stages:
+
+    audio block ─► log-mel (carried context, `window_mel`) ─► AudioEncoder tokens (face and body model's)
+      ─► FaceMotionDiT DDIM window (history = last H frames, style, reference) ─► `join_window`
+      ─► de-normalise ─► head-template keypoints (`project_keypoints`)
+      ─► [upper] UpperBodyMotion DDIM window ─► ΔX_head, body δ, s, t, hands ─► X_full ─► W ─► G (+ I_hand)
+      ─► [upper, refine] head crop of the frame ─► refine W / G ─► `paste_back`
+      ─► uint8 frames (T, H, W, 3)
   """
   t_win = spec.window
   av = state["avatar"]
@@ -477,8 +350,8 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
     kp_driving = kp_head + av["head_offset"]
     inject = None
     head_offset = jnp.zeros_like(kp_head)
-  frames = _render(spec.renderer, rvars, av["volume"], av["kp_source"], kp_driving, inject,
-                   spec.render_batch, spec.render_dtype)  # (T, Ho, Wo, 3) in [0, 1]
+  frames = render_frames(spec.renderer, rvars, av["volume"], av["kp_source"], kp_driving, inject,
+                         spec.render_batch, spec.render_dtype)  # (T, Ho, Wo, 3) in [0, 1]
 
   if spec.refine is not None:
     # --- Face refine on the head crop of the generated frames, pasted back.
@@ -490,8 +363,8 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
     oval_px = (oval + 1.0) * 0.5 * jnp.asarray([wr, hr], jnp.float32)
     background = mask_face(crop, polygon_mask(oval_px, (hr, wr)))
     kp_r = _affine(head_units, av["refine_affine"]) + av["refine_head_offset"] + head_offset
-    refined = _render(spec.refine, params["face_refine"], av["refine_volume"], av["refine_kp_source"], kp_r,
-                      background, spec.render_batch, spec.render_dtype)
+    refined = render_frames(spec.refine, params["face_refine"], av["refine_volume"], av["refine_kp_source"],
+                            kp_r, background, spec.render_batch, spec.render_dtype)
     frames = paste_back(frames, refined, box, spec.refine_feather)
 
   new_state = {**state, "window": i + 1, "residue": residue, "mel": mel_state,

@@ -1,0 +1,163 @@
+"""What a streaming step is compiled for: `StreamSpec`, and how a stream's audio maps to its windows.
+
+The streaming step (`chatanyone_jax.stream_step`) turns one block of audio into the T video frames of
+one motion window. `StreamSpec` is its static description (models, sampler settings, rates; hashable:
+one compiled step per spec); `window_bounds` and `block_samples` say which audio samples belong to
+which window, so that audio and video never drift apart. The host side (checkpoints, the portrait,
+re-blocking audio chunks) is `infer.streaming`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fractions
+
+import jax.numpy as jnp
+
+from chatanyone_jax.audio.encoder import AudioEncoder
+from chatanyone_jax.audio.melspec import MelConfig
+from chatanyone_jax.audio.melspec import num_frames as num_mel_frames
+from chatanyone_jax.motion.face_motion_dit import FaceMotionDiT
+from chatanyone_jax.motion.sampling import DDIM_STEPS, GUIDANCE_SCALE, SEAM_FRAMES
+from chatanyone_jax.motion.upper_body_motion import UpperBodyMotion
+from chatanyone_jax.render.presets import RendererConfig, keypoint_layout
+
+MODES = ("upper", "head")
+# Renderer keypoint layout each mode needs (`presets.keypoint_layout`).
+MODE_LAYOUT = {"upper": "hybrid_body", "head": "head_offset"}
+RENDER_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # module compute dtype (None: float32)
+FPS = 30  # video frames per second of a stream
+SAMPLE_RATE = MelConfig.sample_rate  # audio samples per second of a stream (16 kHz mono, the mel front end's)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSpec:
+  """Static description of the streaming step (hashable: one compiled step per spec).
+
+  Attributes:
+    mode: "upper" (body renderer, UpperBodyMotion, hands, optional face refine) or "head" (head
+      renderer on the head crop; no body model, no hands).
+    face: the FaceMotionDiT (its config gives T = window, H = history).
+    face_audio: the face model's AudioEncoder (width = face.config.audio_dim).
+    renderer: the main renderer's networks (layout "hybrid_body" for upper, "head_offset" for head).
+    body, body_audio: UpperBodyMotion and its AudioEncoder (upper mode).
+    refine: the face-refine renderer (upper mode; None = no refine pass).
+    face_diffusion_steps / body_diffusion_steps: length of the training noise schedules.
+    num_steps: DDIM steps of both samplers.
+    guidance_scale: classifier-free guidance of FaceMotionDiT (1 = conditional only, one model call).
+    eta, clip_x0: DDIM stochasticity and x̂0 clipping (`ddim_sample`).
+    seam_frames: frames over which each face-motion window is joined to the previous one
+      (`chatanyone_jax.motion.sampling.join_window`; 0 = raw windows).
+    mel: the log-mel front end ("causal" framing).
+    fps: video frame rate (an exact fraction, so that window bounds do not drift).
+    render_batch: frames per renderer call (`lax.map` batch); None = the whole window at once.
+    hand_radius: capsule radius of the rendered hands, a fraction of the palm size (as preprocessing).
+    hand_min_radius: smallest capsule radius as a fraction of the crop width (1.5 px of 512).
+    refine_feather: feathered fraction of the refine crop's half-extent in `paste_back`.
+    render_dtype: compute dtype of the per-frame renderer networks (W, G of the renderer and of face
+      refine): "float32" or "bfloat16" (parameters stay float32; the avatar's F / M pass is float32).
+  """
+  mode: str
+  face: FaceMotionDiT
+  face_audio: AudioEncoder
+  renderer: RendererConfig
+  body: UpperBodyMotion | None = None
+  body_audio: AudioEncoder | None = None
+  refine: RendererConfig | None = None
+  face_diffusion_steps: int = 1000
+  body_diffusion_steps: int = 1000
+  num_steps: int = DDIM_STEPS
+  guidance_scale: float = GUIDANCE_SCALE
+  eta: float = 0.0
+  clip_x0: float | None = None
+  seam_frames: int = SEAM_FRAMES
+  mel: MelConfig = MelConfig()
+  fps: fractions.Fraction = fractions.Fraction(FPS)
+  render_batch: int | None = None
+  hand_radius: float = 0.12
+  hand_min_radius: float = 1.5 / 512
+  refine_feather: float = 0.1
+  render_dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.render_dtype not in RENDER_DTYPES:
+      raise ValueError(f"render_dtype must be one of {sorted(RENDER_DTYPES)}, got {self.render_dtype!r}")
+    if self.mode not in MODES:
+      raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+    if self.guidance_scale < 0:
+      raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {self.guidance_scale}")
+    if self.seam_frames < 0:
+      raise ValueError(f"seam_frames must be >= 0 (0 = raw windows), got {self.seam_frames}")
+    layout = keypoint_layout(self.renderer)
+    if layout != MODE_LAYOUT[self.mode]:
+      raise ValueError(f"mode {self.mode!r} needs a renderer with the {MODE_LAYOUT[self.mode]!r} keypoint "
+                       f"layout (upper512x768 family for 'upper', head512 family for 'head'); this renderer "
+                       f"has {layout!r}")
+    if self.mode == "upper":
+      if self.body is None or self.body_audio is None:
+        raise ValueError("mode 'upper' needs the UpperBodyMotion model and its audio encoder")
+      if self.body.config.window != self.window:
+        raise ValueError(f"UpperBodyMotion window {self.body.config.window} != FaceMotionDiT window "
+                         f"{self.window}")
+      if self.body.config.layout.num_head_kp != self.renderer.num_kp_head:
+        raise ValueError("UpperBodyMotion and the renderer disagree on the number of head keypoints")
+      if self.body.config.layout.num_body_kp != self.renderer.motion_extractor.num_kp:
+        raise ValueError("UpperBodyMotion and the renderer disagree on the number of body keypoints")
+    if self.refine is not None:
+      if self.mode != "upper":
+        raise ValueError("the face-refine pass applies to mode 'upper' only")
+      if keypoint_layout(self.refine) != "head_offset" or not self.refine.spade_generator.hand_injection:
+        raise ValueError("the refine renderer needs the 'head_offset' layout and G's injection branch "
+                         "(presets face_refine / tiny_face_refine)")
+    if self.face_audio.width != self.face.config.audio_dim:
+      raise ValueError("the face AudioEncoder width must equal FaceMotionDiT audio_dim")
+    if self.mel.padding != "causal":
+      raise ValueError("streaming needs the 'causal' log-mel framing")
+    # Every window must complete at least the M mel frames its encoder reads (`stream_step.window_mel`).
+    m = self.num_mel
+    for i in range(self.spf.denominator * self.mel.hop_length + 1):
+      a0, a1 = window_bounds(i, self.window, self.spf)
+      if a1 // self.mel.hop_length - a0 // self.mel.hop_length < m:
+        raise ValueError(f"window {i} completes fewer than {m} mel frames; use another window length")
+
+  @property
+  def window(self) -> int:
+    return self.face.config.window
+
+  @property
+  def history(self) -> int:
+    return self.face.config.history
+
+  @property
+  def spf(self) -> fractions.Fraction:
+    """Audio samples per video frame (16000 / 30 = 1600 / 3)."""
+    return fractions.Fraction(self.mel.sample_rate) / fractions.Fraction(self.fps)
+
+  @property
+  def num_mel(self) -> int:
+    """M: mel frames per window, those of round(T · spf) samples (the training windows' count)."""
+    return num_mel_frames(round(self.window * self.spf), self.mel)
+
+  @property
+  def output_size(self) -> tuple[int, int]:
+    return self.renderer.output_size
+
+
+def window_bounds(i: int, window: int, spf: fractions.Fraction) -> tuple[int, int]:
+  """Audio samples [a_i, a_{i+1}) of window i: a_i = round(i · T · spf) (halves round up).
+
+  Window i covers video frames [iT, (i+1)T) and these samples, so audio and video never drift apart,
+  also when T · spf is not an integer (T = 40 at 30 fps and 16 kHz: 21333.3 samples per window).
+  """
+  f = lambda k: int((2 * k * window * spf.numerator + spf.denominator) // (2 * spf.denominator))
+  return f(i), f(i + 1)
+
+
+def block_samples(spec: StreamSpec) -> int:
+  """Length of the audio array each step call takes: the longest window, ceil(T · spf).
+
+  The first a_{i+1} - a_i samples of the block are window i's audio (`window_bounds`), the rest is
+  ignored; the step's state knows i and the rounding phase, so one fixed block length serves every
+  window without an argument or a recompilation.
+  """
+  return int(-(-spec.window * spec.spf.numerator // spec.spf.denominator))

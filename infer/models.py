@@ -1,0 +1,151 @@
+"""The models of a stream: a directory of training workdirs -> (params, configs) -> `StreamSpec`.
+
+`load_checkpoint(dir, mode)` reads the `python -m train.main` workdirs a stream needs:
+  motion_face/   AudioEncoder + FaceMotionDiT (train/configs/motion_face.py)
+  motion_body/   UpperBodyMotion (train/configs/motion_body.py)           [mode "upper"]
+  render/        the renderer: an upper512x768-family preset for mode "upper", head512-family for "head"
+  face_refine/   optional: the face-refine renderer (face_refine / tiny_face_refine preset) [mode "upper"]
+`build_spec(configs, options)` turns their configs into the static `StreamSpec` of the streaming step.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import pathlib
+from typing import Any
+
+import ml_collections
+
+from chatanyone_jax.render import presets
+from chatanyone_jax.stream_spec import MODE_LAYOUT, MODES, StreamSpec
+from infer.options import StreamOptions
+
+log = logging.getLogger(__name__)
+
+WORKDIRS = ("motion_face", "motion_body", "render", "face_refine")
+
+
+def renderer_config(value: str | presets.RendererConfig) -> presets.RendererConfig:
+  """The `RendererConfig` of configs["render"] / configs["face_refine"]: a preset name or a config."""
+  return presets.get(value) if isinstance(value, str) else value
+
+
+def _check_renderer(cfg: presets.RendererConfig, mode: str, where: str) -> None:
+  layout = presets.keypoint_layout(cfg)
+  if layout != MODE_LAYOUT[mode]:
+    family = "upper512x768" if mode == "upper" else "head512"
+    raise ValueError(f"{where} is a {layout!r} renderer but mode {mode!r} needs a {family}-family renderer "
+                     f"({MODE_LAYOUT[mode]!r} keypoints); pass --mode "
+                     f"{'head' if layout == 'head_offset' else 'upper'} or a matching checkpoint")
+
+
+def _check_refine(cfg: presets.RendererConfig, where: str) -> None:
+  if presets.keypoint_layout(cfg) != "head_offset" or not cfg.spade_generator.hand_injection:
+    raise ValueError(f"{where} is not a face-refine renderer (want the face_refine / tiny_face_refine "
+                     "preset: head keypoints and G's injection branch)")
+
+
+def load_checkpoint(checkpoint: str | os.PathLike, mode: str = "upper",
+                    refine: bool = True) -> tuple[dict, dict]:
+  """(params, configs) from a directory of training workdirs (module docstring).
+
+  Returns:
+    params: {workdir: {"params", "norm"} (motion) or {"params", "batch_stats"} (renderers)};
+    configs: {"motion_face", "motion_body": the runs' ConfigDicts; "render", "face_refine":
+      `RendererConfig`s}. face_refine/ is read when `refine` and mode "upper" and it exists.
+
+  Raises:
+    FileNotFoundError: the directory or a needed workdir is missing (face_refine/ is optional).
+    ValueError: a workdir of the wrong task, or a renderer that does not match `mode`.
+  """
+  from train import checkpoint as ckpt  # orbax: loaded only when a checkpoint is read
+
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  root = pathlib.Path(checkpoint)
+  if not root.is_dir():
+    raise FileNotFoundError(f"checkpoint directory {root} does not exist (it should hold the training "
+                            f"workdirs {', '.join(WORKDIRS[:3])} and optionally face_refine)")
+  needed = ["motion_face", "render"] + (["motion_body"] if mode == "upper" else [])
+  for name in needed:
+    if not (root / name).is_dir():
+      raise FileNotFoundError(f"{root / name} is missing: mode {mode!r} needs the workdirs {needed} under "
+                              f"{root} (train them with `python -m train.main --workdir {root / name} ...`)")
+  configs: dict[str, Any] = {}
+  for name in ("motion_face", "motion_body"):
+    if name in needed:
+      cfg = ckpt.load_config(root / name)
+      if cfg.get("task") != name:
+        raise ValueError(f"{root / name} holds a {cfg.get('task')!r} run, not {name!r}")
+      configs[name] = cfg
+  preset = ckpt.load_config(root / "render").get("model", {}).get("preset")
+  if preset is None:
+    raise ValueError(f"{root / 'render'}/config.json names no model.preset: not a renderer workdir")
+  configs["render"] = presets.get(preset)
+  _check_renderer(configs["render"], mode, f"{root / 'render'} (preset {preset!r})")
+  if refine and mode == "upper" and (root / "face_refine").is_dir():
+    preset = ckpt.load_config(root / "face_refine").get("model", {}).get("preset")
+    configs["face_refine"] = presets.get(preset)
+    _check_refine(configs["face_refine"], f"{root / 'face_refine'} (preset {preset!r})")
+  params = {}
+  for name in configs:
+    loaded = ckpt.load_params(root / name)
+    keys = ("params", "norm") if name.startswith("motion") else ("params", "batch_stats")
+    params[name] = {k: loaded[k] for k in keys}
+    log.info("loaded %s (step %d)", root / name, loaded["step"])
+  return params, configs
+
+
+@functools.lru_cache(maxsize=8)
+def _tasks(face_json: str, body_json: str | None):
+  """train.tasks objects of the motion configs (cached by their JSON: ConfigDicts are not hashable)."""
+  from train import tasks  # the training stack (data pipelines, grain): loaded on first use
+
+  face = tasks.get_task(ml_collections.ConfigDict(json.loads(face_json)))
+  body = None if body_json is None else tasks.get_task(ml_collections.ConfigDict(json.loads(body_json)))
+  return face, body
+
+
+def _json(cfg) -> str:
+  return cfg.to_json_best_effort(sort_keys=True)
+
+
+def build_spec(configs: dict, options: StreamOptions = StreamOptions()) -> StreamSpec:
+  """The `StreamSpec` of the models in `configs` run with `options`.
+
+  Args:
+    configs: as `load_checkpoint` returns (renderers may also be preset names), plus an optional
+      "clip_x0" that options.clip_x0 == "auto" reads. "face_refine" is used when options.refine and
+      mode "upper".
+    options: mode, sampler and renderer settings.
+
+  Raises:
+    ValueError: a config the mode needs is missing, or the models do not fit together.
+  """
+  mode = options.mode
+  for name in ("motion_face", "render") + (("motion_body",) if mode == "upper" else ()):
+    if configs.get(name) is None:
+      raise ValueError(f"configs[{name!r}] is missing (mode {mode!r})")
+  renderer = renderer_config(configs["render"])
+  _check_renderer(renderer, mode, "configs['render']")
+  refine = configs.get("face_refine") if mode == "upper" and options.refine else None
+  refine = None if refine is None else renderer_config(refine)
+  if refine is not None:
+    _check_refine(refine, "configs['face_refine']")
+  face, body = _tasks(_json(configs["motion_face"]),
+                      _json(configs["motion_body"]) if mode == "upper" else None)
+  kw = {}
+  if body is not None:
+    if body.config.window != face.config.window:
+      raise ValueError(f"motion_body window {body.config.window} != motion_face window {face.config.window}")
+    kw = dict(body=body.model, body_audio=body.audio,
+              body_diffusion_steps=int(body.config.model.diffusion_steps))
+  clip_x0 = configs.get("clip_x0") if options.clip_x0 == "auto" else options.clip_x0
+  return StreamSpec(mode=mode, face=face.models.dit, face_audio=face.models.audio, renderer=renderer,
+                    refine=refine, face_diffusion_steps=int(face.config.model.diffusion_steps),
+                    num_steps=options.num_steps, guidance_scale=options.guidance_scale, clip_x0=clip_x0,
+                    render_batch=options.render_batch, render_dtype=options.render_dtype,
+                    seam_frames=options.seam_frames, **kw)

@@ -1,0 +1,112 @@
+"""What `infer.stream` is asked to do: `StreamOptions` (models and sampling) and `Style` (speaking style).
+
+Both are frozen dataclasses whose fields are checked when they are built, so that a bad value fails
+at once with a message naming the field, before any model is loaded. Variants come from
+`dataclasses.replace`:
+
+  options = StreamOptions(mode="head", num_steps=5)
+  calm = Style(amplitude=0.5, pose_range=0.5)
+  frames = infer.stream("portrait.jpg", chunks, checkpoint="runs/", options=options, style=calm)
+  lively = dataclasses.replace(calm, amplitude=2.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+
+from chatanyone_jax.motion.sampling import DDIM_STEPS, GUIDANCE_SCALE, SEAM_FRAMES
+from chatanyone_jax.stream_spec import MODES, RENDER_DTYPES
+
+
+def _is_int(x) -> bool:
+  return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_real(x) -> bool:
+  return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StreamOptions:
+  """Which models a stream runs and how it samples motion (everything but the speaking style).
+
+  Attributes:
+    mode: "upper" (upper-body renderer, body motion, hands; needs the checkpoint's motion_body/) or
+      "head" (head renderer on the head crop; no body model, no hands).
+    refine: apply the face-refine pass when the models have one (mode "upper"; "head" has none).
+    seed: PRNG seed; window i samples with fold_in(key(seed), i), so a seed fixes the whole stream.
+    num_steps: DDIM steps of the motion samplers (>= 1).
+    guidance_scale: classifier-free guidance of FaceMotionDiT (>= 0; 1 = off, one model call per step;
+      default `chatanyone_jax.motion.sampling.GUIDANCE_SCALE`, where its choice is explained).
+    clip_x0: clip of the samplers' x̂0 estimate in normalised (std) units (> 0); None = off; "auto" =
+      configs["clip_x0"] when the models' configs set it (`infer.smoke.random_params` sets 3: untrained
+      ε is uncalibrated), else off.
+    render_batch: frames per renderer call (>= 1; bounds memory at full size); None = a whole window.
+    render_dtype: "float32" or "bfloat16" compute for the per-frame renderer networks (bfloat16 is the
+      fast path on GPUs; parameters stay float32).
+    seam_frames: frames over which each face-motion window is joined to the previous one (>= 0;
+      `chatanyone_jax.motion.sampling.join_window`); 0 = raw windows.
+  """
+  mode: str = "upper"
+  refine: bool = True
+  seed: int = 0
+  num_steps: int = DDIM_STEPS
+  guidance_scale: float = GUIDANCE_SCALE
+  clip_x0: float | str | None = "auto"
+  render_batch: int | None = None
+  render_dtype: str = "float32"
+  seam_frames: int = SEAM_FRAMES
+
+  def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+    if not isinstance(self.refine, bool):
+      raise ValueError(f"refine must be True or False, got {self.refine!r}")
+    if not _is_int(self.seed):
+      raise ValueError(f"seed must be an integer, got {self.seed!r}")
+    if not _is_int(self.num_steps) or self.num_steps < 1:
+      raise ValueError(f"num_steps must be an integer >= 1, got {self.num_steps!r}")
+    if not _is_real(self.guidance_scale) or self.guidance_scale < 0:
+      raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {self.guidance_scale!r}")
+    if not (self.clip_x0 is None or self.clip_x0 == "auto" or (_is_real(self.clip_x0) and self.clip_x0 > 0)):
+      raise ValueError(f"clip_x0 must be a number > 0 (std units), None (off) or 'auto', got "
+                       f"{self.clip_x0!r}")
+    if self.render_batch is not None and (not _is_int(self.render_batch) or self.render_batch < 1):
+      raise ValueError(f"render_batch must be an integer >= 1 or None (a whole window), got "
+                       f"{self.render_batch!r}")
+    if self.render_dtype not in RENDER_DTYPES:
+      raise ValueError(f"render_dtype must be one of {sorted(RENDER_DTYPES)}, got {self.render_dtype!r}")
+    if not _is_int(self.seam_frames) or self.seam_frames < 0:
+      raise ValueError(f"seam_frames must be >= 0 (0 = raw windows), got {self.seam_frames!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Style:
+  """How the portrait speaks: multipliers of FaceMotionDiT's style controls and a reference video.
+
+  `amplitude` and `pose_range` scale FaceMotionDiT's style controls (`style_controls`: expression
+  amplitude and head-pose range of a window of normalised motion). The base they scale is the style of
+  the reference window when `reference_video` is given, else `infer.avatar.default_style`: the median
+  style of windows of the same length over real talking clips. 1.0 is a typical speaker; 0 asks for a
+  still face.
+
+  Attributes:
+    amplitude: expression amplitude multiplier (>= 0).
+    pose_range: head-pose range multiplier (>= 0).
+    reference_video: optional video whose expressions become the style reference (a motion_face model
+      trained with the reference input; preprocessed as training clips are, `infer.avatar`).
+  """
+  amplitude: float = 1.0
+  pose_range: float = 1.0
+  reference_video: str | os.PathLike | None = None
+
+  def __post_init__(self):
+    for name in ("amplitude", "pose_range"):
+      value = getattr(self, name)
+      if not _is_real(value) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0 (1 = typical, 0 = still), got {value!r}")
+    if self.reference_video is not None and not isinstance(self.reference_video, str | os.PathLike):
+      raise ValueError(f"reference_video must be a path or None, got {self.reference_video!r}")

@@ -1,0 +1,156 @@
+"""The pure streaming core (`chatanyone_jax.stream_spec`, `chatanyone_jax.stream_step`) on tiny random models.
+
+Window / audio-block arithmetic, the carried log-mel context, the refine pass's face mask, and the
+avatar state and renderer call of the step, without the host side (no MediaPipe, no portrait
+annotation: `tests/infer/streaming_test.py` covers that).
+"""
+
+from __future__ import annotations
+
+import fractions
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from chatanyone_jax import stream_spec, stream_step
+from chatanyone_jax.audio import init_mel_stream, log_mel_spectrogram
+from chatanyone_jax.template import load_head_template
+from chatanyone_jax.template.head_template import project_keypoints
+from infer.media import read_audio, read_image
+from infer.models import build_spec
+from infer.options import StreamOptions
+from infer.smoke import random_params
+from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH
+
+SR = 16000
+
+
+def _configs(mode: str) -> dict:
+  """The tiny models' configs (no parameters: a spec needs only these), keyed as `infer.stream` takes them."""
+  from train.configs import motion_body, motion_face
+
+  configs = {"motion_face": motion_face.get_config("tiny"), "clip_x0": 3.0}
+  if mode == "upper":
+    configs.update(motion_body=motion_body.get_config("tiny"), render="tiny_upper512x768",
+                   face_refine="tiny_face_refine")
+  else:
+    configs["render"] = "tiny_head512"
+  return configs
+
+
+class _Spec:
+  """The two fields `_next_samples` reads."""
+
+  def __init__(self, window, spf):
+    self.window, self.spf = window, spf
+
+
+def test_window_bounds_do_not_drift():
+  for t in (16, 40):
+    spf = fractions.Fraction(SR, 30)
+    lengths = [np.subtract(*stream_spec.window_bounds(i, t, spf)[::-1]) for i in range(300)]
+    assert set(lengths) == {int(t * spf), int(t * spf) + 1}  # 8533 / 8534, 21333 / 21334
+    assert stream_spec.window_bounds(300, t, spf)[0] == round(300 * t * spf) == sum(lengths)
+    # The step's carried rounding phase gives the same counts.
+    residue = spf.denominator
+    for i in range(300):
+      n, residue = stream_step._next_samples(residue, _Spec(t, spf))
+      assert n == lengths[i], i
+
+
+def test_spec_defaults_are_the_inference_defaults():
+  """One definition of each stream default: StreamSpec, StreamOptions and the sampling constants agree."""
+  from chatanyone_jax.motion.sampling import DDIM_STEPS, GUIDANCE_SCALE, SEAM_FRAMES
+
+  configs = _configs("head")
+  spec = build_spec(configs, StreamOptions(mode="head"))
+  fields = {f.name: f.default for f in stream_spec.StreamSpec.__dataclass_fields__.values()}
+  assert (fields["num_steps"], fields["guidance_scale"], fields["seam_frames"]) == (
+      DDIM_STEPS, GUIDANCE_SCALE, SEAM_FRAMES) == (spec.num_steps, spec.guidance_scale, spec.seam_frames)
+  assert spec.fps == stream_spec.FPS == 30 and spec.mel.sample_rate == stream_spec.SAMPLE_RATE == SR
+  assert spec.clip_x0 == 3.0  # StreamOptions' clip_x0 "auto" reads configs["clip_x0"]
+  assert build_spec(configs, StreamOptions(mode="head", clip_x0=None)).clip_x0 is None
+  assert stream_spec.block_samples(spec) == 8534 and spec.window == 16  # ceil(16 · 1600 / 3)
+
+
+def test_window_mel_equals_whole_clip_log_mel():
+  """The carried context makes window i's mel = whole-clip frames [floor(a_i / hop), + M)."""
+  spec = build_spec(_configs("upper"))
+  assert spec.refine is not None and spec.body is not None
+  audio = read_audio(ASSETS_SPEECH, SR)[:5 * 8534]
+  whole = np.asarray(log_mel_spectrogram(jnp.asarray(audio)))
+  fn = jax.jit(lambda st, block, n: stream_step.window_mel(spec, st, block, n))
+  state = init_mel_stream(spec.mel)
+  block = stream_spec.block_samples(spec)
+  for i in range(4):
+    a0, a1 = stream_spec.window_bounds(i, spec.window, spec.spf)
+    buf = np.zeros(block, np.float32)
+    buf[:a1 - a0] = audio[a0:a1]
+    state, mel = fn(state, buf, a1 - a0)
+    m0 = a0 // spec.mel.hop_length
+    np.testing.assert_allclose(np.asarray(mel), whole[m0:m0 + spec.num_mel], atol=2e-4, rtol=0)
+  assert spec.num_mel == 53  # 8533 samples // 160, as the tiny training windows
+
+
+def test_face_oval_is_mediapipe_and_polygon_mask_fills_it():
+  from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
+
+  loop = stream_step.FACE_OVAL
+  edges = {frozenset(e) for e in zip(loop, loop[1:] + loop[:1], strict=True)}
+  assert edges == {frozenset(e) for e in FACEMESH_FACE_OVAL}
+  # A 10 x 6 px rectangle and a triangle: even-odd fill at pixel centres.
+  rect = jnp.array([[[2.0, 3.0], [12.0, 3.0], [12.0, 9.0], [2.0, 9.0]]])
+  tri = jnp.array([[[0.0, 0.0], [16.0, 0.0], [0.0, 16.0]]])
+  m = np.asarray(stream_step.polygon_mask(jnp.concatenate([rect, tri[:, [0, 1, 2, 2]]]), (16, 16)))[..., 0]
+  assert m[0].sum() == 60 and m[0, 3:9, 2:12].all()
+  assert m[1].sum() == 16 * 15 / 2  # pixel centres (j + .5, i + .5) with i + j + 1 < 16
+
+
+def _head_avatar(spec, params):
+  """A synthetic head-mode avatar: the bundled portrait resized (no annotation), a frontal template fit
+  whose keypoints `kp_affine` maps into the middle of the crop's grid."""
+  template = load_head_template()
+  size = spec.renderer.image_size
+  image = jax.image.resize(jnp.asarray(read_image(ASSETS_PORTRAIT), jnp.float32) / 255.0, (*size, 3),
+                           "bilinear")[None]
+  n_id = template.num_id
+  fit = {"pose": np.zeros((1, 6), np.float32), "scale": np.ones((1,), np.float32),
+         "exp": np.zeros((1, 52), np.float32), "identity": np.zeros((1, n_id), np.float32)}
+  units = np.asarray(project_keypoints(template, fit["pose"], fit["scale"], fit["exp"], fit["identity"]))[0]
+  lo, hi = units.min(0), units.max(0)
+  scale = 1.0 / np.maximum(hi - lo, 1e-6)  # the keypoints span [-0.5, 0.5] of the grid on each axis
+  kp_affine = np.stack([scale, -(lo + hi) / 2 * scale]).astype(np.float32)
+  return {"image": image, "kp_affine": kp_affine, "style": np.ones((1, 2), np.float32), **fit}
+
+
+@pytest.mark.slow
+def test_head_state_and_render_batches():
+  params, configs = random_params("head")
+  spec = build_spec(configs, StreamOptions(mode="head"))
+  params = {k: params[k] for k in ("motion_face", "render")} | {"template": load_head_template()}
+  state = stream_step.make_init_state(spec)(params, _head_avatar(spec, params), jax.random.key(0))
+  av = state["avatar"]
+  assert int(state["window"]) == 0 and not np.any(np.asarray(state["history_valid"]))
+  assert state["history"].shape == (1, spec.history, 58) and not np.any(np.asarray(state["history"]))
+  # The tiny face model has the reference input: without a video, its learned null reference.
+  assert state["reference"].shape == (1, 16, 52) and not np.any(np.asarray(state["reference_valid"]))
+  assert av["kp_source"].shape == av["head_offset"].shape == (1, 32, 3)
+  np.testing.assert_allclose(av["kp_source"] - av["head_offset"],
+                             project_keypoints(params["template"], av["pose"], av["scale"], av["exp"],
+                                               av["identity"]) * av["kp_affine"][0] + av["kp_affine"][1],
+                             atol=1e-5)  # "head_offset": template keypoints + ΔX_src
+  # render_batch (lax.map over groups of frames, to bound memory at full size) renders the same frames.
+  rvars = params["render"]
+  kp = av["kp_source"] + 0.05 * jax.random.normal(jax.random.key(0), (6, 32, 3))
+  render = jax.jit(lambda kp, batch: stream_step.render_frames(spec.renderer, rvars, av["volume"],
+                                                               av["kp_source"], kp, None, batch),
+                   static_argnums=1)
+  np.testing.assert_allclose(render(kp, 4), render(kp, None), atol=1e-5)
+  # bfloat16 renderer compute: close to float32 (the per-frame networks only), but really bfloat16.
+  render16 = jax.jit(lambda kp: stream_step.render_frames(spec.renderer, rvars, av["volume"],
+                                                          av["kp_source"], kp, None, None, "bfloat16"))
+  f32, b16 = np.asarray(render(kp, None)), np.asarray(render16(kp))
+  assert f32.shape == (6, 64, 64, 3) and f32.std() > 0.01  # the frames are not blank
+  assert b16.dtype == np.float32 and 0 < np.abs(b16 - f32).mean() < 0.02, np.abs(b16 - f32).mean()
