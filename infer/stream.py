@@ -393,9 +393,9 @@ def prepare_avatar(image: np.ndarray, spec: core.StreamSpec, params: dict, *, am
     avatar["reference"], base = _reference(reference_video, spec, params["motion_face"]["norm"])
   avatar["style"] = (base * np.array([amplitude, pose_range], np.float32))[None].astype(np.float32)
   if spec.mode == "upper":
-    from train.tasks import _IdentityProjection
+    from chatanyone_jax.motion.appearance_embedding import AppearanceEmbedding
 
-    app = _IdentityProjection(spec.body.config.app_dim)
+    app = AppearanceEmbedding(spec.body.config.app_dim)
     avatar["appearance"] = np.asarray(app.apply(params["motion_body"]["params"]["appearance"],
                                                 jnp.asarray(ann["identity"][None])))
   if spec.refine is not None:

@@ -8,7 +8,7 @@ import pytest
 
 from chatanyone_jax.convert import liveportrait as convert
 from tests.chatanyone_jax.convert.liveportrait_test import _fake_weights
-from train import render_task, tasks, trainer
+from train import parallel, render_task, tasks, trainer
 from train.configs import render_head512
 
 DEVICE = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -22,9 +22,8 @@ def _task(init_from):
 
 
 def _state(c, task):
-  schedule = trainer.learning_rate_schedule(c)
-  init = task.make_init(trainer.optimizer(c, schedule), task.batch_spec(2), schedule)
-  return trainer._compile_init(init, DEVICE)(jax.random.key(0), {})
+  prog = trainer.build(task, c, parallel.make_mesh(c.mesh))  # the trainer's init
+  return prog.compile_init()(prog.init_key, {})
 
 
 def test_init_from_converted_liveportrait_copies_every_generator_array(tmp_path, load_ref):
