@@ -212,11 +212,14 @@ class RenderTask(Task):
     def step(state: dict, batch: dict) -> tuple[dict, dict]:
       new, m = inner({**state, "rng": key}, batch)
       new.pop("rng")
-      m = {**m, "loss": m["gen_total"], "grad_norm": m["gen_grad_norm"],
-           "param_norm": optax.tree.norm(new["gen"]["params"]), "learning_rate": schedule(state["step"])}
-      return new, m
+      return new, {**m, "loss": m["gen_total"], "grad_norm": m["gen_grad_norm"],
+                   "learning_rate": schedule(state["step"])}
 
     return step
+
+  def state_metrics(self, state: dict) -> dict:
+    """param_norm of the generator the non-finite guard kept."""
+    return {"param_norm": optax.tree.norm(state["gen"]["params"])}
 
   # ---------------------------------------------------------------------------------------- summaries
 

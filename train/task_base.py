@@ -8,8 +8,8 @@ A task is built from the run's config and gives the trainer
   * `norm_stats(batches)` / `norm_spec()`: normalisation statistics estimated from adapted batches, kept
     in the train state as state["norm"] (checkpointed with the weights, used by inference);
   * `init_params(rng, spec)` and `loss(params, batch, rng, norm)`: pure and jittable;
-  * `make_init` / `make_step`: the pure state initialiser and train step, by default built from those
-    (the renderer's GAN overrides both: `train.render_task`);
+  * `make_init` / `make_step` (+ `state_metrics`): the pure state initialiser and train step, by default
+    built from those (the renderer's GAN overrides them: `train.render_task`);
   * `initial_params(state, shardings)`: a hook to load pretrained weights into a fresh state;
   * `make_summary()` / `summaries(arrays)`: optional TensorBoard images;
   * `resolve_model(model)`: config.model with every architecture choice spelt out (resuming checks it).
@@ -65,6 +65,11 @@ class Task:
       return new, {**out, "learning_rate": schedule(state["step"])}
 
     return step
+
+  def state_metrics(self, state: dict) -> dict:
+    """Metrics of the state a step kept (after the trainer's non-finite guard), e.g. a param_norm that the
+    step does not report itself; pure."""
+    return {}
 
   def initial_params(self, state: dict, shardings) -> dict:
     return state

@@ -44,6 +44,9 @@ class NonFiniteError(FloatingPointError):
 
 
 LAST_VALUE = ("param_norm", "learning_rate", "finite")  # logged as the last step's value (or not at all)
+# The metrics a step must keep finite (those it has): every task's loss and gradient norm, the GAN's
+# discriminator ones.
+FINITE_KEYS = ("loss", "grad_norm", "disc_loss", "disc_grad_norm")
 
 
 # ------------------------------------------------------------------------------------------ set-up
@@ -90,23 +93,24 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> N
                        f"{new[key]!r}; use a new --workdir, or the config that run was started with")
 
 
-def guard_nonfinite(step: Callable) -> Callable:
+def guard_nonfinite(step: Callable, state_metrics: Callable[[dict], dict] = lambda state: {}) -> Callable:
   """The one non-finite guard: step(state, batch) -> guarded(state, batch, guard) -> (state, metrics, guard).
 
   guard = {"ok": () bool, "batch": the batch of the first non-finite step (zeros until then)}, threaded
-  through the steps on the device (`new_guard`). A step whose metrics are not all finite leaves the whole
-  state unchanged, and so does every step after it: the state the host finds at its next check is the one
-  before the first bad step, and guard["batch"] that step's batch. metrics["finite"] = guard["ok"].
+  through the steps on the device (`new_guard`). A step whose FINITE_KEYS metrics are not all finite
+  leaves the whole state unchanged, and so does every step after it: the state the host finds at its next
+  check is the one before the first bad step, and guard["batch"] that step's batch. metrics["finite"] =
+  guard["ok"] after the step; state_metrics(kept state) adds metrics of the state kept (`Task`).
   """
 
   def guarded(state: dict, batch: dict, guard: dict) -> tuple[dict, dict, dict]:
     new, m = step(state, batch)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(m)]))
+    finite = jnp.all(jnp.stack([jnp.isfinite(m[k]) for k in FINITE_KEYS if k in m]))
     ok = guard["ok"] & finite
     first = guard["ok"] & ~finite
     new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
     bad = jax.tree.map(lambda a, b: jnp.where(first, a, b), batch, guard["batch"])
-    return new, {**m, "finite": ok}, {"ok": ok, "batch": bad}
+    return new, {**m, **state_metrics(new), "finite": ok}, {"ok": ok, "batch": bad}
 
   return guarded
 
@@ -158,9 +162,9 @@ def build(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
   batch_sh = parallel.batch_sharding(mesh)
   repl = parallel.replicated(mesh)
   guard_sh = {"ok": repl, "batch": {k: batch_sh for k in spec}}
-  step = jax.jit(guard_nonfinite(task.make_step(tx, schedule, config.ema_decay, step_key)),
-                 in_shardings=(state_sh, batch_sh, guard_sh), out_shardings=(state_sh, repl, guard_sh),
-                 donate_argnums=(0, 2))
+  guarded = guard_nonfinite(task.make_step(tx, schedule, config.ema_decay, step_key), task.state_metrics)
+  step = jax.jit(guarded, in_shardings=(state_sh, batch_sh, guard_sh),
+                 out_shardings=(state_sh, repl, guard_sh), donate_argnums=(0, 2))
   return Program(init, abstract, init_key, state_sh, batch_sh, repl, step, spec)
 
 
