@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteError(FloatingPointError):
-  """A training step gave a non-finite loss, gradient norm or other metric (see `check_finite`)."""
+  """A training step gave a non-finite loss or gradient norm (see `guard_nonfinite`, `check_finite`)."""
 
 
 LAST_VALUE = ("param_norm", "learning_rate", "finite")  # logged as the last step's value (or not at all)
@@ -126,7 +126,8 @@ class Program:
 
   init: pure init(rng, norm) -> state; abstract: its ShapeDtypeStructs; init_key: the key it runs with;
   step: jitted step(state, batch, guard) -> (state, metrics, guard) (`guard_nonfinite`; state and guard
-  donated); new_guard(): the initial guard, sharded; spec: the global batch's ShapeDtypeStructs.
+  donated); new_guard(): the initial guard, sharded (it holds one batch on the device); spec: the global
+  batch's ShapeDtypeStructs.
   """
   init: Callable
   abstract: Any
@@ -335,7 +336,7 @@ def check_finite(history: list[dict], step: int, state: dict, guard: dict, workd
   host = jax.device_get(history)
   first = step - len(host) + 1
   i = next(i for i, h in enumerate(host) if not h["finite"])
-  path = workdir / f"nonfinite_step_{int(jax.device_get(state['step']))}"
+  path = workdir / f"nonfinite_step_{first + i - 1}"  # the state's step: frozen before step first + i
   with jax.transfer_guard("allow"):
     checkpoint.save_aside(path / "state", state)
   if jax.process_index() == 0:
