@@ -32,23 +32,23 @@ from benchmarks.harness import Timing, append_rows
 from chatanyone_jax import template as tp
 from chatanyone_jax.audio import AudioEncoder, log_mel_spectrogram
 from chatanyone_jax.motion.diffusion import cosine_schedule
-from chatanyone_jax.motion.face_motion_dit import FaceMotionConfig, FaceMotionDiT, style_controls
+from chatanyone_jax.motion.face_motion_dit import (
+  FaceMotionConfig,
+  FaceMotionDiT,
+  decode_variant,
+  style_controls,
+)
 from chatanyone_jax.motion.sampling import FaceConditions, sample_window
 from chatanyone_jax.motion.train_step import (
-    FaceModels,
-    create_face_train_state,
-    face_batch_loss,
-    make_face_train_step,
-    motion_windows,
+  FaceModels,
+  face_batch_loss,
+  init_train_state,
+  motion_windows,
+  update_step,
 )
 
 CLIP = "V-Express__test_samples_short_case_AOC_gt.mp4"
-PRESETS = {
-    "tiny": (dict(num_layers=2, width=64, num_heads=4, mlp_ratio=2, audio_dim=32, time_embed_dim=32),
-             dict(num_layers=1, num_heads=4, mlp_ratio=2)),
-    "small": (dict(num_layers=4, width=128, num_heads=4, mlp_ratio=4, audio_dim=64, time_embed_dim=64),
-              dict(num_layers=1, num_heads=4, mlp_ratio=4)),
-}
+PRESETS = ("tiny", "small")  # FaceMotionDiT variants (face_motion_dit.VARIANTS)
 
 
 def clip_data(media: pathlib.Path) -> dict:
@@ -90,17 +90,18 @@ def run(preset: str, steps: int, eval_every: int, media: pathlib.Path, lr: float
   batch = {"mel": w["audio"], "motion": w["motion"], "history": w["history"],
            "history_valid": w["history_valid"], "style": np.asarray(style_controls(jnp.asarray(w["motion"])))}
   batch = jax.tree.map(jnp.asarray, batch)
-  dit_kw, audio_kw = PRESETS[preset]
+  sizes = decode_variant(preset)
 
   def models(p_drop: float) -> FaceModels:
-    cfg = FaceMotionConfig(p_drop=p_drop, **dit_kw)
-    return FaceModels(FaceMotionDiT(cfg), AudioEncoder(width=cfg.audio_dim, **audio_kw))
+    cfg = FaceMotionConfig(p_drop=p_drop, **sizes["dit"])
+    return FaceModels(FaceMotionDiT(cfg), AudioEncoder(width=cfg.audio_dim, **sizes["audio"]))
 
   train_models, eval_models = models(0.1), models(0.0)
   schedule = cosine_schedule()
   tx = optax.adam(optax.cosine_decay_schedule(lr, steps, 0.05))
-  state = create_face_train_state(train_models, jax.random.key(0), tx)
-  step = make_face_train_step(train_models, schedule, tx, 0.99, key=jax.random.key(1))
+  state = init_train_state(jax.jit(train_models.init_params)(jax.random.key(0)), tx)
+  loss_fn = lambda p, b, r: face_batch_loss(p, b, r, model=train_models, schedule=schedule)
+  step = jax.jit(lambda s, b: update_step(s, b, loss_fn, tx, 0.99, jax.random.key(1)), donate_argnums=0)
 
   @jax.jit
   def eval_loss(params):
@@ -134,7 +135,7 @@ def run(preset: str, steps: int, eval_every: int, media: pathlib.Path, lr: float
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
+  parser.add_argument("--preset", choices=PRESETS, default="small")
   parser.add_argument("--steps", type=int, default=3000)
   parser.add_argument("--eval-every", type=int, default=500)
   parser.add_argument("--lr", type=float, default=3e-3)
@@ -147,7 +148,7 @@ def main(argv=None) -> None:
   scales = tuple(float(g) for g in args.guidance.split(","))
   rows = run(args.preset, args.steps, args.eval_every, pathlib.Path(args.media), args.lr, scales)
   if not args.no_write:
-    d = PRESETS[args.preset][0]
+    d = decode_variant(args.preset)["dit"]
     desc = (f"FaceMotionDiT {args.preset} ({d['num_layers']} layers x {d['width']}) fitted on one real clip "
             f"(V-Express AOC_gt, {rows[0]['windows']} windows), Adam lr {args.lr} cosine, DDIM 10 steps, "
             f"guidance {scales[0]:g}")

@@ -62,8 +62,7 @@ SEAM_FRAMES = (0, 8)  # raw windows, and join_window over 8 frames
 def small_config(data: str, steps: int) -> object:
   c = motion_face.get_config()
   c.data_dir = data
-  c.model.dit.update(num_layers=4, width=128, num_heads=4, mlp_ratio=4, audio_dim=64, time_embed_dim=64)
-  c.model.audio.update(num_layers=1, num_heads=4)
+  c.model.variant = "small"
   c.update(batch_size=16, num_steps=steps, warmup_steps=200, learning_rate=5e-4, log_every=100,
            checkpoint_every=1000, image_every=1000, stats_batches=32, ema_decay=0.999)
   return c
@@ -269,7 +268,7 @@ def main(argv=None) -> None:
   (pathlib.Path(args.workdir) / json_name).write_text(json.dumps(out, indent=2) + "\n")
   print(json.dumps(out, indent=2))
   if not args.no_write:
-    d = config.model.dit
+    d = tasks.get_task(config).dit_config
     desc = (f"FaceMotionDiT {d.num_layers} layers x {d.width}, trained {args.steps} steps on {args.data} "
             f"(train split, style_augment {config.style_augment}, p_reference_drop "
             f"{config.p_reference_drop}, seed {config.seed}); {out['validation_windows']} validation "

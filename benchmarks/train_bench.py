@@ -4,9 +4,10 @@
   python -m benchmarks.train_bench --full               # full configs at the batch sizes below (GPU)
   python -m benchmarks.train_bench --configs render_head512 --full --batch-size 16
 
-The step is the one `python -m train.main` runs (`task.make_step`, jitted with the state donated and
-sharded data-parallel over all local devices), fed a synthetic batch of the task's `batch_spec` (images
-uniform in [0, 1], coefficients and keypoints Gaussian): throughput does not depend on the values, and
+The step is the one `python -m train.main` runs (`train.trainer.build`: `task.make_step` with the
+non-finite guard, jitted with the state donated and sharded data-parallel over all local devices), fed
+a synthetic batch of the task's `batch_spec` (images uniform in [0, 1], coefficients and keypoints
+Gaussian): throughput does not depend on the values, and
 the full configs need no preprocessed data. The first step (trace + compile + run) is reported as the
 compile time; then `--warmup` untimed steps and `--iters` timed ones, each ended by `block_until_ready`.
 frames/s counts the frames a step trains on: batch x 1 for the renderers, batch x window (T) for the
@@ -55,36 +56,26 @@ def bench(name: str, *, full: bool, batch_size: int | None, warmup: int, iters: 
   mesh = parallel.make_mesh(config.mesh)
   if config.batch_size % mesh.size:
     raise ValueError(f"batch {config.batch_size} does not split over {mesh.size} devices")
-  spec = task.batch_spec(config.batch_size)
-  batch_host = synthetic_batch(spec)
+  prog = trainer.build(task, config, mesh)
+  batch_host = synthetic_batch(prog.spec)
   norm = task.norm_stats([batch_host])
-  schedule = trainer.learning_rate_schedule(config)
-  tx = trainer.optimizer(config, schedule)
-  init = task.make_init(tx, spec, schedule)
-  key = jax.random.key(config.seed)
-  abstract = jax.eval_shape(init, key, task.norm_spec())
-  state_sh = parallel.param_shardings(abstract, mesh, config.sharding.fsdp_min_size)
-  batch_sh = parallel.batch_sharding(mesh)
-  state = trainer._compile_init(init, state_sh)(key, jax.device_put(norm, parallel.replicated(mesh)))
-  step = jax.jit(task.make_step(tx, schedule, config.ema_decay, jax.random.fold_in(key, 1)),
-                 in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, parallel.replicated(mesh)),
-                 donate_argnums=0)
-  batch = parallel.global_batch(batch_host, batch_sh)
+  state = prog.compile_init()(prog.init_key, jax.device_put(norm, prog.replicated))
+  batch, guard = parallel.global_batch(batch_host, prog.batch_sharding), prog.new_guard()
   t0 = time.perf_counter()
-  state, m = step(state, batch)
+  state, m, guard = prog.step(state, batch, guard)
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t0
   for _ in range(warmup):
-    state, m = step(state, batch)
+    state, m, guard = prog.step(state, batch, guard)
   jax.block_until_ready(m)
   times = []
   for _ in range(iters):
     t = time.perf_counter()
-    state, m = step(state, batch)
+    state, m, guard = prog.step(state, batch, guard)
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t)
   if not bool(m["finite"]):
-    raise FloatingPointError(f"{name}: non-finite loss on the synthetic batch")
+    raise trainer.NonFiniteError(f"{name}: non-finite loss on the synthetic batch")
   variant = config.model.get("preset", "") if name.startswith(("render", "face")) else ""
   desc = (f"{name}{'' if full else ':tiny'}{f' ({variant})' if variant else ''}, global batch "
           f"{config.batch_size}, {mesh.size} device(s) data-parallel, float32, synthetic batch")

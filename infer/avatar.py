@@ -15,6 +15,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
+from chatanyone_jax.motion.appearance_embedding import AppearanceEmbedding
 from chatanyone_jax.motion.face_motion_dit import style_controls
 from chatanyone_jax.stream_spec import FPS, SAMPLE_RATE, StreamSpec
 from data.annotate import Annotator, annotate_clip, face_runs
@@ -157,9 +158,7 @@ def prepare_avatar(image: np.ndarray, spec: StreamSpec, params: dict, *, style: 
   multipliers = np.array([style.amplitude, style.pose_range], np.float32)
   avatar["style"] = (base * multipliers)[None].astype(np.float32)
   if spec.mode == "upper":
-    from train.tasks import _IdentityProjection
-
-    app = _IdentityProjection(spec.body.config.app_dim)
+    app = AppearanceEmbedding(spec.body.config.app_dim)
     avatar["appearance"] = np.asarray(app.apply(params["motion_body"]["params"]["appearance"],
                                                 jnp.asarray(ann["identity"][None])))
   if spec.refine is not None:

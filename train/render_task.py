@@ -1,31 +1,17 @@
-"""Stage-2 training tasks: the renderers (head512, upper512x768) and the face refine network.
+"""Stage-2 training task: the renderers (head512, upper512x768) and the face refine network.
 
 One `RenderTask` drives `chatanyone_jax.render.train_step.make_step_fn` (generator F / M / W / G and the
-multi-scale discriminator, one GAN step) from the generic trainer. The config names
+multi-scale discriminator, one GAN step) from the generic trainer. The config (`configs.common.
+render_config`) names model.preset (a `render.presets` preset: image sizes and keypoint layout decide the
+batch), crop ("body" / "head"), region (None / "hand" / "face" term), face_refine (G's injection image is
+the driving head crop with its face masked out, Fig. 4), loss_weights, optional vgg_weights (perceptual
+terms) and init_from (a converted LivePortrait checkpoint: arrays with matching names and shapes are
+copied, the rest keeps its random init; `python -m train.convert liveportrait` writes it).
 
-  model.preset   a renderer preset (`chatanyone_jax.render.presets.PRESETS`): its image size, output
-                 size and keypoint layout decide the batch;
-  crop           "body" (upper-body crops) or "head" (head crops: head512, face refine);
-  region         None, "hand" (L_Per^Hand on the hand mask) or "face" (L_Per^face, face refine);
-  face_refine    True: G's injection image is the driving head crop with its face masked out (Fig. 4);
-  loss_weights   overrides of `train_step.DEFAULT_LOSS_WEIGHTS`;
-  vgg_weights    optional torchvision VGG-19 weights file (.pth / .safetensors / .npz) for the perceptual
-                 terms; without it they fall back to discriminator feature matching and a region L1;
-  init_from      optional converted LivePortrait checkpoint (`python -m train.convert liveportrait`):
-                 every generator array whose name and shape match is copied, the rest keeps its random
-                 init (the log lists how many of each).
-
-M's stem bias starts at N(0, STEM_BIAS_STD²), not 0: with zero biases the stem's LayerNorm sees zero variance
-across channels wherever the crop is flat (the black out-of-frame padding of body crops) and amplifies the
-gradient there by 1/sqrt(eps) = 1000 (measured: M's gradient norm 4e6 instead of ~0.2 on a body crop that is
-74 % padding; 0.25 with the padding replaced by noise).
-
-With the "head_offset" layout M's offset head (fc_exp) starts at zero, so ΔX_head = 0 and training starts
-from the explicit template keypoints.
-
-Train state (`train.trainer`): `train_step`'s {"gen", "disc", "ema", "step"} plus "norm" ({}, nothing to
-normalise). The step's key is fold_in(config seed key, step), as for the motion tasks, so a resumed run
-repeats the randomness of an uninterrupted one.
+Initialisation: `render.train_step.init_train_state` with M's stem bias drawn at STEM_BIAS_STD (flat crop
+padding otherwise blows up M's gradient) and, for the "head_offset" layout, M's offset head at zero. Train
+state: that state without "rng", plus "norm" ({}); the step's key is fold_in(config seed key, step), so a
+resumed run repeats the randomness of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -39,9 +25,13 @@ import numpy as np
 import optax
 from PIL import Image
 
+from chatanyone_jax.convert.state_dict import load_state_dict
 from chatanyone_jax.render import presets, train_step
+from chatanyone_jax.vgg19 import VGG19Features, convert_vgg19
 from data import pipelines, records
-from train.tasks import Task
+from train import optim
+from train.convert import load_liveportrait_checkpoint
+from train.task_base import Task
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +52,6 @@ def _resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def load_vgg19(path: str):
   """A feature function image -> [relu1_1 ... relu5_1] from a torchvision VGG-19 weights file."""
-  from chatanyone_jax.convert.state_dict import load_state_dict
-  from chatanyone_jax.vgg19 import VGG19Features, convert_vgg19
 
   variables = jax.tree.map(jnp.asarray, convert_vgg19(load_state_dict(path)))
   model = VGG19Features()
@@ -169,28 +157,18 @@ class RenderTask(Task):
 
   def optimizers(self, tx: optax.GradientTransformation, schedule: optax.Schedule):
     """(generator tx, discriminator tx): the trainer's optimizer, and the same with disc_lr_factor."""
-    from train import trainer
-
     c = self.config
     disc_schedule = lambda step: c.disc_lr_factor * schedule(step)
-    return tx, trainer.optimizer(c, disc_schedule)
+    return tx, optim.optimizer(c, disc_schedule)
 
   def make_init(self, tx: optax.GradientTransformation, spec: dict, schedule: optax.Schedule):
     gen_tx, disc_tx = self.optimizers(tx, schedule)
     shape = spec["source"].shape
 
-    head_offset = self.layout == "head_offset"
-
     def init(rng: jax.Array, norm: dict) -> dict:
-      state = train_step._init_fn(self.renderer, rng, shape, gen_tx, disc_tx, ema=True)()
+      state = train_step.init_train_state(self.renderer, rng, shape, gen_tx, disc_tx, ema=True,
+                                          stem_bias_std=STEM_BIAS_STD, zero_head_offsets=True)
       state.pop("rng")
-      bias = STEM_BIAS_STD * jax.random.normal(jax.random.fold_in(rng, 1),
-                                               state["gen"]["params"]["M"]["stem_conv"]["bias"].shape)
-      for tree in (state["gen"]["params"], state["ema"]):
-        tree["M"]["stem_conv"]["bias"] = bias
-      if head_offset:  # ΔX_head starts at 0: training starts from the explicit template keypoints
-        for tree in (state["gen"]["params"], state["ema"]):
-          tree["M"]["fc_exp"] = jax.tree.map(jnp.zeros_like, tree["M"]["fc_exp"])
       return {**state, "norm": norm}
 
     return init
@@ -200,8 +178,6 @@ class RenderTask(Task):
     path = self.config.get("init_from")
     if not path:
       return state
-    from train.convert import load_liveportrait_checkpoint
-
     tree = load_liveportrait_checkpoint(path)
     unknown = set(tree) - set(LIVEPORTRAIT_PARTS) - {"stitching_retargeting", "stitching", "lip", "eye"}
     if unknown:
@@ -235,15 +211,14 @@ class RenderTask(Task):
     def step(state: dict, batch: dict) -> tuple[dict, dict]:
       new, m = inner({**state, "rng": key}, batch)
       new.pop("rng")
-      finite = (jnp.isfinite(m["gen_total"]) & jnp.isfinite(m["gen_grad_norm"])
-                & jnp.isfinite(m["disc_loss"]) & jnp.isfinite(m["disc_grad_norm"]))
-      new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
-      m = {**m, "loss": m["gen_total"], "grad_norm": m["gen_grad_norm"],
-           "param_norm": optax.tree.norm(new["gen"]["params"]), "learning_rate": schedule(state["step"]),
-           "finite": finite}
-      return new, m
+      return new, {**m, "loss": m["gen_total"], "grad_norm": m["gen_grad_norm"],
+                   "learning_rate": schedule(state["step"])}
 
     return step
+
+  def state_metrics(self, state: dict) -> dict:
+    """param_norm of the generator the non-finite guard kept."""
+    return {"param_norm": optax.tree.norm(state["gen"]["params"])}
 
   # ---------------------------------------------------------------------------------------- summaries
 

@@ -1,20 +1,13 @@
-"""Training tasks: what the generic trainer needs to know about one model.
+"""The stage-1 training tasks (AudioEncoder + FaceMotionDiT, UpperBodyMotion) and the registry of all tasks.
 
-A task gives the trainer
-  * `loader(config, batch_size, seed, shard_options)`: the grain DataLoader (numpy batches);
-  * `adapt(batch)`: host-side numpy, the pipeline batch -> the model batch (selects and derives arrays;
-    fixed shapes, so the jitted step compiles once);
-  * `batch_spec(config, batch_size)`: ShapeDtypeStructs of `adapt`'s output (for shapes-first init);
-  * `norm_stats(batches)` / `norm_spec()`: normalisation statistics estimated from adapted batches, kept
-    in the train state as state["norm"] (checkpointed with the weights, used by inference);
-  * `init_params(rng, batch_spec)` and `loss(params, batch, rng, norm)`: pure and jittable;
-  * `make_init` / `make_step`: the pure state initialiser and train step built from those (override
-    both for a different state, as the renderer's GAN step does: `train.render_task`);
-  * `initial_params(state, shardings)`: a hook to load pretrained weights into a fresh state;
-  * `make_summary()` / `summaries(arrays)`: an optional jittable fn(state, batch) -> arrays, and the host
-    side turning its output into TensorBoard images.
+`get_task(config)` builds the `train.task_base.Task` named by config.task: "motion_face" / "motion_body"
+(here) or "render" (the renderers and face refine, `train.render_task`). The motion tasks read motion
+windows (`data.pipelines.motion_windows`), keep their normalisation statistics in state["norm"] and use the
+default state {"params", "opt_state", "ema", "step", "norm"} of `Task.make_init` / `Task.make_step`.
 
-The motion tasks' train state is {"params", "opt_state", "ema", "step", "norm"} (`train.trainer`).
+Model sizes: config.model.variant names a row of the model file's size table (`face_motion_dit.VARIANTS`,
+`upper_body_motion.VARIANTS`); config.model.dit / .body / .audio override single fields. Configs written
+before variants existed spell every size out and name no variant: `resolve_model` reads both forms.
 """
 
 from __future__ import annotations
@@ -23,9 +16,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
+from chatanyone_jax import template as tp
 from chatanyone_jax.audio import AudioEncoder, log_mel_spectrogram
+from chatanyone_jax.motion import face_motion_dit, upper_body_motion
+from chatanyone_jax.motion.appearance_embedding import AppearanceEmbedding
 from chatanyone_jax.motion.diffusion import cosine_schedule, ddim_sample
 from chatanyone_jax.motion.face_motion_dit import FaceMotionConfig, FaceMotionDiT, style_controls
 from chatanyone_jax.motion.sampling import FaceConditions, sample_window
@@ -33,6 +28,8 @@ from chatanyone_jax.motion.train_step import FaceModels, body_batch_loss, face_b
 from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMotion, dummy_upper_body_inputs
 from data import pipelines, records
 from train import plots
+from train.render_task import RenderTask
+from train.task_base import Task
 
 SAMPLE_RATE = 16000
 FPS = 30.0
@@ -54,18 +51,21 @@ def _window_audio(audio: np.ndarray, history: int, window: int) -> np.ndarray:
   return out
 
 
-def _audio_encoder(cfg: ml_collections.ConfigDict, width: int) -> AudioEncoder:
-  return AudioEncoder(width=width, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
-                      mlp_ratio=cfg.mlp_ratio, num_conv=cfg.num_conv, fps=FPS)
+def _audio_encoder(sizes: dict, width: int) -> AudioEncoder:
+  return AudioEncoder(width=width, fps=FPS, **sizes)
 
 
-class Task:
-  """Base class; see the module docstring."""
+def _resolve(model: dict, decode_variant) -> dict:
+  """config.model with the variant's sizes under its explicit fields, "variant" dropped (as old configs)."""
+  model = dict(model)
+  for part, sizes in decode_variant(model.pop("variant", None)).items():
+    model[part] = {**sizes, **model.get(part, {})}
+  return model
 
-  name = ""
 
-  def __init__(self, config: ml_collections.ConfigDict):
-    self.config = config
+class MotionTask(Task):
+  """A stage-1 task: windows of H + T frames of the records' motion and audio (`config.window`, `history`,
+  `stride`)."""
 
   def loader(self, batch_size: int, seed: int, shard_options=None):
     c = self.config
@@ -80,26 +80,6 @@ class Task:
   def frames_per_example(self) -> int:
     return int(self.config.window)
 
-  def make_init(self, tx: optax.GradientTransformation, spec: dict, schedule: optax.Schedule):
-    from train import trainer
-    return trainer.make_init(self, tx, spec)
-
-  def make_step(self, tx: optax.GradientTransformation, schedule: optax.Schedule, ema_decay: float,
-                key: jax.Array):
-    from train import trainer
-    return trainer.make_step(self, tx, schedule, ema_decay, key)
-
-  def initial_params(self, state: dict, shardings) -> dict:
-    return state
-
-  def make_summary(self):
-    """None, or a jittable fn(state, batch) -> pytree of arrays for `summaries` (every image_every steps)."""
-    return None
-
-  def summaries(self, arrays) -> dict[str, np.ndarray]:
-    """{tag: (H, W, 3) float image in [0, 1]} from `make_summary`'s output (host numpy)."""
-    return {}
-
 
 # ------------------------------------------------------------------------------------------------ face
 
@@ -107,8 +87,6 @@ class Task:
 def face_motion_plot(target: np.ndarray, sample: np.ndarray) -> np.ndarray:
   """Mouth opening (inner-lip gap of the mean-identity template shape), yaw and pitch over the window,
   ground truth vs sample, as an image. target, sample: (T, 58) raw exp ⊕ pose."""
-  from chatanyone_jax import template as tp
-
   template = tp.load_head_template()
   mouth = lambda m: np.asarray(tp.mouth_opening(template, m[:, :tp.NUM_EXP]))
 
@@ -118,7 +96,7 @@ def face_motion_plot(target: np.ndarray, sample: np.ndarray) -> np.ndarray:
   return plots.curves_image(panels)
 
 
-class MotionFace(Task):
+class MotionFace(MotionTask):
   """AudioEncoder + FaceMotionDiT, the ε-loss of `face_batch_loss` on normalised 58-D motion.
 
   Model batch (adapt): "motion" (B, H+T, 58) raw exp ⊕ pose (first H frames = history), "audio" (B, L)
@@ -134,10 +112,17 @@ class MotionFace(Task):
 
   def __init__(self, config):
     super().__init__(config)
-    m = config.model
-    self.dit_config = FaceMotionConfig(window=config.window, history=config.history, **m.dit.to_dict())
-    self.models = FaceModels(FaceMotionDiT(self.dit_config), _audio_encoder(m.audio, m.dit.audio_dim))
-    self.schedule = cosine_schedule(m.diffusion_steps)
+    m = self.resolve_model(config.model.to_dict())
+    self.dit_config = FaceMotionConfig(window=config.window, history=config.history, **m["dit"])
+    audio = _audio_encoder(m["audio"], self.dit_config.audio_dim)
+    self.models = FaceModels(FaceMotionDiT(self.dit_config), audio)
+    self.schedule = cosine_schedule(m["diffusion_steps"])
+
+  @classmethod
+  def resolve_model(cls, model: dict) -> dict:
+    """{"dit": FaceMotionConfig fields, "audio": AudioEncoder fields, "diffusion_steps"} (see the module
+    docstring)."""
+    return _resolve(model, face_motion_dit.decode_variant)
 
   def adapt(self, batch: dict) -> dict:
     return {"motion": np.asarray(batch["motion"], np.float32),
@@ -160,12 +145,9 @@ class MotionFace(Task):
     return {"motion_mean": m.mean(0).astype(np.float32), "motion_std": _std(m, 0)}
 
   def init_params(self, rng: jax.Array, spec: dict) -> dict:
-    k_audio, k_face = jax.random.split(rng)
-    n_mel = log_mel_spectrogram(jnp.zeros(spec["audio"].shape[1:])).shape  # (T_mel, n_mels), traced
-    mel = jnp.zeros((1,) + tuple(n_mel), jnp.float32)
+    mel_shape = log_mel_spectrogram(jnp.zeros(spec["audio"].shape[1:])).shape  # (T_mel, n_mels), traced
     ref_len = self.config.window if self.config.use_reference else None
-    return {"audio": self.models.audio.init(k_audio, mel)["params"],
-            "face": self.models.dit.init_params(k_face, 1, ref_len)}
+    return self.models.init_params(rng, ref_len=ref_len, mel_shape=tuple(mel_shape))
 
   def model_batch(self, batch: dict, rng: jax.Array, norm: dict, *, train: bool = False) -> dict:
     """The normalised `face_batch_loss` batch (all of it derived inside the jitted step).
@@ -222,23 +204,8 @@ class MotionFace(Task):
 # ------------------------------------------------------------------------------------------------ body
 
 
-class _IdentityProjection:
-  """Appearance tokens (B, 1, app_dim) = Dense(identity coefficients): a stand-in for the appearance
-  embedding of the source image until the stage-2 appearance encoder exists."""
-
-  def __init__(self, app_dim: int):
-    import flax.linen as nn
-    self.module = nn.Dense(app_dim)
-
-  def init(self, rng, n_id: int):
-    return self.module.init(rng, jnp.zeros((1, n_id)))["params"]
-
-  def apply(self, params, identity):
-    return self.module.apply({"params": params}, identity)[:, None]
-
-
-class MotionBody(Task):
-  """UpperBodyMotion + its own AudioEncoder (+ an identity projection as appearance), `body_batch_loss`.
+class MotionBody(MotionTask):
+  """UpperBodyMotion + its own AudioEncoder + `AppearanceEmbedding` of the identity, `body_batch_loss`.
 
   Target per frame (UpperBodyLayout order), from the records, host side in `adapt`:
     head_offset ΔX_head (K_h, 3): zeros for now (it is the keypoint detector's implicit offset, which
@@ -256,13 +223,19 @@ class MotionBody(Task):
 
   def __init__(self, config):
     super().__init__(config)
-    m = config.model
-    self.body_config = UpperBodyConfig(window=config.window, **m.body.to_dict())
+    m = self.resolve_model(config.model.to_dict())
+    self.body_config = UpperBodyConfig(window=config.window, **m["body"])
     self.model = UpperBodyMotion(self.body_config)
-    self.audio = _audio_encoder(m.audio, m.body.audio_dim)
-    self.appearance = _IdentityProjection(m.body.app_dim)
-    self.schedule = cosine_schedule(m.diffusion_steps)
+    self.audio = _audio_encoder(m["audio"], self.body_config.audio_dim)
+    self.appearance = AppearanceEmbedding(self.body_config.app_dim)
+    self.schedule = cosine_schedule(m["diffusion_steps"])
     self.dim = self.body_config.layout.dim
+
+  @classmethod
+  def resolve_model(cls, model: dict) -> dict:
+    """{"body": UpperBodyConfig fields, "audio": AudioEncoder fields, "diffusion_steps"} (see the module
+    docstring)."""
+    return _resolve(model, upper_body_motion.decode_variant)
 
   def target(self, batch: dict) -> np.ndarray:
     """(B, T, layout.dim) packed raw target of the last T frames (see the class docstring)."""
@@ -286,10 +259,8 @@ class MotionBody(Task):
             "identity": np.asarray(batch["identity"], np.float32)}
 
   def batch_spec(self, batch_size: int) -> dict:
-    from chatanyone_jax.template import load_head_template
-
     c = self.config
-    n_id = load_head_template().num_id
+    n_id = tp.load_head_template().num_id
     f = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
     return {"target": f(batch_size, c.window, self.dim),
             "head_kp": f(batch_size, c.window, self.body_config.layout.num_head_kp, 3),
@@ -344,22 +315,15 @@ class MotionBody(Task):
     return {"motion/sample_vs_ground_truth": plots.curves_image(panels)}
 
   def loss(self, params, batch: dict, rng: jax.Array, norm: dict) -> jax.Array:
-    tokens = self.audio.apply({"params": params["audio"]}, log_mel_spectrogram(batch["audio"]),
-                              num_tokens=self.config.window)  # (B, T, audio_dim)
-    body_batch = {"target": (batch["target"] - norm["target_mean"]) / norm["target_std"],
-                  "head_kp": batch["head_kp"], "audio": tokens,
-                  "appearance": self.appearance.apply(params["appearance"], batch["identity"])}
-    return body_batch_loss(params["body"], body_batch, rng, model=self.model, schedule=self.schedule)
+    return body_batch_loss(params["body"], self._model_batch(params, batch, norm), rng, model=self.model,
+                           schedule=self.schedule)
 
 
-TASKS: dict[str, type[Task]] = {"motion_face": MotionFace, "motion_body": MotionBody}
+TASKS: dict[str, type[Task]] = {"motion_face": MotionFace, "motion_body": MotionBody, "render": RenderTask}
 
 
 def get_task(config: ml_collections.ConfigDict) -> Task:
-  from train.render_task import RenderTask
-
-  tasks = {**TASKS, "render": RenderTask}
-  if config.task not in tasks:
-    raise ValueError(f"config.task={config.task!r} is not one of {sorted(tasks)}")
-  return tasks[config.task](config)
-
+  """The task named by config.task, built from config."""
+  if config.task not in TASKS:
+    raise ValueError(f"config.task={config.task!r} is not one of {sorted(TASKS)}")
+  return TASKS[config.task](config)

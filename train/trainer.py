@@ -1,45 +1,52 @@
 """The training loop: `train_and_evaluate(config, workdir)` for any task in `train.tasks`.
 
 Order of work: validate the config and the records (no compile before that) -> mesh -> task and data
-iterator -> abstract state (`jax.eval_shape`) and its shardings -> restore the latest checkpoint (state
-and iterator) or estimate the normalisation statistics and run the sharded init -> jitted step (state
-donated) -> loop with metrics, checkpoints, a progress bar, SIGTERM / SIGINT handling and a non-finite
-guard.
+iterator -> `build`: abstract state (`jax.eval_shape`), its shardings and the jitted step -> restore the
+latest checkpoint (state and iterator) or estimate the normalisation statistics and run the sharded init
+-> loop with metrics, checkpoints, a progress bar and SIGTERM / SIGINT handling.
 
 Train state: {"params", "opt_state", "ema", "step" () int32, "norm" (task statistics, not trained)}.
 The step draws its key as fold_in(key, step), so a resumed run repeats the RNG of an uninterrupted one.
+The host syncs with the device only at log and checkpoint steps (big_vision's train.py): the step's
+non-finite guard freezes the state at the first non-finite step, and those syncs check for it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import pathlib
 import signal
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import grain.python as grain
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from chatanyone_jax.motion.train_step import update_step
 from chatanyone_jax.render.train_step import INIT_COMPILER_OPTIONS
 from data import records
-from train import checkpoint, metrics, parallel, tasks
+from train import checkpoint, metrics, optim, parallel, tasks
+from train.task_base import Task
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteError(FloatingPointError):
-  pass
+  """A training step gave a non-finite loss or gradient norm (see `guard_nonfinite`, `check_finite`)."""
 
 
 LAST_VALUE = ("param_norm", "learning_rate", "finite")  # logged as the last step's value (or not at all)
+# The metrics a step must keep finite (those it has): every task's loss and gradient norm, the GAN's
+# discriminator ones.
+FINITE_KEYS = ("loss", "grad_norm", "disc_loss", "disc_grad_norm")
 
 
 # ------------------------------------------------------------------------------------------ set-up
@@ -64,60 +71,102 @@ def validate(config: ml_collections.ConfigDict) -> None:
 ARCHITECTURE_KEYS = ("task", "model", "window", "history")
 
 
+def architecture(config: dict) -> dict:
+  """The ARCHITECTURE_KEYS of a config (plain dict), config.model resolved by its task (`resolve_model`:
+  a named variant and the sizes it stands for compare equal)."""
+  arch = {key: config.get(key) for key in ARCHITECTURE_KEYS}
+  task = tasks.TASKS.get(arch["task"])
+  if task is not None and isinstance(arch["model"], dict):
+    arch["model"] = task.resolve_model(arch["model"])
+  return arch
+
+
 def check_workdir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
   """Raises if `workdir` holds a run of another task or model (its config.json differs in those keys)."""
   if not (workdir / checkpoint.CONFIG_FILE).is_file():
     return
-  old = checkpoint.load_config(workdir)
-  new = ml_collections.ConfigDict(json.loads(config.to_json_best_effort()))
+  old = architecture(checkpoint.load_config(workdir).to_dict())
+  new = architecture(json.loads(config.to_json_best_effort()))
   for key in ARCHITECTURE_KEYS:
-    a, b = old.get(key), new.get(key)
-    a = a.to_dict() if isinstance(a, ml_collections.ConfigDict) else a
-    b = b.to_dict() if isinstance(b, ml_collections.ConfigDict) else b
-    if a != b:
-      raise ValueError(f"{workdir} holds a run with config.{key}={a!r}, but this config has {b!r}; use a new "
-                       f"--workdir, or the config that run was started with")
+    if old[key] != new[key]:
+      raise ValueError(f"{workdir} holds a run with config.{key}={old[key]!r}, but this config has "
+                       f"{new[key]!r}; use a new --workdir, or the config that run was started with")
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Linear warmup to learning_rate over warmup_steps, cosine decay to end_lr_factor · lr at
-  lr_decay_steps (default num_steps)."""
-  total = config.lr_decay_steps or config.num_steps
-  warmup = max(0, min(config.warmup_steps, total - 1))
-  return optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, warmup, max(total, warmup + 1),
-                                            config.learning_rate * config.end_lr_factor)
+def guard_nonfinite(step: Callable, state_metrics: Callable[[dict], dict] = lambda state: {}) -> Callable:
+  """The one non-finite guard: step(state, batch) -> guarded(state, batch, guard) -> (state, metrics, guard).
 
-
-def optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
-  adam = optax.adamw(schedule, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay)
-  return optax.chain(optax.clip_by_global_norm(config.grad_clip), adam) if config.grad_clip > 0 else adam
-
-
-def make_init(task: tasks.Task, tx: optax.GradientTransformation, spec: dict):
-  def init(rng: jax.Array, norm: dict) -> dict:
-    params = task.init_params(rng, spec)
-    return {"params": params, "opt_state": tx.init(params), "ema": jax.tree.map(jnp.array, params),
-            "step": jnp.zeros((), jnp.int32), "norm": norm}
-  return init
-
-
-def make_step(task: tasks.Task, tx: optax.GradientTransformation, schedule: optax.Schedule, ema_decay: float,
-              key: jax.Array):
-  """step(state, batch) -> (state, metrics), un-jitted (the trainer jits it with shardings).
-
-  `chatanyone_jax.motion.train_step.update_step` with the task loss reading state["norm"], plus a guard:
-  a non-finite loss or gradient norm leaves the whole state unchanged (so the offending state can be
-  saved) and reports metrics["finite"] = False.
+  guard = {"ok": () bool, "batch": the batch of the first non-finite step (zeros until then)}, threaded
+  through the steps on the device (`new_guard`). A step whose FINITE_KEYS metrics are not all finite
+  leaves the whole state unchanged, and so does every step after it: the state the host finds at its next
+  check is the one before the first bad step, and guard["batch"] that step's batch. metrics["finite"] =
+  guard["ok"] after the step; state_metrics(kept state) adds metrics of the state kept (`Task`).
   """
 
-  def step(state: dict, batch: dict) -> tuple[dict, dict]:
-    loss_fn = lambda params, b, rng: task.loss(params, b, rng, state["norm"])
-    new, out = update_step(state, batch, loss_fn, tx, ema_decay, key)
-    finite = jnp.isfinite(out["loss"]) & jnp.isfinite(out["grad_norm"])
-    new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state)
-    return new, {**out, "learning_rate": schedule(state["step"]), "finite": finite}
+  def guarded(state: dict, batch: dict, guard: dict) -> tuple[dict, dict, dict]:
+    new, m = step(state, batch)
+    finite = jnp.all(jnp.stack([jnp.isfinite(m[k]) for k in FINITE_KEYS if k in m]))
+    ok = guard["ok"] & finite
+    first = guard["ok"] & ~finite
+    new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, state)
+    bad = jax.tree.map(lambda a, b: jnp.where(first, a, b), batch, guard["batch"])
+    return new, {**m, **state_metrics(new), "finite": ok}, {"ok": ok, "batch": bad}
 
-  return step
+  return guarded
+
+
+def new_guard(spec: dict) -> dict:
+  """The initial guard of `guard_nonfinite` for batches of `spec` (ShapeDtypeStructs)."""
+  return {"ok": jnp.ones((), bool), "batch": {k: jnp.zeros(s.shape, s.dtype) for k, s in spec.items()}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """A task's train state and jitted step for a config and a mesh, as `train_and_evaluate` runs them.
+
+  init: pure init(rng, norm) -> state; abstract: its ShapeDtypeStructs; init_key: the key it runs with;
+  step: jitted step(state, batch, guard) -> (state, metrics, guard) (`guard_nonfinite`; state and guard
+  donated); new_guard(): the initial guard, sharded (it holds one batch on the device); spec: the global
+  batch's ShapeDtypeStructs.
+  """
+  init: Callable
+  abstract: Any
+  init_key: jax.Array
+  state_shardings: Any
+  batch_sharding: jax.sharding.Sharding
+  replicated: jax.sharding.Sharding
+  step: Callable
+  spec: dict
+
+  def compile_init(self) -> Callable:
+    """`init`, jitted with the state shardings. On CPU without XLA's backend optimisations: init graphs
+    (threefry for every parameter) otherwise take minutes to compile there, and they run once."""
+    lowered = jax.jit(self.init, out_shardings=self.state_shardings).lower
+    options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    return lambda *args: lowered(*args).compile(options)(*args)
+
+  def new_guard(self) -> dict:
+    sh = {"ok": self.replicated, "batch": {k: self.batch_sharding for k in self.spec}}
+    return jax.jit(lambda: new_guard(self.spec), out_shardings=sh)()
+
+
+def build(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Program:
+  """The `Program` of `task` (optimizer and schedule from `train.optim`, keys from config.seed)."""
+  schedule = optim.learning_rate_schedule(config)
+  tx = optim.optimizer(config, schedule)
+  key = jax.random.key(config.seed)
+  init_key, step_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+  spec = task.batch_spec(config.batch_size)
+  init = task.make_init(tx, spec, schedule)
+  abstract = jax.eval_shape(init, init_key, task.norm_spec())
+  state_sh = parallel.param_shardings(abstract, mesh, config.sharding.fsdp_min_size)
+  batch_sh = parallel.batch_sharding(mesh)
+  repl = parallel.replicated(mesh)
+  guard_sh = {"ok": repl, "batch": {k: batch_sh for k in spec}}
+  guarded = guard_nonfinite(task.make_step(tx, schedule, config.ema_decay, step_key), task.state_metrics)
+  step = jax.jit(guarded, in_shardings=(state_sh, batch_sh, guard_sh),
+                 out_shardings=(state_sh, repl, guard_sh), donate_argnums=(0, 2))
+  return Program(init, abstract, init_key, state_sh, batch_sh, repl, step, spec)
 
 
 class _StopFlag:
@@ -145,11 +194,11 @@ class _StopFlag:
     """Whether any process was signalled (all processes must stop at the same step)."""
     if jax.process_count() == 1:
       return self.set
-    from jax.experimental import multihost_utils
-    return bool(np.any(multihost_utils.process_allgather(np.array(self.set))))
+    with jax.transfer_guard("allow"):
+      return bool(np.any(multihost_utils.process_allgather(np.array(self.set))))
 
 
-def _estimate_norm(task: tasks.Task, config) -> dict:
+def _estimate_norm(task: Task, config) -> dict:
   """Normalisation statistics from `stats_batches` batches; every process reads the same ones."""
   loader = task.loader(config.batch_size, config.seed + 1, shard_options=grain.NoSharding())
   it = iter(loader)
@@ -165,7 +214,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   Writes workdir/checkpoints/<step>/{state,data}, workdir/tensorboard/events.* and workdir/metrics.jsonl.
   Returns the final train state (global jax.Arrays). A SIGTERM / SIGINT saves and returns early.
-  Raises NonFiniteError after saving the state that gave a non-finite loss to workdir/nonfinite_step_<n>.
+  Raises NonFiniteError at the first log or checkpoint step after a non-finite step (`check_finite`);
+  nothing after the last finite checkpoint is saved as a checkpoint.
   """
   validate(config)
   workdir = pathlib.Path(workdir).absolute()
@@ -182,49 +232,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   task = tasks.get_task(config)
   local_batch = config.batch_size // jax.process_count()
   iterator = iter(task.loader(local_batch, config.seed))  # checks the windows fit the clips
-
-  schedule = learning_rate_schedule(config)
-  tx = optimizer(config, schedule)
-  key = jax.random.key(config.seed)
-  init_key, step_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
-  spec = task.batch_spec(config.batch_size)
-  init = task.make_init(tx, spec, schedule)
-  abstract = jax.eval_shape(init, init_key, task.norm_spec())
-  state_sh = parallel.param_shardings(abstract, mesh, config.sharding.fsdp_min_size)
-  batch_sh = parallel.batch_sharding(mesh)
-  repl = parallel.replicated(mesh)
+  prog = build(task, config, mesh)
 
   mngr = checkpoint.manager(workdir, config.keep_checkpoints)
   latest = mngr.latest_step()
   if latest is not None:
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh)
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), prog.abstract,
+                          prog.state_shardings)
     state, iterator = checkpoint.restore(mngr, target, iterator, latest)
     log.info("resumed from %s at step %d", mngr.directory, latest)
   else:
     norm = _estimate_norm(task, config)
-    state = _compile_init(init, state_sh)(init_key, jax.device_put(norm, repl))
-    state = task.initial_params(state, state_sh)
+    state = prog.compile_init()(prog.init_key, jax.device_put(norm, prog.replicated))
+    state = task.initial_params(state, prog.state_shardings)
 
-  train_step = jax.jit(task.make_step(tx, schedule, config.ema_decay, step_key),
-                       in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl), donate_argnums=0)
   summary_fn = task.make_summary()
   if summary_fn is not None:
-    summary_fn = jax.jit(summary_fn, in_shardings=(state_sh, batch_sh), out_shardings=repl)
+    summary_fn = jax.jit(summary_fn, in_shardings=(prog.state_shardings, prog.batch_sharding),
+                         out_shardings=prog.replicated)
   writer = metrics.MetricWriter(workdir, enabled=lead)
   step = int(state["step"])
   frames = config.batch_size * task.frames_per_example()
   bar = tqdm(total=config.num_steps, initial=step, desc=config.task, unit="step",
              disable=not (lead and config.progress))
   history, t_last, step_last, start = [], time.perf_counter(), step, step
-  batch = None
+  batch, guard = None, prog.new_guard()
   if step < config.num_steps:
     first = task.adapt(next(iterator))
-    _check_batch(first, spec, process_count=jax.process_count())
-    batch = parallel.global_batch(first, batch_sh)
+    _check_batch(first, prog.spec, process_count=jax.process_count())
+    batch = parallel.global_batch(first, prog.batch_sharding)
   try:
-    with _StopFlag() as stop:
+    # An implicit device -> host transfer in the loop (a per-step sync) fails loudly; explicit
+    # `jax.device_get` at log and checkpoint steps is the loop's only sync.
+    with _StopFlag() as stop, jax.transfer_guard_device_to_host("disallow"):
       while step < config.num_steps:
-        state, m = train_step(state, batch)
+        state, m, guard = prog.step(state, batch, guard)
         history.append(m)
         step += 1
         if step == start + 1:  # throughput excludes the first step's compile
@@ -234,19 +276,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         # Every process must stop at the same step: with several, they agree at log steps only.
         stopping = not last and (jax.process_count() == 1 or step % config.log_every == 0) and stop.agreed()
         if (step % config.checkpoint_every == 0 and not last) or stopping:
-          _check_finite(m, state, batch, step, workdir)
-          checkpoint.save(mngr, step, state, iterator)  # before the next batch is read: exact resume
+          check_finite(history, step, state, guard, workdir)  # never checkpoint a non-finite state
+          with jax.transfer_guard("allow"):
+            checkpoint.save(mngr, step, state, iterator)  # before the next batch is read: exact resume
         if stopping:
           log.warning("stopping at step %d on a signal (checkpoint saved)", step)
           bar.update()
           break
         if not last:  # host work for the next batch overlaps the device step
-          batch_next = parallel.global_batch(task.adapt(next(iterator)), batch_sh)
-        _check_finite(m, state, batch, step, workdir)
+          batch_next = parallel.global_batch(task.adapt(next(iterator)), prog.batch_sharding)
         bar.update()
         if step % config.log_every == 0 or last:
-          now = time.perf_counter()
           host = jax.device_get(history)
+          now = time.perf_counter()
+          check_finite(host, step, state, guard, workdir)
           scalars = {k: float(np.mean([h[k] for h in host])) for k in host[-1] if k not in LAST_VALUE}
           scalars.update({k: float(host[-1][k]) for k in ("param_norm", "learning_rate")})
           if step > step_last:  # (not on the first step alone: its time is the compile)
@@ -261,7 +304,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           t_last = time.perf_counter()  # not counted in the throughput
         if not last:
           batch = batch_next
-    if mngr.latest_step() != step:  # the final checkpoint
+    if mngr.latest_step() != step:  # the final checkpoint (the last step was checked when logged)
       checkpoint.save(mngr, step, state, iterator, force=True)
     mngr.wait_until_finished()
   finally:
@@ -269,18 +312,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     writer.close()
     mngr.close()
   return state
-
-
-def _compile_init(init, shardings):
-  """The sharded initialiser, jitted. On CPU without XLA's backend optimisations: init graphs (threefry
-  for every parameter) otherwise take minutes to compile there, and they run once."""
-  lowered = jax.jit(init, out_shardings=shardings).lower
-  options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-
-  def run(*args):
-    return lowered(*args).compile(options)(*args)
-
-  return run
 
 
 def _check_batch(batch: dict, spec: dict, process_count: int) -> None:
@@ -293,16 +324,25 @@ def _check_batch(batch: dict, spec: dict, process_count: int) -> None:
                      "may have been written with other crop sizes or keypoint counts than the config expects")
 
 
-def _check_finite(m: dict, state: dict, batch: dict, step: int, workdir: pathlib.Path) -> None:
-  """Raises NonFiniteError (after saving the unchanged state and the batch) if the step was not finite."""
-  if bool(m["finite"]):
+def check_finite(history: list[dict], step: int, state: dict, guard: dict, workdir: pathlib.Path) -> None:
+  """Raises NonFiniteError if a step of `history` was not finite (`guard_nonfinite`).
+
+  history: the metrics (on the device or the host) of the steps up to `step` since the last log step.
+  Syncs with the device (one scalar when all is well). Before raising it saves the state, which the guard
+  froze before the first non-finite step, and that step's batch to workdir/nonfinite_step_<state step>.
+  """
+  if bool(jax.device_get(history[-1]["finite"])):  # "finite" is sticky: the last step tells for all
     return
-  bad = step - 1  # the step guard left the state at the step that failed
-  path = workdir / f"nonfinite_step_{bad}"
-  checkpoint.save_aside(path / "state", state)
+  host = jax.device_get(history)
+  first = step - len(host) + 1
+  i = next(i for i, h in enumerate(host) if not h["finite"])
+  path = workdir / f"nonfinite_step_{first + i - 1}"  # the state's step: frozen before step first + i
+  with jax.transfer_guard("allow"):
+    checkpoint.save_aside(path / "state", state)
   if jax.process_index() == 0:
-    np.savez(path / "batch.npz", **{k: np.asarray(jax.device_get(v)) for k, v in batch.items()
+    np.savez(path / "batch.npz", **{k: np.asarray(jax.device_get(v)) for k, v in guard["batch"].items()
                                       if getattr(v, "is_fully_addressable", True)})
-  raise NonFiniteError(f"non-finite loss {float(m['loss'])} or grad norm {float(m['grad_norm'])} at step "
-                       f"{bad}; "
-                       f"the state before that step and its batch are in {path}")
+  raise NonFiniteError(f"loss or gradient became nan or inf at step {first + i} (of steps [{first}, {step}] "
+                       f"since the last log): loss {float(host[i]['loss'])}, grad norm "
+                       f"{float(host[i]['grad_norm'])}; the state before that step and its batch are in "
+                       f"{path}")

@@ -72,10 +72,37 @@ class FaceMotionConfig:
 
   @classmethod
   def tiny(cls, **overrides) -> FaceMotionConfig:
-    """CPU-test preset: 2 layers, width 64, 4 heads (same T, H and motion layout)."""
-    kw = dict(num_layers=2, width=64, num_heads=4, mlp_ratio=2, audio_dim=32, time_embed_dim=32)
-    kw.update(overrides)
-    return cls(**kw)
+    """CPU-test preset: the "tiny" variant (same T, H and motion layout)."""
+    return cls(**{**decode_variant("tiny")["dit"], **overrides})
+
+
+# Named model sizes (big_vision's `decode_variant`): a training config names a variant, this table owns
+# the widths and depths. "dit": FaceMotionConfig fields; "audio": the AudioEncoder trained jointly with it
+# (its width is the DiT's audio_dim). base = FaceMotionConfig's and AudioEncoder's defaults (the paper's 6
+# layers); small = the model of benchmarks/motion_style.py and motion_overfit.py; tiny = CPU tests.
+VARIANTS: dict[str, dict[str, dict[str, int]]] = {
+    "base": {"dit": dict(num_layers=6, width=512, num_heads=8, mlp_ratio=4, audio_dim=256,
+                         time_embed_dim=256),
+             "audio": dict(num_layers=2, num_heads=4, mlp_ratio=4, num_conv=2)},
+    "small": {"dit": dict(num_layers=4, width=128, num_heads=4, mlp_ratio=4, audio_dim=64,
+                          time_embed_dim=64),
+              "audio": dict(num_layers=1, num_heads=4, mlp_ratio=4, num_conv=2)},
+    "tiny": {"dit": dict(num_layers=2, width=64, num_heads=4, mlp_ratio=2, audio_dim=32,
+                         time_embed_dim=32),
+             "audio": dict(num_layers=1, num_heads=4, mlp_ratio=2, num_conv=2)},
+}
+
+
+def decode_variant(variant: str | None) -> dict[str, dict[str, int]]:
+  """{"dit": FaceMotionConfig sizes, "audio": AudioEncoder sizes} of a named variant (`VARIANTS`).
+
+  None gives {} (a config that spells every size out itself, as configs written before variants did).
+  """
+  if variant is None:
+    return {}
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown FaceMotionDiT variant {variant!r} (have: {', '.join(VARIANTS)})")
+  return {part: dict(sizes) for part, sizes in VARIANTS[variant].items()}
 
 
 def style_controls(motion: jax.Array, num_exp: int = NUM_EXP) -> jax.Array:

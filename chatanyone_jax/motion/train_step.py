@@ -1,26 +1,14 @@
-"""Stage-1 training steps: AudioEncoder + FaceMotionDiT jointly, UpperBodyMotion, and training windows.
+"""Stage-1 training pieces: the train state, the update step, the losses of a batch, training windows.
 
-Train state (STYLE.md): an explicit pytree
+Train state (STYLE.md): an explicit pytree {"params", "opt_state", "ema", "step" () int32} built by
+`init_train_state` and advanced by `update_step` (pure: the caller jits it, the trainer with shardings and
+the state donated). Its key is fold_in(key, state["step"]); EMA: ema <- d · ema + (1 - d) · params after
+every update, starting from ema = params. `train.task_base.Task` builds the trainer's state and step from
+these; tests and benchmarks use the same functions.
 
-  {"params": ..., "opt_state": optax state, "ema": EMA of params, "step": () int32}
-
-updated by ONE jitted function per model that donates the state. For the face
-model params = {"audio": AudioEncoder params, "face": FaceMotionDiT params}: the
-audio encoder is trained end to end through the ε-loss (ARCHITECTURE §3); give
-"audio_tokens" instead of "mel" in the batch to train the DiT alone on
-precomputed tokens (params["audio"] is then left untouched by the loss).
-
-Randomness: the step draws its key as fold_in(key, state["step"]) from the
-base key given to the step factory; no other RNG.
-
-EMA: ema <- d · ema + (1 - d) · params_new after every optimizer update (d =
-ema_decay), starting from ema = params at creation. Sample from params early
-in training (the EMA lags by about 1 / (1 - d) steps), from ema afterwards.
-
-`motion_windows` cuts a clip's per-frame motion and its audio features into
-the (window, history) pairs the face model trains on; `style_augment` rescales
-a window's expression and pose about their means so that the style controls
-(`style_controls`) vary independently of the audio and of the reference.
+The face model is AudioEncoder + FaceMotionDiT trained jointly through the ε-loss (`FaceModels`,
+`face_batch_loss`); `motion_windows` cuts a clip into (window, history) pairs and `style_augment` rescales
+a window so that the style controls vary independently of the audio and of the reference.
 """
 
 from __future__ import annotations
@@ -38,23 +26,39 @@ from chatanyone_jax.audio.encoder import AudioEncoder
 from chatanyone_jax.motion.diffusion import NoiseSchedule, diffusion_loss
 from chatanyone_jax.motion.face_motion_dit import NUM_EXP, FaceMotionDiT
 from chatanyone_jax.motion.sampling import face_motion_loss
-from chatanyone_jax.motion.upper_body_motion import UpperBodyMotion, dummy_upper_body_inputs
+from chatanyone_jax.motion.upper_body_motion import UpperBodyMotion
 
 TrainState = dict  # {"params", "opt_state", "ema", "step"}
-StepFn = Callable[[TrainState, dict], tuple[TrainState, dict]]
 
 # Keys of a face batch passed through to `face_motion_loss` when present.
 _FACE_KEYS = ("motion", "history", "style", "reference", "history_valid", "reference_valid", "mask")
 
 
 class FaceModels(NamedTuple):
-  """The modules trained jointly by `make_face_train_step`.
+  """The modules trained jointly by `face_batch_loss`.
 
   dit: the FaceMotionDiT (its config gives T, H and audio_dim).
   audio: the AudioEncoder (log-mel -> tokens); its width must equal dit.config.audio_dim.
   """
   dit: FaceMotionDiT
   audio: AudioEncoder
+
+  def init_params(self, key: jax.Array, *, ref_len: int | None = None,
+                  mel_shape: tuple[int, int] = (100, 80)) -> dict:
+    """{"audio": AudioEncoder params, "face": FaceMotionDiT params}; pure (jit it, or trace it in a train
+    state initialiser).
+
+    key: split between the two networks. ref_len: initialise the DiT's reference branch too (any static
+    T_ref; None = no reference input). mel_shape: (T_mel, n_mels) of the dummy log-mel (the parameters
+    depend on n_mels only).
+    """
+    if self.audio.width != self.dit.config.audio_dim:
+      raise ValueError(f"AudioEncoder.width {self.audio.width} != FaceMotionConfig.audio_dim "
+                       f"{self.dit.config.audio_dim}")
+    k_audio, k_face = jax.random.split(key)
+    mel = jnp.zeros((1, *mel_shape), jnp.float32)
+    return {"audio": self.audio.init(k_audio, mel)["params"],
+            "face": self.dit.init_params(k_face, 1, ref_len)}
 
 
 def style_augment(motion: jax.Array, key: jax.Array, *, window: int, max_scale: float = 2.0,
@@ -105,43 +109,6 @@ def init_train_state(params, tx: optax.GradientTransformation) -> TrainState:
           "step": jnp.zeros((), jnp.int32)}
 
 
-def create_face_train_state(model: FaceModels, key: jax.Array, tx: optax.GradientTransformation, *,
-                            ref_len: int | None = None, mel_frames: int = 100,
-                            n_mels: int = 80) -> TrainState:
-  """Initialises AudioEncoder + FaceMotionDiT parameters and the train state.
-
-  Args:
-    model: the two modules.
-    key: PRNG key (split between the two inits).
-    tx: the optax transform the step will use.
-    ref_len: initialise the DiT's reference branch too (any static T_ref; None = no reference input).
-    mel_frames, n_mels: shape of the dummy log-mel for the encoder init (the params depend on n_mels only).
-
-  Returns:
-    TrainState with params {"audio": ..., "face": ...}.
-  """
-  if model.audio.width != model.dit.config.audio_dim:
-    raise ValueError(f"AudioEncoder.width {model.audio.width} != FaceMotionConfig.audio_dim "
-                     f"{model.dit.config.audio_dim}")
-  k_audio, k_face = jax.random.split(key)
-
-  @jax.jit
-  def init(k_audio, k_face):
-    mel = jnp.zeros((1, mel_frames, n_mels), jnp.float32)
-    audio = model.audio.init(k_audio, mel)["params"]
-    face = model.dit.init_params(k_face, 1, ref_len)
-    return {"audio": audio, "face": face}
-
-  return init_train_state(init(k_audio, k_face), tx)
-
-
-def create_body_train_state(model: UpperBodyMotion, key: jax.Array, tx: optax.GradientTransformation, *,
-                            num_app: int = 4) -> TrainState:
-  """Initialises UpperBodyMotion parameters and the train state (params = the module's params)."""
-  params = jax.jit(lambda k: model.init(k, *dummy_upper_body_inputs(model.config, 1, num_app))["params"])(key)
-  return init_train_state(params, tx)
-
-
 # --------------------------------------------------------------------------------------------- steps
 
 
@@ -162,14 +129,6 @@ def update_step(state: TrainState, batch: dict, loss_fn: Callable[[object, dict,
   new = {**state, "params": params, "opt_state": opt_state, "ema": ema, "step": state["step"] + 1}
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
   return new, metrics
-
-
-def make_train_step(loss_fn: Callable[[object, dict, jax.Array], jax.Array], tx: optax.GradientTransformation,
-                    ema_decay: float, key: jax.Array | None = None) -> StepFn:
-  """Generic jitted `update_step` for a loss `loss_fn(params, batch, rng) -> ()`; the state is donated."""
-  key = jax.random.key(0) if key is None else key
-  return jax.jit(lambda state, batch: update_step(state, batch, loss_fn, tx, ema_decay, key),
-                 donate_argnums=0)
 
 
 def face_batch_loss(params, batch: dict, rng: jax.Array, *, model: FaceModels,
@@ -197,17 +156,6 @@ def face_batch_loss(params, batch: dict, rng: jax.Array, *, model: FaceModels,
   return face_motion_loss(params["face"], loss_batch, rng, model=model.dit, schedule=schedule)
 
 
-def make_face_train_step(model: FaceModels, schedule: NoiseSchedule, tx: optax.GradientTransformation,
-                         ema_decay: float = 0.999, key: jax.Array | None = None) -> StepFn:
-  """Jitted joint AudioEncoder + FaceMotionDiT step: step(state, batch) -> (state, metrics).
-
-  batch as `face_batch_loss`; state from `create_face_train_state` (donated: do not reuse it);
-  metrics as `make_train_step`. Each batch shape compiles once.
-  """
-  return make_train_step(lambda p, b, r: face_batch_loss(p, b, r, model=model, schedule=schedule), tx,
-                         ema_decay, key)
-
-
 def body_batch_loss(params, batch: dict, rng: jax.Array, *, model: UpperBodyMotion,
                     schedule: NoiseSchedule) -> jax.Array:
   """ε-loss of one upper-body batch (the model has no condition dropout).
@@ -219,13 +167,6 @@ def body_batch_loss(params, batch: dict, rng: jax.Array, *, model: UpperBodyMoti
                                     batch["appearance"])
   mask = batch.get("mask")
   return diffusion_loss(schedule, eps_fn, batch["target"], rng, None if mask is None else mask[..., None])
-
-
-def make_body_train_step(model: UpperBodyMotion, schedule: NoiseSchedule, tx: optax.GradientTransformation,
-                         ema_decay: float = 0.999, key: jax.Array | None = None) -> StepFn:
-  """Jitted UpperBodyMotion step (batch as `body_batch_loss`, state from `create_body_train_state`)."""
-  return make_train_step(lambda p, b, r: body_batch_loss(p, b, r, model=model, schedule=schedule), tx,
-                         ema_decay, key)
 
 
 # --------------------------------------------------------------------------------------------- windows

@@ -90,10 +90,33 @@ class UpperBodyConfig:
 
   @classmethod
   def tiny(cls, **overrides) -> UpperBodyConfig:
-    """CPU-test preset: width 64, 4 heads, same layout."""
-    kw = dict(width=64, num_heads=4, mlp_ratio=2, audio_dim=32, app_dim=16, time_embed_dim=32)
-    kw.update(overrides)
-    return cls(**kw)
+    """CPU-test preset: the "tiny" variant (same layout)."""
+    return cls(**{**decode_variant("tiny")["body"], **overrides})
+
+
+# Named model sizes (big_vision's `decode_variant`): a training config names a variant, this table owns
+# the widths and depths. "body": UpperBodyConfig fields; "audio": the body model's own AudioEncoder (its
+# width is audio_dim). base = UpperBodyConfig's and AudioEncoder's defaults (the paper's 2 layers).
+VARIANTS: dict[str, dict[str, dict[str, int]]] = {
+    "base": {"body": dict(num_layers=2, width=512, num_heads=8, mlp_ratio=4, audio_dim=256, app_dim=256,
+                          time_embed_dim=256),
+             "audio": dict(num_layers=2, num_heads=4, mlp_ratio=4, num_conv=2)},
+    "tiny": {"body": dict(num_layers=2, width=64, num_heads=4, mlp_ratio=2, audio_dim=32, app_dim=16,
+                          time_embed_dim=32),
+             "audio": dict(num_layers=1, num_heads=4, mlp_ratio=2, num_conv=2)},
+}
+
+
+def decode_variant(variant: str | None) -> dict[str, dict[str, int]]:
+  """{"body": UpperBodyConfig sizes, "audio": AudioEncoder sizes} of a named variant (`VARIANTS`).
+
+  None gives {} (a config that spells every size out itself, as configs written before variants did).
+  """
+  if variant is None:
+    return {}
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown UpperBodyMotion variant {variant!r} (have: {', '.join(VARIANTS)})")
+  return {part: dict(sizes) for part, sizes in VARIANTS[variant].items()}
 
 
 class UpperBodyMotion(nn.Module):

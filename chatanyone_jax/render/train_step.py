@@ -1,48 +1,19 @@
 """One jitted GAN training step of the renderer (F, M, W, G + multi-scale discriminator).
 
-LivePortrait's self-reenactment recipe (paper §3.4, Eq. 6): source and driving
-frames come from the same clip; M gives implicit keypoints of both,
-x = s (x_c R + delta) + t (`ops.pose.transform_keypoints`), F turns the source
-into a 3D appearance volume, W warps it from the source keypoints to the driving
-ones and G decodes the driving frame.
+LivePortrait's self-reenactment recipe (paper §3.4, Eq. 6): source and driving frames of one clip; M gives
+the keypoints of both, F turns the source into a 3D appearance volume, W warps it from the source
+keypoints to the driving ones (W's control keypoints per `presets.keypoint_layout`: "implicit",
+"hybrid_body" Eq. 3-4, "head_offset" Eq. 2) and G decodes the driving frame; the discriminator gets its
+own hinge loss and optax update in the same step (losses and batch: `make_step_fn`).
 
-W's control keypoints follow `presets.keypoint_layout(config)`:
-  * "implicit" (LivePortrait): M's keypoints with M's rotation;
-  * "hybrid_body" (upper body, Eq. 3-4): the explicit head-template keypoints of the batch, then M's body
-    keypoints with R = I;
-  * "head_offset" (head512, face refine, Eq. 2): the explicit head keypoints plus M's implicit offsets
-    ΔX_head (M's "exp" output, K_head x 3).
-
-Generator losses: L1 reconstruction, hinge GAN + discriminator feature matching, equivariance (M on a
-random TPS warp of the driving image) and keypoint prior on implicit keypoints ("implicit" and
-"hybrid_body"), deformation prior (on delta, or on ΔX_head), the 2-D landmark loss L_lms of the body
-keypoints against the body landmarks ("hybrid_body" with `body_kp_*` in the batch), and a region term
-(`region="hand"`: L_Per^Hand on `hand_mask`; `region="face"`: L_Per^face on `face_mask`). The VGG
-perceptual terms are used only when a feature function is passed (its weights are not shipped); without
-one the region term is the L1 inside the mask, and `metrics["perceptual_enabled"]` says which. The
-discriminator gets its own hinge loss and optax update in the same step.
-
-The train state is an explicit pytree (STYLE.md):
+The train state is an explicit pytree (STYLE.md), built by `init_train_state`:
 
   {"gen": {"params", "batch_stats", "opt_state"},   # params / batch_stats: {"F", "M", "W", "G"}
    "disc": {"params", "batch_stats", "opt_state"},  # batch_stats: spectral-norm vectors (may be empty)
    "ema": generator params EMA or None, "step": int32 scalar, "rng": key}
 
-`make_step_fn` returns the pure `step(state, batch) -> (state, metrics)` (for a caller that jits it with
-shardings, e.g. `train.trainer`); `make_train_step` jits it with the state donated. Randomness is
-`fold_in(state["rng"], state["step"])`.
-
-Batch (images in [0, 1], NHWC):
-  source, driving: (B, H, W, 3) at `config.image_size` (two frames of one clip);
-  driving_target: optional (B, Ho, Wo, 3) at `config.output_size` (the
-    reconstruction target; default: `driving` bilinearly resized);
-  kp_head_source, kp_head_driving: (B, num_kp_head, 3), required when
-    `config.num_kp_head > 0` (explicit head-template keypoints);
-  hand_image: (B, Hh, Wh, 3) G's injection image when `config.spade_generator.hand_injection`: the
-    rendered hands (Eq. 5), or for face refine the head crop with the face masked out;
-  body_kp_driving, body_kp_source (B, K_body, >= 2) and body_visibility_driving / _source (B, K_body):
-    optional body landmarks for L_lms ("hybrid_body");
-  hand_mask / face_mask: (B, Ho, Wo, 1) for the region term.
+`make_step_fn` returns the pure step (for a caller that jits it with shardings, e.g. `train.trainer`);
+`make_train_step` jits it with the state donated. Randomness is `fold_in(state["rng"], state["step"])`.
 """
 
 from __future__ import annotations
@@ -96,60 +67,77 @@ def _split(variables: Mapping[str, Any]) -> tuple[Any, Any]:
   return variables["params"], variables.get("batch_stats", {})
 
 
-def _init_fn(config: RendererConfig, key: jax.Array, image_shape: Sequence[int],
-             gen_tx: optax.GradientTransformation, disc_tx: optax.GradientTransformation,
-             ema: bool) -> Callable[[], RendererTrainState]:
-  """The pure state initialiser: every network from dummy inputs, then both optimiser states."""
+def init_train_state(config: RendererConfig, key: jax.Array, image_shape: Sequence[int],
+                     gen_tx: optax.GradientTransformation, disc_tx: optax.GradientTransformation, *,
+                     ema: bool = False, stem_bias_std: float = 0.0,
+                     zero_head_offsets: bool = False) -> RendererTrainState:
+  """The renderer's train state: every network from dummy inputs, then both optimiser states. Pure
+  (traceable: the trainer jits it with shardings; `create_train_state` compiles it once).
+
+  image_shape: (B, H, W, 3) or (H, W) of the source / driving images (only H, W are used; they should
+  equal `config.image_size`). ema: the state carries an EMA copy of the generator params.
+  stem_bias_std: M's stem-conv bias starts at N(0, stem_bias_std²) instead of 0. Why: with zero biases the
+  stem's LayerNorm sees zero variance across channels wherever the crop is flat (the black out-of-frame
+  padding of body crops) and amplifies the gradient there by 1 / sqrt(eps).
+  zero_head_offsets: with the "head_offset" layout, M's offset head (fc_exp) starts at zero, so ΔX_head = 0
+  and training starts from the explicit template keypoints (no effect with the other layouts).
+  """
   h, w = tuple(image_shape)[-3:-1] if len(image_shape) >= 3 else tuple(image_shape)
   nets = _networks(config)
-
-  def init():
-    k_f, k_m, k_w, k_g, k_d, k_rng = jax.random.split(key, 6)
-    image = jnp.zeros((1, h, w, 3), jnp.float32)
-    v_f = nets["F"].init(k_f, image)
-    v_m = nets["M"].init(k_m, image)
-    volume = jax.eval_shape(lambda: nets["F"].apply(v_f, image))
-    kp = jnp.zeros((1, config.warping_network.num_kp, 3), jnp.float32)
-    v_w = nets["W"].init(k_w, jnp.zeros(volume.shape, volume.dtype), kp, kp)
-    feat = jax.eval_shape(lambda: nets["W"].apply(v_w, jnp.zeros(volume.shape, volume.dtype), kp, kp)["out"])
-    hand = jnp.zeros((1, h, w, 3), jnp.float32) if config.spade_generator.hand_injection else None
-    v_g = nets["G"].init(k_g, jnp.zeros(feat.shape, feat.dtype), hand)
-    v_d = nets["D"].init(k_d, jnp.zeros((1, *config.output_size, 3), jnp.float32))
-    gen = {name: _split(v) for name, v in zip(GEN_PARTS, (v_f, v_m, v_w, v_g), strict=True)}
-    gen_params = {n: p for n, (p, _) in gen.items()}
-    gen_stats = {n: s for n, (_, s) in gen.items()}
-    d_params, d_stats = _split(v_d)
-    return {
-        "gen": {"params": gen_params, "batch_stats": gen_stats, "opt_state": gen_tx.init(gen_params)},
-        "disc": {"params": d_params, "batch_stats": d_stats, "opt_state": disc_tx.init(d_params)},
-        "ema": jax.tree.map(jnp.copy, gen_params) if ema else None,
-        "step": jnp.zeros((), jnp.int32),
-        "rng": k_rng,
-    }
-
-  return init
+  k_f, k_m, k_w, k_g, k_d, k_rng = jax.random.split(key, 6)
+  image = jnp.zeros((1, h, w, 3), jnp.float32)
+  v_f = nets["F"].init(k_f, image)
+  v_m = nets["M"].init(k_m, image)
+  volume = jax.eval_shape(lambda: nets["F"].apply(v_f, image))
+  kp = jnp.zeros((1, config.warping_network.num_kp, 3), jnp.float32)
+  v_w = nets["W"].init(k_w, jnp.zeros(volume.shape, volume.dtype), kp, kp)
+  feat = jax.eval_shape(lambda: nets["W"].apply(v_w, jnp.zeros(volume.shape, volume.dtype), kp, kp)["out"])
+  hand = jnp.zeros((1, h, w, 3), jnp.float32) if config.spade_generator.hand_injection else None
+  v_g = nets["G"].init(k_g, jnp.zeros(feat.shape, feat.dtype), hand)
+  v_d = nets["D"].init(k_d, jnp.zeros((1, *config.output_size, 3), jnp.float32))
+  gen = {name: _split(v) for name, v in zip(GEN_PARTS, (v_f, v_m, v_w, v_g), strict=True)}
+  gen_params = {n: p for n, (p, _) in gen.items()}
+  gen_stats = {n: s for n, (_, s) in gen.items()}
+  d_params, d_stats = _split(v_d)
+  state = {
+      "gen": {"params": gen_params, "batch_stats": gen_stats, "opt_state": gen_tx.init(gen_params)},
+      "disc": {"params": d_params, "batch_stats": d_stats, "opt_state": disc_tx.init(d_params)},
+      "ema": jax.tree.map(jnp.copy, gen_params) if ema else None,
+      "step": jnp.zeros((), jnp.int32),
+      "rng": k_rng,
+  }
+  # The optimiser states above do not depend on the values replaced below (Adam's moments start at 0).
+  trees = [state["gen"]["params"]] + ([state["ema"]] if ema else [])
+  if stem_bias_std:
+    shape = gen_params["M"]["stem_conv"]["bias"].shape
+    bias = stem_bias_std * jax.random.normal(jax.random.fold_in(key, 1), shape)
+    for tree in trees:
+      tree["M"]["stem_conv"]["bias"] = bias
+  if zero_head_offsets and keypoint_layout(config) == "head_offset":
+    for tree in trees:
+      tree["M"]["fc_exp"] = jax.tree.map(jnp.zeros_like, tree["M"]["fc_exp"])
+  return state
 
 
 def create_train_state(config: RendererConfig, key: jax.Array, image_shape: Sequence[int],
-                       gen_tx: optax.GradientTransformation, disc_tx: optax.GradientTransformation, *,
-                       ema: bool = False) -> RendererTrainState:
-  """Initialises every network from dummy inputs of the given shape and both optimiser states.
+                       gen_tx: optax.GradientTransformation, disc_tx: optax.GradientTransformation,
+                       **kwargs) -> RendererTrainState:
+  """`init_train_state` (same arguments) compiled and run once.
 
-  image_shape: (B, H, W, 3) or (H, W) of the source / driving images (only H, W are used; they should
-  equal `config.image_size`). With `ema=True` the state carries an EMA copy of the generator params.
+  On CPU it compiles without XLA's backend optimisations (threefry-heavy init graphs otherwise take minutes
+  to compile there); the options are XLA:CPU's, other backends compile normally.
   """
-  init = _init_fn(config, key, image_shape, gen_tx, disc_tx, ema)
-  # Runs once: on CPU, compile without XLA's backend optimisations (threefry-heavy init graphs otherwise
-  # take minutes to compile there). The options are XLA:CPU's; other backends compile normally.
   options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+  init = lambda: init_train_state(config, key, image_shape, gen_tx, disc_tx, **kwargs)
   return jax.jit(init).lower().compile(options)()
 
 
 def train_state_shapes(config: RendererConfig, image_shape: Sequence[int],
-                       gen_tx: optax.GradientTransformation, disc_tx: optax.GradientTransformation, *,
-                       ema: bool = False) -> RendererTrainState:
-  """`create_train_state`'s pytree as `jax.ShapeDtypeStruct`s, without FLOPs (for sharding / checks)."""
-  return jax.eval_shape(_init_fn(config, jax.random.key(0), image_shape, gen_tx, disc_tx, ema))
+                       gen_tx: optax.GradientTransformation, disc_tx: optax.GradientTransformation,
+                       **kwargs) -> RendererTrainState:
+  """`init_train_state`'s pytree as `jax.ShapeDtypeStruct`s, without FLOPs (for sharding / checks)."""
+  return jax.eval_shape(lambda: init_train_state(config, jax.random.key(0), image_shape, gen_tx, disc_tx,
+                                                 **kwargs))
 
 
 def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
@@ -160,10 +148,28 @@ def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
                  ) -> Callable[[RendererTrainState, Batch], tuple[RendererTrainState, Metrics]]:
   """The pure `step(state, batch) -> (state, metrics)` (not jitted; `make_train_step` jits it).
 
+  Generator losses: L1 reconstruction, hinge GAN + discriminator feature matching, equivariance (M on a
+  random TPS warp of the driving image) and keypoint prior on implicit keypoints ("implicit" and
+  "hybrid_body"), deformation prior (on delta, or on ΔX_head), the 2-D landmark loss L_lms of the body
+  keypoints ("hybrid_body" with `body_kp_*` in the batch), and a region term.
+
   loss_weights: overrides of `DEFAULT_LOSS_WEIGHTS` (a weight of 0 removes a term's gradient; the
   term is still reported). perceptual_fn: image (B, H, W, 3) -> list of feature maps (a bound VGG-19);
   None (the default, no VGG weights shipped) turns the perceptual term off and makes the region term an
-  L1. region: None, "hand" (L_Per^Hand on batch["hand_mask"]) or "face" (L_Per^face on batch["face_mask"]).
+  L1 inside the mask. region: None, "hand" (L_Per^Hand on batch["hand_mask"]) or "face" (L_Per^face on
+  batch["face_mask"]).
+
+  Batch (images in [0, 1], NHWC):
+    source, driving: (B, H, W, 3) at `config.image_size` (two frames of one clip);
+    driving_target: optional (B, Ho, Wo, 3) at `config.output_size` (the reconstruction target; default:
+      `driving` bilinearly resized);
+    kp_head_source, kp_head_driving: (B, num_kp_head, 3), required when `config.num_kp_head > 0`
+      (explicit head-template keypoints);
+    hand_image: (B, Hh, Wh, 3) G's injection image when `config.spade_generator.hand_injection`: the
+      rendered hands (Eq. 5), or for face refine the head crop with the face masked out;
+    body_kp_driving, body_kp_source (B, K_body, >= 2) and body_visibility_driving / _source (B, K_body):
+      optional body landmarks for L_lms ("hybrid_body");
+    hand_mask / face_mask: (B, Ho, Wo, 1) for the region term.
 
   Metrics: every generator term unweighted (l1, gan, feature_matching, equivariance, keypoint_prior,
   deformation_prior, perceptual, landmark, region; 0 where a term does not apply), gen_total (weighted

@@ -1,4 +1,4 @@
-"""Preprocessed records of one real clip (~25 s to build), shared by the training tests."""
+"""Preprocessed records of one real clip, shared by the training tests (built once per session)."""
 
 from __future__ import annotations
 

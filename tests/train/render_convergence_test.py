@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from chatanyone_jax.render import train_step
 from data import pipelines, records
 from tests.helpers import media_dir, require
 from tests.train.conftest import CLIP
-from train import checkpoint, tasks, trainer
+from train import checkpoint, parallel, tasks, trainer
 from train.configs import render_head512
 
 STEPS = 60
@@ -57,10 +56,8 @@ def test_trained_tiny_renderer_beats_untrained_on_heldout_frames(motion_records,
                                   kp_head=(batch["kp_head_source"], batch["kp_head_driving"]))
     return float(jnp.mean(jnp.abs(jnp.clip(pred, 0, 1) - batch["driving_target"])))
 
-  schedule = trainer.learning_rate_schedule(config)
-  init_key = jax.random.fold_in(jax.random.key(config.seed), 0)  # the trainer's init key
-  untrained = jax.jit(task.make_init(trainer.optimizer(config, schedule), task.batch_spec(4), schedule))(
-      init_key, {})
+  prog = trainer.build(task, config, parallel.make_mesh(config.mesh))
+  untrained = prog.compile_init()(prog.init_key, {})  # the state the trained run started from
   trained = checkpoint.load_params(tmp_path)
   err_untrained = l1(untrained["ema"], untrained["gen"]["batch_stats"])
   err_trained = l1(trained["params"], trained["batch_stats"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.train.convert_test import _fake_weights
-from train import convert, render_task, tasks, trainer
+from train import convert, parallel, render_task, tasks, trainer
 from train.configs import render_head512
 
 DEVICE = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -21,9 +21,8 @@ def _task(init_from):
 
 
 def _state(c, task):
-  schedule = trainer.learning_rate_schedule(c)
-  init = task.make_init(trainer.optimizer(c, schedule), task.batch_spec(2), schedule)
-  return trainer._compile_init(init, DEVICE)(jax.random.key(0), {})
+  prog = trainer.build(task, c, parallel.make_mesh(c.mesh))  # the trainer's init
+  return prog.compile_init()(prog.init_key, {})
 
 
 def test_init_from_converted_liveportrait_copies_every_generator_array(tmp_path, load_ref):

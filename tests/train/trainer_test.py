@@ -7,10 +7,12 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
-from train import checkpoint, metrics, tasks, trainer
+from train import checkpoint, metrics, optim, tasks, trainer
 from train.configs import motion_body, motion_face
+from train.task_base import Task
 
 
 def _config(module, data_dir, **overrides):
@@ -137,35 +139,67 @@ def test_missing_data_dir_fails_before_compiling(tmp_path, monkeypatch):
   assert not (tmp_path / "w" / "checkpoints").exists()
 
 
-class _ToyTask:
+class _ToyTask(Task):
   """loss = mean((w · x - 1)²): enough to exercise the generic step without a model."""
 
-  @staticmethod
-  def loss(params, batch, rng, norm):
+  def loss(self, params, batch, rng, norm):
     return jax.numpy.mean((batch["x"] @ params["w"] * norm["s"] - 1.0) ** 2)
 
 
-def test_step_guard_keeps_state_and_saves_nonfinite(tmp_path):
+def test_step_guard_freezes_the_state_at_the_first_nonfinite_step(tmp_path):
   config = motion_face.get_config("tiny")
-  schedule = trainer.learning_rate_schedule(config)
-  tx = trainer.optimizer(config, schedule)
+  schedule = optim.learning_rate_schedule(config)
+  tx = optim.optimizer(config, schedule)
   params = {"w": jax.numpy.ones((3, 2))}
   state = {"params": params, "opt_state": tx.init(params), "ema": params,
            "step": jax.numpy.zeros((), "int32"),
            "norm": {"s": jax.numpy.ones(())}}
-  step = jax.jit(trainer.make_step(_ToyTask, tx, schedule, 0.9, jax.random.key(0)))
-  good = {"x": np.ones((4, 3), np.float32)}
-  state, m = step(state, good)
-  assert bool(m["finite"]) and int(state["step"]) == 1
-  before = _host(state)
-  bad = {"x": np.full((4, 3), np.nan, np.float32)}
-  state, m = step(state, bad)
-  assert not bool(m["finite"])
-  jax.tree.map(np.testing.assert_array_equal, _host(state), before)  # the update was skipped
-  with pytest.raises(trainer.NonFiniteError, match="nonfinite_step_1"):
-    trainer._check_finite(m, state, bad, 2, tmp_path)
+  step = jax.jit(trainer.guard_nonfinite(_ToyTask(config).make_step(tx, schedule, 0.9, jax.random.key(0))))
+  guard = trainer.new_guard({"x": jax.ShapeDtypeStruct((4, 3), np.float32)})
+  history = []
+  for x in (1.0, np.nan, 2.0, 3.0):  # step 2's batch is NaN; steps 3 and 4 are finite again
+    state, m, guard = step(state, {"x": np.full((4, 3), x, np.float32)}, guard)
+    history.append(m)
+    if x == 1.0:
+      assert bool(m["finite"]) and int(state["step"]) == 1
+      trainer.check_finite(history, 1, state, guard, tmp_path)  # all finite: returns
+      before = _host(state)
+  # "finite" stays False after the first non-finite step, and the state stays the one before it.
+  assert [bool(h["finite"]) for h in history] == [True, False, False, False]
+  jax.tree.map(np.testing.assert_array_equal, _host(state), before)
+  with pytest.raises(trainer.NonFiniteError, match=r"at step 2 \(of steps \[1, 4\].*nonfinite_step_1"):
+    trainer.check_finite(history, 4, state, guard, tmp_path)
   saved = tmp_path / "nonfinite_step_1"
-  assert (saved / "state").is_dir() and np.isnan(np.load(saved / "batch.npz")["x"]).all()
+  assert np.isnan(np.load(saved / "batch.npz")["x"]).all()  # step 2's batch, not the last one
+  restored = ocp.StandardCheckpointer().restore(saved / "state")
+  assert int(restored["step"]) == 1
+  jax.tree.map(np.testing.assert_array_equal, _host(restored["params"]), before["params"])
+
+
+def test_nonfinite_step_stops_training_without_checkpointing_it(motion_records, tmp_path, monkeypatch):
+  """Step 3's batch is NaN: the checkpoint of step 2 stays the last one; the log step 4 raises."""
+  adapt, calls = tasks.MotionFace.adapt, []
+
+  def nan_third_training_batch(self, batch):
+    out = adapt(self, batch)
+    calls.append(1)
+    if len(calls) == self.config.stats_batches + 3:  # after the statistics' batches: steps 1, 2, 3
+      out["audio"] = np.full_like(out["audio"], np.nan)
+    return out
+
+  monkeypatch.setattr(tasks.MotionFace, "adapt", nan_third_training_batch)
+  # lr_decay_steps=4 as test_resume_equals_uninterrupted: the same compiled step.
+  config = _config(motion_face, motion_records, num_steps=4, lr_decay_steps=4, log_every=2,
+                   checkpoint_every=2)
+  with pytest.raises(trainer.NonFiniteError, match=r"at step 3 \(of steps \[3, 4\]"):
+    trainer.train_and_evaluate(config, tmp_path)
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
+  assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [2]
+  assert np.isnan(np.load(tmp_path / "nonfinite_step_2" / "batch.npz")["audio"]).all()
+  saved = ocp.StandardCheckpointer().restore(tmp_path / "nonfinite_step_2" / "state")
+  assert int(saved["step"]) == 2
+  at_2 = checkpoint.load_params(tmp_path, ema=False)["params"]  # the last checkpoint: step 2
+  jax.tree.map(np.testing.assert_array_equal, _host(saved["params"]), at_2)
 
 
 def test_motion_face_training_batch_randomness():

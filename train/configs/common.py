@@ -9,7 +9,7 @@ from ml_collections import config_dict
 def base_config() -> ml_collections.ConfigDict:
   """Optimisation, logging, checkpointing, mesh and data settings; the caller sets task and model."""
   c = ml_collections.ConfigDict()
-  c.task = ""  # name in train.tasks.TASKS
+  c.task = ""  # a name in train.tasks.TASKS
   # Required: the output folder of `python -m data.preprocess --videos DIR --out OUT` (or OUT/records).
   c.data_dir = config_dict.placeholder(str)
   c.split = "train"

@@ -15,17 +15,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.task = "motion_body"
   c.window, c.history, c.stride = 40, 10, 5  # T (UpperBodyConfig.window); H frames are read but unused
   c.model = ml_collections.ConfigDict({
-      # UpperBodyConfig fields (window comes from above).
-      "body": {"num_layers": 2, "width": 512, "num_heads": 8, "mlp_ratio": 4, "audio_dim": 256,
-               "app_dim": 256, "time_embed_dim": 256},
-      "audio": {"num_layers": 2, "num_heads": 4, "mlp_ratio": 4, "num_conv": 2},
+      "variant": "base",  # sizes of UpperBodyMotion and its AudioEncoder: upper_body_motion.VARIANTS
       "diffusion_steps": 1000,
   })
   if arg == "tiny":
     common.shrink_for_cpu(c)
     c.window, c.history, c.stride = 16, 4, 2
-    c.model.body.update(width=64, num_heads=4, mlp_ratio=2, audio_dim=32, app_dim=16, time_embed_dim=32)
-    c.model.audio.update(num_layers=1, num_heads=4, mlp_ratio=2)
+    c.model.variant = "tiny"
   elif arg:
     raise ValueError(f"unknown motion_body variant {arg!r} (have: tiny)")
   return c

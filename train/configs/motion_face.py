@@ -23,18 +23,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # in [1 / style_augment, style_augment]; 1 turns it off.
   c.style_augment, c.p_style_augment = 2.0, 0.5
   c.model = ml_collections.ConfigDict({
-      # FaceMotionConfig fields (window / history come from above).
-      "dit": {"num_layers": 6, "width": 512, "num_heads": 8, "mlp_ratio": 4, "audio_dim": 256,
-              "time_embed_dim": 256, "p_drop": 0.1},
-      # AudioEncoder fields (its width is dit.audio_dim).
-      "audio": {"num_layers": 2, "num_heads": 4, "mlp_ratio": 4, "num_conv": 2},
+      "variant": "base",  # sizes of FaceMotionDiT and its AudioEncoder: face_motion_dit.VARIANTS
+      "dit": {"p_drop": 0.1},  # FaceMotionConfig fields over the variant's (window / history from above)
       "diffusion_steps": 1000,
   })
   if arg == "tiny":
     common.shrink_for_cpu(c)
     c.window, c.history, c.stride = 16, 4, 2
-    c.model.dit.update(num_layers=2, width=64, num_heads=4, mlp_ratio=2, audio_dim=32, time_embed_dim=32)
-    c.model.audio.update(num_layers=1, num_heads=4, mlp_ratio=2)
+    c.model.variant = "tiny"
   elif arg:
     raise ValueError(f"unknown motion_face variant {arg!r} (have: tiny)")
   return c

@@ -7,9 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from chatanyone_jax.audio import AudioEncoder
 from chatanyone_jax.motion.face_motion_dit import (
+                                                   VARIANTS,
                                                    FaceMotionConfig,
                                                    FaceMotionDiT,
+                                                   decode_variant,
                                                    dummy_inputs,
                                                    style_controls,
 )
@@ -136,3 +139,19 @@ def test_param_counts_eval_shape(cfg, expected):
   out = jax.eval_shape(lambda p: model.apply({"params": p}, *args), shapes)
   assert out.shape == (3, cfg.window, cfg.motion_dim)
   assert shapes["block0"]["ada"]["proj"]["kernel"].shape == (cfg.width, 12 * cfg.width)
+
+
+def test_variants():
+  """base = the config defaults (model and audio encoder); tiny = FaceMotionConfig.tiny(); None = {}."""
+  base = decode_variant("base")
+  assert FaceMotionConfig(**base["dit"]) == FaceMotionConfig()
+  assert AudioEncoder(width=256, **base["audio"]) == AudioEncoder()
+  assert FaceMotionConfig(**decode_variant("tiny")["dit"]) == FaceMotionConfig.tiny()
+  assert decode_variant(None) == {}
+  assert set(VARIANTS) == {"base", "small", "tiny"}
+  widths = [VARIANTS[v]["dit"]["width"] for v in ("tiny", "small", "base")]
+  assert widths == sorted(widths) and len(set(widths)) == 3
+  decode_variant("tiny")["dit"]["width"] = 1  # a copy: the table is not changed through it
+  assert VARIANTS["tiny"]["dit"]["width"] == 64
+  with pytest.raises(ValueError, match="unknown FaceMotionDiT variant 'huge'"):
+    decode_variant("huge")

@@ -14,19 +14,24 @@ import pytest
 
 from chatanyone_jax.audio import AudioEncoder
 from chatanyone_jax.motion.diffusion import cosine_schedule
-from chatanyone_jax.motion.face_motion_dit import FaceMotionConfig, FaceMotionDiT, style_controls
+from chatanyone_jax.motion.face_motion_dit import (
+  FaceMotionConfig,
+  FaceMotionDiT,
+  decode_variant,
+  style_controls,
+)
 from chatanyone_jax.motion.sampling import GUIDANCE_SCALE
 from chatanyone_jax.motion.train_step import (
-                                              FaceModels,
-                                              create_body_train_state,
-                                              create_face_train_state,
-                                              make_body_train_step,
-                                              make_face_train_step,
-                                              motion_windows,
-                                              num_windows,
-                                              style_augment,
+  FaceModels,
+  body_batch_loss,
+  face_batch_loss,
+  init_train_state,
+  motion_windows,
+  num_windows,
+  style_augment,
+  update_step,
 )
-from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMotion
+from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMotion, dummy_upper_body_inputs
 from tests.helpers import media_dir, require
 
 SCHED = cosine_schedule()
@@ -41,8 +46,21 @@ CORR_MIN = 0.1
 
 def _models(p_drop: float = 0.1) -> FaceModels:
   cfg = FaceMotionConfig.tiny(p_drop=p_drop)
-  return FaceModels(FaceMotionDiT(cfg), AudioEncoder(width=cfg.audio_dim, num_layers=1, num_heads=4,
-                                                     mlp_ratio=2))
+  return FaceModels(FaceMotionDiT(cfg), AudioEncoder(width=cfg.audio_dim, **decode_variant("tiny")["audio"]))
+
+
+def _jit_step(loss_fn, tx, decay: float, key=None):
+  """`update_step` of loss_fn(params, batch, rng), jitted with the state donated (as the trainer's)."""
+  key = jax.random.key(0) if key is None else key
+  return jax.jit(lambda state, batch: update_step(state, batch, loss_fn, tx, decay, key), donate_argnums=0)
+
+
+def _face_step(models, tx, decay: float, key=None):
+  return _jit_step(lambda p, b, r: face_batch_loss(p, b, r, model=models, schedule=SCHED), tx, decay, key)
+
+
+def _face_state(models, tx):
+  return init_train_state(jax.jit(models.init_params)(jax.random.key(0)), tx)
 
 
 def _random_batch(b: int = 2, seed: int = 0) -> dict:
@@ -61,8 +79,8 @@ def _host(tree):
 def test_face_step_compiles_once_metrics_and_ema():
   models, decay = _models(), 0.9
   tx = optax.adam(1e-3)
-  step = make_face_train_step(models, SCHED, tx, decay, key=jax.random.key(3))
-  state = create_face_train_state(models, jax.random.key(0), tx)
+  step = _face_step(models, tx, decay, key=jax.random.key(3))
+  state = _face_state(models, tx)
   assert set(state) == {"params", "opt_state", "ema", "step"} and set(state["params"]) == {"audio", "face"}
   batch = _random_batch()
   p0 = _host(state["params"])
@@ -89,12 +107,12 @@ def test_face_step_compiles_once_metrics_and_ema():
 def test_face_step_with_audio_tokens_leaves_encoder():
   models = _models()
   tx = optax.sgd(1e-2)
-  state = create_face_train_state(models, jax.random.key(0), tx)
+  state = _face_state(models, tx)
   a0 = _host(state["params"]["audio"])
   batch = _random_batch()
   del batch["mel"]
   batch["audio_tokens"] = jnp.ones((2, 40, models.dit.config.audio_dim))
-  state, m = make_face_train_step(models, SCHED, tx, 0.99)(state, batch)
+  state, m = _face_step(models, tx, 0.99)(state, batch)
   assert np.isfinite(float(m["loss"]))
   jax.tree.map(np.testing.assert_array_equal, _host(state["params"]["audio"]), a0)
 
@@ -103,8 +121,9 @@ def test_body_step():
   model = UpperBodyMotion(UpperBodyConfig.tiny())
   cfg = model.config
   tx = optax.adam(1e-3)
-  state = create_body_train_state(model, jax.random.key(0), tx)
-  step = make_body_train_step(model, SCHED, tx, 0.99)
+  params = jax.jit(lambda k: model.init(k, *dummy_upper_body_inputs(cfg, 1))["params"])(jax.random.key(0))
+  state = init_train_state(params, tx)
+  step = _jit_step(lambda p, b, r: body_batch_loss(p, b, r, model=model, schedule=SCHED), tx, 0.99)
   ks = jax.random.split(jax.random.key(1), 4)
   batch = {"target": jax.random.normal(ks[0], (2, cfg.window, cfg.layout.dim)),
            "head_kp": jax.random.normal(ks[1], (2, cfg.window, cfg.layout.num_head_kp, 3)),

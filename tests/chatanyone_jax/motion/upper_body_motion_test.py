@@ -3,11 +3,14 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from chatanyone_jax.audio import AudioEncoder
 from chatanyone_jax.motion.upper_body_motion import (
                                                      UpperBodyConfig,
                                                      UpperBodyLayout,
                                                      UpperBodyMotion,
+                                                     decode_variant,
                                                      dummy_upper_body_inputs,
 )
 from tests.chatanyone_jax.motion.conftest import perturb
@@ -66,3 +69,15 @@ def test_full_config_eval_shape():
   out = jax.eval_shape(lambda p: model.apply({"params": p}, *dummy_upper_body_inputs(cfg, 3, 7)), shapes)
   assert out.shape == (3, 40, 293)
 
+
+
+def test_variants():
+  """base = the config defaults (model and audio encoder); tiny = UpperBodyConfig.tiny(); None = {}."""
+  base = decode_variant("base")
+  assert UpperBodyConfig(**base["body"]) == UpperBodyConfig()
+  assert AudioEncoder(width=256, **base["audio"]) == AudioEncoder()
+  tiny = decode_variant("tiny")
+  assert UpperBodyConfig(**tiny["body"]) == UpperBodyConfig.tiny() and tiny["body"]["width"] == 64
+  assert decode_variant(None) == {}
+  with pytest.raises(ValueError, match="unknown UpperBodyMotion variant"):
+    decode_variant("small")
