@@ -133,7 +133,7 @@ def stream(image: str | os.PathLike | np.ndarray, audio_chunks: Iterable[np.ndar
   Args:
     image: portrait path or (H, W, 3) uint8 RGB array (mode "upper": head and shoulders).
     audio_chunks: iterable of 1-D float arrays of 16 kHz mono samples in [-1, 1], any lengths (resample
-      other audio first, e.g. `infer.media.read_audio`).
+      other audio first, e.g. `data.media.read_audio`).
     checkpoint: directory of training workdirs (`infer.models.load_checkpoint`); None: pass params and
       configs.
     options: mode, refine pass, seed and sampler / renderer settings (`StreamOptions`).

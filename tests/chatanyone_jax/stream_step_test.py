@@ -18,7 +18,7 @@ from chatanyone_jax import stream_spec, stream_step
 from chatanyone_jax.audio import init_mel_stream, log_mel_spectrogram
 from chatanyone_jax.template import load_head_template
 from chatanyone_jax.template.head_template import project_keypoints
-from infer.media import read_audio, read_image
+from data.media import read_audio, read_image
 from infer.models import build_spec
 from infer.options import StreamOptions
 from infer.smoke import random_params
