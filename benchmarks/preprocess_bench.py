@@ -151,8 +151,8 @@ def instrument(times: StageTimes, annotator):
       (annotate, "face_mask", times.wrap("face mask (convex hull)", annotate.face_mask)),
       (np, "savez", times.wrap("np.savez (clip file)", np.savez)),
       (annotator, "fit", times.wrap("template fit (jitted fit_clip)", annotator.fit)),
-      (annotator, "_encode", times.wrap("hand encode (jitted)", annotator._encode, block=True)),
-      (annotator, "_render", times.wrap("hand render (jitted)", annotator._render, block=True)),
+      (annotator, "encode_program", times.wrap("hand encode (jitted)", annotator.encode_program, block=True)),
+      (annotator, "render_program", times.wrap("hand render (jitted)", annotator.render_program, block=True)),
   ]
   saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
   try:
@@ -291,7 +291,7 @@ def _videos_label(max_seconds: float, frames: int) -> str:
 
 def bench(max_seconds: float = 3.0, fit_frames: Sequence[int] = FIT_FRAMES, workers2: bool = True,
           tmp: pathlib.Path | None = None) -> tuple[list[str], list[harness.Timing], dict]:
-  from data import annotate, preprocess
+  from data import preprocess
 
   config = preprocess.PreprocessConfig(max_seconds=max_seconds)
   ncores = cores()
@@ -321,9 +321,7 @@ def bench(max_seconds: float = 3.0, fit_frames: Sequence[int] = FIT_FRAMES, work
                      str(w2["frames"]), f"{fps2:.2f} frames/s, {fps2 / ncores:.2f} frames/s/core ({ncores} "
                      f"cores); x{fps2 / fps:.2f} vs workers=1 cold"))
 
-  annotator = preprocess._WORKER_ANNOTATOR  # compiled by the in-process workers=1 run above
-  if annotator is None or annotator.config != config:
-    annotator = annotate.Annotator(config)
+  annotator = preprocess.worker_annotator(config)  # compiled by the in-process workers=1 run above
   warm = run_breakdown(videos, tmp / "out_warm", config, annotator)
   report["warm_breakdown"] = {k: v for k, v in warm.items() if k != "faces"}
   fpsw = warm["frames"] / warm["total_s"]

@@ -71,7 +71,8 @@ class Annotator:
     def encode(lm, present):
       return hd.encode_hands(lm, present, (h, w))
 
-    self._fit, self._render, self._encode = fit, render, encode
+    # The jitted programs (public so that benchmarks can time each stage).
+    self.fit_program, self.render_program, self.encode_program = fit, render, encode
 
   def fit(self, points: np.ndarray) -> tuple:
     """Template fit on (T, 478, 3) frame-pixel points, padded to a multiple of 64 frames (few compiles)."""
@@ -79,7 +80,7 @@ class Annotator:
     pad = (-n) % 64
     pts = np.concatenate([points, np.repeat(points[-1:], pad, 0)]) if pad else points
     valid = np.arange(n + pad) < n
-    res, kp, err = self._fit(pts, valid)
+    res, kp, err = self.fit_program(pts, valid)
     res = type(res)(*(np.asarray(x)[:n] for x in res))
     return res, np.asarray(kp)[:n], float(err)
 
@@ -87,8 +88,8 @@ class Annotator:
     """(T, 2, 21, 3) body-crop pixels -> coefficients (T, 130), images (T, H, W, 3) uint8, masks uint8."""
     t = lm_px.shape[0]
     pad = (-t) % 64  # padded like `fit`: few compiles over clips of any length
-    coeffs = np.asarray(self._encode(np.concatenate([lm_px, np.zeros((pad,) + lm_px.shape[1:], np.float32)]),
-                                     np.concatenate([present, np.zeros((pad, 2), bool)])))[:t]
+    lm_padded = np.concatenate([lm_px, np.zeros((pad,) + lm_px.shape[1:], np.float32)])
+    coeffs = np.asarray(self.encode_program(lm_padded, np.concatenate([present, np.zeros((pad, 2), bool)])))[:t]
     h, w = self.config.body_size
     images = np.zeros((t, h, w, 3), np.uint8)
     masks = np.zeros((t, h, w), np.uint8)
@@ -99,7 +100,7 @@ class Annotator:
       pad = chunk - sel.size
       lm = np.concatenate([lm_px[sel], np.zeros((pad,) + lm_px.shape[1:], np.float32)])
       pr = np.concatenate([present[sel], np.zeros((pad, 2), bool)])
-      img, mask = self._render(lm, pr)
+      img, mask = self.render_program(lm, pr)
       images[sel] = np.asarray(np.clip(np.asarray(img[:sel.size]) * 255 + 0.5, 0, 255), np.uint8)
       masks[sel] = np.asarray(np.clip(np.asarray(mask[:sel.size]) * 255 + 0.5, 0, 255), np.uint8)
     return coeffs, images, masks

@@ -150,13 +150,18 @@ def list_videos(videos: str | os.PathLike) -> list[pathlib.Path]:
 _WORKER_ANNOTATOR: Annotator | None = None
 
 
-def _worker(args: tuple[str, str, PreprocessConfig]) -> dict:
+def worker_annotator(config: PreprocessConfig) -> Annotator:
+  """This process's annotator for `config` (built, and its programs compiled, once per process)."""
   global _WORKER_ANNOTATOR
-  path, work, config = args
   if _WORKER_ANNOTATOR is None or _WORKER_ANNOTATOR.config != config:
     _WORKER_ANNOTATOR = Annotator(config)
+  return _WORKER_ANNOTATOR
+
+
+def _worker(args: tuple[str, str, PreprocessConfig]) -> dict:
+  path, work, config = args
   try:
-    return process_video(path, work, config, _WORKER_ANNOTATOR)
+    return process_video(path, work, config, worker_annotator(config))
   except VideoFailure:
     return read_status(work, pathlib.Path(path).stem) or {"video": path, "status": "failed"}
   except Exception as e:  # a bug or an unexpected file must not end a long run: report it
