@@ -89,7 +89,8 @@ class Annotator:
     t = lm_px.shape[0]
     pad = (-t) % 64  # padded like `fit`: few compiles over clips of any length
     lm_padded = np.concatenate([lm_px, np.zeros((pad,) + lm_px.shape[1:], np.float32)])
-    coeffs = np.asarray(self.encode_program(lm_padded, np.concatenate([present, np.zeros((pad, 2), bool)])))[:t]
+    present_padded = np.concatenate([present, np.zeros((pad, 2), bool)])
+    coeffs = np.asarray(self.encode_program(lm_padded, present_padded))[:t]
     h, w = self.config.body_size
     images = np.zeros((t, h, w, 3), np.uint8)
     masks = np.zeros((t, h, w), np.uint8)
