@@ -26,9 +26,7 @@ from chatanyone_jax.motion.face_motion_dit import FaceMotionConfig, FaceMotionDi
 from chatanyone_jax.motion.sampling import FaceConditions, sample_window
 from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMotion, dummy_upper_body_inputs
 from chatanyone_jax.template import load_head_template
-from chatanyone_jax.template.head_template import project_keypoints
-
-NUM_EXP = 52
+from chatanyone_jax.template.head_template import NUM_EXP, project_keypoints
 
 
 def _noise_params(params, key):

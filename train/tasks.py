@@ -22,7 +22,13 @@ from chatanyone_jax.audio import AudioEncoder, log_mel_spectrogram
 from chatanyone_jax.motion import face_motion_dit, upper_body_motion
 from chatanyone_jax.motion.appearance_embedding import AppearanceEmbedding
 from chatanyone_jax.motion.diffusion import cosine_schedule, ddim_sample
-from chatanyone_jax.motion.face_motion_dit import FaceMotionConfig, FaceMotionDiT, style_controls
+from chatanyone_jax.motion.face_motion_dit import (
+  MOTION_DIM,
+  NUM_EXP,
+  FaceMotionConfig,
+  FaceMotionDiT,
+  style_controls,
+)
 from chatanyone_jax.motion.sampling import FaceConditions, sample_window
 from chatanyone_jax.motion.train_step import FaceModels, body_batch_loss, face_batch_loss, style_augment
 from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMotion, dummy_upper_body_inputs
@@ -91,8 +97,8 @@ def face_motion_plot(target: np.ndarray, sample: np.ndarray) -> np.ndarray:
   mouth = lambda m: np.asarray(tp.mouth_opening(template, m[:, :tp.NUM_EXP]))
 
   panels = {"mouth opening": {"ground truth": mouth(target), "sample": mouth(sample)},
-            "yaw (deg)": {"ground truth": target[:, 53], "sample": sample[:, 53]},
-            "pitch (deg)": {"ground truth": target[:, 52], "sample": sample[:, 52]}}
+            "yaw (deg)": {"ground truth": target[:, NUM_EXP + 1], "sample": sample[:, NUM_EXP + 1]},
+            "pitch (deg)": {"ground truth": target[:, NUM_EXP], "sample": sample[:, NUM_EXP]}}
   return plots.curves_image(panels)
 
 
@@ -133,15 +139,15 @@ class MotionFace(MotionTask):
     c = self.config
     n_audio = int(round(c.window * SAMPLE_RATE / FPS))
     f = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
-    return {"motion": f(batch_size, c.history + c.window, 58), "audio": f(batch_size, n_audio),
-            "ref_motion": f(batch_size, c.window, 58)}
+    return {"motion": f(batch_size, c.history + c.window, MOTION_DIM), "audio": f(batch_size, n_audio),
+            "ref_motion": f(batch_size, c.window, MOTION_DIM)}
 
   def norm_spec(self) -> dict:
-    return {"motion_mean": jax.ShapeDtypeStruct((58,), jnp.float32),
-            "motion_std": jax.ShapeDtypeStruct((58,), jnp.float32)}
+    return {"motion_mean": jax.ShapeDtypeStruct((MOTION_DIM,), jnp.float32),
+            "motion_std": jax.ShapeDtypeStruct((MOTION_DIM,), jnp.float32)}
 
   def norm_stats(self, batches: list[dict]) -> dict:
-    m = np.concatenate([b["motion"].reshape(-1, 58) for b in batches])
+    m = np.concatenate([b["motion"].reshape(-1, MOTION_DIM) for b in batches])
     return {"motion_mean": m.mean(0).astype(np.float32), "motion_std": _std(m, 0)}
 
   def init_params(self, rng: jax.Array, spec: dict) -> dict:

@@ -35,8 +35,8 @@ import jax.numpy as jnp
 
 from chatanyone_jax.layers import AdaLNZero, AdaLNZeroFinal, MultiHeadAttention
 from chatanyone_jax.ops import modulate, sinusoidal_positions, timestep_embedding
+from chatanyone_jax.template.head_template import NUM_EXP  # 52 expression coefficients (the head template's)
 
-NUM_EXP = 52
 NUM_POSE = 6
 MOTION_DIM = NUM_EXP + NUM_POSE  # 58
 NUM_STYLE = 2  # (expression amplitude, head-pose range)

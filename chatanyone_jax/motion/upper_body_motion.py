@@ -25,8 +25,9 @@ import jax.numpy as jnp
 from chatanyone_jax.layers import AdaLNZeroFinal
 from chatanyone_jax.motion.face_motion_dit import DiTBlock, TimestepEmbedder
 from chatanyone_jax.ops import sinusoidal_positions
+from chatanyone_jax.template.hands import HANDS_DIM
 
-HAND_DIM = 2 * (1 + 3 + 1 + 20 * 3)  # 2 hands × (presence, wrist xyz, scale, 20 joints xyz) = 130
+HAND_DIM = HANDS_DIM  # 2 hands × (presence, wrist xyz, scale, 20 joints xyz) = 130 (`template.hands`)
 NUM_BODY_KP = 21  # K_b: body keypoints per frame
 
 
@@ -34,7 +35,7 @@ NUM_BODY_KP = 21  # K_b: body keypoints per frame
 class UpperBodyLayout:
   """Sizes of the per-frame target; `pack` / `unpack` convert between the vector and named parts."""
   num_head_kp: int = 32  # K_h
-  num_body_kp: int = 21  # K_b
+  num_body_kp: int = NUM_BODY_KP  # K_b
   hand_dim: int = HAND_DIM
 
   @property

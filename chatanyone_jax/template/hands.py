@@ -43,7 +43,7 @@ import numpy as np
 NUM_HAND_LANDMARKS = 21
 NUM_JOINTS = 20  # landmarks 1..20, relative to the wrist
 HAND_COEFF_DIM = 1 + 3 + 1 + NUM_JOINTS * 3  # 65 per hand
-HANDS_DIM = 2 * HAND_COEFF_DIM  # 130 for [left, right]; equals upper_body_motion.HAND_DIM
+HANDS_DIM = 2 * HAND_COEFF_DIM  # 130 for [left, right]; UpperBodyMotion's hand output
 PALM_MCP = (5, 9, 13, 17)  # index, middle, ring, pinky MCP
 
 FINGER_NAMES = ("thumb", "index", "middle", "ring", "pinky")
