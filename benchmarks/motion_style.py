@@ -5,30 +5,13 @@
       [--no-write]
 
 Trains `train/configs/motion_face.py` (the `small` settings below, or resumes WORKDIR) on the records'
-train split with `train.trainer.train_and_evaluate`, then measures on every window of the validation
-split (clips the model never saw; preprocess with `--val-fraction`), with the EMA parameters, DDIM
-(--num-steps, default 10), classifier-free guidance (--guidance-scale, default the inference default
-`chatanyone_jax.motion.sampling.GUIDANCE_SCALE`) and the ground-truth history of each window:
+train split, then measures on every window of the validation split with the EMA parameters, DDIM and
+classifier-free guidance (default `chatanyone_jax.motion.sampling.GUIDANCE_SCALE`): expression amplitude
+and head-pose range under scaled style controls, the reference's effect (paper Table 4 MAE / SSIM and
+pull), frame-to-frame jitter, window seams (`seam_statistic`, raw and with `join_window`) and lip-opening
+correlation (all listed in `evaluate`).
 
-  * expression amplitude: the style input's amplitude scaled by 0.5 / 1 / 2 -> std over time of the
-    generated expression coefficients (normalised units, mean over coefficients), with the same-clip
-    reference and without a reference (the learned null reference);
-  * head-pose range: the style's range scaled by 0.5 / 1 / 2 -> (max - min) over time of the generated
-    pose (normalised units, mean over the 6 values), with and without the reference;
-  * reference (paper Table 4): MAE and SSIM of the generated expressions against the ground truth with
-    the reference = another window of the same clip (as in training), = a window of another clip, and
-    without a reference (the null reference); and the pull: the distance of the generated window's mean
-    expression to the mean of a reference when that reference was given vs when the other one was (both
-    directions). Both with the ground-truth history and without history (a stream's first window,
-    where the window's start is not given away);
-  * frame change: mean |x_f - x_{f-1}| inside the generated windows vs the ground truth's (jitter);
-  * seams: `seam_statistic` of whole validation clips generated window by window (`generate_long`, no
-    reference), with raw windows and with `join_window`;
-  * lips: Pearson correlation of the mouth opening (inner-lip gap of the mean-identity template shape)
-    between generated and ground-truth windows.
-
-Writes WORKDIR/motion_style_steps{N}_cfg{G}.json and (unless --no-write) one row per measurement to
-RESULTS.md.
+Writes WORKDIR/motion_style_steps{N}_cfg{G}.json and (unless --no-write) rows to RESULTS.md.
 """
 
 from __future__ import annotations
@@ -75,7 +58,26 @@ def mouth_opening(motion_raw: np.ndarray) -> np.ndarray:
 
 def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10,
              guidance_scale: float = sampling.GUIDANCE_SCALE, split: str = "validation") -> dict:
-  """The measurements of the module docstring for WORKDIR's EMA parameters on the records' `split`."""
+  """Measures WORKDIR's EMA parameters on every window of the records' `split`.
+
+  Each window gets its ground-truth history (unless stated), DDIM with `num_steps` and guidance
+  `guidance_scale`:
+    * expression amplitude: the style input's amplitude scaled by 0.5 / 1 / 2 -> std over time of the
+      generated expression coefficients (normalised units, mean over coefficients), with the same-clip
+      reference and without a reference (the learned null reference);
+    * head-pose range: the style's range scaled by 0.5 / 1 / 2 -> (max - min) over time of the
+      generated pose (normalised units, mean over the 6 values), with and without the reference;
+    * reference (paper Table 4): MAE and SSIM of the generated expressions against the ground truth
+      with the reference = another window of the same clip (as in training), = a window of another clip,
+      and without a reference; and the pull: the distance of the generated window's mean expression to
+      the mean of a reference when that reference was given vs when the other one was (both
+      directions). Both with the ground-truth history and without history (a stream's first window);
+    * frame change: mean |x_f - x_{f-1}| inside the generated windows vs the ground truth's (jitter);
+    * seams: `seam_statistic` of whole clips generated window by window (`generate_long`, no
+      reference), with raw windows and with `join_window`;
+    * lips: Pearson correlation of the mouth opening (`mouth_opening`) between generated and
+      ground-truth windows.
+  """
   task = tasks.get_task(config)
   loaded = checkpoint.load_params(workdir)
   params, norm = jax.tree.map(jnp.asarray, loaded["params"]), jax.tree.map(jnp.asarray, loaded["norm"])

@@ -2,20 +2,13 @@
 
   python -m benchmarks.preprocess_bench [--write] [--max-seconds 3] [--fit-frames 64 256 1024]
 
-Four measurements, all on this machine's CPU (MediaPipe, PIL and the jitted JAX parts all run on the host):
-
-1. `preprocess.run(workers=1)` end to end on two real clips (V-Express, 512² at 29.97 fps, and LivePortrait
-   s18, 1280x720 at 30 fps; the first `--max-seconds` of each) with the default crops (body 768x512,
-   head 512), in a fresh output folder: *cold*, i.e. including the per-process JIT compiles of the
-   template fit / hand renderer / hand encoder, MediaPipe graph setup and `records.build`.
-2. The same with `workers=2` (spawned processes): also cold, and it pays each process's start (imports)
-   and compiles, so it is directly comparable with 1.
-3. *Warm* per-stage breakdown: `process_video` on the same videos again in the same process, reusing the
-   annotator that run 1 compiled (same clip lengths, so no recompiles), then `records.build`. The stages
-   are timed by wrapping the functions `process_video` calls (decode, MediaPipe graphs, template fit,
-   hand encode / render, crops, JPEG / PNG encode, masks, `np.savez`); nothing in `data/` is edited.
-4. Template fit (`Annotator.fit`: `fit_clip` + projection + error + keypoints, one jitted call) on
-   (T, 478, 3) real face-mesh points for T = 64, 256, 1024, after a warm-up call (compile reported apart).
+Four measurements on this machine's CPU, on two real clips (the first `--max-seconds` of each):
+1. `preprocess.run(workers=1)` end to end with the default crops, cold (including JIT compiles,
+   MediaPipe setup and `records.build`);
+2. the same with `workers=2` (spawned processes, also cold);
+3. a warm per-stage breakdown of `process_video` (decode, MediaPipe, template fit, hands, crops,
+   encoding, masks, `np.savez`), timed by wrapping the functions it calls; nothing in `data/` is edited;
+4. the template fit (`Annotator.fit`, one jitted call) on (T, 478, 3) points for each `--fit-frames` T.
 
 Rows: "median ms" is wall milliseconds per output frame (30 fps) for the preprocessing rows, and per call
 for the fit rows (ms per frame in the throughput column); "n" is frames.

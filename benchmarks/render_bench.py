@@ -2,33 +2,15 @@
 
   python -m benchmarks.render_bench [--flops] [--cpu] [--gpu] [--write] [--presets NAME ...]
 
-The per-frame inference path of a renderer preset (`chatanyone_jax.render.presets`):
+Per-frame inference path of a renderer preset: F once per source (cached appearance volume), then per
+frame W (warp + 2D features) and G (image, with its injection branch where the preset has one). M and
+stage 1 are not counted (`benchmarks/motion_bench.py`). Weights are random, which does not change the cost.
 
-  * per source (cached): F, source image -> appearance volume;
-  * per frame: W warps the cached volume from the source to the driving keypoints and decodes a 2D
-    feature map, G decodes the image; with `spade_generator.hand_injection` G's injection branch encodes
-    an extra image (the hand image for `upper512x768`, the face-masked head crop for `face_refine`).
-    For `face_refine` the frame part also pastes the refined 512x512 crop back into a 768x512 frame
-    (`face_refine.paste_back`, a few MFLOPs).
-
-M (keypoint detection) and stage 1 (motion) are not part of this count: in ChatAnyone the driving
-keypoints come from the motion diffusion (`benchmarks/motion_bench.py`).
-
-Modes:
-  --flops  XLA's cost analysis of the lowered (unoptimised) HLO of F and of the frame part, from abstract
-           shapes only (`jax.eval_shape(module.init)`, `jax.jit(fn).lower(...).cost_analysis()`): nothing
-           is compiled or run. One multiply-add counts 2 FLOPs; gathers (grid_sample) count ~0, so the
-           "physical floor" (peak FLOP/s / FLOPs per frame, the rate at which the arithmetic alone would
-           take the whole GPU) is an upper bound on frames/s, not a prediction.
-  --cpu    median ms per frame (and per source for F) on this machine for small configurations: the
-           `tiny` / `tiny_upper` presets and `reduced256`, a 256x256-output renderer with hidden widths
-           <= 64 defined below.
-  --gpu    frames/s at batch 1 for head512, upper512x768 and face_refine in float32 and bfloat16 (the
-           modules' `dtype` attribute = bfloat16 compute: params stay float32 and are cast per op, images
-           are cast to bfloat16; BatchNorm statistics, softmax / sigmoid and keypoints stay float32).
+  --flops  XLA cost analysis of the lowered HLO from abstract shapes only (nothing compiled or run);
+           gathers count ~0, so the "physical floor" is an upper bound on frames/s, not a prediction.
+  --cpu    median ms per frame (and per source for F) for the `tiny` / `tiny_upper` / `reduced256` configs.
+  --gpu    frames/s at batch 1 for head512, upper512x768 and face_refine in float32 and bfloat16.
   --write  append the rows to benchmarks/RESULTS.md (FLOP rows leave the timing columns as "-").
-
-Weights are random (fan-in scaled normal), which does not change the cost.
 """
 
 from __future__ import annotations
@@ -254,7 +236,9 @@ def frame_part_label(r: Renderer) -> str:
 def flops_per_frame(preset_name: str, batch: int = 1) -> dict[str, FlopCount]:
   """{"F": per-source FLOPs, "frame": per-frame FLOPs (W + G [+ injection encoder] [+ paste-back])}.
 
-  Abstract shapes only: nothing is initialised, compiled or run. Cached per (preset, batch).
+  Abstract shapes only: nothing is initialised, compiled or run. Cached per (preset, batch). One
+  multiply-add counts 2 FLOPs; gathers (grid_sample) count ~0. For `face_refine` the frame part also
+  pastes the refined 512x512 crop back into a 768x512 frame (`face_refine.paste_back`).
   """
   r = Renderer(preset_name, config(preset_name))
   var = r.variable_shapes()
@@ -343,7 +327,11 @@ def _random_inputs(shapes: dict[str, jax.ShapeDtypeStruct], seed: int = 1) -> di
 
 def time_preset(name: str, dtype=jnp.float32, *, batch: int = 1, iters: int = 10, warmup: int = 2,
                 min_time_s: float = 0.0) -> list[harness.Timing]:
-  """Median latency of F (per source) and of the frame part of a config at `batch`, in `dtype`."""
+  """Median latency of F (per source) and of the frame part of a config at `batch`, in `dtype`.
+
+  bfloat16 sets the modules' `dtype` (compute): params stay float32 and are cast per op, images are
+  cast to bfloat16; BatchNorm statistics, softmax / sigmoid and keypoints stay float32.
+  """
   r = Renderer(name, config(name), dtype=None if dtype == jnp.float32 else dtype)
   shapes = r.variable_shapes()
   variables = random_variables(shapes)

@@ -3,30 +3,14 @@
   python -m infer.demo --out outputs/demo [--image P] [--audio A] [--checkpoint DIR]
                        [--steps-render N] [--steps-motion N] [--clip V] [--clip-seconds S] [--steps N]
 
-With a trained checkpoint (`--checkpoint DIR`, else `infer/assets/checkpoint/` when it exists; both in
-the `infer.models.load_checkpoint` layout: motion_face/, motion_body/, render/, optional face_refine/),
-the demo only animates the portrait. Without one it builds its own, tiny and briefly trained:
-
-  1. preprocess   the bundled real talking clip (`infer/assets/talking.mp4`, see assets/NOTICE.md) with
-                  `data.preprocess.run` into OUT/data (small crops: body 192x128, head 128);
-  2. train        the tiny configs of the four models mode "upper" needs with
-                  `train.trainer.train_and_evaluate` into OUT/runs/<workdir>: motion_face, motion_body
-                  (--steps-motion steps each), render (render_upper512x768:tiny) and face_refine
-                  (--steps-render steps each). A rerun resumes: finished preprocessing is skipped and the
-                  trainer continues from each workdir's latest checkpoint (nothing to do when it is done);
-  3. animate      the bundled portrait with the bundled speech through
-                  `infer.stream(..., checkpoint=OUT/runs)`, fed in 1-s audio chunks as a live
-                  stream would be, and write OUT/demo.mp4 (h264, speech muxed in as AAC),
-                  OUT/contact_sheet.png (8 frames side by side) and OUT/summary.json (seconds per stage,
-                  frames, steps trained, final losses, outputs).
-
-`python -m infer.demo` keeps JAX's persistent compilation cache in OUT/xla_cache (unless
-JAX_COMPILATION_CACHE_DIR is set), so a rerun also skips compiling the stream step.
-
-Minutes of training on one 6-s clip teach the tiny networks little: the video shows the pipeline
-working (a blurry, lightly moving tiny-resolution avatar), not the paper's quality, which needs the full
-configs trained on a corpus (`python -m train.main`). Samplers of models trained here clip x̂0 at 3 std
-(`StreamOptions(clip_x0=3.0)`, as for random weights): a few hundred steps leave ε uncalibrated.
+With a trained checkpoint (`--checkpoint DIR`, else `infer/assets/checkpoint/` when it exists; the
+`infer.models.load_checkpoint` layout) the demo only animates the portrait. Without one it builds its
+own, tiny and briefly trained: 1. preprocess the bundled clip (`infer/assets/talking.mp4`) into OUT/data;
+2. train the tiny configs of motion_face, motion_body, render and face_refine into OUT/runs (a rerun
+resumes); 3. animate the bundled portrait with the bundled speech through `infer.stream`, fed in 1-s
+chunks, writing OUT/demo.mp4, OUT/contact_sheet.png and OUT/summary.json. JAX's compilation cache is
+kept in OUT/xla_cache unless JAX_COMPILATION_CACHE_DIR is set. The tiny networks show the pipeline
+working, not the paper's quality, which needs the full configs (`python -m train.main`).
 """
 
 from __future__ import annotations
@@ -188,6 +172,7 @@ def run(out: str | pathlib.Path, *, image: str | pathlib.Path = ASSETS_PORTRAIT,
     checkpoint, trained = build_checkpoint(out, clip=pathlib.Path(clip), clip_seconds=clip_seconds,
                                            steps_render=steps_render, steps_motion=steps_motion,
                                            timings=timings)
+    # Clip x̂0 at 3 std, as for random weights: a few hundred steps leave ε uncalibrated.
     source, clip_x0 = f"tiny models trained here on {clip}", 3.0
 
   t0 = time.perf_counter()

@@ -5,19 +5,10 @@ learned encoder on the JAX log-mel (ARCHITECTURE §3); `ExternalFeatureAdapter`
 takes precomputed features of any model (wav2vec2 / HuBERT / Whisper at 50 Hz,
 Paraformer at 16.7 Hz, ...) to the same tokens.
 
-Rate conversion (`resample_time`): frame i of a stream at rate r stands for the
-time (i + 0.5) / r seconds (half-sample centres, like image resizing without
-corner alignment), token j for (j + 0.5) / fps. Token j is a triangle-weighted
-average of the input frames, weight max(0, 1 - |t_i - t_j| / h) with
-h = max(1 / r, 1 / fps), renormalised to sum 1 (which handles the clip edges).
-Downsampling (100 Hz -> 30 fps) is therefore an anti-aliased linear filter
-spanning +-1 video frame; upsampling (r < fps) is plain linear interpolation.
-It is a fixed (N, T) matrix built in NumPy at trace time, so any length works
-and the alignment does not drift. A clip of T input frames gives
-floor(T * fps / r) tokens unless `num_tokens` is given: 100 mel frames (1 s,
-"causal" framing) -> 30 tokens, 250 (2.5 s) -> 75. The default causal mel frame
-k is centred 7.5 ms before (k + 0.5) / 100 s; a quarter video frame that the
-convolutions and attention absorb.
+Rate conversion is `resample_time`: frame i of a stream at rate r stands for
+the time (i + 0.5) / r seconds, token j for (j + 0.5) / fps, and a clip of T
+input frames gives floor(T * fps / r) tokens unless `num_tokens` is given
+(100 "causal" mel frames = 1 s -> 30 tokens).
 """
 
 from __future__ import annotations
@@ -52,7 +43,16 @@ def resample_matrix(num_in: int, num_out: int, rate_in: float, rate_out: float) 
 
 
 def resample_time(x: jax.Array, rate_in: float, rate_out: float, num_out: int | None = None) -> jax.Array:
-  """Resamples the time axis of (B, T, D) features from rate_in to rate_out (module docstring).
+  """Resamples the time axis of (B, T, D) features from rate_in to rate_out.
+
+  Frame i of a stream at rate r stands for the time (i + 0.5) / r seconds (half-sample centres, like
+  image resizing without corner alignment). Output frame j is a triangle-weighted average of the input
+  frames, weight max(0, 1 - |t_i - t_j| / h) with h = max(1 / rate_in, 1 / rate_out), renormalised to
+  sum 1 (which handles the clip edges): downsampling (100 Hz -> 30 fps) is an anti-aliased linear
+  filter spanning +-1 output frame, upsampling plain linear interpolation. It is a fixed (N, T) matrix
+  built in NumPy at trace time, so any length works and the alignment does not drift. The default
+  causal mel frame k is centred 7.5 ms before (k + 0.5) / 100 s, a quarter video frame that the
+  convolutions and attention absorb.
 
   Returns:
     (B, num_out, D); num_out defaults to floor(T * rate_out / rate_in).

@@ -1,38 +1,17 @@
 """Log-mel spectrogram in pure JAX, whole-clip and streaming.
 
 The default front end of stage 1 (ARCHITECTURE §3): 16 kHz mono, 80 mel bins,
-25 ms window, 10 ms hop. Everything is jit-able and fuses into the streaming
-step; the only NumPy work (Hann window, Slaney filterbank) runs once at trace
-time.
+25 ms window (n_fft 400), 10 ms hop, periodic Hann window, power spectrum,
+Slaney mel filterbank (librosa's defaults, built in NumPy without importing
+librosa), log-mel = ln(max(mel, 1e-5)). Everything is jit-able and fuses into
+the streaming step; the only NumPy work (window, filterbank) runs once at
+trace time.
 
-Choices:
-- n_fft = win_length = 400 (25 ms, 201 FFT bins), as Whisper. `MelConfig`
-  also accepts win_length < n_fft (e.g. 400 in a 512 FFT): the window is then
-  zero-padded to n_fft in the centre, exactly as librosa does.
-- periodic Hann window, power spectrum |STFT|^2, Slaney mel scale with Slaney
-  area normalisation (librosa's defaults, `htk=False, norm="slaney"`), fmin 0,
-  fmax sr / 2. The filterbank is built in NumPy with librosa's formula, so the
-  package does not import librosa.
-- log-mel = ln(max(mel, 1e-5)): natural log, floored at 1e-5 (-11.51), i.e.
-  about 50 dB under a full-scale sine.
-- framing (`MelConfig.padding`):
-  * "causal" (default): the clip is left-padded with n_fft - hop zeros and
-    framed without right padding, so frame k ends at sample (k + 1) * hop and a
-    clip of L samples gives L // hop frames: exactly 100 frames per second of
-    audio, and each 10 ms of streamed audio completes one frame. This is what
-    the streaming functions compute.
-  * "valid": librosa `center=False`, 1 + (L - n_fft) // hop frames.
-  * "center": librosa `center=True` (its default `pad_mode="constant"`, zeros),
-    1 + L // hop frames; whole clips only.
-
-Parity with `librosa.feature.melspectrogram(y, sr=16000, n_fft=400,
-hop_length=160, win_length=400, n_mels=80, center=...)` run in float64, on
-8 s of real speech (LatentSync demo1 WAV, Real-Time-Voice-Cloning and AniTalker
-MP3s), float32 JAX on CPU, n_fft 400 and 512, center True and False: relative
-Frobenius error of the power mel <= 1.2e-7 (librosa's own float32 path: 1e-7),
-max elementwise |d| / (ref + 1e-5) <= 4e-5, max abs error of the log-mel
-<= 6e-5 over every frame and bin. The filterbank equals librosa.filters.mel to
-0.0. tests/chatanyone_jax/audio/melspec_test.py asserts 1e-6 and 5e-4.
+Framing (`MelConfig.padding`): "causal" (default; L // hop frames for L
+samples, 100 per second, each 10 ms of streamed audio completes one frame,
+what the streaming functions compute), "valid" (librosa `center=False`) or
+"center" (librosa `center=True`, whole clips only). Parity with librosa:
+tests/chatanyone_jax/audio/melspec_test.py.
 """
 
 from __future__ import annotations
@@ -50,7 +29,15 @@ Padding = Literal["causal", "valid", "center"]
 
 @dataclasses.dataclass(frozen=True)
 class MelConfig:
-  """Static parameters of the log-mel front end (hashable: usable as a jit static argument)."""
+  """Static parameters of the log-mel front end (hashable: usable as a jit static argument).
+
+  win_length < n_fft (e.g. 400 in a 512 FFT) zero-pads the window to n_fft in the centre, as librosa
+  does. The log floor 1e-5 (ln = -11.51) is about 50 dB under a full-scale sine. `padding`:
+    * "causal": the clip is left-padded with n_fft - hop zeros and framed without right padding, so
+      frame k ends at sample (k + 1) * hop and L samples give L // hop frames;
+    * "valid": librosa `center=False`, 1 + (L - n_fft) // hop frames;
+    * "center": librosa `center=True` (zero padding), 1 + L // hop frames; whole clips only.
+  """
   sample_rate: int = 16000
   n_fft: int = 400
   win_length: int = 400

@@ -6,17 +6,11 @@ network predicts the noise (paper Eq. 1: E ||ε - ε_θ(x_t, t, c)||²).
 
 Denoiser API used by `ddim_sample`: `denoise_fn(x_t, t)` with x_t (B, ...) and
 t (B,) int32, closing over its conditioning (params, audio tokens, history,
-style). It returns either
-- one array ε (B, ...): no guidance; or
-- a pair (ε_cond, ε_uncond): classifier-free guidance
-  ε = ε_uncond + s (ε_cond - ε_uncond), computed as ε_cond + (s - 1)(ε_cond - ε_uncond)
-  so that s = 1 gives ε_cond exactly. A model typically makes the pair in one
-  call by stacking the batch with the conditions dropped:
-
-      def denoise_fn(x, t):
-        eps = model.apply(params, jnp.concatenate([x, x]), jnp.concatenate([t, t]),
-                          cond=both_conds)
-        return jnp.split(eps, 2)
+style). It returns either one array ε (B, ...) (no guidance) or a pair
+(ε_cond, ε_uncond) for classifier-free guidance, ε = ε_cond + (s - 1)(ε_cond -
+ε_uncond), so that s = 1 gives ε_cond exactly. A model typically makes the
+pair in one call by stacking the batch with the conditions dropped
+(`sampling.make_denoise_fn`).
 """
 
 from __future__ import annotations

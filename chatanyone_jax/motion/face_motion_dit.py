@@ -1,28 +1,17 @@
 """FaceMotionDiT: audio -> face motion (52 expression + 6 pose per frame), paper §3.3 (bottom of Fig. 3).
 
 A diffusion transformer (DiT, Peebles & Xie 2023) that predicts the noise ε of a
-noisy face-motion window x_t (B, T, 58) (paper Eq. 1). Conditioning:
-
-- audio tokens (one per video frame, from `chatanyone_jax.audio`) by cross-attention;
-- history: the last H generated frames of the previous window by cross-attention,
-  so consecutive windows join smoothly (`sampling.generate_long`);
-- style: the diffusion timestep embedding plus an embedding of coarse style
-  controls (expression amplitude, head-pose range; `style_controls`) summed into
-  the AdaLN-Zero vector c;
-- optional reference expression sequence (B, T_ref, 52 or 58) from a reference
-  video, concatenated along time with the noisy tokens (a learned segment
-  embedding tells the two apart); only the T noisy positions are returned.
-  A model with the reference branch generates without a reference video by
-  `reference_valid=False`: its tokens become the learned null reference, which
-  training shows it with probability `p_reference_drop` (train/tasks.py).
+noisy face-motion window x_t (B, T, 58) (paper Eq. 1). Conditioning: audio
+tokens (one per video frame) and the last H generated frames of the previous
+window (history) by cross-attention; the timestep plus coarse style controls
+(`style_controls`) in the AdaLN-Zero vector c; an optional reference expression
+sequence (B, T_ref, 52 or 58) concatenated along time with the noisy tokens
+(only the T noisy positions are returned; `reference_valid=False` uses the
+learned null reference).
 
 Classifier-free guidance: a per-sample boolean `drop` (B,) replaces audio,
-history, style and reference with learned null embeddings (training draws it
-with probability `p_drop`; sampling stacks the (cond, uncond) pair,
-`sampling.make_denoise_fn`).
-
-Every residual branch is gated by AdaLN-Zero and the output layer is
-`AdaLNZeroFinal`, so at init each block is the identity and ε_θ ≡ 0.
+history, style and reference with learned null embeddings. Every residual
+branch is gated by AdaLN-Zero, so at init each block is the identity and ε_θ ≡ 0.
 """
 
 from __future__ import annotations
@@ -204,7 +193,15 @@ def _select(drop: jax.Array | None, null: jax.Array, value: jax.Array) -> jax.Ar
 
 
 class FaceMotionDiT(nn.Module):
-  """ε_θ(x_t, t, audio, history, style[, reference]) for face motion windows. See the module docstring."""
+  """ε_θ(x_t, t, audio, history, style[, reference]) for face motion windows.
+
+  History: the last H generated frames of the previous window, so consecutive windows join smoothly
+  (`sampling.generate_long`). Reference: a learned segment embedding tells its tokens from the noisy
+  ones; with `reference_valid=False` they become the learned null reference, which training shows with
+  probability `p_reference_drop` (train/tasks.py). `drop` is drawn in training with probability
+  `p_drop`; sampling stacks the (cond, uncond) pair (`sampling.make_denoise_fn`). The output layer is
+  `AdaLNZeroFinal`.
+  """
   config: FaceMotionConfig
   dtype: jnp.dtype | None = None
 

@@ -1,31 +1,15 @@
 """FaceMotionDiT training loss and sampling: CFG denoiser, one window, audio of any length.
 
 Long audio is generated window by window (`generate_long`). Windows do NOT
-overlap: window i covers frames [iT, (i+1)T) and each frame is generated once.
-Continuity comes from two things:
+overlap: window i covers frames [iT, (i+1)T) and each frame is generated once,
+which is what streaming needs (every call emits T new frames). Continuity
+comes from the paper's history cross-attention (the last H frames of window i
+are the history of window i + 1; the first window uses the learned null
+history) and from `join_window`, a backward-looking decaying offset on the
+first `seam_frames` frames of each new window.
 
-- the paper's history cross-attention: the last H frames generated for window i
-  are the history of window i + 1 (the first window has no history and uses the
-  learned null history, as in training on clip starts);
-- `join_window`: the first `seam_frames` frames of window i + 1 get a decaying
-  offset, so that its first frame continues the history at the mean of the
-  velocities on both sides of the seam. It looks only backwards (no latency, no
-  cross-fade of two samples, which would damp motion) and leaves the rest of
-  the window, and so the next window's history, untouched.
-
-Non-overlapping windows are what streaming needs (every call emits T new
-frames) and no frame is generated twice.
-
-Seam statistic (`seam_statistic`): mean |x_f - x_{f-1}| over frame pairs that
-straddle a window boundary ("boundary") vs. pairs inside a window ("inside").
-Measured with benchmarks/motion_style.py on 4 whole held-out clips, FaceMotionDiT
-4 layers x 128 trained 8000 CPU steps on 10 real clips, no reference video
-(RESULTS.md). Unguided, three training runs: raw windows boundary 0.57 / 0.45 /
-0.51 vs inside 0.53 / 0.39 / 0.41; with `join_window` over 8 frames 0.36 / 0.27 /
-0.27 vs 0.53 / 0.39 / 0.42. At the inference default (guidance 2), two seeds:
-raw 0.40 / 0.36 vs 0.37 / 0.29; joined 0.26 / 0.22 vs 0.37 / 0.29. The CPU test
-(tests/chatanyone_jax/motion/sampling_test.py) checks boundary < inside with
-join_window on a small untrained model (raw 1.94 vs 1.61, joined 1.32 vs 1.64).
+`seam_statistic` compares the frame-to-frame change across window boundaries
+with that inside windows (benchmarks/motion_style.py reports it, RESULTS.md).
 """
 
 from __future__ import annotations
@@ -39,12 +23,11 @@ import jax.numpy as jnp
 from chatanyone_jax.motion.diffusion import DenoiseFn, NoiseSchedule, ddim_sample, diffusion_loss
 
 # Classifier-free guidance scale of FaceMotionDiT at inference (infer.stream, the CLI, infer.evaluate).
-# Measured (benchmarks/motion_style.py, RESULTS.md): on a model trained on real clips, unguided 10-step
-# DDIM leaves frame-to-frame jitter (pose 0.146 vs 0.084 in the data) that puts a floor under the pose
-# range, so pose range x0.5 did not go below x1 (1.10 / 1.10), and the reference pulled only weakly;
-# at 2 the jitter is that of the data (0.092), pose range x0.5 / x1 / x2 is 0.59 / 0.69 / 1.24 and a
-# same-clip reference beats none and another clip's on Table 4's MAE and SSIM. The price: one extra
-# (batched) model call per step and somewhat calmer motion at amplitude 1.
+# Chosen with benchmarks/motion_style.py (numbers in RESULTS.md): on a model trained on real clips,
+# unguided 10-step DDIM leaves more frame-to-frame jitter than the data has, which puts a floor under the
+# pose range and weakens the reference's pull; at 2 the jitter is that of the data and the pose-range and
+# reference controls take effect. The price: one extra (batched) model call per step and somewhat calmer
+# motion at amplitude 1.
 GUIDANCE_SCALE = 2.0
 # DDIM steps of the motion samplers at inference (the stream, the CLI, the demo).
 DDIM_STEPS = 10
@@ -127,7 +110,9 @@ def join_window(history: jax.Array, window: jax.Array, seam_frames: int,
   With p = history[:, -1], the velocities v_in = history[:, -1] - history[:, -2] and
   v_out = window[:, 1] - window[:, 0], the first frame should be p + (v_in + v_out) / 2; the offset
   o = that - window[:, 0] is added to frame f with weight (1 + cos(π f / K)) / 2 for f < K = seam_frames
-  (1 at f = 0, falling smoothly to 0), frames from K on are unchanged.
+  (1 at f = 0, falling smoothly to 0), frames from K on are unchanged. It looks only backwards (no
+  latency, no cross-fade of two samples, which would damp motion) and leaves the rest of the window,
+  and so the next window's history, untouched.
 
   Args:
     history: (B, H >= 2, D) the frames just before the window (as emitted).

@@ -2,15 +2,8 @@
 
 The renderer warps a (B, D, H, W, C) appearance volume with a dense 3-D flow
 field once per frame (LivePortrait's warping network, paper Eq. 4), so this is
-the hottest op of stage 2.
-
-Implementation: the primal is 2^n separate row gathers from the flattened
-volume, each multiplied by its corner weight and summed; XLA fuses these into
-one loop (measured 13x faster than gathering all corners into one stacked
-array, see benchmarks/RESULTS.md). A `custom_jvp` writes the input-tangent
-term as a single stacked gather, so reverse mode transposes it into ONE
-scatter-add instead of 2^n, and the grid tangent flows through the corner
-weights. Forward mode (jvp) and reverse mode both work, to any order.
+the hottest op of stage 2. The primal is 2^n per-corner row gathers that XLA
+fuses into one loop; a `custom_jvp` makes reverse mode one scatter-add.
 
 Semantics follow `torch.nn.functional.grid_sample(mode="bilinear",
 padding_mode="zeros")`:
@@ -123,6 +116,12 @@ def grid_sample(
     align_corners: bool = False,
 ) -> jax.Array:
   """Samples `inputs` at `grid` locations with (tri)linear interpolation.
+
+  The primal is 2^n separate row gathers from the flattened input, each multiplied by its corner
+  weight and summed (XLA fuses them into one loop; faster than one stacked gather of all corners, see
+  benchmarks/RESULTS.md). A `custom_jvp` writes the input-tangent term as a single stacked gather, so
+  reverse mode transposes it into ONE scatter-add instead of 2^n, and the grid tangent flows through
+  the corner weights. Forward and reverse mode both work, to any order.
 
   Args:
     inputs: (N, H, W, C) or (N, D, H, W, C) array.

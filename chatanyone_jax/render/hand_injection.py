@@ -4,19 +4,14 @@ The rendered hand image I_hand (pixel-aligned with the frame, at the
 renderer's input size) is encoded into a small feature pyramid, one level per
 injection scale of G (the SPADE decoder's 1x, 2x and 4x feature resolutions).
 At each scale the generator feature f receives a gated, spatially-adaptive
-AdaIN residual:
+AdaIN residual (per pixel, as SPADE, since the hand image is pixel-aligned):
 
   f <- f + gate * SPADE(f, h) = f + gate * (IN(f) * (1 + gamma(h)) + beta(h)),
 
-with gamma, beta 3x3 convs of the hand feature h at that scale (`layers.SPADE`). Because the
-hand image is pixel-aligned, the modulation is per pixel (AdaIN with spatial
-statistics, as SPADE) rather than one style vector per image. `gate` is a
-per-channel vector initialised to zero, so a generator with the hand branch
-starts numerically identical to the plain one (AdaLN-Zero's trick); the
-encoder receives gradients once a gate leaves zero.
-
-The face-refine generator reuses the same branch with a different input: the
-head crop with the face masked out (`chatanyone_jax.render.face_refine`).
+with `gate` a per-channel vector initialised to zero, so a generator with the
+hand branch starts numerically identical to the plain one. The face-refine
+generator reuses the same branch with the head crop with the face masked out
+(`chatanyone_jax.render.face_refine`).
 """
 
 from __future__ import annotations
@@ -67,7 +62,8 @@ class HandInjection(nn.Module):
   """Gated SPADE residual: f + gate * SPADE(f, h) = f + gate * (IN(f) * (1 + gamma(h)) + beta(h)).
 
   f: (B, H, W, C); h: (B, H, W, Ch) hand feature at the same resolution.
-  `gate` (C,) starts at zero, so the module starts as the identity on f.
+  `gate` (C,) starts at zero, so the module starts as the identity on f (AdaLN-Zero's trick); the
+  hand encoder receives gradients once a gate leaves zero. gamma, beta are 3x3 convs of h (`layers.SPADE`).
   """
   hidden: int = 64
   dtype: jnp.dtype | None = None

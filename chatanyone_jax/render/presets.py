@@ -2,37 +2,16 @@
 
 Field names follow LivePortrait's `models.yaml` so a config reads against the
 upstream one and checkpoints map one to one (`chatanyone_jax.convert.liveportrait`).
-The dataclass defaults are LivePortrait's own values, so `liveportrait` below
-is `RendererConfig()` plus the stitching / retargeting MLPs (`StitchingConfig()`),
-which the other presets leave out (`stitching=None`): they act on M's K implicit
-keypoints and only LivePortrait's released K = 21 ones (and the reduced reference) have them.
+The dataclass defaults are LivePortrait's own values: `liveportrait` is
+`RendererConfig()` plus the stitching MLPs (`StitchingConfig()`), which only
+presets with LivePortrait's implicit keypoints have (else `stitching=None`).
 
-Presets:
-  * `liveportrait`: the released LivePortrait networks (256x256 in, 512x512 out).
-  * `reference_reduced`: the reduced networks of the PyTorch reference vectors
-    (`shared/data/reference/liveportrait/*.npz`; 64x64 images, K = 5), S included.
-  * `tiny`: <= 64 channels everywhere, for CPU tests.
-  * `tiny_upper`: `tiny` shaped like `upper512x768` (64 high x 32 wide in,
-    K = 3 head + 4 body keypoints, hand injection on), for CPU train steps.
-  * `tiny_head512`, `tiny_upper512x768`, `tiny_face_refine`: `tiny` widths with
-    the keypoint layout of the full preset of the same name (32 head keypoints
-    from the data, 21 body keypoints for the landmark loss), for the tiny
-    training configs (`train/configs/render_*.py:tiny`, `face_refine.py:tiny`).
-  * `head512`: ChatAnyone's head renderer (paper §3.4, "face animation version"):
-    LivePortrait's networks driven by the K_h = 32 head-template keypoints
-    (+ implicit offsets) instead of 21 implicit ones; 256x256 in, 512x512 out.
-  * `upper512x768`: the upper-body renderer: 256 wide x 384 high in, volume
-    32 x 16 x 96 x 64 (C x D x H x W), 512 x 768 out, W driven by
-    X_full = X_head (32) + X_body (21) = 53 keypoints (Eq. 4), M detecting the
-    21 body keypoints, G with hand injection (Eq. 5).
-  * `face_refine`: the lighter face-refine renderer (Fig. 4): half the
-    channels of `head512`, driven by the 32 head keypoints, G's injection branch
-    fed with the head crop whose face is masked out; 256x256 crop in, 512x512 out.
-
-Keypoint layouts (`keypoint_layout`): "implicit" (LivePortrait: M's K keypoints
-with M's rotation), "hybrid_body" (Eq. 4: X_head explicit template keypoints,
-then M's body keypoints with R = I) and "head_offset" (Eq. 2: X_head = template
-keypoints + M's implicit offsets ΔX_head; head512 and face_refine).
+Presets (each described at its definition): `liveportrait`, `reference_reduced`,
+the CPU-sized `tiny*` ones, and ChatAnyone's `head512` (§3.4), `upper512x768`
+(Eq. 4 / 5) and `face_refine` (Fig. 4). Keypoint layouts (`keypoint_layout`):
+"implicit" (LivePortrait's K keypoints), "hybrid_body" (Eq. 4: explicit head
+template keypoints, then M's body keypoints) and "head_offset" (Eq. 2: template
+keypoints + M's implicit offsets).
 """
 
 from __future__ import annotations
@@ -173,8 +152,11 @@ class RendererConfig:
     return (self.image_size[0] // d * r, self.image_size[1] // d * r)
 
 
+# The released LivePortrait networks (256x256 in, 512x512 out), with the stitching / retargeting MLPs.
 liveportrait = RendererConfig(stitching=StitchingConfig())
 
+# The reduced networks of the PyTorch reference vectors (`shared/data/reference/liveportrait/*.npz`;
+# 64x64 images, K = 5), S included.
 reference_reduced = RendererConfig(
     appearance_feature_extractor=AppearanceFeatureExtractorConfig(
         block_expansion=8, num_down_blocks=2, max_features=32, reshape_channel=4, reshape_depth=8,
@@ -191,6 +173,7 @@ reference_reduced = RendererConfig(
                               eye_hidden=(32, 32, 16, 16, 8)),
 )
 
+# <= 64 channels everywhere, for CPU tests.
 tiny = RendererConfig(
     appearance_feature_extractor=AppearanceFeatureExtractorConfig(
         block_expansion=8, num_down_blocks=2, max_features=32, reshape_channel=8, reshape_depth=4,
@@ -209,6 +192,8 @@ tiny = RendererConfig(
 K_HEAD = 32  # explicit head-template keypoints (ARCHITECTURE.md §2)
 K_BODY = 21  # implicit body keypoints
 
+# `tiny` shaped like `upper512x768` (64 high x 32 wide in, K = 3 head + 4 body keypoints, hand injection
+# on), for CPU train steps.
 tiny_upper = dataclasses.replace(
     tiny,
     warping_network=dataclasses.replace(tiny.warping_network, num_kp=7),
@@ -218,6 +203,9 @@ tiny_upper = dataclasses.replace(
     num_kp_head=3,
 )
 
+# `tiny_head512`, `tiny_upper512x768`, `tiny_face_refine`: `tiny` widths with the keypoint layout of the
+# full preset of the same name (32 head keypoints from the data, 21 body keypoints for the landmark loss),
+# for the tiny training configs (`train/configs/render_*.py:tiny`, `face_refine.py:tiny`).
 tiny_head512 = dataclasses.replace(
     tiny,
     motion_extractor=dataclasses.replace(tiny.motion_extractor, num_kp=K_HEAD),
@@ -238,12 +226,18 @@ tiny_face_refine = dataclasses.replace(
     spade_generator=tiny_upper.spade_generator,  # injection branch on (the face-masked head crop)
 )
 
+# ChatAnyone's head renderer (paper §3.4, "face animation version"): LivePortrait's networks driven by
+# the K_h = 32 head-template keypoints (+ implicit offsets, keypoint layout "head_offset", Eq. 2) instead
+# of 21 implicit ones; 256x256 in, 512x512 out.
 head512 = RendererConfig(
     motion_extractor=MotionExtractorConfig(num_kp=K_HEAD),  # kp / exp heads give the offsets dX_head
     warping_network=WarpingNetworkConfig(num_kp=K_HEAD),
     num_kp_head=K_HEAD,
 )
 
+# The upper-body renderer: 256 wide x 384 high in, volume 32 x 16 x 96 x 64 (C x D x H x W), 512 x 768
+# out, W driven by X_full = X_head (32) + X_body (21) = 53 keypoints (Eq. 4, layout "hybrid_body": M's
+# body keypoints with R = I), M detecting the 21 body keypoints, G with hand injection (Eq. 5).
 upper512x768 = RendererConfig(
     motion_extractor=MotionExtractorConfig(num_kp=K_BODY),
     warping_network=WarpingNetworkConfig(num_kp=K_HEAD + K_BODY),
@@ -253,6 +247,9 @@ upper512x768 = RendererConfig(
     num_kp_head=K_HEAD,
 )
 
+# The lighter face-refine renderer (Fig. 4): half the channels of `head512`, driven by the 32 head
+# keypoints, G's injection branch fed with the head crop whose face is masked out; 256x256 crop in,
+# 512x512 out.
 face_refine = RendererConfig(
     appearance_feature_extractor=AppearanceFeatureExtractorConfig(
         block_expansion=32, max_features=256, reshape_channel=16, reshape_depth=16, num_resblocks=3),

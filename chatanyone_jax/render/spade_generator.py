@@ -4,17 +4,11 @@ fc conv -> 6 SPADE residual blocks -> (x2, SPADE block) x 2 -> LeakyReLU ->
 conv -> pixel shuffle -> sigmoid. The warped feature map itself is the
 segmentation map of every SPADE (resized to each block's resolution).
 
-Spectral norm: LivePortrait wraps conv_0, conv_1 and conv_s of every residual
-block in `torch.nn.utils.spectral_norm`. In eval mode PyTorch uses
-W / sigma with sigma = u . (W v) from the stored u, v (no power iteration),
-so for inference a checkpoint converts to plain convs holding that effective
-weight (`spectral_norm=False`, the default). For training,
-`spectral_norm=True` uses `SpectralConv`, which keeps the raw weight as the
-parameter and u, v in `batch_stats` and follows PyTorch exactly in both
-modes (one power-iteration step per train-mode call). It is used instead of
-`flax.linen.SpectralNorm` because that one runs a power-iteration step in
-eval mode too, so it cannot reproduce PyTorch's eval forward from a
-checkpoint's u, v. The parameter trees of both modes are identical.
+Spectral norm (LivePortrait wraps the residual blocks' convs in it): for
+inference a checkpoint converts to plain convs holding the effective weight
+(`spectral_norm=False`, the default); for training `spectral_norm=True` uses
+`SpectralConv`, which follows PyTorch in both modes. The parameter trees of
+both modes are identical.
 """
 
 from __future__ import annotations
@@ -51,6 +45,10 @@ class SpectralConv(nn.Module):
     sigma = u . (W v);
   * eval: sigma = u . (W v) with the stored u, v.
   Output: conv(x, kernel / sigma) + bias.
+
+  PyTorch's eval mode uses W / sigma from the stored u, v without power iteration, which is why this is
+  used instead of `flax.linen.SpectralNorm` (that one also iterates in eval mode, so it cannot
+  reproduce PyTorch's eval forward from a checkpoint's u, v).
   """
   features: int
   kernel_size: int = 3

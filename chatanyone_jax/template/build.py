@@ -1,25 +1,12 @@
 """Builds a `HeadTemplate` from tracked face-mesh frames of several clips (arrays in, arrays out).
 
-Steps:
-  1. generalised Procrustes analysis (GPA): every frame of every clip is
-     aligned by a similarity transform to a common mean shape, iterated;
-  2. the mean is centred, scaled to unit RMS radius and rotated to the
-     clips' average view with a level eye line (`canonical_frame`), so that
-     pose 0 is a frontal, upright face;
-  3. identity basis: PCA of the per-clip mean shapes around their average
-     (up to `max_id`, at most number of clips - 1 components);
-  4. expression basis: PCA of the within-clip residuals (frame minus its
-     clip's mean shape), the first `num_exp` (52) components.
-Variation that a similarity transform explains to first order is removed
-before both PCAs, and the identity directions are made orthogonal to the
-expression span, so that pose, identity and expression are identifiable and
-the alternating fit converges in a few rounds. The price: with few training
-identities, β also absorbs the part of a new face's shape that lies in the
-expression span (a constant offset over a clip); subtract the clip's mean β
-where an identity-free expression is needed.
-Bases are scaled by their standard deviations so that the coefficients have
-unit variance on the training data. File reading lives in
-`data/build_head_template.py`.
+Generalised Procrustes alignment to a canonical mean shape (centred, unit RMS
+radius, frontal and upright at pose 0), then an identity basis (PCA of the
+per-clip mean shapes) and an expression basis (PCA of the within-clip
+residuals, `num_exp` = 52 components); the steps are listed in
+`build_head_template`. Bases are scaled by their standard deviations so that
+the coefficients have unit variance on the training data. File reading lives
+in `data/build_head_template.py`.
 """
 
 from __future__ import annotations
@@ -101,6 +88,17 @@ def build_head_template(clips: Sequence[np.ndarray], valids: Sequence[np.ndarray
                         keypoint_indices: np.ndarray = KEYPOINT_INDICES,
                         ) -> tuple[HeadTemplate, dict[str, np.ndarray]]:
   """Builds the linear head template from face-mesh frames of several clips.
+
+  Steps: 1. generalised Procrustes analysis: every frame is aligned by a similarity transform to a
+  common mean shape, iterated; 2. the mean is centred, scaled to unit RMS radius and rotated to the
+  clips' average view with a level eye line (`canonical_frame`), so pose 0 is a frontal, upright face;
+  3. identity basis: PCA of the per-clip mean shapes around their average (up to `max_id`); 4.
+  expression basis: PCA of the within-clip residuals, the first `num_exp`. Variation that a similarity
+  transform explains to first order is removed before both PCAs, and the identity directions are made
+  orthogonal to the expression span, so that pose, identity and expression are identifiable and the
+  alternating fit converges in a few rounds. The price: with few training identities, β also absorbs
+  the part of a new face's shape that lies in the expression span (a constant offset over a clip);
+  subtract the clip's mean β where an identity-free expression is needed.
 
   Args:
     clips: per clip, (T_c, N, 3) face-mesh points of one person (e.g. `ClipLandmarks.face`).

@@ -2,36 +2,16 @@
 
 The paper renders MANO hands; MANO's license keeps it out of the package, so a hand is its 21 landmarks
 (wrist + 4 joints × 5 fingers, MediaPipe order) in image-aligned 3-D pixels (x right, y down, z in the
-scale of x, as `data.landmarks` gives them). Slots are [left, right] of the person.
+scale of x, as `data.landmarks` gives them). Slots are [left, right] of the person. Pixel (row i, column
+j) has its centre at (x, y) = (j + 0.5, i + 0.5), so resizing an image by (sx, sy) maps a landmark exactly
+to (x·sx, y·sy).
 
-Coordinates. Pixel (row i, column j) of an H × W image covers [j, j+1] × [i, i+1] and its centre is at
-(x, y) = (j + 0.5, i + 0.5): MediaPipe's normalised coordinates times (W, H), so that the image edges are
-at 0 and W (H). With this convention resizing an image by (sx, sy) maps a landmark exactly to
-(x·sx, y·sy): the same hand renders aligned at any resolution.
-
-Coefficients (65 per hand, 130 for [left, right]; `UpperBodyLayout.hand_dim`):
+Coefficients (65 per hand, 130 for [left, right]; `UpperBodyLayout.hand_dim`; absent hand = all zeros):
   [presence (1) | wrist (3) | scale (1) | joints (60)]
-  wrist:    (2x/W − 1, 2y/H − 1, 2z/W)        in [-1, 1] for x, y on the image; z scaled like x.
-  scale:    2·palm/W, palm = mean 3-D length wrist→MCP of the 4 fingers (landmarks 5, 9, 13, 17), in
-            pixels; robust to one noisy joint and, being 3-D, only mildly shrunk when the palm tilts.
-  joints:   (p_k − p_wrist) / palm for k = 1..20, isotropic (x, y, z divided by the same pixel length),
-            so a hand's shape does not change with its size, position or the image aspect.
-An absent hand is all zeros. The coefficients do not depend on the image resolution: decoding at another
-size gives the landmarks of the uniformly resized frame. `encode_hands` / `decode_hands` round-trip
-exactly (to float rounding) for present hands.
-
-PCA (optional). `fit_hand_pca` fits a basis to the 60 joint values of present hands (NumPy, offline);
-`hands_to_pca` / `hands_from_pca` swap the 60 joint values of each hand for K codes, giving
-2·(5 + K) values per frame; set `UpperBodyLayout(hand_dim=2 * (5 + K))` to use them.
-
-Rendering. `render_hands` draws the 23 bones (`HAND_BONES`: wrist → each finger's MCP, MCP → PIP → DIP →
-TIP, and the palm line 5-9-13-17) as soft capsules: alpha = presence · sigmoid(sharpness · (radius − d)),
-d the distance from the pixel centre to the bone segment. The mask is the soft union
-1 − Π(1 − alpha) ∈ [0, 1]; the colour is a convex mix of the bones' colours weighted by alpha and, with
-3-D input, by depth (nearer bones win: weight ∝ alpha · exp(−z / depth_scale_px), z interpolated along the
-bone), so overlaps stay bounded. Fingers have 5 colours (`FINGER_COLORS`), the palm line its own. All
-pixels × bones are evaluated at once, vectorised: (B, H, W, 46) floats per intermediate, fine up to
-~512² × a few frames; it is jit-able (height / width static) and differentiable w.r.t. the landmarks.
+  wrist: (2x/W − 1, 2y/H − 1, 2z/W); scale: 2·palm/W, palm = mean 3-D length wrist→MCP of the 4 fingers;
+  joints: (p_k − p_wrist) / palm for k = 1..20. They do not depend on the image resolution.
+Optional PCA (`fit_hand_pca`, `hands_to_pca` / `hands_from_pca`) swaps the 60 joint values for K codes.
+`render_hands` draws the bones as soft capsules; jit-able and differentiable w.r.t. the landmarks.
 """
 
 from __future__ import annotations
@@ -72,6 +52,12 @@ def palm_size(landmarks: jax.Array) -> jax.Array:
 
 def encode_hands(landmarks: jax.Array, presence: jax.Array, image_size: tuple[int, int]) -> jax.Array:
   """Hand landmarks in pixels -> coefficients (layout in the module docstring).
+
+  The palm length (mean 3-D wrist -> MCP length of landmarks 5, 9, 13, 17) is robust to one noisy joint
+  and, being 3-D, only mildly shrunk when the palm tilts. Joints are divided isotropically by it, so a
+  hand's shape does not change with its size, position or the image aspect. `decode_hands` inverts
+  this exactly (to float rounding) for present hands, at any image size (the landmarks of the uniformly
+  resized frame).
 
   Args:
     landmarks: (..., 2, 21, 3) [left, right] hands, x, y, z pixels of an image of `image_size`.
@@ -171,7 +157,15 @@ def render_hands(landmarks: jax.Array, presence: jax.Array, height: int, width: 
                  radius_px: float | jax.Array = 4.0, sharpness: float = 1.0,
                  depth_scale_px: float | None = None,
                  return_mask: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
-  """Draws hands as soft, per-finger coloured capsules (see the module docstring).
+  """Draws hands as soft, per-finger coloured capsules.
+
+  The 23 bones (`HAND_BONES`: wrist -> each finger's MCP, MCP -> PIP -> DIP -> TIP, and the palm line
+  5-9-13-17) are capsules with alpha = presence · sigmoid(sharpness · (radius − d)), d the distance from
+  the pixel centre to the bone segment. The mask is the soft union 1 − Π(1 − alpha) ∈ [0, 1]; the colour
+  is a convex mix of the bones' colours (`FINGER_COLORS`, the palm line its own) weighted by alpha and,
+  with 3-D input, by depth (weight ∝ alpha · exp(−z / depth_scale_px), z interpolated along the bone), so
+  overlaps stay bounded. All pixels × bones are evaluated at once: (B, H, W, 46) floats per
+  intermediate, fine up to ~512² × a few frames.
 
   Args:
     landmarks: (B, 2, 21, 2 or 3) pixels of the (height, width) frame; pixel centres at integer + 0.5.

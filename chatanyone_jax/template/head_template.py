@@ -5,29 +5,13 @@ The template replaces the paper's FaceVerse 3DMM (ARCHITECTURE.md §2):
   X = s · (μ + B_id·α + B_exp·β) @ R(pose) + t          # (N, 3), N = 478
 
 with row-vector points as in LivePortrait (`chatanyone_jax.ops.pose`): R is
-`rotation_matrix(pitch, yaw, roll)` (degrees) and t = (t_x, t_y, t_z). The
-canonical frame follows image axes (x right, y down, z away from the camera);
-μ is centred with unit RMS radius, so `s` is the face size in the units of the
-fitted points (pixels for `data.landmarks`). Pose 0 is the average head
-orientation of the training clips (people talking to the camera) with the eye
-line levelled along x, i.e. a frontal, upright face. The bases are stored
-pre-multiplied by their PCA standard deviations, so α and β have roughly unit
-variance over the training data, which suits diffusion targets (β of a new
-face also carries a constant offset for the part of its shape that only the
-expression span can express; see `build.py`). The 10 iris points (468..477)
-are kept: they carry gaze, which the expression basis models like any other motion.
-
-Stage 1 predicts β (52) and pose (6) per frame plus one α per avatar; stage 1
-and the upper-body model use `project_keypoints` to turn them into the K_h = 32
-semantic head keypoints listed in `KEYPOINT_NAMES`.
-
-Fitting (`fit_frames`, `fit_clip`) alternates a closed-form similarity
-Procrustes (Umeyama) for s, R, t with ridge least squares for the linear
-coefficients, a fixed number of rounds inside `lax.fori_loop`; it is batched
-and jit-able. On held-back real clips (not used to build the shipped
-template) the mean 2-D landmark error after `fit_clip` is 0.32 px at a 256²
-crop of the face box, against 3.4-5.0 px for a rigid fit of the mean shape
-(see `chatanyone_jax/template/__init__.py` and the tests).
+`rotation_matrix(pitch, yaw, roll)` (degrees), t = (t_x, t_y, t_z); image axes
+(x right, y down, z away from the camera); μ centred with unit RMS radius, so
+`s` is the face size in the units of the fitted points; pose 0 a frontal,
+upright face. The bases are pre-multiplied by their PCA standard deviations
+(α, β of roughly unit variance). Stage 1 predicts β (52) and pose (6) per
+frame plus one α per avatar; `project_keypoints` gives the K_h = 32 head
+keypoints (`KEYPOINT_NAMES`); `fit_frames` / `fit_clip` fit it (jit-able).
 """
 
 from __future__ import annotations
@@ -71,6 +55,9 @@ _RIGHT_EYE, _LEFT_EYE = (33, 133), (263, 362)
 
 class HeadTemplate(NamedTuple):
   """The linear head model (a pytree of arrays).
+
+  The 10 iris points (468..477) are kept: they carry gaze, which the expression basis models like any
+  other motion.
 
   Attributes:
     mean: (N, 3) μ, centred, unit RMS radius, frontal and upright.
@@ -270,8 +257,9 @@ def fit_clip(template: HeadTemplate, points: jax.Array, valid: jax.Array | None 
              num_iters: int = 10, ridge: float = 1e-5) -> FitResult:
   """Fits one identity α for a clip plus pose, scale and expression per frame.
 
-  Each round: per-frame similarity Procrustes, then per-frame β by ridge least
-  squares given α, then α by ridge least squares over the valid frames given β.
+  Each round: per-frame closed-form similarity Procrustes (Umeyama), then per-frame β by ridge least
+  squares given α, then α by ridge least squares over the valid frames given β; a fixed number of
+  rounds inside `lax.fori_loop`.
 
   Args:
     points: (T, N, 3) face-mesh points of one person.
