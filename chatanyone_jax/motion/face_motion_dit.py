@@ -87,11 +87,17 @@ def decode_variant(variant: str | None) -> dict[str, dict[str, int]]:
 
   None gives {} (a config that spells every size out itself, as configs written before variants did).
   """
+  return variant_sizes(VARIANTS, variant, "FaceMotionDiT")
+
+
+def variant_sizes(variants: dict[str, dict[str, dict[str, int]]], variant: str | None,
+                  model: str) -> dict[str, dict[str, int]]:
+  """A copy of `variants[variant]` ({part: sizes}); {} for None; a clear error for an unknown name."""
   if variant is None:
     return {}
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown FaceMotionDiT variant {variant!r} (have: {', '.join(VARIANTS)})")
-  return {part: dict(sizes) for part, sizes in VARIANTS[variant].items()}
+  if variant not in variants:
+    raise ValueError(f"unknown {model} variant {variant!r} (have: {', '.join(variants)})")
+  return {part: dict(sizes) for part, sizes in variants[variant].items()}
 
 
 def style_controls(motion: jax.Array, num_exp: int = NUM_EXP) -> jax.Array:

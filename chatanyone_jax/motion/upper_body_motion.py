@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from chatanyone_jax.layers import AdaLNZeroFinal
-from chatanyone_jax.motion.face_motion_dit import DiTBlock, TimestepEmbedder
+from chatanyone_jax.motion.face_motion_dit import DiTBlock, TimestepEmbedder, variant_sizes
 from chatanyone_jax.ops import sinusoidal_positions
 from chatanyone_jax.template.hands import HANDS_DIM
 
@@ -113,11 +113,7 @@ def decode_variant(variant: str | None) -> dict[str, dict[str, int]]:
 
   None gives {} (a config that spells every size out itself, as configs written before variants did).
   """
-  if variant is None:
-    return {}
-  if variant not in VARIANTS:
-    raise ValueError(f"unknown UpperBodyMotion variant {variant!r} (have: {', '.join(VARIANTS)})")
-  return {part: dict(sizes) for part, sizes in VARIANTS[variant].items()}
+  return variant_sizes(VARIANTS, variant, "UpperBodyMotion")
 
 
 class UpperBodyMotion(nn.Module):
