@@ -5,10 +5,13 @@ landmarks of a one-frame clip (`data.landmarks.extract_landmarks`), `annotate_cl
 in body units, head / body boxes, keypoints), then the crops at each renderer's input size and the
 affine maps from body units to their grid units. `prepare_avatar` returns the host-side arrays that
 `chatanyone_jax.stream_step.init_state` turns into the stream's state (F volume, source keypoints).
+`load_portrait` reads, checks and annotates the portrait alone, without any model, so that callers can
+report a bad portrait before they build or load models.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -22,7 +25,7 @@ from data.annotate import Annotator, annotate_clip, face_runs
 from data.crops import body_units_to_grid, crop, to_crop_pixels, to_grid
 from data.decode import VideoFailure, iter_frames
 from data.landmarks import LandmarkError, extract_landmarks
-from data.media import MediaError
+from data.media import MediaError, read_image
 from data.preprocess_config import PreprocessConfig
 from infer.options import Style
 
@@ -94,6 +97,29 @@ def annotate_image(image: np.ndarray, name: str = "portrait") -> dict[str, np.nd
   return {k: np.asarray(out[k])[0] for k in keep} | {"identity": np.asarray(out["identity"])}  # (n_id,)
 
 
+@dataclasses.dataclass(frozen=True)
+class Portrait:
+  """A portrait read, checked and annotated (`load_portrait`): the image and its `annotate_image` arrays."""
+  image: np.ndarray  # (H, W, 3) uint8 RGB
+  annotation: dict[str, np.ndarray]
+  name: str = "portrait"
+
+
+def load_portrait(image: str | os.PathLike | np.ndarray, name: str | None = None) -> Portrait:
+  """Reads (given a path), checks and annotates a portrait; no model is needed.
+
+  Raises:
+    MediaError: an unreadable file, or not an (H, W, 3) uint8 RGB image. AvatarError: no face in it.
+  """
+  if isinstance(image, str | os.PathLike):
+    name, image = name or str(image), read_image(image)
+  else:
+    name, image = name or "portrait", np.asarray(image)
+  if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+    raise MediaError(f"the portrait must be an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
+  return Portrait(image, annotate_image(image, name), name)
+
+
 def _reference(path: str | os.PathLike, spec: StreamSpec, norm: dict,
                max_seconds: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
   """A reference video -> ((1, T, ref_dim) normalised expression window, (2,) its style controls).
@@ -119,12 +145,12 @@ def _reference(path: str | os.PathLike, spec: StreamSpec, norm: dict,
   return window[None, :, :spec.face.config.ref_dim], style
 
 
-def prepare_avatar(image: np.ndarray, spec: StreamSpec, params: dict, *, style: Style = Style(),
+def prepare_avatar(image: np.ndarray | Portrait, spec: StreamSpec, params: dict, *, style: Style = Style(),
                    name: str = "portrait") -> dict[str, np.ndarray]:
   """Host-side avatar inputs of `chatanyone_jax.stream_step.init_state` (see there for the keys).
 
   Args:
-    image: (H, W, 3) uint8 RGB portrait.
+    image: (H, W, 3) uint8 RGB portrait, or one `load_portrait` already annotated.
     spec: the stream's spec (mode, renderer input sizes, window).
     params: the stream's params (motion_face's "norm" and reference input, motion_body's appearance).
     style: amplitude / pose-range multipliers and an optional reference video (`Style`).
@@ -135,7 +161,8 @@ def prepare_avatar(image: np.ndarray, spec: StreamSpec, params: dict, *, style: 
     ValueError: a reference video for a model without the reference input.
   """
 
-  ann = annotate_image(image, name)
+  portrait = image if isinstance(image, Portrait) else load_portrait(image, name)
+  image, ann = portrait.image, portrait.annotation
   body_box, head_box = ann["body_box"], ann["head_box"]
   main_box = body_box if spec.mode == "upper" else head_box
   size = spec.renderer.image_size

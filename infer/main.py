@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from chatanyone_jax.stream_spec import MODES
 from data.media import MediaError, read_audio
+from infer.avatar import load_portrait
 from infer.media import write_video
 from infer.options import StreamOptions, Style
 from infer.streaming import FPS, SAMPLE_RATE, audio_chunks, num_output_frames, stream
@@ -82,13 +83,14 @@ def run(args: argparse.Namespace) -> int:
   total = num_output_frames(audio.size)
   if total == 0:
     raise MediaError(f"{args.audio} is shorter than one video frame ({1 / FPS:.3f} s)")
+  portrait = load_portrait(args.image)  # a bad or faceless portrait fails here, before any model is built
   params = configs = None
   if args.checkpoint is None:
     from infer.smoke import random_params  # the training stack loads only for --random-weights
 
     logging.warning("--random-weights: random networks, the video is a smoke test and shows noise")
     params, configs = random_params(args.mode, refine=not args.no_refine, seed=args.seed)
-  frames = stream(args.image, audio_chunks(audio, max(1, int(args.chunk_seconds * SAMPLE_RATE))),
+  frames = stream(portrait, audio_chunks(audio, max(1, int(args.chunk_seconds * SAMPLE_RATE))),
                   checkpoint=args.checkpoint, options=options, style=style, params=params, configs=configs)
   bar = tqdm(frames, total=total, desc="frames", unit="frame")
   n = write_video(args.out, bar, FPS, audio=audio, sample_rate=SAMPLE_RATE)

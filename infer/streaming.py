@@ -27,8 +27,7 @@ import numpy as np
 from chatanyone_jax import stream_spec, stream_step
 from chatanyone_jax.stream_spec import FPS, SAMPLE_RATE, StreamSpec
 from chatanyone_jax.template import load_head_template
-from data.media import MediaError, read_image
-from infer.avatar import prepare_avatar
+from infer.avatar import Portrait, load_portrait, prepare_avatar
 from infer.models import build_spec, load_checkpoint
 from infer.options import StreamOptions, Style
 
@@ -53,7 +52,7 @@ class Session:
     return stream_spec.block_samples(self.spec)
 
 
-def prepare(image: str | os.PathLike | np.ndarray, *, checkpoint: str | os.PathLike | None = None,
+def prepare(image: str | os.PathLike | np.ndarray | Portrait, *, checkpoint: str | os.PathLike | None = None,
             options: StreamOptions = StreamOptions(), style: Style = Style(), params: dict | None = None,
             configs: dict | None = None) -> Session:
   """Loads the models, prepares the avatar and its initial state (all the checks `stream` does up front).
@@ -67,19 +66,14 @@ def prepare(image: str | os.PathLike | np.ndarray, *, checkpoint: str | os.PathL
     raise ValueError("no trained checkpoint given: pass checkpoint=DIR (training workdirs, see "
                      "infer.models), or params= and configs= (e.g. from infer.smoke.random_params)")
   spec = build_spec(configs, options)
-  if isinstance(image, str | os.PathLike):
-    name, image = str(image), read_image(image)
-  else:
-    name, image = "portrait", np.asarray(image)
-  if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-    raise MediaError(f"the portrait must be an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
   needed = ["motion_face", "render"] + (["motion_body"] if spec.mode == "upper" else [])
   needed += ["face_refine"] if spec.refine is not None else []
   missing = [k for k in needed if k not in params]
   if missing:
     raise ValueError(f"params lacks {missing} (keys as the checkpoint workdirs: {needed})")
   params = {k: params[k] for k in needed}
-  avatar = prepare_avatar(image, spec, params, style=style, name=name)
+  portrait = image if isinstance(image, Portrait) else load_portrait(image)
+  avatar = prepare_avatar(portrait, spec, params, style=style)
   device_params = jax.device_put({**params, "template": load_head_template()})
   state = stream_step.make_init_state(spec)(device_params, avatar, jax.random.key(options.seed))
   return Session(spec, device_params, state, avatar)
@@ -124,14 +118,15 @@ def _frames(session: Session, audio_chunks: Iterable[np.ndarray]) -> Iterator[np
     yield from run(pending, remaining)
 
 
-def stream(image: str | os.PathLike | np.ndarray, audio_chunks: Iterable[np.ndarray], *,
+def stream(image: str | os.PathLike | np.ndarray | Portrait, audio_chunks: Iterable[np.ndarray], *,
            checkpoint: str | os.PathLike | None = None, options: StreamOptions = StreamOptions(),
            style: Style = Style(), params: dict | None = None,
            configs: dict | None = None) -> Iterator[np.ndarray]:
   """Video frames of a portrait speaking the streamed audio (module docstring).
 
   Args:
-    image: portrait path or (H, W, 3) uint8 RGB array (mode "upper": head and shoulders).
+    image: portrait path, (H, W, 3) uint8 RGB array (mode "upper": head and shoulders) or a `Portrait`
+      (`infer.avatar.load_portrait`: read and annotated already).
     audio_chunks: iterable of 1-D float arrays of 16 kHz mono samples in [-1, 1], any lengths (resample
       other audio first, e.g. `data.media.read_audio`).
     checkpoint: directory of training workdirs (`infer.models.load_checkpoint`); None: pass params and

@@ -15,7 +15,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tests.helpers import reference_dir, require  # noqa: E402
+from tests.helpers import reference_dir, require, write_wav  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -46,19 +46,29 @@ def load_ref(lp_reference):
 # fixture of every end-to-end test after it: the demo test, the evaluation CLI and the notebooks. Tests
 # that use it carry `pytest.mark.xdist_group("demo")` so that under pytest-xdist one worker builds it.
 DEMO_ARGS = ("--steps-render", "2", "--steps-motion", "3", "--clip-seconds", "2", "--steps", "2")
+DEMO_SPEECH_SECONDS = 1.0  # of the bundled speech: two windows of the stream step (the first compiles)
 
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> pathlib.Path:
-  """`python -m infer.demo` with short settings: OUT/data (records), OUT/runs (checkpoint), demo.mp4."""
+  """`python -m infer.demo` with short settings on the first second of the bundled speech: OUT/data
+  (records), OUT/runs (checkpoint), demo.mp4 (summary.json names the speech file)."""
+  from data.media import read_audio
   from infer import demo
 
   out = tmp_path_factory.mktemp("demo")
-  assert demo.main(["--out", str(out), *DEMO_ARGS]) == 0
+  speech = out.parent / "demo_speech.wav"
+  write_wav(speech, read_audio(demo.ASSETS_SPEECH)[:int(DEMO_SPEECH_SECONDS * 16000)])
+  assert demo.main(["--out", str(out), "--audio", str(speech), *DEMO_ARGS]) == 0
   return out
 
 
 def pytest_collection_modifyitems(config, items):
+  # Modules with a test marked slow first, each module's tests together and in order (module fixtures are
+  # built once): pytest-xdist hands out the groups first (the largest first), then the other tests in this
+  # order, so that long tests do not end the run on one worker while the other idles.
+  slow_modules = {item.path for item in items if "slow" in item.keywords}
+  items.sort(key=lambda item: item.path not in slow_modules)
   if jax.default_backend() != "cpu":
     return
   skip = pytest.mark.skip(reason="needs a GPU/TPU (jax.default_backend() is cpu)")

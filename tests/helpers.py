@@ -5,11 +5,21 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import wave
 
 import jax
+import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# pytest-xdist groups (`make test` runs `--dist loadgroup`): a group's tests run in one worker process, one
+# after the other, and share what that process built. A module whose module-scoped fixture is expensive
+# marks itself `pytest.mark.xdist_group(__name__)`, so that one worker builds it once. The demo's group is
+# in tests/conftest.py.
+# The streaming tests with random tiny models: `infer.smoke.random_params` (cached per process) and the
+# stream steps compiled for their specs (cached per spec) are built once.
+SMOKE_STREAM = pytest.mark.xdist_group("smoke_stream")
 
 
 @contextlib.contextmanager
@@ -22,6 +32,19 @@ def enable_x64():
     from jax.experimental import enable_x64 as _ctx
     with _ctx():
       yield
+
+
+@contextlib.contextmanager
+def fast_compile():
+  """XLA without most of its optimisations (`jax_disable_most_optimizations`, as the flax examples' tests):
+  programs compile faster and run slower. For tests that compile small programs and run them a few
+  times; programs compiled inside stay compiled that way in jit caches (an option of the compile only)."""
+  before = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_disable_most_optimizations", before)
 
 
 def reference_dir() -> pathlib.Path:
@@ -42,3 +65,13 @@ def require(path: pathlib.Path, what: str) -> pathlib.Path:
       pytest.fail(msg)
     pytest.skip(msg)
   return path
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, rate: int = 16000, channels: int = 1) -> None:
+  """float samples in [-1, 1] -> a 16-bit PCM WAV file (the same samples in every channel)."""
+  pcm = np.clip(np.round(np.asarray(audio) * 32767), -32768, 32767).astype(np.int16)
+  with wave.open(str(path), "wb") as w:
+    w.setnchannels(channels)
+    w.setsampwidth(2)
+    w.setframerate(rate)
+    w.writeframes(np.repeat(pcm, channels).tobytes())

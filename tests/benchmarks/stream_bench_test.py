@@ -7,9 +7,11 @@ from benchmarks import stream_bench as bench
 from chatanyone_jax import stream_spec
 from infer.models import build_spec
 from infer.options import StreamOptions
-from infer.smoke import random_params
+from tests.helpers import SMOKE_STREAM
+from train.configs import motion_face
 
 
+@SMOKE_STREAM
 def test_tiny_head_stream_benchmark_runs_without_writing(capsys):
   before = harness.RESULTS.read_text() if harness.RESULTS.exists() else None
   (r,) = bench.main(["--modes", "head", "--steps", "2", "--iters", "2", "--dtypes", "bfloat16", "--no-write"])
@@ -39,7 +41,7 @@ def test_sampling_cost_and_dominant_part_from_step_counts():
 
 
 def test_blocks_follow_the_window_bounds_and_wrap():
-  _, configs = random_params("head")
+  configs = {"motion_face": motion_face.get_config("tiny"), "render": "tiny_head512"}  # no parameters
   spec = build_spec(configs, StreamOptions(mode="head"))
   assert spec.window == 16  # 8533.3 samples per window
   audio = np.arange(5 * 8534, dtype=np.float32)  # 5 windows and a bit

@@ -23,6 +23,7 @@ from infer.models import build_spec
 from infer.options import StreamOptions
 from infer.smoke import random_params
 from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH
+from tests.helpers import SMOKE_STREAM
 
 SR = 16000
 
@@ -126,9 +127,10 @@ def _head_avatar(spec, params):
 
 
 @pytest.mark.slow
+@SMOKE_STREAM
 def test_head_state_and_render_batches():
   params, configs = random_params("head")
-  spec = build_spec(configs, StreamOptions(mode="head"))
+  spec = build_spec(configs, StreamOptions(mode="head", num_steps=2))  # as tests/infer/streaming_test.py
   params = {k: params[k] for k in ("motion_face", "render")} | {"template": load_head_template()}
   state = stream_step.make_init_state(spec)(params, _head_avatar(spec, params), jax.random.key(0))
   av = state["avatar"]

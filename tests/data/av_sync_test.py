@@ -18,6 +18,8 @@ from data.media import read_video
 from infer.media import write_video
 from tests.helpers import media_dir, require
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
+
 CLIP = "V-Express__scripts_prepare_dataset_RD_Radio10_0_clip_0.mp4"
 SRC_FPS, FPS, SR = 25, 30.0, 16000
 NUM_SRC_FRAMES = 58  # 2.32 s at 25 fps -> 69 frames at 30 fps

@@ -16,6 +16,8 @@ from infer.media import write_video
 from tests import fixtures
 from tests.helpers import media_dir, require
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
+
 CLIPS = (
     "V-Express__scripts_prepare_dataset_RD_Radio10_0_clip_0.mp4",  # 512², 29.97 fps, held-out identity
     "LatentSync__assets_demo2_video.mp4",  # 1080 x 1920 at 25 fps, upper body with a visible hand

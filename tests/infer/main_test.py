@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import wave
 
 import av
 import jax
@@ -19,18 +18,11 @@ from infer.models import load_checkpoint
 from infer.options import StreamOptions
 from infer.smoke import random_params
 from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH, stream
-from tests.helpers import REPO
+from tests.helpers import REPO, SMOKE_STREAM, write_wav
+
+pytestmark = SMOKE_STREAM
 
 SR = 16000
-
-
-def _write_wav(path, audio: np.ndarray, rate: int = SR, channels: int = 1) -> None:
-  pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16)
-  with wave.open(str(path), "wb") as w:
-    w.setnchannels(channels)
-    w.setsampwidth(2)
-    w.setframerate(rate)
-    w.writeframes(np.repeat(pcm, channels).tobytes())
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +30,7 @@ def speech_wav(tmp_path_factory):
   """0.9 s of the bundled speech as a 44.1 kHz stereo WAV (the CLI resamples it to 16 kHz mono)."""
   audio = read_audio(ASSETS_SPEECH, 44100)[44100 // 2:44100 // 2 + int(0.9 * 44100)]
   path = tmp_path_factory.mktemp("audio") / "speech.wav"
-  _write_wav(path, audio, 44100, channels=2)
+  write_wav(path, audio, 44100, channels=2)
   return path
 
 
@@ -58,7 +50,7 @@ def test_cli_writes_h264_with_audio(tmp_path, speech_wav, capsys):
 
 def test_cli_silent_audio(tmp_path):
   wav = tmp_path / "silence.wav"
-  _write_wav(wav, np.zeros(int(0.5 * SR), np.float32))
+  write_wav(wav, np.zeros(int(0.5 * SR), np.float32))
   out = tmp_path / "silent.mp4"
   assert cli.main(["--image", str(ASSETS_PORTRAIT), "--audio", str(wav), "--out", str(out),
                    "--random-weights"]) == 0

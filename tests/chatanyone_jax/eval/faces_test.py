@@ -8,6 +8,8 @@ from data import media
 from infer.evaluation.backends import dlib_model_file, face_analyzer
 from tests.helpers import media_dir, require
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
+
 CLIP = "V-Express__test_samples_short_case_AOC_gt.mp4"
 OTHER = "3DDFA_V2__examples_inputs_emma.jpg"
 

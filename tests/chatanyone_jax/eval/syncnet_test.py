@@ -15,6 +15,8 @@ import skimage.transform
 from chatanyone_jax.eval import syncnet
 from tests.chatanyone_jax.eval.reference.seeded import seeded_input, seeded_state_dict
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
+
 REF = pathlib.Path(__file__).parent / "reference" / "syncnet.npz"
 # Must match reference/make_syncnet.py.
 SEEDS = {"weights": 301, "frames": 302, "audio": 303, "mfcc": 304, "feat_video": 305, "feat_audio": 306}

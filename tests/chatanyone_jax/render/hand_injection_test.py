@@ -10,6 +10,8 @@ from chatanyone_jax.render.hand_injection import HandEncoder, HandInjection
 from chatanyone_jax.render.spade_generator import SPADEDecoder
 from tests.chatanyone_jax.render import util
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
+
 CFG = presets.tiny_upper.spade_generator
 FEATURE = jax.random.normal(jax.random.key(0), (2, 8, 4, CFG.input_channels))
 HAND = jax.random.uniform(jax.random.key(1), (2, 32, 16, 3))  # I_hand at 4x the feature size

@@ -18,7 +18,9 @@ import pytest
 from chatanyone_jax import losses
 from chatanyone_jax.render import presets, train_step
 from data.media import read_video
-from tests.helpers import media_dir, require
+from tests.helpers import fast_compile, media_dir, require
+
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
 
 VIDEO = "videos/LivePortrait__assets_examples_driving_d0.mp4"
 MAX_STEPS = 80
@@ -58,7 +60,8 @@ def run():
   ema0 = jax.tree.map(np.array, state["ema"])
   traces = []
   l1_loss = losses.l1_loss
-  with pytest.MonkeyPatch.context() as mp:  # l1_loss runs once per trace of the step
+  # l1_loss runs once per trace of the step. A few steps: compiling fast beats running fast (fast_compile).
+  with pytest.MonkeyPatch.context() as mp, fast_compile():
     mp.setattr(losses, "l1_loss", lambda *a, **k: traces.append(1) or l1_loss(*a, **k))
     step = train_step.make_train_step(CONFIG, gen_tx, disc_tx, weights, ema_decay=0.9)
     history, steps_seen, donated = [], [], None

@@ -10,6 +10,8 @@ from chatanyone_jax.render import presets
 from chatanyone_jax.render.warping_network import WarpingNetwork
 from tests.chatanyone_jax.render import util
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
+
 REF = "W_warping_network"
 DM = "dense_motion_network"
 
