@@ -1,6 +1,7 @@
 """Training throughput: steps/s and frames/s of the jitted train step of each training config.
 
   python -m benchmarks.train_bench                      # tiny variants, CPU (rows to RESULTS.md)
+  python -m benchmarks.train_bench --variant small --configs render_head512 --profile [--data DIR]
   python -m benchmarks.train_bench --full               # full configs at the batch sizes below (GPU)
   python -m benchmarks.train_bench --configs render_head512 --full --batch-size 16
 
@@ -11,7 +12,13 @@ Gaussian): throughput does not depend on the values, and
 the full configs need no preprocessed data. The first step (trace + compile + run) is reported as the
 compile time; then `--warmup` untimed steps and `--iters` timed ones, each ended by `block_until_ready`.
 frames/s counts the frames a step trains on: batch x 1 for the renderers, batch x window (T) for the
-motion models.
+motion models; each row also gives the parameters and XLA's FLOP count of the step.
+
+--profile (renderers) times, at the step's shapes, the forward + backward pass of each part alone: F,
+M (source + driving), the equivariance pass (M on the warped driving image; layouts with implicit
+keypoints), W, G, the discriminator on the generator side (real + fake, feature matching) and its own
+update. --data DIR adds the input pipeline's rate (`task.loader` + `adapt` on those records, the
+config's worker_count), which must stay well above the step rate.
 """
 
 from __future__ import annotations
@@ -25,6 +32,14 @@ import jax
 import numpy as np
 
 from benchmarks.harness import Timing, append_rows, format_row
+from benchmarks.render_bench import cost_flops
+from chatanyone_jax import losses
+from chatanyone_jax.render import train_step
+from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
+from chatanyone_jax.render.discriminator import MultiScaleDiscriminator
+from chatanyone_jax.render.motion_extractor import MotionExtractor
+from chatanyone_jax.render.spade_generator import SPADEDecoder
+from chatanyone_jax.render.warping_network import WarpingNetwork
 from train import parallel, tasks, trainer
 
 CONFIGS = ("render_head512", "render_upper512x768", "face_refine", "motion_face", "motion_body")
@@ -48,8 +63,15 @@ def synthetic_batch(spec: dict, seed: int = 0) -> dict:
   return out
 
 
-def bench(name: str, *, full: bool, batch_size: int | None, warmup: int, iters: int) -> Timing:
-  config = importlib.import_module(f"train.configs.{name}").get_config(None if full else "tiny")
+def load_config(name: str, variant: str | None):
+  """train/configs/<name>.py at a variant ("tiny", "small", or None: the full config)."""
+  return importlib.import_module(f"train.configs.{name}").get_config(variant)
+
+
+def bench(name: str, *, variant: str | None, batch_size: int | None, warmup: int, iters: int,
+          profile: bool = False) -> list[Timing]:
+  full = variant is None
+  config = load_config(name, variant)
   config.batch_size = batch_size or (FULL_BATCH[name] if full else config.batch_size)
   config.data_dir = "unused"
   task = tasks.get_task(config)
@@ -76,20 +98,104 @@ def bench(name: str, *, full: bool, batch_size: int | None, warmup: int, iters: 
     times.append(time.perf_counter() - t)
   if not bool(m["finite"]):
     raise trainer.NonFiniteError(f"{name}: non-finite loss on the synthetic batch")
-  variant = config.model.get("preset", "") if name.startswith(("render", "face")) else ""
-  desc = (f"{name}{'' if full else ':tiny'}{f' ({variant})' if variant else ''}, global batch "
+  preset = config.model.get("preset", "") if name.startswith(("render", "face")) else ""
+  desc = (f"{name}{'' if full else ':' + variant}{f' ({preset})' if preset else ''}, global batch "
           f"{config.batch_size}, {mesh.size} device(s) data-parallel, float32, synthetic batch")
   timing = Timing(name="train step", config=desc, compile_s=compile_s, times_s=times)
   sps = 1.0 / float(np.median(times))
   frames = config.batch_size * task.frames_per_example()
-  timing.throughput = f"{sps:.2f} steps/s, {sps * frames:.1f} frames/s"
+  trained = state["gen"]["params"] if "gen" in state else state["params"]
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(trained))
+  flops = cost_flops(lambda s, b: prog.step(s, b, guard), state, batch)
+  timing.throughput = (f"{sps:.2f} steps/s, {sps * frames:.1f} frames/s; {n_params / 1e6:.2f} M trained "
+                       f"params, {flops / 1e9:.1f} GFLOP/step ({flops * sps / 1e9:.0f} GFLOP/s)")
+  timings = [timing]
+  if profile and "gen" in state:
+    for part, ms in profile_renderer(task, jax.device_get(state), synthetic_batch(prog.spec)).items():
+      timings.append(Timing(name="render step part (fwd + bwd)", config=f"{desc}: {part}", compile_s=0.0,
+                            times_s=[ms / 1e3]))
+  return timings
+
+
+def _grad_ms(fn, args, iters: int = 5) -> float:
+  """Median ms of jit(grad(sum of fn(*args)'s leaves)) with respect to every argument."""
+  g = jax.jit(jax.grad(lambda *a: sum(jax.numpy.sum(x) for x in jax.tree.leaves(fn(*a))),
+                       argnums=tuple(range(len(args)))))
+  jax.block_until_ready(g(*args))
+  times = []
+  for _ in range(iters):
+    t = time.perf_counter()
+    jax.block_until_ready(g(*args))
+    times.append(time.perf_counter() - t)
+  return 1e3 * float(np.median(times))
+
+
+def profile_renderer(task, state: dict, batch: dict) -> dict[str, float]:
+  """ms of each renderer part's forward + backward pass at the step's shapes (module docstring)."""
+  jnp = jax.numpy
+  r = task.renderer
+  nets = {"F": AppearanceFeatureExtractor(r.appearance_feature_extractor),
+          "M": MotionExtractor(r.motion_extractor), "W": WarpingNetwork(r.warping_network),
+          "G": SPADEDecoder(r.spade_generator), "D": MultiScaleDiscriminator(r.discriminator)}
+  params, stats = state["gen"]["params"], state["gen"]["batch_stats"]
+  disc = state["disc"]
+
+  def apply(name, p, *args):
+    s = disc["batch_stats"] if name == "D" else stats[name]
+    kw = {} if name == "M" else {"train": True}
+    if s:
+      return nets[name].apply({"params": p, "batch_stats": s}, *args, mutable=["batch_stats"], **kw)[0]
+    return nets[name].apply({"params": p}, *args, **kw)
+
+  src, drv, target = batch["source"], batch["driving"], batch["driving_target"]
+  b = src.shape[0]
+  kp = jax.random.uniform(jax.random.key(2), (b, r.warping_network.num_kp, 3), minval=-0.5, maxval=0.5)
+  volume = apply("F", params["F"], src)
+  feature = apply("W", params["W"], volume, kp, 0.9 * kp)["out"]
+  hand = (batch["hand_image"],) if r.spade_generator.hand_injection else ()
+  pred = apply("G", params["G"], feature, *hand)
+  ms = {"F": _grad_ms(lambda p, x: apply("F", p, x), (params["F"], src)),
+        "M (source + driving)": _grad_ms(lambda p, x: apply("M", p, x),
+                                         (params["M"], jnp.concatenate([src, drv])))}
+  if train_step.keypoint_layout(r) != "head_offset":
+    tps = losses.random_tps_transform(jax.random.key(3), b)
+    ms["equivariance (M on the warped driving)"] = _grad_ms(
+        lambda p, x: apply("M", p, losses.warp_image(x, tps)), (params["M"], drv))
+  ms["W"] = _grad_ms(lambda p, v: apply("W", p, v, kp, 0.9 * kp)["out"], (params["W"], volume))
+  ms["G"] = _grad_ms(lambda p, f, *h: apply("G", p, f, *h), (params["G"], feature, *hand))
+  ms["D, generator side (real + fake)"] = _grad_ms(
+      lambda x: apply("D", disc["params"], jnp.concatenate([target, x])), (pred,))
+  ms["D update (real + fake)"] = _grad_ms(lambda p: apply("D", p, jnp.concatenate([target, pred])),
+                                          (disc["params"],))
+  return ms
+
+
+def data_rate(name: str, variant: str | None, data: str, batch_size: int, seconds: float = 20.0) -> Timing:
+  """The task's input pipeline (loader + adapt, as the trainer gets batches) on real records."""
+  config = load_config(name, variant)
+  config.data_dir = data
+  task = tasks.get_task(config)
+  it = iter(task.loader(batch_size, 0))
+  task.adapt(next(it))  # start-up (workers, first reads) not counted
+  times = []
+  t_end = time.perf_counter() + seconds
+  while time.perf_counter() < t_end:
+    t = time.perf_counter()
+    task.adapt(next(it))
+    times.append(time.perf_counter() - t)
+  timing = Timing(name="input pipeline", config=f"{name}:{variant} batch {batch_size}, "
+                  f"{config.worker_count} worker(s), {data}", compile_s=0.0, times_s=times)
+  timing.throughput = f"{1 / float(np.median(times)):.1f} batches/s"
   return timing
 
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
-  parser.add_argument("--full", action="store_true", help="full-size configs (default: the :tiny variants)")
+  parser.add_argument("--variant", default="tiny", help="config variant: tiny (default), small or full")
+  parser.add_argument("--full", action="store_true", help="full-size configs (--variant full)")
+  parser.add_argument("--profile", action="store_true", help="renderers: forward + backward ms per part")
+  parser.add_argument("--data", help="preprocessed records: also time the input pipeline")
   parser.add_argument("--batch-size", type=int, default=None, help="global batch (default: per config)")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--iters", type=int, default=5)
@@ -97,10 +203,15 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.WARNING)
   timings = []
+  variant = None if args.full or args.variant == "full" else args.variant
   for name in args.configs:
-    t = bench(name, full=args.full, batch_size=args.batch_size, warmup=args.warmup, iters=args.iters)
-    print(format_row(t), end="", flush=True)
-    timings.append(t)
+    ts = bench(name, variant=variant, batch_size=args.batch_size, warmup=args.warmup, iters=args.iters,
+               profile=args.profile)
+    if args.data:
+      ts.append(data_rate(name, variant, args.data, args.batch_size or load_config(name, variant).batch_size))
+    for t in ts:
+      print(format_row(t), end="", flush=True)
+    timings += ts
   if not args.no_write:
     append_rows(timings)
 

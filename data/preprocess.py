@@ -175,10 +175,12 @@ def _worker(args: tuple[str, str, PreprocessConfig]) -> dict:
 
 def run(videos: str | os.PathLike, out: str | os.PathLike, config: PreprocessConfig | None = None,
         *, workers: int = 1, retry_failed: bool = False, val_fraction: float = 0.0,
+        split_file: str | os.PathLike | None = None, heldout_tail: float = 0.0,
         build_records: bool = True, progress: bool = True) -> dict:
   """Preprocesses every video under `videos` into `out` (resumable); returns the summary (also written).
 
-  `config` defaults to `PreprocessConfig()`.
+  `config` defaults to `PreprocessConfig()`. val_fraction, split_file, heldout_tail: how the records are
+  split (`data.records.build`).
   """
   config = PreprocessConfig() if config is None else config
   out = pathlib.Path(out)
@@ -226,7 +228,8 @@ def run(videos: str | os.PathLike, out: str | os.PathLike, config: PreprocessCon
                    "workers": workers},
   }
   if build_records and done:
-    summary["records"] = records.build(out, val_fraction=val_fraction)
+    summary["records"] = records.build(out, val_fraction=val_fraction, split_file=split_file,
+                                       heldout_tail=heldout_tail)
   (out / "summary.json").write_text(json.dumps(summary, indent=1))
   for f in failed:
     log.warning("skipped %s: %s", f["video"], f["message"] or f["reason"])
@@ -252,6 +255,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="use only the first seconds of each video")
   parser.add_argument("--val-fraction", type=float, default=0.0,
                       help="share of videos (by a stable hash of the name) in the validation split")
+  parser.add_argument("--split-file", default=None,
+                      help="split by person instead (data.splits; e.g. data/splits/people.tsv): its held-out "
+                           "people are the validation split")
+  parser.add_argument("--heldout-tail", type=float, default=0.0,
+                      help="with --split-file: share of each training clip's last frames kept out of "
+                           "training (split heldout_frames)")
   parser.add_argument("--retry-failed", action="store_true", help="process videos that failed before again")
   parser.add_argument("--no-records", action="store_true", help="stop after the per-video annotation")
   args = parser.parse_args(argv)
@@ -260,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = PreprocessConfig(body_size=args.body_size, head_size=args.head_size, min_frames=args.min_frames,
                               max_seconds=args.max_seconds)
     summary = run(args.videos, args.out, config, workers=args.workers, retry_failed=args.retry_failed,
-                  val_fraction=args.val_fraction, build_records=not args.no_records)
+                  val_fraction=args.val_fraction, split_file=args.split_file, heldout_tail=args.heldout_tail,
+                  build_records=not args.no_records)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -5,7 +5,9 @@ builder configs under `OUT/records/`: ``clips`` (one record per clip: coefficien
 ``frames`` (one record per frame: encoded crops, masks, hand image); `_DESCRIPTION` gives the layout.
 `data_source` reads one config and split with random access for grain (`data.pipelines`). Writing needs
 no TensorFlow: images stay encoded bytes (`data.encoding`). Videos are split into train / validation by
-a stable hash of their name (`is_validation`).
+a stable hash of their name (`is_validation`), or by person with a split file (`data.splits`): its
+held-out people are "validation", and `heldout_tail` cuts the last share of every training clip into
+"heldout_frames" (same people, frames never trained on).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from chatanyone_jax.template.hands import HANDS_DIM, NUM_HAND_LANDMARKS
 from chatanyone_jax.template.head_template import NUM_EXP, NUM_KEYPOINTS
 from data.encoding import unpack_bytes
 from data.landmarks import NUM_FACE_POINTS
+from data.splits import SplitError, read_split
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +123,37 @@ def list_clips(root: str | os.PathLike) -> list[pathlib.Path]:
   return out
 
 
-def _split_clips(root, val_fraction: float) -> dict[str, list[pathlib.Path]]:
-  splits: dict[str, list[pathlib.Path]] = {"train": [], "validation": []}
-  for p in list_clips(root):
-    splits["validation" if is_validation(p.parent.name, val_fraction) else "train"].append(p)
+Job = tuple[pathlib.Path, int, int]  # a clip file and the frame range [start, stop) that goes in
+
+
+def _split_clips(root, val_fraction: float, split_file=None, heldout_tail: float = 0.0
+                 ) -> dict[str, list[Job]]:
+  """Clips per split (module docstring): "train", "validation" and, with a tail share, "heldout_frames"."""
+  splits: dict[str, list[Job]] = {"train": [], "validation": [], "heldout_frames": []}
+  paths = list_clips(root)
+  if split_file is None:
+    if heldout_tail:
+      raise ValueError("heldout_tail needs a split file (data.splits)")
+    for p in paths:
+      splits["validation" if is_validation(p.parent.name, val_fraction) else "train"].append(
+          (p, 0, _clip_length(p)))
+    return {k: v for k, v in splits.items() if v}
+  if not 0.0 <= heldout_tail < 1.0:
+    raise ValueError(f"heldout_tail must be in [0, 1), got {heldout_tail}")
+  table = read_split(split_file)
+  unknown = sorted({p.parent.name for p in paths} - set(table))
+  if unknown:
+    raise SplitError(f"{len(unknown)} preprocessed videos are not in the split file {split_file} (first: "
+                     f"{unknown[:3]}); add them (python -m data.splits) or preprocess without them")
+  for p in paths:
+    n = _clip_length(p)
+    if table[p.parent.name] == "heldout":
+      splits["validation"].append((p, 0, n))
+      continue
+    tail = min(n - 1, round(n * heldout_tail))
+    splits["train"].append((p, 0, n - tail))
+    if tail > 0:
+      splits["heldout_frames"].append((p, n - tail, n))
   return {k: v for k, v in splits.items() if v}
 
 
@@ -138,9 +168,12 @@ class ChatAnyoneRecords(tfds.core.GeneratorBasedBuilder):
   ]
 
   def __init__(self, *, preprocessed_dir: str | os.PathLike | None = None, val_fraction: float = 0.0,
-               use_beam: bool = False, **kwargs):
+               split_file: str | os.PathLike | None = None, heldout_tail: float = 0.0, use_beam: bool = False,
+               **kwargs):
     self._preprocessed_dir = preprocessed_dir
     self._val_fraction = val_fraction
+    self._split_file = split_file
+    self._heldout_tail = heldout_tail
     self._use_beam = use_beam
     super().__init__(**kwargs)
 
@@ -154,17 +187,17 @@ class ChatAnyoneRecords(tfds.core.GeneratorBasedBuilder):
     if self._preprocessed_dir is None:
       raise ValueError("ChatAnyoneRecords builds from `python -m data.preprocess` output; pass "
                        "preprocessed_dir=OUT (or run the preprocess command, which does)")
-    splits = _split_clips(self._preprocessed_dir, self._val_fraction)
+    splits = _split_clips(self._preprocessed_dir, self._val_fraction, self._split_file, self._heldout_tail)
     if not splits:
       raise ValueError(f"no finished clips under {self._preprocessed_dir}/work; run data.preprocess first")
     return {name: self._generate_examples(paths) for name, paths in splits.items()}
 
-  def _generate_examples(self, paths):
-    jobs = []  # (clip index, path, index of its first frame record): known before writing anything
+  def _generate_examples(self, clips: list[Job]):
+    jobs = []  # (clip index, path, index of its first frame record, start, stop): known before writing
     offset = 0
-    for i, p in enumerate(paths):
-      jobs.append((i, str(p), offset))
-      offset += _clip_length(p)
+    for i, (p, start, stop) in enumerate(clips):
+      jobs.append((i, str(p), offset, start, stop))
+      offset += stop - start
     fn = clip_examples if self.builder_config.name == "clips" else frame_examples
     if self._use_beam:  # one Beam element per clip: TFDS runs it on the runner of its DownloadConfig
       import apache_beam as beam
@@ -178,44 +211,60 @@ def _clip_length(path) -> int:
     return int(z["exp"].shape[0])
 
 
-def clip_examples(index: int, path: str, offset: int):
-  """The ``clips`` record of one clip file, as (key, example)."""
+def _audio_range(start: int, stop: int, fps: float, sample_rate: int, total: int) -> slice:
+  """The samples of frames [start, stop) of a clip with `total` samples: exactly round(T · sr / fps) of
+  them, from round(start · sr / fps) (one sample earlier where rounding would run past the end)."""
+  n = round((stop - start) * sample_rate / fps)
+  a = min(round(start * sample_rate / fps), total - n)
+  return slice(a, a + n)
+
+
+def clip_examples(index: int, path: str, offset: int, start: int = 0, stop: int | None = None):
+  """The ``clips`` record of frames [start, stop) of one clip file, as (key, example)."""
   p = pathlib.Path(path)
   with np.load(p) as z:
-    n = int(z["exp"].shape[0])
-    ex = {k: z[k] for k in _PER_FRAME}
-    ex.update(name=str(z["name"]), video=p.parent.name, num_frames=n, frame_offset=offset,
-              audio=z["audio"], source_frame=z["source_frame"], identity=z["identity"],
+    stop = int(z["exp"].shape[0]) if stop is None else stop
+    ex = {k: z[k][start:stop] for k in _PER_FRAME}
+    audio = z["audio"][_audio_range(start, stop, float(z["fps"]), int(z["sample_rate"]), z["audio"].size)]
+    ex.update(name=str(z["name"]), video=p.parent.name, num_frames=stop - start, frame_offset=offset,
+              audio=audio, source_frame=z["source_frame"][start:stop], identity=z["identity"],
               fit_error_px=z["fit_error_px"])
   yield f"{index:08d}", ex
 
 
-def frame_examples(index: int, path: str, offset: int):
-  """The ``frames`` records of one clip file, as (key, example); keys sort in clip order."""
+def frame_examples(index: int, path: str, offset: int, start: int = 0, stop: int | None = None):
+  """The ``frames`` records of frames [start, stop) of one clip file, as (key, example); keys sort in clip
+  order, frame_index counts from `start`."""
   with np.load(path) as z:
     arrays = {k: z[k] for k in z.files}
-  n = int(arrays["exp"].shape[0])
+  stop = int(arrays["exp"].shape[0]) if stop is None else stop
   blobs = {k: unpack_bytes(arrays[k], arrays[k + "_offsets"])
            for k in ("body_jpeg", "head_jpeg", "hand_jpeg", "mask_png")}
-  for f in range(n):
+  for i, f in enumerate(range(start, stop)):
     ex = {k: arrays[k][f] for k in _PER_FRAME + ("face", "face_head")}
     ex.update({k: v[f] for k, v in blobs.items()})
-    ex.update(clip_name=str(arrays["name"]), clip_index=index, frame_index=f, clip_start=offset,
-              clip_length=n)
-    yield f"{offset + f:012d}", ex
+    ex.update(clip_name=str(arrays["name"]), clip_index=index, frame_index=i, clip_start=offset,
+              clip_length=stop - start)
+    yield f"{offset + i:012d}", ex
 
 
-def _fingerprint(root, val_fraction: float) -> str:
+def _fingerprint(root, val_fraction: float, split_file=None, heldout_tail: float = 0.0) -> str:
   h = hashlib.sha1()
   for p in list_clips(root):
     st = p.stat()
     h.update(f"{p.parent.name}/{p.name}:{st.st_size}:{int(st.st_mtime)}".encode())
   h.update(f"{val_fraction}:{VERSION}:{_META_SCHEMA}".encode())
+  if split_file is not None:
+    h.update(pathlib.Path(split_file).read_bytes() + f":{heldout_tail}".encode())
   return h.hexdigest()
 
 
-def build(root: str | os.PathLike, val_fraction: float = 0.0, beam_runner=None, beam_options=None) -> dict:
+def build(root: str | os.PathLike, val_fraction: float = 0.0, beam_runner=None, beam_options=None, *,
+          split_file: str | os.PathLike | None = None, heldout_tail: float = 0.0) -> dict:
   """Writes (or reuses, when the clips did not change) both configs under `root/records`; returns meta.
+
+  split_file: a `data.splits` file (split by person; replaces `val_fraction`); heldout_tail: the share of
+  every training clip's last frames that goes to "heldout_frames" instead of "train" (needs split_file).
 
   With `beam_runner` (and optional `beam_options`; needs `pip install apache-beam`), TFDS writes the
   shards through Apache Beam, one element per clip, so a Dataflow / Flink / Spark runner spreads the
@@ -223,33 +272,30 @@ def build(root: str | os.PathLike, val_fraction: float = 0.0, beam_runner=None, 
   """
   root = pathlib.Path(root)
   rec = root / RECORDS_DIR
-  fp = _fingerprint(root, val_fraction)
+  fp = _fingerprint(root, val_fraction, split_file, heldout_tail)
   meta_path = rec / META_FILE
   if meta_path.is_file():
     meta = json.loads(meta_path.read_text())
     if meta.get("fingerprint") == fp:
       log.info("records up to date in %s", rec)
       return meta
+  clip_frames = {split: [stop - start for _, start, stop in jobs]  # checks the split before deleting
+                 for split, jobs in _split_clips(root, val_fraction, split_file, heldout_tail).items()}
   if rec.exists():
     shutil.rmtree(rec)
   rec.mkdir(parents=True)
   cfg = json.loads((root / "config.json").read_text()) if (root / "config.json").is_file() else {}
-  splits, clip_frames = {}, {}
-  for split, paths in _split_clips(root, val_fraction).items():
-    lengths = []
-    for p in paths:
-      with np.load(p) as z:
-        lengths.append(int(z["exp"].shape[0]))
-    clip_frames[split] = lengths
+  splits = {}
   for name in ("clips", "frames"):
     builder = ChatAnyoneRecords(config=name, data_dir=str(rec), file_format="array_record",
-                                preprocessed_dir=root, val_fraction=val_fraction,
-                                use_beam=beam_runner is not None)
+                                preprocessed_dir=root, val_fraction=val_fraction, split_file=split_file,
+                                heldout_tail=heldout_tail, use_beam=beam_runner is not None)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS, beam_runner=beam_runner,
         beam_options=beam_options))
     splits[name] = {s: int(v.num_examples) for s, v in builder.info.splits.items()}
   meta = {"fingerprint": fp, "splits": splits, "clip_frames": clip_frames, "val_fraction": val_fraction,
+          "split_file": None if split_file is None else str(split_file), "heldout_tail": heldout_tail,
           "body_size": cfg.get("body_size"), "head_size": cfg.get("head_size"),
           "fps": cfg.get("fps", 30.0), "sample_rate": cfg.get("sample_rate", 16000)}
   meta_path.write_text(json.dumps(meta, indent=1))

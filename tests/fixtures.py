@@ -183,7 +183,8 @@ def _clip(rng: np.random.Generator, name: str, motion: dict[str, np.ndarray], fa
 
 def write_records(out: str | os.PathLike, *, num_clips: int = 2, num_frames: int | Sequence[int] = 60,
                   body_size: tuple[int, int] = (192, 128), head_size: int = 128, hands: bool = True,
-                  val_fraction: float = 0.0, seed: int = 0) -> dict:
+                  val_fraction: float = 0.0, seed: int = 0, split_file: str | os.PathLike | None = None,
+                  heldout_tail: float = 0.0) -> dict:
   """Writes a synthetic preprocessed dataset under `out` and builds its records; returns their meta.
 
   Args:
@@ -193,6 +194,7 @@ def write_records(out: str | os.PathLike, *, num_clips: int = 2, num_frames: int
     body_size, head_size: the crop sizes (body 2:3, as `PreprocessConfig`).
     hands: one hand in the second half of every clip (else no hands at all).
     val_fraction: as `records.build`: videos whose name hashes below it go to the validation split.
+    split_file, heldout_tail: as `records.build` (a `data.splits` file naming synthetic_000, ...).
     seed: everything is a function of it.
 
   Returns:
@@ -227,4 +229,4 @@ def write_records(out: str | os.PathLike, *, num_clips: int = 2, num_frames: int
               "frames": t, "frames_kept": t, "frames_dropped_no_face": 0, "frames_dropped_short": 0,
               "seconds": 0.0}
     (d / records.STATUS_FILE).write_text(json.dumps(status, indent=1))
-  return records.build(out, val_fraction=val_fraction)
+  return records.build(out, val_fraction=val_fraction, split_file=split_file, heldout_tail=heldout_tail)

@@ -70,10 +70,47 @@ def batch_norm(train: bool, name: str | None = None, dtype=None):
   return lambda x: bn(x, train=train)
 
 
+class DepthFoldedConv3d(nn.Module):
+  """A stride-1 3-D convolution computed as a 2-D one: the depth taps are stacked into channels.
+
+  (N, D, H, W, C) -> (N, D', H', W', F). The k depth-shifted copies of the (zero-padded) input are
+  concatenated along channels, (N D, H, W, k C), and convolved with the kernel reshaped to (kh, kw, kd C,
+  F): the same sums as the 3-D convolution. XLA:CPU runs 3-D convolutions far below its 2-D speed (the
+  dense-motion mask convolution 7x7x7: about 30 GFLOP/s), this form several times faster; other backends
+  gain nothing and lose nothing measurable. Parameters are `nn.Conv`'s ("kernel" (kd, kh, kw, C, F),
+  "bias" (F,)) with its initialisers, so checkpoints, converters and initial values are unchanged.
+  """
+  features: int
+  kernel_size: int
+  padding: int
+  use_bias: bool = True
+  dtype: jnp.dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, p, f = self.kernel_size, self.padding, self.features
+    b, d, h, w, c = x.shape
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, k, c, f), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (f,), jnp.float32) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    d_out = d + 2 * p - k + 1
+    xp = jnp.pad(x, [(0, 0), (p, p), (0, 0), (0, 0), (0, 0)])
+    taps = jnp.concatenate([xp[:, i:i + d_out] for i in range(k)], axis=-1) if k > 1 else xp
+    taps = taps.reshape(b * d_out, h, w, k * c)  # channel i C + c: depth tap i of input channel c
+    kernel_2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(k, k, k * c, f)
+    y = jax.lax.conv_general_dilated(taps, kernel_2d, (1, 1), [(p, p), (p, p)],
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = y.reshape(b, d_out, *y.shape[1:])
+    return y if bias is None else y + bias
+
+
 def conv(features: int, ndim: int, kernel: int, *, stride: int = 1, padding: int | None = None,
-         use_bias: bool = True, name: str | None = None, dtype=None) -> nn.Conv:
-  """Zero-padded conv with PyTorch's padding (kernel // 2 unless given)."""
+         use_bias: bool = True, name: str | None = None, dtype=None) -> nn.Module:
+  """Zero-padded conv with PyTorch's padding (kernel // 2 unless given); stride-1 3-D ones are
+  `DepthFoldedConv3d` (the same parameters and sums, faster on CPU)."""
   pad = kernel // 2 if padding is None else padding
+  if ndim == 3 and stride == 1:
+    return DepthFoldedConv3d(features, kernel, pad, use_bias=use_bias, name=name, dtype=dtype)
   return nn.Conv(features, (kernel,) * ndim, strides=(stride,) * ndim, padding=[(pad, pad)] * ndim,
                  use_bias=use_bias, name=name, dtype=dtype)
 

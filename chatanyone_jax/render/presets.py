@@ -7,8 +7,9 @@ The dataclass defaults are LivePortrait's own values: `liveportrait` is
 presets with LivePortrait's implicit keypoints have (else `stitching=None`).
 
 Presets (each described at its definition): `liveportrait`, `reference_reduced`,
-the CPU-sized `tiny*` ones, and ChatAnyone's `head512` (§3.4), `upper512x768`
-(Eq. 4 / 5) and `face_refine` (Fig. 4). Keypoint layouts (`keypoint_layout`):
+the CPU-sized `tiny*` (tests) and `small*` (CPU training campaigns) ones, and
+ChatAnyone's `head512` (§3.4), `upper512x768` (Eq. 4 / 5) and `face_refine` (Fig. 4).
+Keypoint layouts (`keypoint_layout`):
 "implicit" (LivePortrait's K keypoints), "hybrid_body" (Eq. 4: explicit head
 template keypoints, then M's body keypoints) and "head_offset" (Eq. 2: template
 keypoints + M's implicit offsets).
@@ -49,6 +50,9 @@ class DenseMotionConfig:
   num_blocks: int = 5
   reshape_depth: int = 16
   compress: int = 4
+  # The softmax-mask convolution (3-D) over the hourglass output; LivePortrait's is 7x7x7, the costliest
+  # layer of a training step on CPU (the `small*` presets use 3x3x3).
+  mask_kernel_size: int = 7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,6 +271,42 @@ face_refine = RendererConfig(
     num_kp_head=K_HEAD,
 )
 
+# CPU-scale members of the same three families: the networks, keypoint layouts, hand injection and refine
+# of `upper512x768`, `head512` and `face_refine`, with 1/4 (F) to 1/8 (W, G) of their channels, a 4-deep
+# volume, a single compressed channel per keypoint and a 3x3x3 mask convolution in W (the 7x7x7 one was
+# two thirds of a step), and smaller inputs: `small_upper` 144x96 in (2:3), 288x192 out; `small_head` and
+# `small_face_refine` 128x128 in, 256x256 out. Sized for renderer campaigns on a 2-core CPU (parameters,
+# FLOPs and ms per step at batch 4 in benchmarks/RESULTS.md).
+_small = RendererConfig(
+    appearance_feature_extractor=AppearanceFeatureExtractorConfig(
+        block_expansion=16, num_down_blocks=2, max_features=64, reshape_channel=16, reshape_depth=4,
+        num_resblocks=2),
+    motion_extractor=MotionExtractorConfig(num_kp=K_HEAD, depths=(1, 1, 2, 1), dims=(16, 32, 64, 128)),
+    warping_network=WarpingNetworkConfig(
+        num_kp=K_HEAD, block_expansion=8, max_features=64, num_down_blocks=2, reshape_channel=16,
+        dense_motion=DenseMotionConfig(block_expansion=8, max_features=64, num_blocks=2, reshape_depth=4,
+                                       compress=1, mask_kernel_size=3)),
+    spade_generator=SPADEDecoderConfig(upscale=2, block_expansion=8, max_features=32, num_down_blocks=2,
+                                       out_channels=16, spade_hidden=16),
+    image_size=(128, 128),
+    discriminator=DiscriminatorConfig(num_scales=2, block_expansion=16, max_features=64, num_blocks=3),
+    num_kp_head=K_HEAD,
+)
+_small_injection = dataclasses.replace(_small.spade_generator, hand_injection=True, hand_block_expansion=8,
+                                       hand_max_features=32, hand_hidden=16)
+
+small_head = _small
+
+small_upper = dataclasses.replace(
+    _small,
+    motion_extractor=dataclasses.replace(_small.motion_extractor, num_kp=K_BODY),
+    warping_network=dataclasses.replace(_small.warping_network, num_kp=K_HEAD + K_BODY),
+    spade_generator=_small_injection,
+    image_size=(144, 96),
+)
+
+small_face_refine = dataclasses.replace(_small, spade_generator=_small_injection)
+
 PRESETS: dict[str, RendererConfig] = {
     "liveportrait": liveportrait,
     "reference_reduced": reference_reduced,
@@ -278,6 +318,9 @@ PRESETS: dict[str, RendererConfig] = {
     "tiny_head512": tiny_head512,
     "tiny_upper512x768": tiny_upper512x768,
     "tiny_face_refine": tiny_face_refine,
+    "small_upper": small_upper,
+    "small_head": small_head,
+    "small_face_refine": small_face_refine,
 }
 
 KEYPOINT_LAYOUTS = ("implicit", "hybrid_body", "head_offset")

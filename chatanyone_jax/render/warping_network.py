@@ -130,7 +130,7 @@ class DenseMotionNetwork(nn.Module):
     prediction = Hourglass(cfg.block_expansion, cfg.num_blocks, cfg.max_features, name="hourglass",
                            dtype=self.dtype)(x, train=train)  # (B, D, H, W, F)
     self.sow("intermediates", "hourglass_out", prediction)
-    mask = conv(k1, 3, 7, name="mask", dtype=self.dtype)(prediction)  # (B, D, H, W, K+1)
+    mask = conv(k1, 3, cfg.mask_kernel_size, name="mask", dtype=self.dtype)(prediction)  # (B, D, H, W, K+1)
     self.sow("intermediates", "mask_logits", mask)
     mask = jax.nn.softmax(mask.astype(jnp.float32), axis=-1)
     deformation = jnp.einsum("bdhwk,bkdhwn->bdhwn", mask, sparse_motion)

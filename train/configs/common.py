@@ -99,3 +99,21 @@ def shrink_render_for_cpu(c: ml_collections.ConfigDict, preset: str) -> ml_colle
   c.learning_rate = 1e-3
   c.stats_batches = 1
   return c
+
+
+def small_render_for_cpu(c: ml_collections.ConfigDict, preset: str) -> ml_collections.ConfigDict:
+  """A CPU training campaign (hours on 2 cores) with a `render.presets` small_* preset: batch 4, about one
+  step per second, a checkpoint every few minutes; train on the people of `data/splits/people.tsv`."""
+  c.model.preset = preset
+  c.batch_size = 4
+  c.num_steps = 200_000  # a campaign is stopped and resumed; lr_decay_steps fixes the schedule's length
+  c.lr_decay_steps = 200_000
+  c.warmup_steps = 500
+  c.learning_rate = 2e-4
+  c.log_every = 50
+  c.image_every = 2_000
+  c.checkpoint_every = 250
+  c.keep_checkpoints = 2
+  c.worker_count = 1  # decoding JPEG crops in a worker process keeps the step, not the data, the cost
+  c.sharding.fsdp_min_size = 2 ** 12
+  return c

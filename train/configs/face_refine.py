@@ -18,6 +18,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.render_config("face_refine", crop="head", region="face", face_refine=True)
   if arg == "tiny":
     common.shrink_render_for_cpu(c, "tiny_face_refine")
+  elif arg == "small":
+    common.small_render_for_cpu(c, "small_face_refine")
   elif arg:
-    raise ValueError(f"unknown face_refine variant {arg!r} (have: tiny)")
+    raise ValueError(f"unknown face_refine variant {arg!r} (have: tiny, small)")
   return c

@@ -18,6 +18,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.render_config("head512", crop="head", region=None, face_refine=False)
   if arg == "tiny":
     common.shrink_render_for_cpu(c, "tiny_head512")
+  elif arg == "small":
+    common.small_render_for_cpu(c, "small_head")
   elif arg:
-    raise ValueError(f"unknown render_head512 variant {arg!r} (have: tiny)")
+    raise ValueError(f"unknown render_head512 variant {arg!r} (have: tiny, small)")
   return c

@@ -19,6 +19,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.render_config("upper512x768", crop="body", region="hand", face_refine=False)
   if arg == "tiny":
     common.shrink_render_for_cpu(c, "tiny_upper512x768")
+  elif arg == "small":
+    common.small_render_for_cpu(c, "small_upper")
   elif arg:
-    raise ValueError(f"unknown render_upper512x768 variant {arg!r} (have: tiny)")
+    raise ValueError(f"unknown render_upper512x768 variant {arg!r} (have: tiny, small)")
   return c
