@@ -31,6 +31,7 @@ from chatanyone_jax.vgg19 import VGG19Features, convert_vgg19
 from data import pipelines, records
 from train import optim
 from train.convert import load_liveportrait_checkpoint
+from train.render_eval import RenderEvaluator
 from train.task_base import Task
 
 log = logging.getLogger(__name__)
@@ -221,6 +222,11 @@ class RenderTask(Task):
     return {"param_norm": optax.tree.norm(state["gen"]["params"])}
 
   # ---------------------------------------------------------------------------------------- summaries
+
+  def make_evaluator(self):
+    """`train.render_eval.RenderEvaluator` when config.evals.every > 0."""
+    evals = self.config.get("evals")
+    return RenderEvaluator(self, self.config) if evals is not None and evals.every > 0 else None
 
   def make_summary(self, num_images: int = 4):
     """images(state, batch) -> (n, Ho, 3 Wo, 3): source | driving target | generated (EMA, inference)."""

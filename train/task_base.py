@@ -74,6 +74,11 @@ class Task:
   def initial_params(self, state: dict, shardings) -> dict:
     return state
 
+  def make_evaluator(self):
+    """None, or an object with run(state) -> (scalars, images) that the trainer calls every
+    config.evals.every steps and at the end (held-out evaluation; `train.render_eval`)."""
+    return None
+
   def make_summary(self):
     """None, or a jittable fn(state, batch) -> pytree of arrays for `summaries` (every image_every steps)."""
     return None

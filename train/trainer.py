@@ -250,6 +250,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if summary_fn is not None:
     summary_fn = jax.jit(summary_fn, in_shardings=(prog.state_shardings, prog.batch_sharding),
                          out_shardings=prog.replicated)
+  evaluator = task.make_evaluator()
   writer = metrics.MetricWriter(workdir, enabled=lead)
   step = int(state["step"])
   frames = config.batch_size * task.frames_per_example()
@@ -302,6 +303,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           images = task.summaries(jax.device_get(summary_fn(state, batch)))
           writer.write_images(step, images)
           t_last = time.perf_counter()  # not counted in the throughput
+        if evaluator is not None and (step % config.evals.every == 0 or last):
+          with jax.transfer_guard("allow"):
+            scalars, images = evaluator.run(state)
+          writer.write_scalars(step, scalars)
+          writer.write_images(step, images)
+          log.info("step %d evals: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in scalars.items()))
+          t_last = time.perf_counter()
         if not last:
           batch = batch_next
     if mngr.latest_step() != step:  # the final checkpoint (the last step was checked when logged)

@@ -3,27 +3,23 @@
 Each config trains 2 steps, writes a checkpoint, metrics and TensorBoard scalars and images, and resumes to
 3 steps. For render_upper512x768 (the layout with every loss term) the resumed run must also equal an
 uninterrupted 3-step run (same data position, RNG, optimizer and EMA); the resume code is shared by all
-configs, so the other two skip that third run. The render_head512 run then goes on to HELDOUT_STEPS and
-must reconstruct held-out frames of its clip (1 s after the training frames, never seen) much better than
-its untrained initial state. One run per config asserts all of this, so each step program compiles once.
+configs, so the other two skip that third run. The render_head512 run trains on records split with the
+repository's split file and a held-out tail (the clip's last 20 % never enter training), goes on to
+HELDOUT_STEPS with the in-loop evaluation on (`train.render_eval`), and must reconstruct those held-out
+frames much better than its untrained initial state. One run per config asserts all of this, so each
+step program compiles once.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from chatanyone_jax.render import presets, train_step
-from data import pipelines, records
-from data.preprocess import run as preprocess
-from data.preprocess_config import PreprocessConfig
-from tests.helpers import media_dir, require
-from tests.train.conftest import CLIP
+from chatanyone_jax.render import presets
+from data import records, splits
 from train import checkpoint, metrics, parallel, tasks, trainer
 from train.configs import face_refine, render_head512, render_upper512x768
 
@@ -47,41 +43,14 @@ def _rows(workdir):
 
 
 @pytest.fixture(scope="module")
-def heldout_records(tmp_path_factory):
-  """Records of the first 5 s of the training clip: frames >= 100 were never in the 90 training frames."""
-  clip = require(media_dir() / "videos" / CLIP, "shared media clip")
-  root = tmp_path_factory.mktemp("heldout_records")
-  (root / "videos").mkdir()
-  shutil.copy(clip, root / "videos" / CLIP)
-  config = PreprocessConfig(body_size=(192, 128), head_size=128, max_seconds=5.0, min_frames=50)
-  summary = preprocess(root / "videos", root / "out", config, progress=False)
-  assert summary["clips"] == 1 and summary["frames"] > 120, summary
-  return root / "out"
-
-
-def _heldout_l1(config, workdir, heldout) -> tuple[float, float, int]:
-  """L1 on held-out frames (every 4th from frame 100, driven from frame 0) of the untrained initial state
-  and of the trained EMA generator in `workdir`."""
-  task = tasks.get_task(config)
-  r = task.renderer
-  frames = records.data_source(heldout, "frames", "train")
-  meta = records.read_meta(heldout)
-  decode = pipelines.DecodePair(pipelines.RenderPairConfig(crop="head", input_size=r.image_size,
-                                                           output_size=r.output_size),
-                                (meta["head_size"],) * 2, meta["head_size"])
-  pairs = [decode.map({"source": frames[0], "driving": frames[i]}) for i in range(100, len(frames), 4)]
-  batch = task.adapt({k: np.stack([p[k] for p in pairs]) for k in pairs[0]})
-
-  def l1(params, stats):
-    pred = train_step.reconstruct(r, params, stats, batch["source"], batch["driving"],
-                                  kp_head=(batch["kp_head_source"], batch["kp_head_driving"]))
-    return float(jnp.mean(jnp.abs(jnp.clip(pred, 0, 1) - batch["driving_target"])))
-
-  prog = trainer.build(task, config, parallel.make_mesh(config.mesh))
-  untrained = prog.compile_init()(prog.init_key, {})  # the state the trained run started from
-  trained = checkpoint.load_params(workdir)
-  return (l1(untrained["ema"], untrained["gen"]["batch_stats"]),
-          l1(trained["params"], trained["batch_stats"]), len(pairs))
+def split_records(motion_records, tmp_path_factory):
+  """The clips of `motion_records` split by data/splits/people.tsv, the last 20 % of each held out."""
+  root = tmp_path_factory.mktemp("split_records")
+  (root / "config.json").write_text((motion_records / "config.json").read_text())
+  (root / "work").symlink_to(motion_records / "work")
+  meta = records.build(root, split_file=splits.SPLIT_FILE, heldout_tail=0.2)
+  assert meta["clip_frames"] == {"train": [72], "heldout_frames": [18]}, meta["clip_frames"]
+  return root
 
 
 @pytest.mark.slow
@@ -93,6 +62,8 @@ def _heldout_l1(config, workdir, heldout) -> tuple[float, float, int]:
 def test_render_config_trains_checkpoints_and_resumes_exactly(module, terms, exact, motion_records, tmp_path,
                                                                request):
   heldout = module is render_head512
+  if heldout:
+    motion_records = request.getfixturevalue("split_records")
   # The schedule is part of the step program: with lr_decay_steps fixed, every run of one config (2 steps,
   # resumed to 3, then to HELDOUT_STEPS) reuses the same compiled step.
   kw = dict(lr_decay_steps=HELDOUT_STEPS if heldout else 3, warmup_steps=10 if heldout else 2, log_every=1,
@@ -146,13 +117,24 @@ def test_render_config_trains_checkpoints_and_resumes_exactly(module, terms, exa
   jax.tree.map(np.testing.assert_allclose, loaded["batch_stats"], final["gen"]["batch_stats"])
   assert checkpoint.load_config(workdir).model.preset == c.model.preset
 
-  if heldout:  # go on training, then score frames the run never saw
+  if heldout:  # go on training with the held-out evaluation on, then compare with the untrained state
     long = _config(module, motion_records, num_steps=HELDOUT_STEPS,
                    **{**kw, "log_every": 20, "image_every": 1000})
+    long.evals.update(every=HELDOUT_STEPS, splits=("heldout_frames", "validation"), frames_per_clip=6)
     trainer.train_and_evaluate(long, a)
-    untrained, trained, n = _heldout_l1(long, a, request.getfixturevalue("heldout_records"))
-    print(f"held-out L1 ({n} frames): untrained {untrained:.4f}, trained {HELDOUT_STEPS} steps {trained:.4f}")
-    assert trained < 0.65 * untrained, (trained, untrained)
+    row = _rows(a)[-1]
+    assert row["step"] == HELDOUT_STEPS and "eval/validation/l1" not in row  # no such split: skipped
+    task = tasks.get_task(long)
+    prog = trainer.build(task, long, parallel.make_mesh(long.mesh))
+    untrained, _ = task.make_evaluator().run(prog.compile_init()(prog.init_key, {}))
+    trained = row["eval/heldout_frames/l1"]
+    print(f"held-out L1: untrained {untrained['eval/heldout_frames/l1']:.4f}, trained {HELDOUT_STEPS} "
+          f"steps {trained:.4f}, copy source {row['eval/heldout_frames/copy_source_l1']:.4f}")
+    assert trained < 0.65 * untrained["eval/heldout_frames/l1"], (trained, untrained)
+    assert row["eval/heldout_frames/copy_source_l1"] == untrained["eval/heldout_frames/copy_source_l1"]
+    (events,) = (a / "tensorboard").glob("events.out.tfevents.*")
+    sheet = ("eval/heldout_frames/source_target_generated_copy", ho, 4 * wo)  # one clip: one row
+    assert sheet in metrics.read_image_tags(events)[HELDOUT_STEPS]
 
 
 def test_workdir_of_another_model_is_refused(motion_records, tmp_path):

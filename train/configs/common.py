@@ -72,6 +72,12 @@ def render_config(preset: str, *, crop: str, region: str | None, face_refine: bo
   c.face_refine = face_refine
   c.max_gap = config_dict.placeholder(int)  # source frame at most this far from the driving one (None: any)
   c.model = ml_collections.ConfigDict({"preset": preset})
+  # Held-out evaluation in the loop (`train.render_eval`): every N steps (0 = off) and at the end, the EMA
+  # generator against copy-the-source on these records splits (build them with --split-file and
+  # --heldout-tail; a split the records lack is skipped with a warning).
+  c.evals = ml_collections.ConfigDict({"every": 0, "splits": ("heldout_frames", "validation"),
+                                       "max_clips": 16, "frames_per_clip": 4, "batch_size": 8,
+                                       "sheet_rows": 6})
   c.loss_weights = ml_collections.ConfigDict({})  # overrides of render.train_step.DEFAULT_LOSS_WEIGHTS
   # A torchvision VGG-19 state dict (.pth / .safetensors / .npz) for L_Per (and the region term); None:
   # discriminator feature matching and an L1 region term instead (no weights are downloaded).
@@ -114,6 +120,7 @@ def small_render_for_cpu(c: ml_collections.ConfigDict, preset: str) -> ml_collec
   c.image_every = 2_000
   c.checkpoint_every = 250
   c.keep_checkpoints = 2
+  c.evals.every = 2_000
   c.worker_count = 1  # decoding JPEG crops in a worker process keeps the step, not the data, the cost
   c.sharding.fsdp_min_size = 2 ** 12
   return c

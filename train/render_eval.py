@@ -1,0 +1,132 @@
+"""Held-out evaluation of a renderer inside training (`config.evals`, as big_vision's evaluators).
+
+Every `evals.every` steps and at the end, the EMA generator reconstructs fixed pairs of each split in
+`evals.splits` and is scored against the copy-the-source baseline on the same frames: L1, PSNR and SSIM
+(`chatanyone_jax.metrics`). Pairs: "heldout_frames" (the last share of each training clip, records built
+with `--heldout-tail`): source = the clip's first training frame, driving = its held-out frames;
+"validation" (people not in training, `data/splits/people.tsv`): source = the clip's first frame,
+driving = its later frames. Up to `evals.max_clips` clips per split (evenly spread over the split) and
+`evals.frames_per_clip` driving frames per clip (evenly spread). The trainer writes the scores as
+`eval/<split>/<metric>` scalars (TensorBoard, metrics.jsonl) and a contact sheet per split: source |
+target | generated | copy-source, one row per clip.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from chatanyone_jax import metrics
+from chatanyone_jax.render import train_step
+from data import pipelines, records
+
+log = logging.getLogger(__name__)
+
+
+def _spread(n: int, k: int, start: int = 0) -> list[int]:
+  """Up to k indices evenly spread over [start, n)."""
+  if n <= start:
+    return []
+  return sorted({int(round(x)) for x in np.linspace(start, n - 1, min(k, n - start))})
+
+
+def eval_pairs(data_dir: str, split: str, max_clips: int, frames_per_clip: int
+               ) -> list[tuple[dict, dict, int]]:
+  """(source record, driving record, clip number) of the split's pairs (module docstring)."""
+  meta = records.read_meta(data_dir)
+  if split not in meta["splits"]["frames"]:
+    return []
+  frames = records.data_source(data_dir, "frames", split)
+  lengths = meta["clip_frames"][split]
+  offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int)
+  train_starts = {}
+  if split == "heldout_frames":  # the clip's first training frame is the source
+    train_frames = records.data_source(data_dir, "frames", "train")
+    t_offsets = np.concatenate([[0], np.cumsum(meta["clip_frames"]["train"])[:-1]]).astype(int)
+    for off in t_offsets:
+      train_starts[str(train_frames[int(off)]["clip_name"])] = (train_frames, int(off))
+  pairs = []
+  for c in _spread(len(lengths), max_clips):
+    first = frames[int(offsets[c])]
+    if split == "heldout_frames":
+      source_table, index = train_starts[str(first["clip_name"])]
+      source, start = source_table[index], 0
+    else:
+      source, start = first, 1
+    for f in _spread(lengths[c], frames_per_clip, start):
+      pairs.append((source, frames[int(offsets[c]) + f], c))
+  return pairs
+
+
+class RenderEvaluator:
+  """Scores the EMA generator of a `train.render_task.RenderTask` state on fixed held-out pairs."""
+
+  def __init__(self, task, config: ml_collections.ConfigDict):
+    self.task, self.renderer = task, task.renderer
+    ev = config.evals
+    self.batch_size = ev.batch_size
+    self.sheet_rows = ev.sheet_rows
+    meta = records.read_meta(config.data_dir)
+    decode = pipelines.DecodePair(
+        pipelines.RenderPairConfig(crop=config.crop, input_size=self.renderer.image_size,
+                                   output_size=self.renderer.output_size),
+        pipelines.crop_size(meta, config.crop), meta["head_size"])
+    self.batches: dict[str, tuple[dict, np.ndarray]] = {}
+    for split in ev.splits:
+      pairs = eval_pairs(config.data_dir, split, ev.max_clips, ev.frames_per_clip)
+      if not pairs:
+        log.warning("evals: split %r has no clips in %s; skipped", split, config.data_dir)
+        continue
+      decoded = [decode.map({"source": s, "driving": d}) for s, d, _ in pairs]
+      batch = task.adapt({k: np.stack([p[k] for p in decoded]) for k in decoded[0]})
+      self.batches[split] = (batch, np.array([c for _, _, c in pairs]))
+      log.info("evals: %d pairs of %d clips in %r", len(pairs), len(set(c for *_, c in pairs)), split)
+    r = self.renderer
+
+    def score(params, batch_stats, batch):
+      head = (batch["kp_head_source"], batch["kp_head_driving"]) if r.num_kp_head else None
+      pred = jnp.clip(train_step.reconstruct(r, params, batch_stats, batch["source"], batch["driving"],
+                                             batch.get("hand_image"), head), 0.0, 1.0)
+      target = batch["driving_target"]
+      copy = jax.image.resize(batch["source"], target.shape, "bilinear")
+      per = lambda x: {"l1": jnp.mean(jnp.abs(x - target), axis=(1, 2, 3)), "psnr": metrics.psnr(x, target),
+                       "ssim": metrics.ssim(x, target, 1.0)}
+      return per(pred), per(copy), pred, copy
+
+    self._score = jax.jit(score)
+
+  @property
+  def splits(self) -> list[str]:
+    return list(self.batches)
+
+  def run(self, state: dict) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """({"eval/<split>/<metric>": value}, {"eval/<split>/source_target_generated_copy": sheet})."""
+    params, stats = state["ema"], state["gen"]["batch_stats"]
+    scalars, images = {}, {}
+    for split, (batch, clip_ids) in self.batches.items():
+      n = len(clip_ids)
+      gen, copy, preds, copies = {}, {}, [], []
+      for i in range(0, n, self.batch_size):
+        part = {k: v[i:i + self.batch_size] for k, v in batch.items()}
+        g, c, p, cp = jax.device_get(self._score(params, stats, part))
+        for k in g:
+          gen.setdefault(k, []).append(g[k])
+          copy.setdefault(k, []).append(c[k])
+        preds.append(p)
+        copies.append(cp)
+      for k in gen:
+        ours, base = float(np.mean(np.concatenate(gen[k]))), float(np.mean(np.concatenate(copy[k])))
+        scalars[f"eval/{split}/{k}"] = ours
+        scalars[f"eval/{split}/copy_source_{k}"] = base
+      prefix = f"eval/{split}/"
+      scalars[prefix + "psnr_gain_db"] = scalars[prefix + "psnr"] - scalars[prefix + "copy_source_psnr"]
+      pred, cp = np.concatenate(preds), np.concatenate(copies)
+      clips = sorted(set(clip_ids.tolist()))[:self.sheet_rows]
+      rows = [int(np.flatnonzero(clip_ids == c)[-1]) for c in clips]  # each clip's last (latest) pair
+      sheet = [np.concatenate([cp[j], batch["driving_target"][j], pred[j], cp[j]], axis=1) for j in rows]
+      images[f"eval/{split}/source_target_generated_copy"] = np.concatenate(sheet, axis=0)
+    return scalars, images
