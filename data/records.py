@@ -21,6 +21,7 @@ import shutil
 
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import shuffle as tfds_shuffle
 
 from chatanyone_jax.motion.upper_body_motion import NUM_BODY_KP
 from chatanyone_jax.template.hands import HANDS_DIM, NUM_HAND_LANDMARKS
@@ -37,6 +38,10 @@ META_FILE = "meta.json"
 STATUS_FILE = "status.json"  # OUT/work/<video>/status.json, written by data.preprocess
 _BYTES = np.object_
 _META_SCHEMA = 2  # bump when meta.json or the record layout changes (forces a rebuild)
+# TFDS sorts a split's examples in memory up to 1 GB and spills to disk through TensorFlow above that;
+# this package writes without TensorFlow, so a split is sorted in memory up to this size (the frames of
+# about 2,000 short clips at 384x256 / 256x256 crops are about 2 GB).
+MAX_SPLIT_BYTES = 12 << 30
 # The datasets' description (in their dataset_info.json).
 _DESCRIPTION = """\
 TFDS dataset builder writing the preprocessed clips as ArrayRecord shards (random access for grain).
@@ -290,9 +295,14 @@ def build(root: str | os.PathLike, val_fraction: float = 0.0, beam_runner=None, 
     builder = ChatAnyoneRecords(config=name, data_dir=str(rec), file_format="array_record",
                                 preprocessed_dir=root, val_fraction=val_fraction, split_file=split_file,
                                 heldout_tail=heldout_tail, use_beam=beam_runner is not None)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS, beam_runner=beam_runner,
-        beam_options=beam_options))
+    limit = tfds_shuffle.MAX_MEM_BUFFER_SIZE
+    tfds_shuffle.MAX_MEM_BUFFER_SIZE = max(limit, MAX_SPLIT_BYTES)
+    try:
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS, beam_runner=beam_runner,
+          beam_options=beam_options))
+    finally:
+      tfds_shuffle.MAX_MEM_BUFFER_SIZE = limit
     splits[name] = {s: int(v.num_examples) for s, v in builder.info.splits.items()}
   meta = {"fingerprint": fp, "splits": splits, "clip_frames": clip_frames, "val_fraction": val_fraction,
           "split_file": None if split_file is None else str(split_file), "heldout_tail": heldout_tail,
