@@ -1,6 +1,7 @@
 """The models of a stream: a directory of training workdirs -> (params, configs) -> `StreamSpec`.
 
-`load_checkpoint(dir, mode)` reads the `python -m train.main` workdirs a stream needs:
+`load_checkpoint(dir, mode)` reads the `python -m train.main` workdirs a stream needs (each may also be a
+compact export of one, `python -m train.export`):
   motion_face/   AudioEncoder + FaceMotionDiT (train/configs/motion_face.py)
   motion_body/   UpperBodyMotion (train/configs/motion_body.py)           [mode "upper"]
   render/        the renderer: an upper512x768-family preset for mode "upper", head512-family for "head"
@@ -61,7 +62,8 @@ def load_checkpoint(checkpoint: str | os.PathLike, mode: str = "upper",
     FileNotFoundError: the directory or a needed workdir is missing (face_refine/ is optional).
     ValueError: a workdir of the wrong task, or a renderer that does not match `mode`.
   """
-  from train import checkpoint as ckpt  # orbax: loaded only when a checkpoint is read
+  from train import checkpoint as ckpt  # orbax and the training stack: loaded only when a checkpoint is read
+  from train.export import load_weights
 
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -92,7 +94,7 @@ def load_checkpoint(checkpoint: str | os.PathLike, mode: str = "upper",
     _check_refine(configs["face_refine"], f"{root / 'face_refine'} (preset {preset!r})")
   params = {}
   for name in configs:
-    loaded = ckpt.load_params(root / name)
+    loaded = load_weights(root / name)  # a workdir or a compact export
     keys = ("params", "norm") if name.startswith("motion") else ("params", "batch_stats")
     params[name] = {k: loaded[k] for k in keys}
     log.info("loaded %s (step %d)", root / name, loaded["step"])

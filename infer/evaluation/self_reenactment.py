@@ -35,6 +35,7 @@ from infer.evaluation.scoring import (
   to_uint8,
 )
 from train import checkpoint as ckpt
+from train.export import load_weights
 
 
 def load_renderer(checkpoint: pathlib.Path):
@@ -47,7 +48,7 @@ def load_renderer(checkpoint: pathlib.Path):
   if config.get("task") != "render":
     raise ValueError(f"{workdir} holds a {config.get('task')!r} run, not a renderer")
   renderer = presets.get(config.model.preset)
-  loaded = ckpt.load_params(workdir)
+  loaded = load_weights(workdir)
   return config, renderer, loaded
 
 

@@ -25,6 +25,7 @@ from data import pipelines
 from infer.evaluation.scoring import open_split
 from train import checkpoint as ckpt
 from train import tasks
+from train.export import load_weights
 
 
 def motion_windows(config, task, data: str | os.PathLike, split: str) -> dict:
@@ -61,7 +62,7 @@ def style_transfer(checkpoint: str | os.PathLike, data: str | os.PathLike, split
   if config.get("task") != "motion_face":
     raise ValueError(f"{workdir} holds a {config.get('task')!r} run, not motion_face")
   task = tasks.get_task(config)
-  loaded = ckpt.load_params(workdir)
+  loaded = load_weights(workdir)
   params, norm = jax.tree.map(jnp.asarray, loaded["params"]), jax.tree.map(jnp.asarray, loaded["norm"])
   w = motion_windows(config, task, data, split)
   if max_windows is not None:
