@@ -24,9 +24,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from flax import serialization
 
-from train import checkpoint
+from chatanyone_jax.render import train_step
+from train import checkpoint, tasks
 
 EXPORT_FILE = "export.json"
 PARAMS_FILE = "params.msgpack"
@@ -40,14 +42,8 @@ def is_export(path: str | os.PathLike) -> bool:
 
 def expected_shapes(config: ml_collections.ConfigDict) -> dict:
   """{"params": ..., ["batch_stats": ...]} of the networks `config` names, as ShapeDtypeStructs."""
-  import optax
-
-  from train import tasks
-
   task = tasks.get_task(config)
   if config.task == "render":
-    from chatanyone_jax.render import train_step
-
     tx = optax.identity()
     state = train_step.train_state_shapes(task.renderer, task.renderer.image_size, tx, tx)
     return {"params": state["gen"]["params"], "batch_stats": state["gen"]["batch_stats"]}
