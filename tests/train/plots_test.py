@@ -26,3 +26,24 @@ def test_face_motion_plot_has_three_panels_and_tracks_the_mouth():
   img = face_motion_plot(target, target)
   assert img.shape == (330, 480, 3)
   assert np.all(np.isfinite(img)) and img.min() < 0.5  # something was drawn
+
+
+def test_learning_curve_from_metrics_rows_and_cli(tmp_path):
+  import json
+
+  import pytest
+  from PIL import Image
+
+  rows = [{"step": s, "l1": 0.3 / (1 + s / 100)} for s in range(50, 1001, 50)]
+  for r in rows:
+    if r["step"] % 500 == 0:  # evals at 500 and 1000
+      r.update({"eval/validation/l1": 0.2 - r["step"] / 1e4, "eval/validation/copy_source_l1": 0.15,
+                "eval/validation/psnr": 15 + r["step"] / 500, "eval/validation/copy_source_psnr": 16.0})
+  img = plots.learning_curve(rows)
+  assert img.shape == (3 * 110, 640, 3)  # train L1, validation L1, validation PSNR
+  (tmp_path / "w").mkdir()
+  (tmp_path / "w" / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+  assert plots.main(["--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "c" / "curve.png")]) == 0
+  assert Image.open(tmp_path / "c" / "curve.png").size == (640, 330)
+  with pytest.raises(ValueError, match="not a renderer run"):
+    plots.learning_curve([{"step": 1, "loss": 1.0}])
