@@ -35,11 +35,6 @@ from benchmarks.harness import Timing, append_rows, format_row
 from benchmarks.render_bench import cost_flops
 from chatanyone_jax import losses
 from chatanyone_jax.render import train_step
-from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
-from chatanyone_jax.render.discriminator import MultiScaleDiscriminator
-from chatanyone_jax.render.motion_extractor import MotionExtractor
-from chatanyone_jax.render.spade_generator import SPADEDecoder
-from chatanyone_jax.render.warping_network import WarpingNetwork
 from train import parallel, tasks, trainer
 
 CONFIGS = ("render_head512", "render_upper512x768", "face_refine", "motion_face", "motion_body")
@@ -134,9 +129,7 @@ def profile_renderer(task, state: dict, batch: dict) -> dict[str, float]:
   """ms of each renderer part's forward + backward pass at the step's shapes (module docstring)."""
   jnp = jax.numpy
   r = task.renderer
-  nets = {"F": AppearanceFeatureExtractor(r.appearance_feature_extractor),
-          "M": MotionExtractor(r.motion_extractor), "W": WarpingNetwork(r.warping_network),
-          "G": SPADEDecoder(r.spade_generator), "D": MultiScaleDiscriminator(r.discriminator)}
+  nets = train_step.networks(r)
   params, stats = state["gen"]["params"], state["gen"]["batch_stats"]
   disc = state["disc"]
 

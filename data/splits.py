@@ -72,7 +72,7 @@ def _person(speaker: str, stem: str) -> str:
     m = re.search(pattern, who)
     if m:
       person = fmt.format(m.group(1))
-      return {"Obama": "obama", "Trump": "trump", "kim": "kim", "skarsgard": "skarsgard"}.get(person, person)
+      return person.lower() if fmt == "{}" and "(per file name)" in who else person
   if who == "German news anchor":
     return "mimictalk-german-anchor"
   return f"clip-{stem}"  # unknown person: the clip is its own person
@@ -139,8 +139,8 @@ def write_split(rows: Sequence[dict[str, str]], path: str | os.PathLike = SPLIT_
     w.writerows(rows)
 
 
-def read_split(path: str | os.PathLike = SPLIT_FILE) -> dict[str, str]:
-  """video stem -> "train" | "heldout" of a split file (checked, `check_split`)."""
+def read_rows(path: str | os.PathLike = SPLIT_FILE) -> list[dict[str, str]]:
+  """The rows of a split file ({column: value}, `COLUMNS`), checked (`check_split`)."""
   path = pathlib.Path(path)
   if not path.is_file():
     raise SplitError(f"split file {path} not found (write one with `python -m data.splits --media DIR`)")
@@ -151,7 +151,12 @@ def read_split(path: str | os.PathLike = SPLIT_FILE) -> dict[str, str]:
       raise SplitError(f"{path}: missing columns {sorted(missing)} (want {', '.join(COLUMNS)})")
     rows = list(reader)
   check_split(rows)
-  return {r["video"]: r["split"] for r in rows}
+  return rows
+
+
+def read_split(path: str | os.PathLike = SPLIT_FILE) -> dict[str, str]:
+  """video stem -> "train" | "heldout" of a split file."""
+  return {r["video"]: r["split"] for r in read_rows(path)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

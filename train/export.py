@@ -55,10 +55,10 @@ def expected_shapes(config: ml_collections.ConfigDict) -> dict:
 
 def check_arrays(config: ml_collections.ConfigDict, tree: dict, where: str) -> None:
   """Raises ValueError naming the paths whose presence or shape differs from `expected_shapes`."""
-  want = {jax.tree_util.keystr(p): tuple(v.shape)
-          for p, v in jax.tree_util.tree_leaves_with_path(expected_shapes(config))}
+  expected = expected_shapes(config)
+  want = {jax.tree_util.keystr(p): tuple(v.shape) for p, v in jax.tree_util.tree_leaves_with_path(expected)}
   have = {jax.tree_util.keystr(p): tuple(np.shape(v))
-          for p, v in jax.tree_util.tree_leaves_with_path({k: tree[k] for k in want_keys(config)})}
+          for p, v in jax.tree_util.tree_leaves_with_path({k: tree.get(k, {}) for k in expected})}
   missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
   shapes = [f"{k}: {have[k]} vs {want[k]}" for k in sorted(set(want) & set(have)) if want[k] != have[k]]
   if missing or extra or shapes:
@@ -68,10 +68,6 @@ def check_arrays(config: ml_collections.ConfigDict, tree: dict, where: str) -> N
                      f"(e.g. {extra[:3]}), "
                      f"{len(shapes)} of another shape (e.g. {shapes[:3]}); was it exported from another "
                      "preset or model?")
-
-
-def want_keys(config) -> tuple[str, ...]:
-  return ("params", "batch_stats") if config.task == "render" else ("params",)
 
 
 def export(workdir: str | os.PathLike, out: str | os.PathLike, *, bfloat16: bool = False) -> dict:

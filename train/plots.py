@@ -46,10 +46,12 @@ def curves_image(panels: dict[str, dict[str, np.ndarray | tuple[np.ndarray, np.n
       xs = margin_x + (x - x_lo) * (width - 2 * margin_x) / x_span
       ys = y0 + margin_top + (1.0 - (v - lo) / span) * plot_h
       colour = COLOURS.get(name, extra[i % len(extra)])
+      points = list(zip(xs.tolist(), ys.tolist(), strict=True))
       if v.size >= 2:
-        draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=colour, width=2)
-      for px, py in zip(xs.tolist(), ys.tolist(), strict=True) if v.size < 8 else ():
-        draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)  # sparse series (evals): mark points
+        draw.line(points, fill=colour, width=2)
+      if v.size < 8:  # a sparse series (evaluations): mark its points
+        for px, py in points:
+          draw.ellipse([px - 2, py - 2, px + 2, py + 2], fill=colour)
   return np.asarray(img, np.float32) / 255.0
 
 

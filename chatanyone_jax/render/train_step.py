@@ -52,7 +52,8 @@ GEN_PARTS = ("F", "M", "W", "G")
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
-def _networks(config: RendererConfig) -> dict[str, nn.Module]:
+def networks(config: RendererConfig) -> dict[str, nn.Module]:
+  """F, M, W, G and D of a renderer config, unbound (the modules every step and init apply)."""
   return {
       "F": AppearanceFeatureExtractor(config.appearance_feature_extractor),
       "M": MotionExtractor(config.motion_extractor),
@@ -83,7 +84,7 @@ def init_train_state(config: RendererConfig, key: jax.Array, image_shape: Sequen
   and training starts from the explicit template keypoints (no effect with the other layouts).
   """
   h, w = tuple(image_shape)[-3:-1] if len(image_shape) >= 3 else tuple(image_shape)
-  nets = _networks(config)
+  nets = networks(config)
   k_f, k_m, k_w, k_g, k_d, k_rng = jax.random.split(key, 6)
   image = jnp.zeros((1, h, w, 3), jnp.float32)
   v_f = nets["F"].init(k_f, image)
@@ -182,7 +183,7 @@ def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
     raise ValueError(f"unknown loss weights {sorted(unknown)}; known: {sorted(DEFAULT_LOSS_WEIGHTS)}")
   if region is not None and region not in REGIONS:
     raise ValueError(f"region must be None or one of {sorted(REGIONS)}, got {region!r}")
-  nets = _networks(config)
+  nets = networks(config)
   layout = keypoint_layout(config)
   implicit = layout != "head_offset"
   zero = jnp.zeros((), jnp.float32)
@@ -331,7 +332,7 @@ def reconstruct(config: RendererConfig, gen_params: Any, gen_batch_stats: Any, s
   kp_head: (source, driving) head keypoints (B, num_kp_head, 3) when `config.num_kp_head > 0`.
   hand_image: G's injection image when `config.spade_generator.hand_injection`.
   """
-  nets = _networks(config)
+  nets = networks(config)
 
   def apply(name, *args):
     variables = {"params": gen_params[name]}

@@ -10,7 +10,6 @@ opening (mean opening in silence / while speaking, lag from speech offset to a c
 
 from __future__ import annotations
 
-import csv
 import os
 import pathlib
 
@@ -19,7 +18,7 @@ import numpy as np
 from chatanyone_jax import template as tp
 from chatanyone_jax.eval import lipsync
 from data import records
-from data.splits import SPLIT_FILE
+from data.splits import SPLIT_FILE, read_rows
 
 
 def clip_curves(data: str | os.PathLike, split: str, max_clips: int | None = None) -> list[dict]:
@@ -43,19 +42,14 @@ def clip_curves(data: str | os.PathLike, split: str, max_clips: int | None = Non
   return out
 
 
-def sources(split_file: str | os.PathLike = SPLIT_FILE) -> dict[str, str]:
-  """video stem -> source dataset (the split file's "source" column)."""
-  with open(split_file, newline="") as f:
-    return {r["video"]: r["source"] for r in csv.DictReader(f, delimiter="\t")}
-
-
 def loudness_baseline(data: str | os.PathLike, *, fit_split: str = "train", eval_split: str = "validation",
                       split_file: str | os.PathLike | None = SPLIT_FILE, max_clips: int | None = None
                       ) -> dict:
   """The fitted baseline and its correlation with the true mouth opening on `eval_split` (docstring)."""
   fit = clip_curves(data, fit_split, max_clips)
   base = lipsync.fit_loudness_baseline([c["envelope"] for c in fit], [c["opening"] for c in fit])
-  source_of = sources(split_file) if split_file and pathlib.Path(split_file).is_file() else {}
+  source_of = ({r["video"]: r["source"] for r in read_rows(split_file)}
+               if split_file and pathlib.Path(split_file).is_file() else {})
   per_source: dict[str, list[float]] = {}
   silence: dict[str, list[float]] = {"silence_ratio": [], "offset_lag_s": []}
   for c in clip_curves(data, eval_split, max_clips):

@@ -12,16 +12,8 @@ from tests.helpers import REPO, require
 MEDIA = REPO.parent / "shared" / "data" / "media"
 
 
-def _rows():
-  import csv
-
-  with open(splits.SPLIT_FILE, newline="") as f:
-    return list(csv.DictReader(f, delimiter="\t"))
-
-
 def test_committed_split_holds_out_whole_people_of_several_languages_and_sources():
-  rows = _rows()
-  splits.check_split(rows)  # no person in both splits, every video once
+  rows = splits.read_rows()
   held = [r for r in rows if r["split"] == "heldout"]
   train_people = {r["person"] for r in rows if r["split"] == "train"}
   assert not {r["person"] for r in held} & train_people
@@ -38,7 +30,7 @@ def test_committed_split_holds_out_whole_people_of_several_languages_and_sources
 def test_committed_split_is_what_the_manifests_give():
   """`python -m data.splits --media ../shared/data/media` rewrites the committed file unchanged."""
   require(MEDIA / "talking" / "MANIFEST.tsv", "the shared talking clips")
-  assert splits.build_rows(MEDIA) == _rows()
+  assert splits.build_rows(MEDIA) == splits.read_rows()
 
 
 def test_check_split_and_read_split_errors(tmp_path):
@@ -54,7 +46,7 @@ def test_check_split_and_read_split_errors(tmp_path):
     splits.read_split(tmp_path / "none.tsv")
   (tmp_path / "bad.tsv").write_text("video\tsplit\na\ttrain\n")
   with pytest.raises(splits.SplitError, match="missing columns"):
-    splits.read_split(tmp_path / "bad.tsv")
+    splits.read_rows(tmp_path / "bad.tsv")
 
 
 LENGTHS = (40, 30, 36)
