@@ -99,14 +99,24 @@ def _execute(name: str, demo_run: pathlib.Path, out: pathlib.Path) -> nbformat.N
   # Appended check: the kernel is this interpreter (jupyter_client runs a kernelspec's "python" as
   # sys.executable) and it inherited the CPU / compilation-cache environment.
   nb.cells.append(nbformat.v4.new_code_cell(
-      "import os, sys\nprint('KERNEL', sys.executable, os.environ.get('JAX_PLATFORMS'), "
-      "os.environ.get('JAX_COMPILATION_CACHE_DIR'))"))
+      "import os, sys\nimport jax\nprint('KERNEL', sys.executable, os.environ.get('JAX_PLATFORMS'), "
+      "os.environ.get('JAX_COMPILATION_CACHE_DIR'), jax.config.jax_disable_most_optimizations)"))
   client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}})
-  client.execute()  # raises CellExecutionError (with the traceback) when a cell fails
+  # The kernel compiles as the demo fixture did (tests.helpers.fast_compile), so the programs it shares
+  # with the demo come from the persistent compilation cache.
+  before = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS")
+  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"
+  try:
+    client.execute()  # raises CellExecutionError (with the traceback) when a cell fails
+  finally:
+    if before is None:
+      del os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"]
+    else:
+      os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = before
   errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
   assert not errors, errors
   text = _text(nb)
-  assert f"KERNEL {sys.executable} cpu {os.environ['JAX_COMPILATION_CACHE_DIR']}" in text
+  assert f"KERNEL {sys.executable} cpu {os.environ['JAX_COMPILATION_CACHE_DIR']} True" in text
   return nb
 
 

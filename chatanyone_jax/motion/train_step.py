@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from chatanyone_jax import ema as ema_lib
 from chatanyone_jax.audio.encoder import AudioEncoder
 from chatanyone_jax.motion.diffusion import NoiseSchedule, diffusion_loss
 from chatanyone_jax.motion.face_motion_dit import NUM_EXP, FaceMotionDiT
@@ -117,7 +118,7 @@ def update_step(state: TrainState, batch: dict, loss_fn: Callable[[object, dict,
                 key: jax.Array) -> tuple[TrainState, dict]:
   """One optimisation step, pure (callers jit it, with or without shardings).
 
-  rng = fold_in(key, state["step"]); loss and gradients; optax update; ema <- d · ema + (1 - d) · params;
+  rng = fold_in(key, state["step"]); loss and gradients; optax update; `chatanyone_jax.ema.update`;
   step + 1. Other entries of `state` are carried unchanged. metrics: "loss", "grad_norm" (global L2 norm
   of the gradients before the transform), "param_norm" () float32 each.
   """
@@ -125,7 +126,7 @@ def update_step(state: TrainState, batch: dict, loss_fn: Callable[[object, dict,
   loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch, rng)
   updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
-  ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state["ema"], params)
+  ema = ema_lib.update(state["ema"], params, ema_decay, state["step"])
   new = {**state, "params": params, "opt_state": opt_state, "ema": ema, "step": state["step"] + 1}
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
   return new, metrics

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from chatanyone_jax import ema as ema_lib
 from chatanyone_jax import losses
 from chatanyone_jax.ops.resample import resize_bilinear
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
@@ -289,7 +290,7 @@ def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
 
     ema = state["ema"]
     if ema is not None:
-      ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, g_params)
+      ema = ema_lib.update(ema, g_params, ema_decay, state["step"])
     new_state = {
         **state,  # keys a caller keeps beside the networks (e.g. the trainer's "norm")
         "gen": {"params": g_params, "batch_stats": g_stats, "opt_state": g_opt},

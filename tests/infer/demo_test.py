@@ -13,6 +13,10 @@ STAGES = {"preprocess", "train_motion_face", "train_motion_body", "train_render"
           "prepare_avatar", "animate", "write", "total"}
 
 
+def _rows(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("demo")
 def test_demo_trains_and_writes_video_with_speech_sheet_and_summary(demo_run):
@@ -22,6 +26,14 @@ def test_demo_trains_and_writes_video_with_speech_sheet_and_summary(demo_run):
   assert {k: v["steps"] for k, v in summary["trained"].items()} == {
       "motion_face": 3, "motion_body": 3, "render": 2, "face_refine": 2}
   assert all(np.isfinite(v["final"]["loss"]) for v in summary["trained"].values())
+  # The two renderer layouts not trained in tests/train/render_trainer_test.py: every loss term of the
+  # upper-body layout is live, the face-refine run trains G on its region term (M's offset head starts at 0).
+  render, refine = (_rows(tmp_path / "runs" / name) for name in ("render", "face_refine"))
+  for r in render + refine:
+    assert np.isfinite(r["loss"]) and r["grad_norm"] > 0 and r["disc_grad_norm"] > 0 and r["l1"] > 0.01
+  for term in ("equivariance", "keypoint_prior", "deformation_prior", "landmark"):
+    assert all(r[term] > 0 for r in render), term
+  assert all(r["region"] > 0 for r in refine) and refine[0]["deformation_prior"] == 0
   # The runs are a checkpoint directory infer.stream reads (with the refine pass).
   _, configs = load_checkpoint(tmp_path / "runs", "upper")
   assert {"motion_face", "motion_body", "render", "face_refine"} <= set(configs)
