@@ -185,11 +185,21 @@ def render_pairs(root: str | os.PathLike, *, batch_size: int, split: str = "trai
 
 @dataclasses.dataclass(frozen=True)
 class MotionWindowConfig:
-  """Motion-window settings: T (window) + H (history) frames per example, one start every `stride`."""
+  """Motion-window settings: T (window) + H (history) frames per example, one start every `stride`.
+
+  short_min_frames: clips shorter than T + H with at least this many frames (0: none) give one padded
+  window each, so that word-level clips (LRC-AR: 36 frames) train the model too. The clip ends at the
+  window's end when it has T frames or more (the history is cut short), else it fills the window from
+  its first frame on with no history at all; positions outside the clip repeat its edge frames and are
+  flagged in "valid" (the loss skips them, the model gets its null history). Padding with a mask keeps
+  every window one real utterance (no seam between clips, as sampling across clips would have) at the
+  one window length inference uses (shorter windows would be a second program and model).
+  """
 
   window: int = 40
   history: int = 10
   stride: int = 5
+  short_min_frames: int = 0
 
   @property
   def length(self) -> int:
@@ -197,7 +207,8 @@ class MotionWindowConfig:
 
 
 class WindowIndex:
-  """Random-access source of (clip, start) pairs: every start of a whole T + H window in every clip."""
+  """Random-access source of (clip, start) pairs: every start of a whole T + H window in every clip, and
+  one negative start (a padded window, `MotionWindowConfig.short_min_frames`) per short clip."""
 
   def __init__(self, clip_frames: Sequence[int], config: MotionWindowConfig, name: str = ""):
     self.config = config
@@ -206,9 +217,12 @@ class WindowIndex:
     for c, n in enumerate(clip_frames):
       for s in range(0, n - config.length + 1, config.stride):
         rows.append((c, s))
+      if 0 < config.short_min_frames <= n < config.length:
+        rows.append((c, n - config.length if n >= config.window else -config.history))
     if not rows:
       raise ValueError(f"no clip has {config.length} frames (window {config.window} + history "
-                       f"{config.history}); preprocess longer videos or lower the window")
+                       f"{config.history}); preprocess longer videos, lower the window or set "
+                       f"short_min_frames")
     self.rows = np.asarray(rows, np.int64)
 
   def __len__(self) -> int:
@@ -217,7 +231,7 @@ class WindowIndex:
   def __repr__(self) -> str:  # grain checks it when restoring an iterator: stable across processes
     c = self.config
     return (f"WindowIndex({self.name}, windows={len(self.rows)}, window={c.window}, history={c.history}, "
-            f"stride={c.stride})")
+            f"stride={c.stride}, short_min_frames={c.short_min_frames})")
 
   def __getitem__(self, i: int) -> dict:
     c, s = self.rows[i]
@@ -252,7 +266,7 @@ class CutWindow(grain.RandomMapTransform):
 
   def reference_start(self, n: int, start: int, rng: np.random.Generator) -> int:
     t, length = self.config.window, self.config.length
-    starts = np.arange(0, n - t + 1)
+    starts = np.arange(0, max(n - t + 1, 1))  # a clip shorter than T: its start (padded, ref_valid False)
     free = starts[(starts + t <= start) | (starts >= start + length)]
     if free.size:
       return int(rng.choice(free))
@@ -264,21 +278,25 @@ class CutWindow(grain.RandomMapTransform):
     clip = self._read(c)
     n = int(clip["num_frames"])
     length, t = self.config.length, self.config.window
-    sl = slice(s, s + length)
+    frames = np.arange(s, s + length)
+    valid = (frames >= 0) & (frames < n)
+    take = np.clip(frames, 0, n - 1)  # a padded window repeats the clip's edge frames
     motion = np.concatenate([clip["exp"], clip["pose"]], -1).astype(np.float32)
     a = int(round(s * self.spf))
     num = int(round(length * self.spf))
-    audio = np.zeros(num, np.float32)
-    chunk = clip["audio"][a:a + num].astype(np.float32) / 32768.0
-    audio[:chunk.size] = chunk
+    audio = np.zeros(num, np.float32)  # silence outside the clip
+    lo = max(a, 0)
+    chunk = clip["audio"][lo:a + num].astype(np.float32) / 32768.0
+    audio[lo - a:lo - a + chunk.size] = chunk
     r = self.reference_start(n, s, rng)
+    ref = np.clip(np.arange(r, r + t), 0, n - 1)
     return {
-        "motion": motion[sl], "exp": clip["exp"][sl], "pose": clip["pose"][sl], "scale": clip["scale"][sl],
-        "head_kp": clip["head_kp"][sl], "body_kp": clip["body_kp"][sl],
-        "body_visibility": clip["body_visibility"][sl], "hand_coeffs": clip["hand_coeffs"][sl],
-        "hand_present": np.asarray(clip["hand_present"][sl], bool), "audio": audio,
+        "motion": motion[take], "exp": clip["exp"][take], "pose": clip["pose"][take],
+        "scale": clip["scale"][take], "head_kp": clip["head_kp"][take], "body_kp": clip["body_kp"][take],
+        "body_visibility": clip["body_visibility"][take], "hand_coeffs": clip["hand_coeffs"][take],
+        "hand_present": np.asarray(clip["hand_present"][take], bool), "audio": audio, "valid": valid,
         "identity": np.asarray(clip["identity"], np.float32),
-        "ref_motion": motion[r:r + t], "ref_exp": clip["exp"][r:r + t],
+        "ref_motion": motion[ref], "ref_exp": clip["exp"][ref], "ref_valid": np.bool_(n >= t),
         "clip_index": np.int32(c), "start": np.int32(s), "ref_start": np.int32(r),
     }
 
@@ -296,8 +314,10 @@ def motion_windows(root: str | os.PathLike, *, batch_size: int, split: str = "tr
     hand_coeffs (B, T+H, 130), hand_present (B, T+H, 2)
     audio (B, round((T+H) · 16000 / 30)) float32 16 kHz samples of exactly those frames
     identity (B, n_id)
+    valid (B, T+H) bool: frames of the clip (False: padding of a short clip's window, start < 0)
     ref_motion (B, T, 58), ref_exp (B, T, 52): a reference window of the same clip, chosen not to overlap
-      the main one when the clip is long enough (else as far from it as the clip allows)
+      the main one when the clip is long enough (else as far from it as the clip allows); ref_valid (B,)
+      bool: False when the clip is shorter than T (its frames then padded)
     clip_index, start, ref_start (B,) int32
   """
   meta = records.read_meta(root)

@@ -100,7 +100,7 @@ def _execute(name: str, demo_run: pathlib.Path, out: pathlib.Path) -> nbformat.N
   # sys.executable) and it inherited the CPU / compilation-cache environment.
   nb.cells.append(nbformat.v4.new_code_cell(
       "import os, sys\nimport jax\nprint('KERNEL', sys.executable, os.environ.get('JAX_PLATFORMS'), "
-      "os.environ.get('JAX_COMPILATION_CACHE_DIR'), jax.config.jax_disable_most_optimizations)"))
+      "os.environ.get('JAX_COMPILATION_CACHE_DIR'), jax.config.read('jax_disable_most_optimizations'))"))
   client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}})
   # The kernel compiles as the demo fixture did (tests.helpers.fast_compile), so the programs it shares
   # with the demo come from the persistent compilation cache.

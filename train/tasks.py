@@ -79,7 +79,8 @@ class MotionTask(Task):
     if meta.get("sample_rate", SAMPLE_RATE) != SAMPLE_RATE or meta.get("fps", FPS) != FPS:
       raise ValueError(f"records at {c.data_dir} are {meta.get('fps')} fps / {meta.get('sample_rate')} Hz; "
                        f"the motion tasks expect {FPS} fps / {SAMPLE_RATE} Hz")
-    cfg = pipelines.MotionWindowConfig(window=c.window, history=c.history, stride=c.stride)
+    cfg = pipelines.MotionWindowConfig(window=c.window, history=c.history, stride=c.stride,
+                                       short_min_frames=c.get("short_min_frames", 0))
     return pipelines.motion_windows(c.data_dir, batch_size=batch_size, split=c.split, seed=seed, config=cfg,
                                     worker_count=c.worker_count, shard_options=shard_options)
 
@@ -133,21 +134,24 @@ class MotionFace(MotionTask):
   def adapt(self, batch: dict) -> dict:
     return {"motion": np.asarray(batch["motion"], np.float32),
             "audio": _window_audio(np.asarray(batch["audio"]), self.config.history, self.config.window),
-            "ref_motion": np.asarray(batch["ref_motion"], np.float32)}
+            "ref_motion": np.asarray(batch["ref_motion"], np.float32),
+            "valid": np.asarray(batch["valid"], np.float32), "ref_valid": np.asarray(batch["ref_valid"],
+                                                                                     np.float32)}
 
   def batch_spec(self, batch_size: int) -> dict:
     c = self.config
     n_audio = int(round(c.window * SAMPLE_RATE / FPS))
     f = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
     return {"motion": f(batch_size, c.history + c.window, MOTION_DIM), "audio": f(batch_size, n_audio),
-            "ref_motion": f(batch_size, c.window, MOTION_DIM)}
+            "ref_motion": f(batch_size, c.window, MOTION_DIM), "valid": f(batch_size, c.history + c.window),
+            "ref_valid": f(batch_size)}
 
   def norm_spec(self) -> dict:
     return {"motion_mean": jax.ShapeDtypeStruct((MOTION_DIM,), jnp.float32),
             "motion_std": jax.ShapeDtypeStruct((MOTION_DIM,), jnp.float32)}
 
   def norm_stats(self, batches: list[dict]) -> dict:
-    m = np.concatenate([b["motion"].reshape(-1, MOTION_DIM) for b in batches])
+    m = np.concatenate([b["motion"][b["valid"] > 0.5] for b in batches])  # padding frames left out
     return {"motion_mean": m.mean(0).astype(np.float32), "motion_std": _std(m, 0)}
 
   def init_params(self, rng: jax.Array, spec: dict) -> dict:
@@ -159,26 +163,36 @@ class MotionFace(MotionTask):
     """The normalised `face_batch_loss` batch (all of it derived inside the jitted step).
 
     train=True adds the training-only randomness: the null history with probability p_history_drop, the
-    null reference with probability p_reference_drop, and `style_augment` (style_augment = the largest
-    factor, applied with probability p_style_augment). Otherwise every window has its history and
-    reference and nothing is rescaled.
+    null reference with probability p_reference_drop, `style_augment` (style_augment = the largest
+    factor, applied with probability p_style_augment) and a random gain of the audio, uniform in
+    ± audio_gain_db dB. Otherwise every window has its history and reference (unless padded) and
+    nothing is rescaled.
     """
     c = self.config
     motion = (batch["motion"] - norm["motion_mean"]) / norm["motion_std"]  # (B, H+T, 58)
     b = motion.shape[0]
-    k_hist, k_ref, k_style = jax.random.split(rng, 3)
+    k_hist, k_ref, k_style, k_gain = jax.random.split(rng, 4)
+    audio = batch["audio"]
+    if train and c.get("audio_gain_db", 0.0) > 0:  # loudness is the speaker's and the microphone's
+      db = jax.random.uniform(k_gain, (b, 1), minval=-c.audio_gain_db, maxval=c.audio_gain_db)
+      audio = audio * 10.0 ** (db / 20.0)
     if train and c.get("style_augment", 1.0) > 1.0:
       motion, _ = style_augment(motion, k_style, window=c.window, max_scale=c.style_augment,
                                 prob=c.get("p_style_augment", 0.5))
     target = motion[:, c.history:]
     keep = lambda k, p: jax.random.bernoulli(k, 1.0 - p, (b,)) if train else jnp.ones((b,), bool)
+    # A padded window (a short clip, `data.pipelines.MotionWindowConfig.short_min_frames`): the loss skips
+    # its padding and a history with padding in it is the null history.
+    valid = batch["valid"] > 0.5 if "valid" in batch else jnp.ones(motion.shape[:2], bool)  # (B, H+T)
     out = {"motion": target, "history": motion[:, :c.history], "style": style_controls(target),
-           "history_valid": keep(k_hist, c.p_history_drop),
-           "mel": log_mel_spectrogram(batch["audio"])}  # (B, T_mel, 80)
+           "history_valid": keep(k_hist, c.p_history_drop) & jnp.all(valid[:, :c.history], axis=1),
+           "mask": valid[:, c.history:], "mel": log_mel_spectrogram(audio)}  # (B, T_mel, 80)
     if c.use_reference:
       ref = (batch["ref_motion"] - norm["motion_mean"]) / norm["motion_std"]
       out["reference"] = ref[..., :self.dit_config.ref_dim]
       out["reference_valid"] = keep(k_ref, c.get("p_reference_drop", 0.0))
+      if "ref_valid" in batch:
+        out["reference_valid"] &= batch["ref_valid"] > 0.5
     return out
 
   def loss(self, params, batch: dict, rng: jax.Array, norm: dict) -> jax.Array:
@@ -229,6 +243,9 @@ class MotionBody(MotionTask):
 
   def __init__(self, config):
     super().__init__(config)
+    if config.get("short_min_frames", 0):
+      raise ValueError("motion_body trains on whole windows only: set config.short_min_frames=0 (short "
+                       "clips are face crops of talking heads, with no body to learn from)")
     m = self.resolve_model(config.model.to_dict())
     self.body_config = UpperBodyConfig(window=config.window, **m["body"])
     self.model = UpperBodyMotion(self.body_config)

@@ -1,4 +1,4 @@
-"""The loudness baseline of lip sync on preprocessed records (`chatanyone_jax.eval.lipsync`).
+"""Lip sync of stage 1 on preprocessed records, against the loudness baseline (`chatanyone_jax.eval.lipsync`).
 
 `clip_curves` reads each clip's mouth opening (the template's inner-lip gap of its expression
 coefficients and identity) and the loudness envelope of its audio; `loudness_baseline` fits the linear
@@ -6,23 +6,42 @@ map on one split (the training people) and reports, on another (the held-out peo
 correlation of the baseline's prediction with the true opening per clip, averaged per source dataset
 (from the split file's "source" column) and over all clips, plus the silence measures of the true
 opening (mean opening in silence / while speaking, lag from speech offset to a closed mouth).
+`model_lipsync` scores a FaceMotionDiT workdir the same way: each clip's speech alone drives the model as
+inference does (no history before the clip, no reference video, the default style), and the generated
+expression's mouth opening (with the clip's own identity) is correlated with the true one.
+
+  python -m infer.evaluation.lipsync --data RECORDS [--motion WORKDIR] [--split validation] [--out F.json]
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
+import json
 import os
 import pathlib
+import sys
+from collections.abc import Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from chatanyone_jax import template as tp
+from chatanyone_jax.audio import log_mel_spectrogram
 from chatanyone_jax.eval import lipsync
+from chatanyone_jax.motion.sampling import DDIM_STEPS, GUIDANCE_SCALE, generate_long
 from data import records
 from data.splits import SPLIT_FILE, read_rows
+from infer.avatar import default_style
+from train import checkpoint as ckpt
+from train import tasks
+from train.export import load_weights
 
 
 def clip_curves(data: str | os.PathLike, split: str, max_clips: int | None = None) -> list[dict]:
-  """[{"video", "opening" (T,), "envelope" (T,), "fps"}] of the split's clips (records of `data`)."""
+  """[{"video", "opening" (T,), "envelope" (T,), "fps", "audio" (samples,) float32, "identity"}] of the
+  split's clips (records of `data`)."""
   meta = records.read_meta(data)
   if split not in meta["splits"]["clips"]:
     raise ValueError(f"{data} has no {split!r} split (have {sorted(meta['splits']['clips'])})")
@@ -37,32 +56,125 @@ def clip_curves(data: str | os.PathLike, split: str, max_clips: int | None = Non
                                           np.asarray(c["identity"], np.float32)))
     envelope = lipsync.loudness_envelope(np.asarray(c["audio"], np.float32) / 32768.0, t)
     video = c["video"].decode() if isinstance(c["video"], bytes) else str(c["video"])
-    out.append({"video": video, "opening": opening, "envelope": envelope,
-                "fps": float(meta.get("fps", 30.0))})
+    out.append({"video": video, "opening": opening, "envelope": envelope, "fps": float(meta.get("fps", 30.0)),
+                "audio": np.asarray(c["audio"], np.float32) / 32768.0,
+                "identity": np.asarray(c["identity"], np.float32)})
   return out
 
 
-def loudness_baseline(data: str | os.PathLike, *, fit_split: str = "train", eval_split: str = "validation",
-                      split_file: str | os.PathLike | None = SPLIT_FILE, max_clips: int | None = None
-                      ) -> dict:
-  """The fitted baseline and its correlation with the true mouth opening on `eval_split` (docstring)."""
-  fit = clip_curves(data, fit_split, max_clips)
-  base = lipsync.fit_loudness_baseline([c["envelope"] for c in fit], [c["opening"] for c in fit])
-  source_of = ({r["video"]: r["source"] for r in read_rows(split_file)}
-               if split_file and pathlib.Path(split_file).is_file() else {})
+def _sources(split_file: str | os.PathLike | None) -> dict[str, str]:
+  return ({r["video"]: r["source"] for r in read_rows(split_file)}
+          if split_file and pathlib.Path(split_file).is_file() else {})
+
+
+def _scores(curves: list[dict], predicted: list[np.ndarray], source_of: dict[str, str],
+            silence_of: str) -> dict:
+  """Mean Pearson correlation of predicted vs true opening per source and over all clips, and the silence
+  measures of the `silence_of` curve ("true" or "predicted") in the true speech's silences."""
   per_source: dict[str, list[float]] = {}
   silence: dict[str, list[float]] = {"silence_ratio": [], "offset_lag_s": []}
-  for c in clip_curves(data, eval_split, max_clips):
-    r = lipsync.pearson(base(c["envelope"]), c["opening"])
+  for c, pred in zip(curves, predicted, strict=True):
+    r = lipsync.pearson(pred, c["opening"])
     if np.isfinite(r):
       per_source.setdefault(source_of.get(c["video"], "unknown"), []).append(r)
-    s = lipsync.silence_measures(c["opening"], lipsync.speech_mask(c["envelope"]), c["fps"])
+    curve = c["opening"] if silence_of == "true" else pred
+    s = lipsync.silence_measures(curve, lipsync.speech_mask(c["envelope"]), c["fps"])
     for k in silence:
       if np.isfinite(s[k]):
         silence[k].append(s[k])
   every = [r for rs in per_source.values() for r in rs]
-  return {"slope": base.slope, "intercept": base.intercept, "fit_clips": len(fit),
-          "correlation": float(np.mean(every)) if every else float("nan"), "clips": len(every),
+  return {"correlation": float(np.mean(every)) if every else float("nan"), "clips": len(every),
           "per_source": {k: {"correlation": float(np.mean(v)), "clips": len(v)}
                          for k, v in sorted(per_source.items())},
-          **{f"true_{k}": float(np.mean(v)) if v else None for k, v in silence.items()}}
+          **{f"{silence_of}_{k}": float(np.mean(v)) if v else None for k, v in silence.items()}}
+
+
+def loudness_baseline(data: str | os.PathLike, *, fit_split: str = "train", eval_split: str = "validation",
+                      split_file: str | os.PathLike | None = SPLIT_FILE, max_clips: int | None = None,
+                      curves: list[dict] | None = None) -> dict:
+  """The fitted baseline and its correlation with the true mouth opening on `eval_split` (docstring);
+  curves: the eval split's `clip_curves` when the caller has them."""
+  fit = clip_curves(data, fit_split, max_clips)
+  base = lipsync.fit_loudness_baseline([c["envelope"] for c in fit], [c["opening"] for c in fit])
+  curves = clip_curves(data, eval_split, max_clips) if curves is None else curves
+  scores = _scores(curves, [base(c["envelope"]) for c in curves], _sources(split_file), "true")
+  return {"slope": base.slope, "intercept": base.intercept, "fit_clips": len(fit), **scores}
+
+
+def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split: str = "validation",
+                  split_file: str | os.PathLike | None = SPLIT_FILE, max_clips: int | None = None,
+                  num_steps: int = DDIM_STEPS, guidance_scale: float = GUIDANCE_SCALE, seed: int = 0,
+                  clip_x0: float | None = 4.0, curves: list[dict] | None = None) -> dict:
+  """A FaceMotionDiT workdir (or its export) driven by each clip's speech alone (module docstring): the
+  correlation of the generated mouth opening with the true one, per source and over all clips, and the
+  silence measures of the generated opening."""
+  workdir = pathlib.Path(workdir)
+  config = ckpt.load_config(workdir)
+  if config.get("task") != "motion_face":
+    raise ValueError(f"{workdir} holds a {config.get('task')!r} run, not motion_face")
+  task = tasks.get_task(config)
+  loaded = load_weights(workdir)
+  params, norm = jax.tree.map(jnp.asarray, loaded["params"]), jax.tree.map(jnp.asarray, loaded["norm"])
+  t = int(config.window)
+  spf = tasks.SAMPLE_RATE / tasks.FPS
+  n_win_samples = int(round(t * spf))
+  dit = task.models.dit
+  has_ref = "ref_proj" in params["face"]
+  template = tp.load_head_template()
+  style = jnp.asarray(default_style(t))[None]
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def generate(num_windows: int, audio: jax.Array, identity: jax.Array, key: jax.Array) -> jax.Array:
+    mel = log_mel_spectrogram(audio.reshape(num_windows, n_win_samples))  # each window's audio alone
+    tokens = task.models.audio.apply({"params": params["audio"]}, mel, num_tokens=t)
+    tokens = tokens.reshape(1, num_windows * t, -1)
+    ref = jnp.zeros((1, t, dit.config.ref_dim)) if has_ref else None
+    motion = generate_long(dit, params["face"], tokens, style, key, schedule=task.schedule, reference=ref,
+                           num_steps=num_steps, guidance_scale=guidance_scale, clip_x0=clip_x0,
+                           reference_valid=jnp.zeros((1,), bool) if has_ref else None)
+    motion = motion[0] * norm["motion_std"] + norm["motion_mean"]
+    return tp.mouth_opening(template, motion[:, :tp.NUM_EXP], identity)
+
+  curves = clip_curves(data, split, max_clips) if curves is None else curves
+  predicted = []
+  for i, c in enumerate(curves):
+    n = c["opening"].size
+    num_windows = 1 << max(0, int(np.ceil(np.log2(-(-n // t)))))  # powers of two: few compiled programs
+    audio = np.zeros(num_windows * n_win_samples, np.float32)
+    audio[:min(c["audio"].size, audio.size)] = c["audio"][:audio.size]
+    opening = generate(num_windows, jnp.asarray(audio), jnp.asarray(c["identity"]),
+                       jax.random.fold_in(jax.random.key(seed), i))
+    predicted.append(np.asarray(opening)[:n])
+  scores = _scores(curves, predicted, _sources(split_file), "predicted")
+  return {"workdir": str(workdir), "num_steps": num_steps, "guidance_scale": guidance_scale, **scores}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--data", required=True, help="preprocessed records split with a data.splits file")
+  p.add_argument("--motion", help="a motion_face workdir or export (else: the baseline only)")
+  p.add_argument("--split", default="validation", help="the held-out split scored (default: validation)")
+  p.add_argument("--fit-split", default="train", help="the split the baseline is fitted on")
+  p.add_argument("--max-clips", type=int, help="at most this many clips of each split")
+  p.add_argument("--steps", type=int, default=DDIM_STEPS, help="DDIM steps of the model's sampler")
+  p.add_argument("--out", help="also write the report to this JSON file")
+  args = p.parse_args(argv)
+  try:
+    curves = clip_curves(args.data, args.split, args.max_clips)
+    report = {"baseline": loudness_baseline(args.data, fit_split=args.fit_split, eval_split=args.split,
+                                            max_clips=args.max_clips, curves=curves)}
+    if args.motion:
+      report["model"] = model_lipsync(args.motion, args.data, split=args.split, num_steps=args.steps,
+                                      curves=curves)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  text = json.dumps(report, indent=1)
+  print(text)
+  if args.out:
+    pathlib.Path(args.out).write_text(text + "\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

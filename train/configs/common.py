@@ -124,3 +124,21 @@ def small_render_for_cpu(c: ml_collections.ConfigDict, preset: str) -> ml_collec
   c.worker_count = 1  # decoding JPEG crops in a worker process keeps the step, not the data, the cost
   c.sharding.fsdp_min_size = 2 ** 12
   return c
+
+
+def small_motion_for_cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A stage-1 CPU training campaign (hours on 2 cores; the caller names the model's small variant):
+  the full window and history, a checkpoint every few minutes; train on the people of
+  `data/splits/people.tsv`."""
+  c.batch_size = 32
+  c.num_steps = 200_000  # a campaign is stopped and resumed; lr_decay_steps fixes the schedule's length
+  c.lr_decay_steps = 200_000
+  c.warmup_steps = 500
+  c.learning_rate = 2e-4
+  c.log_every = 50
+  c.image_every = 2_000
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 2
+  c.worker_count = 1
+  c.sharding.fsdp_min_size = 2 ** 12
+  return c

@@ -2,6 +2,7 @@
 
   python -m train.main --workdir=DIR --config=train/configs/motion_face.py --config.data_dir=PREPROCESSED
   python -m train.main --workdir=DIR --config=train/configs/motion_face.py:tiny --config.data_dir=...
+  python -m train.main --workdir=DIR --config=train/configs/motion_face.py:small ...  (a CPU campaign)
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.base_config()
   c.task = "motion_face"
   c.window, c.history, c.stride = 40, 10, 5  # T, H (FaceMotionConfig), one window start every `stride` frames
+  # Clips shorter than T + H with at least this many frames train as one padded window each (a validity
+  # mask; data.pipelines.MotionWindowConfig): the word-level LRC-AR clips are 36 frames.
+  c.short_min_frames = 16
   c.p_history_drop = 0.1  # windows trained with the learned null history (as the first window at inference)
   c.use_reference = True  # the reference expression sequence (ref_motion of another window of the clip)
   c.p_reference_drop = 0.1  # windows trained with the null reference (= no reference video at inference)
@@ -22,6 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # p_style_augment a window's expression (and independently its pose) is scaled about its mean by a factor
   # in [1 / style_augment, style_augment]; 1 turns it off.
   c.style_augment, c.p_style_augment = 2.0, 0.5
+  c.audio_gain_db = 6.0  # each window's speech louder or quieter by up to this much (0: off)
   c.model = ml_collections.ConfigDict({
       "variant": "base",  # sizes of FaceMotionDiT and its AudioEncoder: face_motion_dit.VARIANTS
       "dit": {"p_drop": 0.1},  # FaceMotionConfig fields over the variant's (window / history from above)
@@ -31,6 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     common.shrink_for_cpu(c)
     c.window, c.history, c.stride = 16, 4, 2
     c.model.variant = "tiny"
+  elif arg == "small":
+    common.small_motion_for_cpu(c)
+    c.model.variant = "small"
   elif arg:
-    raise ValueError(f"unknown motion_face variant {arg!r} (have: tiny)")
+    raise ValueError(f"unknown motion_face variant {arg!r} (have: tiny, small)")
   return c

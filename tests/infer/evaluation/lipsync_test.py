@@ -1,4 +1,6 @@
-"""The loudness baseline on records split by person (`infer.evaluation.lipsync`)."""
+"""Lip sync against the loudness baseline on records split by person (`infer.evaluation.lipsync`)."""
+
+import json
 
 import numpy as np
 import pytest
@@ -7,16 +9,27 @@ from chatanyone_jax import template as tp
 from data import records, splits
 from infer.evaluation import lipsync
 from tests import fixtures
+from tests.helpers import fast_compile
+from train import trainer
+from train.configs import motion_face
 
 
-def test_baseline_fits_on_training_people_and_scores_held_out_ones_per_source(tmp_path):
-  split_file = tmp_path / "people.tsv"
+@pytest.fixture(scope="module")
+def split_data(tmp_path_factory):
+  """Four synthetic clips (20-36 frames), people 1 and 3 held out; sources A (0-2) and B (3)."""
+  tmp = tmp_path_factory.mktemp("lipsync")
+  split_file = tmp / "people.tsv"
   splits.write_split([{"video": f"synthetic_{i:03d}", "source": "A" if i < 3 else "B", "language": "x",
                        "person": f"p{i}", "split": "heldout" if i in (1, 3) else "train"} for i in range(4)],
                      split_file)
-  data = tmp_path / "data"
+  data = tmp / "data"
   fixtures.write_records(data, num_clips=4, num_frames=(30, 24, 36, 20), body_size=(96, 64), head_size=64,
                          split_file=split_file)
+  return data, split_file
+
+
+def test_baseline_fits_on_training_people_and_scores_held_out_ones_per_source(split_data):
+  data, split_file = split_data
   curves = lipsync.clip_curves(data, "validation")
   assert [c["video"] for c in curves] == ["synthetic_001", "synthetic_003"]
   clip = records.data_source(data, "clips", "validation")[0]
@@ -31,3 +44,29 @@ def test_baseline_fits_on_training_people_and_scores_held_out_ones_per_source(tm
   assert report["correlation"] == pytest.approx(np.mean(per_clip))
   with pytest.raises(ValueError, match="no 'heldout_frames' split"):
     lipsync.clip_curves(data, "heldout_frames")
+
+
+def test_model_driven_by_speech_alone_is_scored_like_the_baseline(split_data, tmp_path, capsys):
+  data, split_file = split_data
+  c = motion_face.get_config("tiny")
+  c.data_dir, c.num_steps, c.progress = str(data), 2, False
+  with fast_compile():
+    trainer.train_and_evaluate(c, tmp_path / "motion_face")
+    report = lipsync.model_lipsync(tmp_path / "motion_face", data, split_file=split_file, num_steps=2)
+    again = lipsync.model_lipsync(tmp_path / "motion_face", data, split_file=split_file, num_steps=2)
+  assert report["clips"] == 2 and set(report["per_source"]) == {"A", "B"}
+  assert -1 <= report["correlation"] <= 1 and report["correlation"] == again["correlation"]  # seeded
+  assert {"predicted_silence_ratio", "predicted_offset_lag_s"} <= set(report)
+  with pytest.raises(FileNotFoundError, match="not a `python -m train.main` workdir"):
+    lipsync.model_lipsync(tmp_path / "nope", data)
+
+  out = tmp_path / "lipsync.json"
+  with fast_compile():
+    assert lipsync.main(["--data", str(data), "--motion", str(tmp_path / "motion_face"), "--steps", "2",
+                         "--out", str(out)]) == 0
+  printed = json.loads(capsys.readouterr().out)
+  assert printed == json.loads(out.read_text())
+  assert printed["model"]["correlation"] == pytest.approx(report["correlation"])
+  assert printed["baseline"]["fit_clips"] == 2
+  assert lipsync.main(["--data", str(tmp_path / "missing")]) == 2
+  assert "error:" in capsys.readouterr().err

@@ -1,0 +1,89 @@
+"""Padded motion windows of short clips (`data.pipelines.MotionWindowConfig.short_min_frames`) and how the
+face-motion task uses their validity mask (synthetic records: no annotation is tested here)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from data import pipelines, records
+from tests import fixtures
+from train import tasks
+from train.configs import motion_body, motion_face
+
+# 60 frames: whole windows; 22 (T <= n < T + H): one window ending at the clip's end, history cut short;
+# 14 (< T): one window from frame 0 with no history; 8: shorter than short_min_frames, left out.
+LENGTHS = (60, 22, 14, 8)
+CFG = pipelines.MotionWindowConfig(window=20, history=5, stride=5, short_min_frames=10)
+
+
+@pytest.fixture(scope="module")
+def short_records(tmp_path_factory):
+  out = tmp_path_factory.mktemp("short_records")
+  fixtures.write_records(out, num_clips=4, num_frames=LENGTHS, body_size=(96, 64), head_size=64, hands=False)
+  return out
+
+
+def test_index_has_one_padded_window_per_short_clip():
+  rows = pipelines.WindowIndex(LENGTHS, CFG).rows.tolist()
+  assert rows == [[0, s] for s in range(0, 36, 5)] + [[1, -3], [2, -5]]
+  assert len(pipelines.WindowIndex(LENGTHS, CFG.__class__(window=20, history=5, stride=5))) == 8
+  with pytest.raises(ValueError, match="short_min_frames"):
+    pipelines.WindowIndex([8, 14], CFG.__class__(window=20, history=5))
+
+
+def test_padded_windows_repeat_edge_frames_with_silence_and_a_mask(short_records):
+  loader = pipelines.motion_windows(short_records, batch_size=1, config=CFG, shuffle=False, num_epochs=1)
+  wins = {int(b["clip_index"][0]): jax.tree.map(lambda x: x[0], b) for b in loader}
+  assert sorted(wins) == [0, 1, 2]  # clip 3 is too short
+  clips = records.data_source(short_records, "clips")
+  spf = 16000 / 30
+  for c, start in ((1, -3), (2, -5)):
+    w, clip, n = wins[c], clips[c], LENGTHS[c]
+    assert int(w["start"]) == start
+    frames = np.arange(start, start + 25)
+    inside = (frames >= 0) & (frames < n)
+    np.testing.assert_array_equal(w["valid"], inside)
+    np.testing.assert_array_equal(w["exp"], clip["exp"][np.clip(frames, 0, n - 1)])
+    a0 = round(-start * spf)  # the clip's audio begins after the padded history
+    np.testing.assert_array_equal(w["audio"][:a0], 0)
+    got = w["audio"][a0:a0 + 1000]
+    np.testing.assert_allclose(got, clip["audio"][:got.size] / 32768.0)
+    assert bool(w["ref_valid"]) == (n >= 20)
+  whole = wins[0]
+  assert whole["valid"].all() and bool(whole["ref_valid"])
+
+
+def test_face_task_masks_padding_and_nulls_padded_history_and_reference(short_records):
+  c = motion_face.get_config("tiny")
+  c.data_dir = str(short_records)
+  c.window, c.history, c.stride, c.short_min_frames = 20, 5, 5, 10
+  task = tasks.get_task(c)
+  loader = pipelines.motion_windows(short_records, batch_size=5, config=CFG, shuffle=False, num_epochs=1)
+  batch = [b for b in loader][-1]  # clip 0's last three windows and the two padded ones
+  assert batch["start"].tolist() == [25, 30, 35, -3, -5]
+  model_batch = task.adapt(batch)
+  assert {k: v.shape for k, v in model_batch.items()} == {k: s.shape for k, s in task.batch_spec(5).items()}
+  norm = task.norm_stats([model_batch])
+  assert np.isfinite(norm["motion_mean"]).all()
+  mb = task.model_batch(jax.tree.map(jnp.asarray, model_batch), jax.random.key(0), norm, train=False)
+  np.testing.assert_array_equal(mb["mask"], batch["valid"][:, 5:])
+  assert mb["mask"][:4].all() and int(mb["mask"][4].sum()) == 14
+  assert mb["history_valid"].tolist() == [True, True, True, False, False]
+  assert mb["reference_valid"].tolist() == [True, True, True, True, False]
+  # Training adds a random gain (up to ± audio_gain_db = 6 dB): a shift of the whole window's log-mel.
+  assert c.audio_gain_db == 6.0
+  trained = task.model_batch(jax.tree.map(jnp.asarray, model_batch), jax.random.key(1), norm, train=True)
+  shift = np.asarray(trained["mel"][0] - mb["mel"][0])
+  loud = np.asarray(mb["mel"][0]) > np.log(1e-5) + 3  # above the log floor
+  assert 0.01 < abs(np.median(shift[loud])) <= 1.4 and np.std(shift[loud]) < 0.05
+  assert trained["mask"].tolist() == mb["mask"].tolist()  # the padding stays masked
+
+
+def test_body_task_refuses_padded_windows():
+  c = motion_body.get_config("tiny")
+  c.short_min_frames = 10
+  with pytest.raises(ValueError, match="whole windows only"):
+    tasks.get_task(c)
