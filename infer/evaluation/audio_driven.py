@@ -1,9 +1,12 @@
 """Table 3, audio-driven: the whole chain (`infer.stream`) from each clip's first frame and its audio.
 
 Columns: FID, CSIM, Sync (SyncNet confidence on the face crops), Diversity (temporal variance of
-normalised face landmarks) and LMD (mouth landmark distance to the ground truth). A "ground truth" row
-scores the real frames the same way, for scale. Faces of the real frames are found at their stored size;
-clips whose portrait has no face are skipped and counted.
+normalised face landmarks), LMD (mouth landmark distance to the ground truth) and MouthCorr (the
+correlation of stage 1's mouth opening, driven by each clip's speech alone, with the true one:
+`infer.evaluation.lipsync.model_lipsync`). A "ground truth" row scores the real frames the same way, for
+scale, and a "loudness baseline" row gives the MouthCorr of the audio-only baseline fitted on the records'
+"train" split (`loudness_baseline`), the bar stage 1 must clear. Faces of the real frames are found at
+their stored size; clips whose portrait has no face are skipped and counted.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from chatanyone_jax.motion.sampling import GUIDANCE_SCALE
 from chatanyone_jax.render import presets
 from data import encoding
 from infer import avatar, models, streaming
+from infer.evaluation import lipsync
 from infer.evaluation.backends import NA_WEIGHTS, Backends
 from infer.evaluation.scoring import (
   Accumulator,
@@ -113,6 +117,13 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
                   "Sync": acc.mean("Sync") if b.syncnet is not None else NA_WEIGHTS,
                   "Diversity": acc.mean("Diversity")}
   rows["ours"].update(FID=frechet(real_inception, ours.inception, b.inception, "FID"), LMD=ours.mean("LMD"))
+  curves = lipsync.clip_curves(data, split, max_clips)
+  rows["ours"]["MouthCorr"] = lipsync.model_lipsync(
+      pathlib.Path(checkpoint) / "motion_face", data, split=split, num_steps=num_steps, seed=seed,
+      guidance_scale=guidance_scale, curves=curves, split_file=None)["correlation"]
+  rows["loudness baseline"] = {"MouthCorr": lipsync.loudness_baseline(
+      data, fit_split="train", eval_split=split, max_clips=max_clips, curves=curves,
+      split_file=None)["correlation"]}
   return {"rows": rows, "counts": {**ours.counts, **{f"gt_{k}": v for k, v in gt.counts.items()}, **skipped},
           "clips": len(clip_indices(clips, max_clips)), "mode": mode, "num_steps": num_steps,
           "guidance_scale": guidance_scale}

@@ -14,7 +14,7 @@ import numpy as np
 
 TABLE_COLUMNS = {
     "table1": ("PSNR", "SSIM", "LPIPS", "FID", "FVD", "CSIM", "HKC", "FPS"),
-    "table3": ("FID", "CSIM", "Sync", "Diversity", "LMD"),
+    "table3": ("FID", "CSIM", "Sync", "Diversity", "LMD", "MouthCorr"),
     "table4": ("MAE", "SSIM"),
 }
 TABLE_TITLES = {
