@@ -23,7 +23,7 @@ from infer.models import build_spec
 from infer.options import StreamOptions
 from infer.smoke import random_params
 from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH
-from tests.helpers import SMOKE_STREAM
+from tests.helpers import SMOKE_STREAM, fast_compile
 
 SR = 16000
 
@@ -149,10 +149,11 @@ def test_head_state_and_render_batches():
   render = jax.jit(lambda kp, batch: stream_step.render_frames(spec.renderer, rvars, av["volume"],
                                                                av["kp_source"], kp, None, batch),
                    static_argnums=1)
-  np.testing.assert_allclose(render(kp, 4), render(kp, None), atol=1e-5)
   # bfloat16 renderer compute: close to float32 (the per-frame networks only), but really bfloat16.
   render16 = jax.jit(lambda kp: stream_step.render_frames(spec.renderer, rvars, av["volume"],
                                                           av["kp_source"], kp, None, None, "bfloat16"))
-  f32, b16 = np.asarray(render(kp, None)), np.asarray(render16(kp))
+  with fast_compile():  # three programs of this test only, each run once
+    np.testing.assert_allclose(render(kp, 4), render(kp, None), atol=1e-5)
+    f32, b16 = np.asarray(render(kp, None)), np.asarray(render16(kp))
   assert f32.shape == (6, 64, 64, 3) and f32.std() > 0.01  # the frames are not blank
   assert b16.dtype == np.float32 and 0 < np.abs(b16 - f32).mean() < 0.02, np.abs(b16 - f32).mean()
