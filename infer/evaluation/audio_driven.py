@@ -120,7 +120,7 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
   curves = lipsync.clip_curves(data, split, max_clips)
   rows["ours"]["MouthCorr"] = lipsync.model_lipsync(
       pathlib.Path(checkpoint) / "motion_face", data, split=split, num_steps=num_steps, seed=seed,
-      guidance_scale=guidance_scale, curves=curves, split_file=None)["correlation"]
+      guidance_scale=guidance_scale, curves=curves, split_file=None, insert_silence_s=0.0)["correlation"]
   rows["loudness baseline"] = {"MouthCorr": lipsync.loudness_baseline(
       data, fit_split="train", eval_split=split, max_clips=max_clips, curves=curves,
       split_file=None)["correlation"]}

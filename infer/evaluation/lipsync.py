@@ -8,7 +8,8 @@ correlation of the baseline's prediction with the true opening per clip, average
 opening (mean opening in silence / while speaking, lag from speech offset to a closed mouth).
 `model_lipsync` scores a FaceMotionDiT workdir the same way: each clip's speech alone drives the model as
 inference does (no history before the clip, no reference video, the default style), and the generated
-expression's mouth opening (with the clip's own identity) is correlated with the true one.
+expression's mouth opening (with the clip's own identity) is correlated with the true one; the same
+model driven by each clip's speech with a second of silence inserted gives the silence test.
 
   python -m infer.evaluation.lipsync --data RECORDS [--motion WORKDIR] [--split validation] [--out F.json]
 """
@@ -104,10 +105,12 @@ def loudness_baseline(data: str | os.PathLike, *, fit_split: str = "train", eval
 def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split: str = "validation",
                   split_file: str | os.PathLike | None = SPLIT_FILE, max_clips: int | None = None,
                   num_steps: int = DDIM_STEPS, guidance_scale: float = GUIDANCE_SCALE, seed: int = 0,
-                  clip_x0: float | None = 4.0, curves: list[dict] | None = None) -> dict:
+                  clip_x0: float | None = 4.0, curves: list[dict] | None = None,
+                  insert_silence_s: float = 1.0) -> dict:
   """A FaceMotionDiT workdir (or its export) driven by each clip's speech alone (module docstring): the
   correlation of the generated mouth opening with the true one, per source and over all clips, and the
-  silence measures of the generated opening."""
+  silence measures of the generated opening, in the clips' own silences ("predicted_*") and in
+  `insert_silence_s` of silence inserted into each clip's speech ("inserted_*"; 0 = skip)."""
   workdir = pathlib.Path(workdir)
   config = ckpt.load_config(workdir)
   if config.get("task") != "motion_face":
@@ -136,17 +139,35 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
     return tp.mouth_opening(template, motion[:, :tp.NUM_EXP], identity)
 
   curves = clip_curves(data, split, max_clips) if curves is None else curves
-  predicted = []
-  for i, c in enumerate(curves):
-    n = c["opening"].size
+
+  def drive(audio: np.ndarray, n: int, identity: np.ndarray, i: int) -> np.ndarray:
     num_windows = 1 << max(0, int(np.ceil(np.log2(-(-n // t)))))  # powers of two: few compiled programs
-    audio = np.zeros(num_windows * n_win_samples, np.float32)
-    audio[:min(c["audio"].size, audio.size)] = c["audio"][:audio.size]
-    opening = generate(num_windows, jnp.asarray(audio), jnp.asarray(c["identity"]),
+    padded = np.zeros(num_windows * n_win_samples, np.float32)
+    padded[:min(audio.size, padded.size)] = audio[:padded.size]
+    opening = generate(num_windows, jnp.asarray(padded), jnp.asarray(identity),
                        jax.random.fold_in(jax.random.key(seed), i))
-    predicted.append(np.asarray(opening)[:n])
+    return np.asarray(opening)[:n]
+
+  predicted = [drive(c["audio"], c["opening"].size, c["identity"], i) for i, c in enumerate(curves)]
   scores = _scores(curves, predicted, _sources(split_file), "predicted")
-  return {"workdir": str(workdir), "num_steps": num_steps, "guidance_scale": guidance_scale, **scores}
+  # Inserted silence: the clip's speech, `insert_silence_s` of digital silence, the speech again.
+  inserted: dict[str, list[float]] = {"silence_ratio": [], "offset_lag_s": []}
+  gap = int(round(insert_silence_s * tasks.FPS))
+  for i, c in enumerate(curves if gap else []):
+    n = c["opening"].size
+    speech = c["audio"][:int(round(n * spf))]
+    audio = np.concatenate([speech, np.zeros(int(round(gap * spf)), np.float32), speech])
+    total = 2 * n + gap
+    opening = drive(audio, total, c["identity"], len(curves) + i)
+    mask = np.ones(total, bool)
+    mask[n:n + gap] = False
+    m = lipsync.silence_measures(opening, mask, c["fps"])
+    for k in inserted:
+      if np.isfinite(m[k]):
+        inserted[k].append(m[k])
+  scores.update({f"inserted_{k}": float(np.mean(v)) if v else None for k, v in inserted.items()})
+  return {"workdir": str(workdir), "num_steps": num_steps, "guidance_scale": guidance_scale,
+          "insert_silence_s": insert_silence_s, **scores}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -57,6 +57,8 @@ def test_model_driven_by_speech_alone_is_scored_like_the_baseline(split_data, tm
   assert report["clips"] == 2 and set(report["per_source"]) == {"A", "B"}
   assert -1 <= report["correlation"] <= 1 and report["correlation"] == again["correlation"]  # seeded
   assert {"predicted_silence_ratio", "predicted_offset_lag_s"} <= set(report)
+  assert report["insert_silence_s"] == 1.0 and report["inserted_silence_ratio"] >= 0  # speech, 1 s, speech
+  assert report["inserted_offset_lag_s"] is None or report["inserted_offset_lag_s"] >= 0
   with pytest.raises(FileNotFoundError, match="not a `python -m train.main` workdir"):
     lipsync.model_lipsync(tmp_path / "nope", data)
 
