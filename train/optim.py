@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import jax
 import ml_collections
+import numpy as np
 import optax
 
 
@@ -19,3 +21,11 @@ def optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule) -> op
   """AdamW(schedule, b1, b2, weight_decay) after clipping the gradients' global norm to grad_clip (> 0)."""
   adam = optax.adamw(schedule, b1=config.b1, b2=config.b2, weight_decay=config.weight_decay)
   return optax.chain(optax.clip_by_global_norm(config.grad_clip), adam) if config.grad_clip > 0 else adam
+
+
+def at_schedule_step(opt_state, step: int):
+  """opt_state (host arrays) with every learning-rate schedule's count at `step` (Adam's moments and its
+  bias-correction count untouched): a fresh optimiser that goes on with the schedule of a longer run."""
+  is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
+  return jax.tree.map(lambda x: x._replace(count=np.asarray(step, np.asarray(x.count).dtype))
+                      if is_schedule(x) else x, opt_state, is_leaf=is_schedule)

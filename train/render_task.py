@@ -202,6 +202,15 @@ class RenderTask(Task):
              "ema": gen["params"]}
     return jax.device_put(state, mesh_shardings)
 
+  def with_weights(self, state: dict, weights: dict) -> dict:
+    """The generator's parameters, EMA and BatchNorm statistics from `weights`; D and the optimisers
+    stay fresh."""
+    cast = lambda new, old: np.asarray(new, old.dtype)
+    params = jax.tree.map(cast, weights["params"], state["gen"]["params"])
+    stats = jax.tree.map(cast, weights["batch_stats"], state["gen"]["batch_stats"])
+    gen = {**state["gen"], "params": params, "batch_stats": stats}
+    return {**state, "gen": gen, "ema": jax.tree.map(np.copy, params)}
+
   def make_step(self, tx: optax.GradientTransformation, schedule: optax.Schedule, ema_decay: float,
                 key: jax.Array):
     gen_tx, disc_tx = self.optimizers(tx, schedule)

@@ -11,6 +11,7 @@ A task is built from the run's config and gives the trainer
   * `make_init` / `make_step` (+ `state_metrics`): the pure state initialiser and train step, by default
     built from those (the renderer's GAN overrides them: `train.render_task`);
   * `initial_params(state, shardings)`: a hook to load pretrained weights into a fresh state;
+    `with_weights(state, weights)`: a fresh state with exported weights (`trainer.warm_start`);
   * `make_summary()` / `summaries(arrays)`: optional TensorBoard images;
   * `resolve_model(model)`: config.model with every architecture choice spelt out (resuming checks it).
 """
@@ -73,6 +74,13 @@ class Task:
 
   def initial_params(self, state: dict, shardings) -> dict:
     return state
+
+  def with_weights(self, state: dict, weights: dict) -> dict:
+    """`state` (host arrays) with inference weights ({"params", "norm"[, "batch_stats"]}, as
+    `train.export.load_weights` returns them) as its parameters and EMA (`trainer.warm_start`)."""
+    params = jax.tree.map(lambda new, old: np.asarray(new, old.dtype), weights["params"], state["params"])
+    norm = {k: np.asarray(weights["norm"][k], np.asarray(v).dtype) for k, v in state["norm"].items()}
+    return {**state, "params": params, "ema": jax.tree.map(np.copy, params), "norm": norm}
 
   def make_evaluator(self):
     """None, or an object with run(state) -> (scalars, images) that the trainer calls every

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from chatanyone_jax.render.train_step import INIT_COMPILER_OPTIONS
 from data import records
-from train import checkpoint, metrics, optim, parallel, tasks
+from train import checkpoint, export, metrics, optim, parallel, tasks
 from train.task_base import Task
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,29 @@ def build(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
   return Program(init, abstract, init_key, state_sh, batch_sh, repl, step, spec)
 
 
+def warm_start(task: Task, config: ml_collections.ConfigDict, state: dict, shardings) -> dict:
+  """A fresh state with the weights of `config.warm_start` (an export of `train.export` or a workdir of
+  the same task and model): parameters and their EMA (BatchNorm statistics, normalisation statistics);
+  the optimiser (and a renderer's discriminator) start afresh. With config.warm_start_step (default) the
+  step counter continues from the weights' step, so the schedules go on: how a campaign restarts from
+  its exported checkpoint on a new machine."""
+  path = pathlib.Path(config.warm_start)
+  other = architecture(checkpoint.load_config(path).to_dict())
+  mine = architecture(json.loads(config.to_json_best_effort()))
+  for key in ("task", "model"):
+    if other[key] != mine[key]:
+      raise ValueError(f"config.warm_start={path} holds {key} {other[key]!r}, but this config has "
+                       f"{mine[key]!r}: warm-start from weights of the same task and model")
+  weights = export.load_weights(path)
+  host = jax.device_get(state)
+  host = task.with_weights(host, weights)
+  if config.get("warm_start_step", True):
+    host["step"] = np.asarray(weights["step"], np.asarray(host["step"]).dtype)
+    host = optim.at_schedule_step(host, weights["step"])  # every optimiser state in it
+  log.info("warm start from %s (step %d)", path, weights["step"])
+  return jax.device_put(host, shardings)
+
+
 class _StopFlag:
   """SIGTERM / SIGINT set a flag (the loop saves and returns); the previous handlers come back on exit."""
 
@@ -245,6 +268,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     norm = _estimate_norm(task, config)
     state = prog.compile_init()(prog.init_key, jax.device_put(norm, prog.replicated))
     state = task.initial_params(state, prog.state_shardings)
+    if config.get("warm_start"):
+      state = warm_start(task, config, state, prog.state_shardings)
 
   summary_fn = task.make_summary()
   if summary_fn is not None:

@@ -81,3 +81,55 @@ def test_exported_demo_checkpoint_loads_for_streaming_like_its_workdirs(demo_run
   want, want_configs = load_checkpoint(runs, "upper")
   assert configs["render"] == want_configs["render"] and configs["face_refine"] == want_configs["face_refine"]
   jax.tree.map(np.testing.assert_array_equal, params, want)
+
+
+def test_warm_start_from_an_export_continues_its_weights_and_step(motion_records, tmp_path):
+  from train import optim, trainer
+  from train.configs import motion_body
+
+  def config(**kw):
+    c = motion_face.get_config("tiny")
+    c.update(data_dir=str(motion_records), progress=False, log_every=1, lr_decay_steps=4, **kw)
+    return c
+
+  trained = trainer.train_and_evaluate(config(num_steps=2), tmp_path / "a")
+  export.export(tmp_path / "a", tmp_path / "export")
+  weights = export.load_weights(tmp_path / "export")
+  # A fresh workdir warm-started at the export's step: nothing left to train, the weights are the export's.
+  start = trainer.train_and_evaluate(config(num_steps=2, warm_start=str(tmp_path / "export")), tmp_path / "b")
+  assert int(start["step"]) == 2
+  for part in ("params", "ema"):
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, start[part]), weights["params"])
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, start["norm"]), weights["norm"])
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, start["ema"]),
+               jax.tree.map(np.asarray, trained["ema"]))
+  # On to step 3 (the schedule continues), with a fresh optimiser: the weights move.
+  on = trainer.train_and_evaluate(config(num_steps=3, warm_start=str(tmp_path / "export")), tmp_path / "b")
+  rows = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+  assert int(on["step"]) == 3 and [r["step"] for r in rows] == [3]
+  schedule = optim.learning_rate_schedule(config(num_steps=3))
+  assert rows[0]["learning_rate"] == pytest.approx(float(schedule(2)))  # not the fresh optimiser's 0
+  assert max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - b).max()), on["params"],
+                                          weights["params"]))) > 0
+  body = motion_body.get_config("tiny")
+  body.update(data_dir=str(motion_records), progress=False, warm_start=str(tmp_path / "export"))
+  with pytest.raises(ValueError, match="warm-start from weights of the same task and model"):
+    trainer.train_and_evaluate(body, tmp_path / "c")
+
+
+def test_renderer_takes_generator_weights_and_keeps_a_fresh_discriminator():
+  from train import tasks
+
+  c = render_head512.get_config("tiny")
+  task = tasks.get_task(c)
+  z = lambda *s: np.zeros(s, np.float32)
+  state = {"gen": {"params": {"G": {"w": z(2)}}, "batch_stats": {"G": {"m": z(3)}}, "opt_state": "g-opt"},
+           "disc": {"params": {"D": z(1)}, "opt_state": "d-opt"}, "ema": {"G": {"w": z(2)}},
+           "step": np.int32(0), "norm": {}}
+  weights = {"params": {"G": {"w": np.ones(2)}}, "batch_stats": {"G": {"m": np.full(3, 2.0)}}, "norm": {}}
+  out = task.with_weights(state, weights)
+  np.testing.assert_array_equal(out["gen"]["params"]["G"]["w"], 1.0)
+  np.testing.assert_array_equal(out["ema"]["G"]["w"], 1.0)
+  np.testing.assert_array_equal(out["gen"]["batch_stats"]["G"]["m"], 2.0)
+  assert out["gen"]["params"]["G"]["w"].dtype == np.float32 and out["gen"]["opt_state"] == "g-opt"
+  assert out["disc"] is state["disc"]

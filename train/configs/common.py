@@ -35,6 +35,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.progress = True  # tqdm bar on process 0
   c.image_every = 1_000  # TensorBoard images (tasks with a summary: the renderers); 0 = never
   c.stats_batches = 16  # batches read (every process the same) to estimate the normalisation statistics
+  # A fresh run may start from the weights of an export (`python -m train.export`) or workdir of the same
+  # task and model (parameters, EMA, normalisation statistics; a fresh optimiser): how a campaign restarts
+  # on a new machine from its committed export. warm_start_step: continue the step count (the schedules).
+  c.warm_start = config_dict.placeholder(str)
+  c.warm_start_step = True
 
   # Device mesh ("data", "fsdp"): -1 = all devices not taken by the other axis.
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
