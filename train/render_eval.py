@@ -2,13 +2,14 @@
 
 Every `evals.every` steps and at the end, the EMA generator reconstructs fixed pairs of each split in
 `evals.splits` and is scored against the copy-the-source baseline on the same frames: L1, PSNR and SSIM
-(`chatanyone_jax.metrics`). Pairs: "heldout_frames" (the last share of each training clip, records built
-with `--heldout-tail`): source = the clip's first training frame, driving = its held-out frames;
-"validation" (people not in training, `data/splits/people.tsv`): source = the clip's first frame,
-driving = its later frames. Up to `evals.max_clips` clips per split (evenly spread over the split) and
-`evals.frames_per_clip` driving frames per clip (evenly spread). The trainer writes the scores as
-`eval/<split>/<metric>` scalars (TensorBoard, metrics.jsonl) and a contact sheet per split: source |
-target | generated | copy-source, one row per clip.
+(`chatanyone_jax.metrics`), and L1 inside the driving frame's face and hand masks (face_l1, hand_l1, over
+the frames that show the region: the measures of the face-refine and hand-injection ablations). Pairs:
+"heldout_frames" (the last share of each training clip, records built with `--heldout-tail`): source = the
+clip's first training frame, driving = its held-out frames; "validation" (people not in training,
+`data/splits/people.tsv`): source = the clip's first frame, driving = its later frames. Up to
+`evals.max_clips` clips per split (evenly spread over the split) and `evals.frames_per_clip` driving frames
+per clip (evenly spread). The trainer writes the scores as `eval/<split>/<metric>` scalars (TensorBoard,
+metrics.jsonl) and a contact sheet per split: source | target | generated | copy-source, one row per clip.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ def eval_pairs(data_dir: str, split: str, max_clips: int, frames_per_clip: int
   return pairs
 
 
+REGIONS = ("face", "hand")  # region errors (face_l1, hand_l1): the face-refine and hand-injection ablations
+MIN_REGION_PIXELS = 16  # a frame's region counts when its mask covers at least this many output pixels
+
+
 class RenderEvaluator:
   """Scores the EMA generator of a `train.render_task.RenderTask` state on fixed held-out pairs."""
 
@@ -83,6 +88,9 @@ class RenderEvaluator:
         continue
       decoded = [decode.map({"source": s, "driving": d}) for s, d, _ in pairs]
       batch = task.adapt({k: np.stack([p[k] for p in decoded]) for k in decoded[0]})
+      for region in REGIONS:  # the driving frame's region masks, for the region errors
+        if f"{region}_mask" in decoded[0]:
+          batch[f"eval_{region}_mask"] = np.stack([p[f"{region}_mask"] for p in decoded]).astype(np.float32)
       self.batches[split] = (batch, np.array([c for _, _, c in pairs]))
       log.info("evals: %d pairs of %d clips in %r", len(pairs), len(set(c for *_, c in pairs)), split)
     r = self.renderer
@@ -93,8 +101,18 @@ class RenderEvaluator:
                                              batch.get("hand_image"), head), 0.0, 1.0)
       target = batch["driving_target"]
       copy = jax.image.resize(batch["source"], target.shape, "bilinear")
-      per = lambda x: {"l1": jnp.mean(jnp.abs(x - target), axis=(1, 2, 3)), "psnr": metrics.psnr(x, target),
-                       "ssim": metrics.ssim(x, target, 1.0)}
+      def per(x):
+        err = jnp.abs(x - target)
+        out = {"l1": jnp.mean(err, axis=(1, 2, 3)), "psnr": metrics.psnr(x, target),
+               "ssim": metrics.ssim(x, target, 1.0)}
+        for region in REGIONS:  # mean |error| inside the region (NaN where a frame has none of it)
+          if f"eval_{region}_mask" in batch:
+            m = batch[f"eval_{region}_mask"]
+            area = 3.0 * jnp.sum(m, axis=(1, 2, 3))
+            inside = jnp.sum(m * err, axis=(1, 2, 3)) / jnp.maximum(area, 1.0)
+            out[f"{region}_l1"] = jnp.where(area >= 3.0 * MIN_REGION_PIXELS, inside, jnp.nan)
+        return out
+
       return per(pred), per(copy), pred, copy
 
     self._score = jax.jit(score)
@@ -119,9 +137,11 @@ class RenderEvaluator:
         preds.append(p)
         copies.append(cp)
       for k in gen:
-        ours, base = float(np.mean(np.concatenate(gen[k]))), float(np.mean(np.concatenate(copy[k])))
-        scalars[f"eval/{split}/{k}"] = ours
-        scalars[f"eval/{split}/copy_source_{k}"] = base
+        ours, base = np.concatenate(gen[k]), np.concatenate(copy[k])
+        if not np.isfinite(ours).any():  # a region no frame of the split shows
+          continue
+        scalars[f"eval/{split}/{k}"] = float(np.nanmean(ours))
+        scalars[f"eval/{split}/copy_source_{k}"] = float(np.nanmean(base))
       prefix = f"eval/{split}/"
       scalars[prefix + "psnr_gain_db"] = scalars[prefix + "psnr"] - scalars[prefix + "copy_source_psnr"]
       pred, cp = np.concatenate(preds), np.concatenate(copies)

@@ -58,6 +58,9 @@ def test_evaluator_scores_generator_and_copy_source(split_records):
       assert np.isfinite(scalars[p + m]) and np.isfinite(scalars[p + "copy_source_" + m])
     assert 0 < scalars[p + "l1"] < 1 and -1 <= scalars[p + "ssim"] <= 1
     assert scalars[p + "psnr_gain_db"] == pytest.approx(scalars[p + "psnr"] - scalars[p + "copy_source_psnr"])
+    # Head crops: a face in every frame, no hand mask; the error inside the face is its own number.
+    assert 0 < scalars[p + "face_l1"] < 1 and 0 <= scalars[p + "copy_source_face_l1"] < 1
+    assert scalars[p + "face_l1"] != scalars[p + "l1"] and p + "hand_l1" not in scalars
     sheet = images[p + "source_target_generated_copy"]
     ho, wo = task.renderer.output_size
     assert sheet.shape == (clips * ho, 4 * wo, 3)  # a row per clip: source | target | generated | copy
