@@ -35,11 +35,20 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, iterator, step: int | N
   """Restores (state, iterator) at `step` (default latest).
 
   abstract_state: ShapeDtypeStructs with `.sharding` set (the restored arrays are placed accordingly).
-  iterator: a fresh `iter(loader)` of the same pipeline, moved to the saved position.
+  iterator: a fresh `iter(loader)` of the same pipeline, moved to the saved position; None restores the
+  state only (and returns None for it).
   """
   step = mngr.latest_step() if step is None else step
-  out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                                   data=grain.PyGrainCheckpointRestore(iterator)))
+  if iterator is None:
+    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
+    return out["state"], None
+  try:
+    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                                     data=grain.PyGrainCheckpointRestore(iterator)))
+  except ValueError as e:
+    raise ValueError(f"{e}\nThe data pipeline differs from the checkpoint's (new records or window "
+                     "settings?). To keep the trained state and start reading the data afresh, resume with "
+                     "--config.restore_data=False.") from e
   return out["state"], out["data"]
 
 

@@ -262,7 +262,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if latest is not None:
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), prog.abstract,
                           prog.state_shardings)
-    state, iterator = checkpoint.restore(mngr, target, iterator, latest)
+    if config.get("restore_data", True):
+      state, iterator = checkpoint.restore(mngr, target, iterator, latest)
+    else:  # the records changed (a campaign that grew its data): a new data order, seeded by the step
+      state, _ = checkpoint.restore(mngr, target, None, latest)
+      iterator = iter(task.loader(local_batch, config.seed + latest))
+      log.info("data iterator restarted (config.restore_data=False, seed %d)", config.seed + latest)
     log.info("resumed from %s at step %d", mngr.directory, latest)
   else:
     norm = _estimate_norm(task, config)

@@ -225,3 +225,21 @@ def test_motion_face_training_batch_randomness():
     assert 0.3 < np.mean(np.isclose(ratio[:, k], 1.0, atol=1e-4)) < 0.7
     assert ratio[:, k].min() > 0.5 - 1e-3 and ratio[:, k].max() < 2.0 + 1e-3
   np.testing.assert_array_equal(np.asarray(train["reference"]), np.asarray(plain["reference"]))
+
+
+def test_resume_on_grown_records_keeps_the_state_and_restarts_the_data(motion_records, tmp_path):
+  from tests import fixtures
+
+  kw = dict(log_every=1, lr_decay_steps=4)
+  first = _host(trainer.train_and_evaluate(_config(motion_face, motion_records, num_steps=2, **kw),
+                                           tmp_path / "w"))
+  grown = tmp_path / "grown"  # other clips: the saved data position means nothing there
+  fixtures.write_records(grown, num_clips=3, num_frames=40, body_size=(96, 64), head_size=64, hands=False)
+  with pytest.raises(ValueError, match="resume with --config.restore_data=False"):
+    trainer.train_and_evaluate(_config(motion_face, grown, num_steps=3, **kw), tmp_path / "w")
+  state = _host(trainer.train_and_evaluate(_config(motion_face, grown, num_steps=3, restore_data=False, **kw),
+                                           tmp_path / "w"))
+  assert int(state["step"]) == 3
+  rows = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [1, 2, 3]
+  jax.tree.map(np.testing.assert_array_equal, state["norm"], first["norm"])  # the run's statistics kept

@@ -40,6 +40,9 @@ def base_config() -> ml_collections.ConfigDict:
   # on a new machine from its committed export. warm_start_step: continue the step count (the schedules).
   c.warm_start = config_dict.placeholder(str)
   c.warm_start_step = True
+  # Resuming restores the data iterator's position too; False keeps the trained state and reads the
+  # (changed) data afresh, seeded by the step: for a campaign whose records grew between sessions.
+  c.restore_data = True
 
   # Device mesh ("data", "fsdp"): -1 = all devices not taken by the other axis.
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
