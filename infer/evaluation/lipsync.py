@@ -35,9 +35,8 @@ from chatanyone_jax.motion.sampling import DDIM_STEPS, GUIDANCE_SCALE, generate_
 from data import records
 from data.splits import SPLIT_FILE, read_rows
 from infer.avatar import default_style
-from train import checkpoint as ckpt
+from infer.evaluation.scoring import load_motion_face
 from train import tasks
-from train.export import load_weights
 
 
 def clip_curves(data: str | os.PathLike, split: str, max_clips: int | None = None) -> list[dict]:
@@ -111,13 +110,7 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
   correlation of the generated mouth opening with the true one, per source and over all clips, and the
   silence measures of the generated opening, in the clips' own silences ("predicted_*") and in
   `insert_silence_s` of silence inserted into each clip's speech ("inserted_*"; 0 = skip)."""
-  workdir = pathlib.Path(workdir)
-  config = ckpt.load_config(workdir)
-  if config.get("task") != "motion_face":
-    raise ValueError(f"{workdir} holds a {config.get('task')!r} run, not motion_face")
-  task = tasks.get_task(config)
-  loaded = load_weights(workdir)
-  params, norm = jax.tree.map(jnp.asarray, loaded["params"]), jax.tree.map(jnp.asarray, loaded["norm"])
+  config, task, params, norm = load_motion_face(workdir)
   t = int(config.window)
   spf = tasks.SAMPLE_RATE / tasks.FPS
   n_win_samples = int(round(t * spf))

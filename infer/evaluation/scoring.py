@@ -8,7 +8,10 @@ source image and each generated frame, over the frames in which a face is found.
 from __future__ import annotations
 
 import os
+import pathlib
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -16,6 +19,9 @@ from chatanyone_jax.eval.faces import identity_similarity
 from chatanyone_jax.eval.frechet import frechet_distance_features
 from data import records
 from infer.evaluation.backends import NA_WEIGHTS, Backends
+from train import checkpoint as ckpt
+from train import tasks
+from train.export import load_weights
 
 FVD_SEGMENT = 16
 
@@ -28,6 +34,17 @@ def open_split(data: str | os.PathLike, split: str):
     hint = " (preprocess with --val-fraction > 0 to hold clips back)" if split == "validation" else ""
     raise ValueError(f"{data} has no {split!r} split{hint}; it has {have}: pass --split")
   return meta, records.data_source(data, "clips", split), records.data_source(data, "frames", split)
+
+
+def load_motion_face(workdir: str | os.PathLike):
+  """(config, task, params, norm) of a FaceMotionDiT workdir or export; params and norm as device arrays."""
+  workdir = pathlib.Path(workdir)
+  config = ckpt.load_config(workdir)
+  if config.get("task") != "motion_face":
+    raise ValueError(f"{workdir} holds a {config.get('task')!r} run, not motion_face")
+  loaded = load_weights(workdir)
+  return (config, tasks.get_task(config), jax.tree.map(jnp.asarray, loaded["params"]),
+          jax.tree.map(jnp.asarray, loaded["norm"]))
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:

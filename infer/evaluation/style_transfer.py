@@ -22,10 +22,7 @@ from chatanyone_jax.audio import log_mel_spectrogram
 from chatanyone_jax.motion.face_motion_dit import style_controls
 from chatanyone_jax.motion.sampling import GUIDANCE_SCALE, FaceConditions, sample_window
 from data import pipelines
-from infer.evaluation.scoring import open_split
-from train import checkpoint as ckpt
-from train import tasks
-from train.export import load_weights
+from infer.evaluation.scoring import load_motion_face, open_split
 
 
 def motion_windows(config, task, data: str | os.PathLike, split: str) -> dict:
@@ -58,12 +55,7 @@ def style_transfer(checkpoint: str | os.PathLike, data: str | os.PathLike, split
   workdir = pathlib.Path(checkpoint) / "motion_face"
   if not workdir.is_dir():
     raise FileNotFoundError(f"{workdir} is missing: Table 4 needs the FaceMotionDiT workdir")
-  config = ckpt.load_config(workdir)
-  if config.get("task") != "motion_face":
-    raise ValueError(f"{workdir} holds a {config.get('task')!r} run, not motion_face")
-  task = tasks.get_task(config)
-  loaded = load_weights(workdir)
-  params, norm = jax.tree.map(jnp.asarray, loaded["params"]), jax.tree.map(jnp.asarray, loaded["norm"])
+  config, task, params, norm = load_motion_face(workdir)
   w = motion_windows(config, task, data, split)
   if max_windows is not None:
     w = {k: v[:max_windows] for k, v in w.items()}

@@ -115,38 +115,32 @@ def shrink_render_for_cpu(c: ml_collections.ConfigDict, preset: str) -> ml_colle
   return c
 
 
-def small_render_for_cpu(c: ml_collections.ConfigDict, preset: str) -> ml_collections.ConfigDict:
-  """A CPU training campaign (hours on 2 cores) with a `render.presets` small_* preset: batch 4, about one
-  step per second, a checkpoint every few minutes; train on the people of `data/splits/people.tsv`."""
-  c.model.preset = preset
-  c.batch_size = 4
+def _cpu_campaign(c: ml_collections.ConfigDict, batch_size: int, checkpoint_every: int) -> None:
+  """What every CPU training campaign (hours on 2 cores, stopped and resumed) sets."""
+  c.batch_size = batch_size
   c.num_steps = 200_000  # a campaign is stopped and resumed; lr_decay_steps fixes the schedule's length
   c.lr_decay_steps = 200_000
   c.warmup_steps = 500
   c.learning_rate = 2e-4
   c.log_every = 50
   c.image_every = 2_000
-  c.checkpoint_every = 250
+  c.checkpoint_every = checkpoint_every  # every few minutes
   c.keep_checkpoints = 2
-  c.evals.every = 2_000
-  c.worker_count = 1  # decoding JPEG crops in a worker process keeps the step, not the data, the cost
+  c.worker_count = 1  # decoding in a worker process keeps the step, not the data, the cost
   c.sharding.fsdp_min_size = 2 ** 12
+
+
+def small_render_for_cpu(c: ml_collections.ConfigDict, preset: str) -> ml_collections.ConfigDict:
+  """A renderer CPU campaign with a `render.presets` small_* preset: batch 4, about one step per second,
+  held-out evaluation every 2,000 steps; train on the people of `data/splits/people.tsv`."""
+  c.model.preset = preset
+  _cpu_campaign(c, batch_size=4, checkpoint_every=250)
+  c.evals.every = 2_000
   return c
 
 
 def small_motion_for_cpu(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A stage-1 CPU training campaign (hours on 2 cores; the caller names the model's small variant):
-  the full window and history, a checkpoint every few minutes; train on the people of
-  `data/splits/people.tsv`."""
-  c.batch_size = 32
-  c.num_steps = 200_000  # a campaign is stopped and resumed; lr_decay_steps fixes the schedule's length
-  c.lr_decay_steps = 200_000
-  c.warmup_steps = 500
-  c.learning_rate = 2e-4
-  c.log_every = 50
-  c.image_every = 2_000
-  c.checkpoint_every = 500
-  c.keep_checkpoints = 2
-  c.worker_count = 1
-  c.sharding.fsdp_min_size = 2 ** 12
+  """A stage-1 CPU campaign (the caller names the model's small variant): the full window and history,
+  batch 32; train on the people of `data/splits/people.tsv`."""
+  _cpu_campaign(c, batch_size=32, checkpoint_every=500)
   return c
