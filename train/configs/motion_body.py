@@ -22,6 +22,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     common.shrink_for_cpu(c)
     c.window, c.history, c.stride = 16, 4, 2
     c.model.variant = "tiny"
+  elif arg == "small":
+    common.small_motion_for_cpu(c)
+    c.model.variant = "small"
   elif arg:
-    raise ValueError(f"unknown motion_body variant {arg!r} (have: tiny)")
+    raise ValueError(f"unknown motion_body variant {arg!r} (have: tiny, small)")
   return c
