@@ -1,16 +1,15 @@
-"""`make demo`: the whole pipeline end to end on bundled data, in a few minutes on a laptop CPU.
+"""`make demo`: the bundled portrait speaks the bundled speech, with the bundled trained models.
 
-  python -m infer.demo --out outputs/demo [--image P] [--audio A] [--checkpoint DIR]
-                       [--steps-render N] [--steps-motion N] [--clip V] [--clip-seconds S] [--steps N]
+  python -m infer.demo --out outputs/demo [--image P] [--audio A] [--checkpoint DIR] [--steps N]
+  python -m infer.demo --train [--steps-render N] [--steps-motion N] [--clip V] [--clip-seconds S] ...
 
-With a trained checkpoint (`--checkpoint DIR`, else `infer/assets/checkpoint/` when it exists; the
-`infer.models.load_checkpoint` layout) the demo only animates the portrait. Without one it builds its
-own, tiny and briefly trained: 1. preprocess the bundled clip (`infer/assets/talking.mp4`) into OUT/data;
-2. train the tiny configs of motion_face, motion_body, render and face_refine into OUT/runs (a rerun
-resumes); 3. animate the bundled portrait with the bundled speech through `infer.stream`, fed in 1-s
-chunks, writing OUT/demo.mp4, OUT/contact_sheet.png and OUT/summary.json. JAX's compilation cache is
-kept in OUT/xla_cache unless JAX_COMPILATION_CACHE_DIR is set. The tiny networks show the pipeline
-working, not the paper's quality, which needs the full configs (`python -m train.main`).
+Animates the portrait with the speech fed in 1-s chunks through `infer.stream`, once per mode the
+checkpoint serves (the bundled one, infer/assets/checkpoint/ and its MODEL_CARD.md: upper body and
+head), writing OUT/demo.mp4 (and demo_head.mp4), side_by_side.mp4, contact_sheet.png, preview.webp (the
+README's animation) and summary.json. --train instead builds its own checkpoint first, tiny and briefly
+trained (the pipeline working, not a model): preprocess --clip (default infer/assets/talking.mp4) into
+OUT/data, train the tiny configs of motion_face, motion_body, render and face_refine into OUT/runs (a
+rerun resumes). JAX's compilation cache is kept in OUT/xla_cache unless JAX_COMPILATION_CACHE_DIR is set.
 """
 
 from __future__ import annotations
@@ -26,11 +25,13 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+from PIL import Image
 
 from data import preprocess
 from data.media import MediaError, read_audio, read_image
 from data.preprocess_config import PreprocessConfig
-from infer.media import write_image, write_video
+from infer.media import write_animation, write_image, write_video
+from infer.models import BUNDLED_CHECKPOINT, checkpoint_modes, default_checkpoint
 from infer.options import StreamOptions
 from infer.streaming import (
   ASSETS,
@@ -47,7 +48,6 @@ from train import trainer
 log = logging.getLogger(__name__)
 
 ASSETS_CLIP = ASSETS / "talking.mp4"  # real talking clip the demo trains on (assets/NOTICE.md)
-BUNDLED_CHECKPOINT = ASSETS / "checkpoint"  # a trained checkpoint shipped with the code, if any
 # Workdir (the name `load_checkpoint` reads) -> training config module (train/configs/<module>.py:tiny).
 RUNS = {"motion_face": "motion_face", "motion_body": "motion_body", "render": "render_upper512x768",
         "face_refine": "face_refine"}
@@ -59,6 +59,7 @@ STEPS_RENDER = 30
 STEPS_MOTION = 200
 CHUNK_SECONDS = 1.0
 SHEET_FRAMES = 8
+PREVIEW_SECONDS, PREVIEW_HEIGHT = 3.0, 160  # the README's animated preview
 DEFAULTS = StreamOptions()  # infer.stream's defaults (sampling steps, seed)
 
 
@@ -143,9 +144,52 @@ def build_checkpoint(out: pathlib.Path, *, clip: pathlib.Path, clip_seconds: flo
   return runs, trained
 
 
+def resize_height(frame: np.ndarray, height: int) -> np.ndarray:
+  """`frame` scaled to `height` rows (aspect kept, width rounded to even)."""
+  h, w = frame.shape[:2]
+  if h == height:
+    return np.asarray(frame)
+  width = max(2, round(w * height / h / 2) * 2)
+  return np.asarray(Image.fromarray(np.asarray(frame, np.uint8)).resize((width, height), Image.BILINEAR))
+
+
+def side_by_side(*videos: Sequence[np.ndarray]) -> list[np.ndarray]:
+  """Frame-wise concatenation of equally long videos, each scaled to the first one's height."""
+  height = videos[0][0].shape[0]
+  return [np.concatenate([resize_height(f, height) for f in frames], axis=1)
+          for frames in zip(*videos, strict=True)]
+
+
+def preview(frames: Sequence[np.ndarray], seconds: float = PREVIEW_SECONDS,
+            height: int = PREVIEW_HEIGHT) -> list[np.ndarray]:
+  """The README's animation: the first `seconds` at half the frame rate, `height` rows high."""
+  return [resize_height(f, height) for f in frames[:round(seconds * FPS):2]]
+
+
+def animate(image: pathlib.Path, samples: np.ndarray, checkpoint: pathlib.Path, options: StreamOptions,
+            timings: dict[str, float]) -> list[np.ndarray]:
+  """All frames of `infer.stream` on the speech fed in 1-s chunks; timings gain prepare_MODE (models
+  loaded, portrait annotated, state built), animate_MODE (the first window includes compiling the step)
+  and first_frame_MODE."""
+  mode = options.mode
+  t0 = time.perf_counter()
+  frames_iter = stream(image, audio_chunks(samples, int(CHUNK_SECONDS * SAMPLE_RATE)), checkpoint=checkpoint,
+                       options=options)
+  timings[f"prepare_{mode}"] = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  frames = []
+  for frame in frames_iter:
+    if not frames:
+      timings[f"first_frame_{mode}"] = time.perf_counter() - t0
+    frames.append(frame)
+  timings[f"animate_{mode}"] = time.perf_counter() - t0
+  log.info("mode %s: %d frames in %.1f s", mode, len(frames), timings[f"animate_{mode}"])
+  return frames
+
+
 def run(out: str | pathlib.Path, *, image: str | pathlib.Path = ASSETS_PORTRAIT,
         audio: str | pathlib.Path = ASSETS_SPEECH, checkpoint: str | pathlib.Path | None = None,
-        steps_render: int = STEPS_RENDER, steps_motion: int = STEPS_MOTION,
+        train: bool = False, steps_render: int = STEPS_RENDER, steps_motion: int = STEPS_MOTION,
         clip: str | pathlib.Path = ASSETS_CLIP, clip_seconds: float | None = None,
         num_steps: int = DEFAULTS.num_steps, seed: int = DEFAULTS.seed) -> dict:
   """The demo (module docstring); returns the summary it writes to OUT/summary.json.
@@ -158,54 +202,61 @@ def run(out: str | pathlib.Path, *, image: str | pathlib.Path = ASSETS_PORTRAIT,
     raise ValueError(f"--steps-render and --steps-motion must be >= 1, got {steps_render}, {steps_motion}")
   if num_steps < 1:
     raise ValueError(f"--steps must be >= 1, got {num_steps}")
+  if train and checkpoint is not None:
+    raise ValueError("--train builds its own checkpoint: drop --checkpoint, or drop --train to use it")
   start = time.perf_counter()
   out, image, audio = pathlib.Path(out), pathlib.Path(image), pathlib.Path(audio)
   samples = _check_inputs(image, audio)
   out.mkdir(parents=True, exist_ok=True)
   timings: dict[str, float] = {}
   trained: dict = {}
-  if checkpoint is None and (BUNDLED_CHECKPOINT / "render").is_dir():
-    checkpoint = BUNDLED_CHECKPOINT
-  if checkpoint is not None:
-    source, clip_x0 = f"given checkpoint {checkpoint}", "auto"
-  else:
+  if train:
     checkpoint, trained = build_checkpoint(out, clip=pathlib.Path(clip), clip_seconds=clip_seconds,
                                            steps_render=steps_render, steps_motion=steps_motion,
                                            timings=timings)
-    # Clip x̂0 at 3 std, as for random weights: a few hundred steps leave ε uncalibrated.
+    # Clip x̂0 at 3 std, as for random weights: a few steps leave ε uncalibrated.
     source, clip_x0 = f"tiny models trained here on {clip}", 3.0
+  else:
+    checkpoint = checkpoint if checkpoint is not None else default_checkpoint()
+    if checkpoint is None:
+      raise FileNotFoundError(f"no bundled checkpoint in {BUNDLED_CHECKPOINT}: pass --checkpoint DIR, or "
+                              "--train to train tiny models here")
+    checkpoint = pathlib.Path(checkpoint)
+    source = "bundled trained models" if checkpoint == BUNDLED_CHECKPOINT else f"checkpoint {checkpoint}"
+    clip_x0 = "auto"
+  modes = checkpoint_modes(checkpoint)
+  if not modes:
+    raise FileNotFoundError(f"{checkpoint} holds no streamable models (want motion_face/, render/ and for "
+                            "mode upper motion_body/: infer.models)")
+  videos = {}
+  for mode in modes:
+    options = StreamOptions(mode=mode, seed=seed, num_steps=num_steps, clip_x0=clip_x0)
+    videos[mode] = animate(image, samples, checkpoint, options, timings)
 
   t0 = time.perf_counter()
-  options = StreamOptions(mode="upper", seed=seed, num_steps=num_steps, clip_x0=clip_x0)
-  frames_iter = stream(image, audio_chunks(samples, int(CHUNK_SECONDS * SAMPLE_RATE)), checkpoint=checkpoint,
-                       options=options)
-  timings["prepare_avatar"] = time.perf_counter() - t0  # models loaded, portrait annotated, state built
-  t0 = time.perf_counter()
-  frames = []
-  first_frame_s = None
-  for frame in frames_iter:
-    if first_frame_s is None:
-      first_frame_s = time.perf_counter() - t0
-    frames.append(frame)
-  timings["animate"] = time.perf_counter() - t0  # first window includes the step's compilation
-  t0 = time.perf_counter()
-  video = out / "demo.mp4"
-  write_video(video, frames, FPS, audio=samples, sample_rate=SAMPLE_RATE)
-  sheet = out / "contact_sheet.png"
-  write_image(sheet, contact_sheet(frames))
+  paths = {mode: out / ("demo.mp4" if i == 0 else f"demo_{mode}.mp4") for i, mode in enumerate(modes)}
+  for mode, frames in videos.items():
+    write_video(paths[mode], frames, FPS, audio=samples, sample_rate=SAMPLE_RATE)
+  both = side_by_side(*videos.values())
+  outputs = {"video": str(paths[modes[0]]), "videos": {m: str(p) for m, p in paths.items()}}
+  if len(modes) > 1:
+    write_video(out / "side_by_side.mp4", both, FPS, audio=samples, sample_rate=SAMPLE_RATE)
+    outputs["side_by_side"] = str(out / "side_by_side.mp4")
+  write_image(out / "contact_sheet.png", contact_sheet(both))
+  write_animation(out / "preview.webp", preview(both), FPS / 2)
+  outputs.update(contact_sheet=str(out / "contact_sheet.png"), preview=str(out / "preview.webp"),
+                 summary=str(out / "summary.json"))
   timings["write"] = time.perf_counter() - t0
   timings["total"] = time.perf_counter() - start
 
-  h, w = frames[0].shape[:2]
   summary = {
-      "what": "portrait + speech -> upper-body talking video through infer.stream (mode upper, refine)",
+      "what": "portrait + speech -> talking video through infer.stream, mode " + " and ".join(modes),
       "models": source, "checkpoint": str(checkpoint), "image": str(image), "audio": str(audio),
-      "audio_seconds": round(samples.size / SAMPLE_RATE, 3), "frames": len(frames), "fps": FPS,
-      "size": [h, w], "sampling_steps": num_steps, "trained": trained,
-      "seconds": {k: round(v, 2) for k, v in timings.items()},
-      "first_frame_seconds_incl_compile": round(first_frame_s, 2),
-      "outputs": {"video": str(video), "contact_sheet": str(sheet), "summary": str(out / "summary.json")},
-      "device": str(jax.devices()[0]),
+      "audio_seconds": round(samples.size / SAMPLE_RATE, 3), "modes": list(modes),
+      "frames": len(videos[modes[0]]), "fps": FPS,
+      "size": {m: list(v[0].shape[:2]) for m, v in videos.items()}, "sampling_steps": num_steps,
+      "trained": trained, "seconds": {k: round(v, 2) for k, v in timings.items()},
+      "outputs": outputs, "device": str(jax.devices()[0]),
   }
   (out / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary
@@ -218,15 +269,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
   p.add_argument("--image", default=str(ASSETS_PORTRAIT), help="portrait (default: the bundled one)")
   p.add_argument("--audio", default=str(ASSETS_SPEECH), help="speech, any audio file (default: bundled)")
-  p.add_argument("--checkpoint", help="directory of trained workdirs: use it instead of training (default: "
-                                      f"{BUNDLED_CHECKPOINT} if it exists)")
+  p.add_argument("--checkpoint", help=f"directory of trained workdirs (default: the bundled models, "
+                                      f"{BUNDLED_CHECKPOINT})")
+  p.add_argument("--train", action="store_true",
+                 help="train tiny models here on --clip first and animate with them (minutes; noise-like "
+                      "output: it shows the training pipeline working)")
   p.add_argument("--steps-render", type=int, default=STEPS_RENDER,
-                 help=f"training steps of each renderer (render, face_refine; default {STEPS_RENDER})")
+                 help=f"--train: training steps of each renderer (render, face_refine; default "
+                      f"{STEPS_RENDER})")
   p.add_argument("--steps-motion", type=int, default=STEPS_MOTION,
-                 help=f"training steps of each motion model (default {STEPS_MOTION})")
-  p.add_argument("--clip", default=str(ASSETS_CLIP), help="talking clip to train on (default: bundled)")
+                 help=f"--train: training steps of each motion model (default {STEPS_MOTION})")
+  p.add_argument("--clip", default=str(ASSETS_CLIP),
+                 help="--train: talking clip to train on (default: bundled)")
   p.add_argument("--clip-seconds", type=float, default=None,
-                 help="preprocess only the first S seconds of the clip (default: all of it)")
+                 help="--train: preprocess only the first S seconds of the clip (default: all of it)")
   p.add_argument("--steps", type=int, default=DEFAULTS.num_steps,
                  help=f"DDIM steps of the motion samplers (default {DEFAULTS.num_steps})")
   p.add_argument("--seed", type=int, default=DEFAULTS.seed)
@@ -249,20 +305,23 @@ def main(argv: Sequence[str] | None = None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-checkpoint chatter
   try:
-    s = run(a.out, image=a.image, audio=a.audio, checkpoint=a.checkpoint, steps_render=a.steps_render,
+    s = run(a.out, image=a.image, audio=a.audio, checkpoint=a.checkpoint, train=a.train,
+            steps_render=a.steps_render,
             steps_motion=a.steps_motion, clip=a.clip, clip_seconds=a.clip_seconds, num_steps=a.steps,
             seed=a.seed)
   except (MediaError, ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  h, w = s["size"]
   print(f"models:        {s['models']} ({s['checkpoint']})")
   for name, info in s["trained"].items():
     print(f"  {name:12s} {info['steps']} steps, final {info['final']}")
-  print(f"video:         {s['outputs']['video']} ({s['frames']} frames at {s['fps']} fps, {w}x{h}, "
-        f"{s['audio_seconds']} s of speech)")
-  print(f"contact sheet: {s['outputs']['contact_sheet']}")
-  print(f"summary:       {s['outputs']['summary']}")
+  for mode, path in s["outputs"]["videos"].items():
+    h, w = s["size"][mode]
+    print(f"video ({mode}): {path} ({s['frames']} frames at {s['fps']} fps, {w}x{h}, "
+          f"{s['audio_seconds']} s of speech)")
+  for name in ("side_by_side", "contact_sheet", "preview", "summary"):
+    if name in s["outputs"]:
+      print(f"{name + ':':15s}{s['outputs'][name]}")
   print("seconds:       " + ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
   return 0
 

@@ -1,11 +1,12 @@
 """`python -m infer.evaluate`: the paper's Tables 1, 3 and 4 for a checkpoint on preprocessed held-out clips.
 
-  python -m infer.evaluate --checkpoint runs/ --data data/ [--split validation] [--weights-dir weights/]
+  python -m infer.evaluate [--checkpoint runs/] --data data/ [--split validation] [--weights-dir weights/]
       [--tables 1,3,4] [--max-clips N] [--max-frames N] [--out eval/]
 
 --checkpoint is the directory of training workdirs `infer.stream` reads (render/, motion_face/,
-motion_body/ for mode upper, face_refine/ optional); --data a `python -m data.preprocess` output (its
-records; preprocess with --val-fraction to hold clips back, then evaluate --split validation). Table 1
+motion_body/ for mode upper, render_head/ and face_refine/ optional; default: the bundled models); --data
+a `python -m data.preprocess` output (its records; preprocess with --val-fraction to hold clips back, then
+evaluate --split validation). Table 1
 (self-driven reenactment), Table 3 (audio-driven) and Table 4 (style transfer) are described in their
 modules under `infer.evaluation`, the metric networks and their weight files in
 `infer.evaluation.backends`. Writes OUT/eval.json and OUT/eval.md and prints the Markdown tables.
@@ -33,6 +34,7 @@ from infer.evaluation.report import TABLE_COLUMNS, TABLE_TITLES, to_markdown, wr
 from infer.evaluation.scoring import FVD_SEGMENT
 from infer.evaluation.self_reenactment import self_reenactment
 from infer.evaluation.style_transfer import expression_scores, motion_windows, style_transfer
+from infer.models import default_checkpoint
 
 __all__ = [
     "FVD_SEGMENT", "NA_WEIGHTS", "TABLES", "TABLE_COLUMNS", "TABLE_TITLES", "Backends", "audio_driven",
@@ -62,7 +64,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, *, split: s
                   "missing_weights": dict(b.missing), "weights": dict(b.files),
                   "device": jax.devices()[0].device_kind, "seconds": {}}
   steps = {"1": ("table1", lambda: self_reenactment(checkpoint, data, split, b, max_clips=max_clips,
-                                                    max_frames=max_frames, batch_size=batch_size)),
+                                                    max_frames=max_frames, batch_size=batch_size,
+                                                    mode=mode)),
            "3": ("table3", lambda: audio_driven(checkpoint, data, split, b, mode=mode, max_clips=max_clips,
                                                 max_frames=max_frames, num_steps=num_steps, seed=seed,
                                                 guidance_scale=guidance_scale)),
@@ -82,12 +85,13 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, *, split: s
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m infer.evaluate", description=__doc__.split("\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--checkpoint", required=True, help="directory of training workdirs (infer.stream)")
+  p.add_argument("--checkpoint", default=None,
+                 help="directory of training workdirs (infer.stream; default: the bundled models)")
   p.add_argument("--data", required=True, help="python -m data.preprocess output (records)")
   p.add_argument("--split", default="validation", help="records split to evaluate (default: validation)")
   p.add_argument("--tables", default="1,3,4", help="comma-separated subset of 1,3,4")
   p.add_argument("--mode", choices=("upper", "head"), default=None,
-                 help="Table 3 pipeline (default: from the renderer workdir)")
+                 help="renderer of Tables 1 and 3 (default: from render/; head uses render_head/ if present)")
   p.add_argument("--weights-dir", default=None, help="folder with the metric networks' public weight files")
   p.add_argument("--inception", default=None, help="pt_inception-2015-12-05-6726825d.pth (FID)")
   p.add_argument("--lpips-backbone", default=None, help="alexnet-owt-7be5be79.pth (LPIPS)")
@@ -117,7 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                       lpips_lin=args.lpips_lin, i3d=args.i3d, syncnet=args.syncnet,
                       identity_model=args.identity_model, faces=bool({"1", "3"} & set(tables)),
                       hands="1" in tables)
-    report = evaluate(args.checkpoint, args.data, split=args.split, tables=tables, backends=b,
+    checkpoint = args.checkpoint or default_checkpoint()
+    if checkpoint is None:
+      raise FileNotFoundError("no --checkpoint given and no bundled checkpoint (infer/assets/checkpoint/)")
+    report = evaluate(checkpoint, args.data, split=args.split, tables=tables, backends=b,
                       max_clips=args.max_clips, max_frames=args.max_frames, num_steps=args.steps,
                       seed=args.seed, batch_size=args.batch_size, mode=args.mode, out=args.out,
                       guidance_scale=args.guidance)

@@ -1,11 +1,12 @@
 """Portrait + speech -> talking video (h264 mp4 with the speech muxed in), through `infer.stream`.
 
-  python -m infer.main --image portrait.jpg --audio speech.wav --out out.mp4 --checkpoint runs/
+  python -m infer.main --image portrait.jpg --audio speech.wav --out out.mp4 [--checkpoint runs/]
       [--mode upper|head] [--amplitude X] [--pose-range X] [--reference ref.mp4] [--no-refine]
       [--steps N] [--guidance G] [--seed S]
 
 --checkpoint is a directory of `python -m train.main` workdirs: motion_face/, motion_body/ (mode
-upper), render/ (an upper512x768- or head512-family renderer) and optionally face_refine/.
+upper), render/ (an upper512x768- or head512-family renderer), optionally render_head/ (mode head) and
+face_refine/; by default the trained models bundled in infer/assets/checkpoint/ (MODEL_CARD.md there).
 --random-weights runs the whole pipeline with random tiny networks instead: a smoke test of the
 installation, its output is meaningless. The audio may be any format / rate / channel count (it is
 decoded to 16 kHz mono) and is fed to the generator in chunks, as a live stream would be.
@@ -22,12 +23,14 @@ from chatanyone_jax.stream_spec import MODES
 from data.media import MediaError, read_audio
 from infer.avatar import load_portrait
 from infer.media import write_video
+from infer.models import default_checkpoint
 from infer.options import StreamOptions, Style
 from infer.streaming import FPS, SAMPLE_RATE, audio_chunks, num_output_frames, stream
 
 DEFAULTS, STYLE_DEFAULTS = StreamOptions(), Style()  # the flags' defaults are infer.stream's
-NO_CHECKPOINT = ("no trained checkpoint given: train with python -m train.main (motion_face, motion_body, "
-                 "render workdirs under one directory) or pass --checkpoint DIR; --random-weights runs a "
+NO_CHECKPOINT = ("no trained checkpoint given and none bundled (infer/assets/checkpoint/): train with "
+                 "python -m train.main (motion_face, motion_body, render workdirs under one directory) or "
+                 "pass --checkpoint DIR; --random-weights runs a "
                  "smoke test with random networks (meaningless output)")
 
 
@@ -38,7 +41,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--image", required=True, help="portrait image (PNG / JPEG)")
   p.add_argument("--audio", required=True, help="speech: any audio file or a video's audio track")
   p.add_argument("--out", required=True, help="output .mp4")
-  p.add_argument("--checkpoint", help="directory of training workdirs (see above)")
+  p.add_argument("--checkpoint", help="directory of training workdirs (see above; default: the bundled "
+                                      "models)")
   p.add_argument("--mode", choices=MODES, default=DEFAULTS.mode,
                  help="upper: upper body with hands (default); head: head renderer on the head crop")
   p.add_argument("--amplitude", type=float, default=STYLE_DEFAULTS.amplitude,
@@ -68,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
   from tqdm import tqdm
 
   if args.checkpoint is None and not args.random_weights:
-    raise ValueError(NO_CHECKPOINT)
+    args.checkpoint = default_checkpoint()
+    if args.checkpoint is None:
+      raise ValueError(NO_CHECKPOINT)
   if args.steps < 1:
     raise ValueError(f"--steps must be >= 1, got {args.steps}")
   if args.guidance < 0:

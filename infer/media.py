@@ -21,6 +21,19 @@ def write_image(path: PathLike, image: np.ndarray) -> None:
   Image.fromarray(np.asarray(image, np.uint8)).save(path)
 
 
+def write_animation(path: PathLike, frames: Iterable[np.ndarray], fps: float) -> None:
+  """A looping animated image (.webp or .gif, by the suffix) of (H, W, 3) uint8 frames: small previews."""
+  path = pathlib.Path(path)
+  if path.suffix.lower() not in (".webp", ".gif"):
+    raise ValueError(f"animation must be .webp or .gif, got {path.name}")
+  images = [Image.fromarray(np.asarray(f, np.uint8)) for f in frames]
+  if not images:
+    raise ValueError("no frames for the animation")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  extra = {"quality": 70, "method": 4} if path.suffix.lower() == ".webp" else {}
+  images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0, **extra)
+
+
 def write_video(path: PathLike, frames: Iterable[np.ndarray], fps: int = 30, *,
                 audio: np.ndarray | None = None, sample_rate: int = 16000, crf: int = 18) -> int:
   """Writes (H, W, 3) uint8 frames as h264 mp4, muxing mono float audio as AAC.

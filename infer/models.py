@@ -5,8 +5,12 @@ compact export of one, `python -m train.export`):
   motion_face/   AudioEncoder + FaceMotionDiT (train/configs/motion_face.py)
   motion_body/   UpperBodyMotion (train/configs/motion_body.py)           [mode "upper"]
   render/        the renderer: an upper512x768-family preset for mode "upper", head512-family for "head"
+  render_head/   optional: a head512-family renderer that mode "head" uses instead of render/ (a checkpoint
+                 that serves both modes, as the bundled one does)
   face_refine/   optional: the face-refine renderer (face_refine / tiny_face_refine preset) [mode "upper"]
-`build_spec(configs, options)` turns their configs into the static `StreamSpec` of the streaming step.
+`default_checkpoint()` is the trained checkpoint bundled with the code (infer/assets/checkpoint/,
+MODEL_CARD.md there), which every entry point uses when given none. `build_spec(configs, options)` turns
+the configs into the static `StreamSpec` of the streaming step.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import ml_collections
 
+from chatanyone_jax.motion.sampling import CLIP_X0
 from chatanyone_jax.render import presets
 from chatanyone_jax.stream_spec import MODE_LAYOUT, MODES, StreamSpec
 from infer.options import StreamOptions
@@ -27,6 +32,19 @@ from infer.options import StreamOptions
 log = logging.getLogger(__name__)
 
 WORKDIRS = ("motion_face", "motion_body", "render", "face_refine")
+HEAD_RENDER = "render_head"  # the optional head-mode renderer of a two-mode checkpoint
+BUNDLED_CHECKPOINT = pathlib.Path(__file__).parent / "assets" / "checkpoint"
+
+
+def default_checkpoint() -> pathlib.Path | None:
+  """The bundled trained checkpoint (infer/assets/checkpoint/), or None in a checkout without one."""
+  return BUNDLED_CHECKPOINT if (BUNDLED_CHECKPOINT / "render").is_dir() else None
+
+
+def render_dir(checkpoint: str | os.PathLike, mode: str) -> pathlib.Path:
+  """The renderer workdir of `mode`: render_head/ for mode "head" if the checkpoint has one, else render/."""
+  root = pathlib.Path(checkpoint)
+  return root / HEAD_RENDER if mode == "head" and (root / HEAD_RENDER).is_dir() else root / "render"
 
 
 def renderer_config(value: str | presets.RendererConfig) -> presets.RendererConfig:
@@ -47,6 +65,22 @@ def _check_refine(cfg: presets.RendererConfig, where: str) -> None:
   if presets.keypoint_layout(cfg) != "head_offset" or not cfg.spade_generator.hand_injection:
     raise ValueError(f"{where} is not a face-refine renderer (want the face_refine / tiny_face_refine "
                      "preset: head keypoints and G's injection branch)")
+
+
+def checkpoint_modes(checkpoint: str | os.PathLike) -> tuple[str, ...]:
+  """The modes a checkpoint directory can stream, in `MODES` order: "upper" when render/ is an
+  upper512x768-family renderer and motion_body/ exists, "head" when render_head/ exists or render/ is a
+  head512-family renderer (motion_face/ is needed by both)."""
+  from train import checkpoint as ckpt  # the training stack: loaded only when a checkpoint is read
+
+  root = pathlib.Path(checkpoint)
+  if not (root / "motion_face").is_dir() or not (root / "render").is_dir():
+    return ()
+  preset = ckpt.load_config(root / "render").get("model", {}).get("preset")
+  layout = presets.keypoint_layout(presets.get(preset)) if preset else None
+  have = {"upper": layout == MODE_LAYOUT["upper"] and (root / "motion_body").is_dir(),
+          "head": layout == MODE_LAYOUT["head"] or (root / HEAD_RENDER).is_dir()}
+  return tuple(m for m in MODES if have[m])
 
 
 def load_checkpoint(checkpoint: str | os.PathLike, mode: str = "upper",
@@ -71,7 +105,8 @@ def load_checkpoint(checkpoint: str | os.PathLike, mode: str = "upper",
   if not root.is_dir():
     raise FileNotFoundError(f"checkpoint directory {root} does not exist (it should hold the training "
                             f"workdirs {', '.join(WORKDIRS[:3])} and optionally face_refine)")
-  needed = ["motion_face", "render"] + (["motion_body"] if mode == "upper" else [])
+  render = render_dir(root, mode)
+  needed = ["motion_face", render.name] + (["motion_body"] if mode == "upper" else [])
   for name in needed:
     if not (root / name).is_dir():
       raise FileNotFoundError(f"{root / name} is missing: mode {mode!r} needs the workdirs {needed} under "
@@ -83,21 +118,22 @@ def load_checkpoint(checkpoint: str | os.PathLike, mode: str = "upper",
       if cfg.get("task") != name:
         raise ValueError(f"{root / name} holds a {cfg.get('task')!r} run, not {name!r}")
       configs[name] = cfg
-  preset = ckpt.load_config(root / "render").get("model", {}).get("preset")
+  preset = ckpt.load_config(render).get("model", {}).get("preset")
   if preset is None:
-    raise ValueError(f"{root / 'render'}/config.json names no model.preset: not a renderer workdir")
+    raise ValueError(f"{render}/config.json names no model.preset: not a renderer workdir")
   configs["render"] = presets.get(preset)
-  _check_renderer(configs["render"], mode, f"{root / 'render'} (preset {preset!r})")
+  _check_renderer(configs["render"], mode, f"{render} (preset {preset!r})")
   if refine and mode == "upper" and (root / "face_refine").is_dir():
     preset = ckpt.load_config(root / "face_refine").get("model", {}).get("preset")
     configs["face_refine"] = presets.get(preset)
     _check_refine(configs["face_refine"], f"{root / 'face_refine'} (preset {preset!r})")
   params = {}
   for name in configs:
-    loaded = load_weights(root / name)  # a workdir or a compact export
+    where = render if name == "render" else root / name
+    loaded = load_weights(where)  # a workdir or a compact export
     keys = ("params", "norm") if name.startswith("motion") else ("params", "batch_stats")
     params[name] = {k: loaded[k] for k in keys}
-    log.info("loaded %s (step %d)", root / name, loaded["step"])
+    log.info("loaded %s (step %d)", where, loaded["step"])
   return params, configs
 
 
@@ -120,8 +156,8 @@ def build_spec(configs: dict, options: StreamOptions = StreamOptions()) -> Strea
 
   Args:
     configs: as `load_checkpoint` returns (renderers may also be preset names), plus an optional
-      "clip_x0" that options.clip_x0 == "auto" reads. "face_refine" is used when options.refine and
-      mode "upper".
+      "clip_x0" that options.clip_x0 == "auto" reads (default `sampling.CLIP_X0`). "face_refine" is used
+      when options.refine and mode "upper".
     options: mode, sampler and renderer settings.
 
   Raises:
@@ -145,7 +181,7 @@ def build_spec(configs: dict, options: StreamOptions = StreamOptions()) -> Strea
       raise ValueError(f"motion_body window {body.config.window} != motion_face window {face.config.window}")
     kw = dict(body=body.model, body_audio=body.audio,
               body_diffusion_steps=int(body.config.model.diffusion_steps))
-  clip_x0 = configs.get("clip_x0") if options.clip_x0 == "auto" else options.clip_x0
+  clip_x0 = configs.get("clip_x0", CLIP_X0) if options.clip_x0 == "auto" else options.clip_x0
   return StreamSpec(mode=mode, face=face.models.dit, face_audio=face.models.audio, renderer=renderer,
                     refine=refine, face_diffusion_steps=int(face.config.model.diffusion_steps),
                     num_steps=options.num_steps, guidance_scale=options.guidance_scale, clip_x0=clip_x0,

@@ -43,7 +43,7 @@ class StreamOptions:
       default `chatanyone_jax.motion.sampling.GUIDANCE_SCALE`, where its choice is explained).
     clip_x0: clip of the samplers' x̂0 estimate in normalised (std) units (> 0); None = off; "auto" =
       configs["clip_x0"] when the models' configs set it (`infer.smoke.random_params` sets 3: untrained
-      ε is uncalibrated), else off.
+      ε is uncalibrated), else `chatanyone_jax.motion.sampling.CLIP_X0` (4; why there).
     render_batch: frames per renderer call (>= 1; bounds memory at full size); None = a whole window.
     render_dtype: "float32" or "bfloat16" compute for the per-frame renderer networks (bfloat16 is the
       fast path on GPUs; parameters stay float32).

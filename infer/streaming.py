@@ -1,6 +1,7 @@
 """`stream(image, audio_chunks)`: a portrait and arriving speech -> video frames, as a generator.
 
-  frames = infer.stream("portrait.jpg", chunks, checkpoint="runs/",   # chunks: 1-D float32, 16 kHz mono
+  frames = infer.stream("portrait.jpg", chunks,   # chunks: 1-D float32, 16 kHz mono; the bundled models
+                        checkpoint=None,          # or a directory of trained workdirs (infer.models)
                         options=StreamOptions(mode="upper"), style=Style(amplitude=1.5))
   for frame in frames:                                                # (H, W, 3) uint8, 30 fps, in order
     ...
@@ -28,7 +29,7 @@ from chatanyone_jax import stream_spec, stream_step
 from chatanyone_jax.stream_spec import FPS, SAMPLE_RATE, StreamSpec
 from chatanyone_jax.template import load_head_template
 from infer.avatar import Portrait, load_portrait, prepare_avatar
-from infer.models import build_spec, load_checkpoint
+from infer.models import build_spec, default_checkpoint, load_checkpoint
 from infer.options import StreamOptions, Style
 
 __all__ = ["ASSETS", "ASSETS_PORTRAIT", "ASSETS_SPEECH", "FPS", "SAMPLE_RATE", "Session", "audio_chunks",
@@ -60,11 +61,14 @@ def prepare(image: str | os.PathLike | np.ndarray | Portrait, *, checkpoint: str
   Arguments as `stream`. The returned `Session` holds the spec, the device params, the avatar's host
   inputs and its initial state (the state is donated to the first step of the stream).
   """
+  if checkpoint is None and params is None and configs is None:
+    checkpoint = default_checkpoint()
   if checkpoint is not None:
     params, configs = load_checkpoint(checkpoint, options.mode, options.refine)
   elif params is None or configs is None:
-    raise ValueError("no trained checkpoint given: pass checkpoint=DIR (training workdirs, see "
-                     "infer.models), or params= and configs= (e.g. from infer.smoke.random_params)")
+    raise ValueError("no trained checkpoint given and none bundled (infer/assets/checkpoint/): pass "
+                     "checkpoint=DIR (training workdirs, see infer.models), or params= and configs= (e.g. "
+                     "from infer.smoke.random_params)")
   spec = build_spec(configs, options)
   needed = ["motion_face", "render"] + (["motion_body"] if spec.mode == "upper" else [])
   needed += ["face_refine"] if spec.refine is not None else []
@@ -129,8 +133,8 @@ def stream(image: str | os.PathLike | np.ndarray | Portrait, audio_chunks: Itera
       (`infer.avatar.load_portrait`: read and annotated already).
     audio_chunks: iterable of 1-D float arrays of 16 kHz mono samples in [-1, 1], any lengths (resample
       other audio first, e.g. `data.media.read_audio`).
-    checkpoint: directory of training workdirs (`infer.models.load_checkpoint`); None: pass params and
-      configs.
+    checkpoint: directory of training workdirs (`infer.models.load_checkpoint`); None: params and
+      configs when given, else the bundled checkpoint (`infer.models.default_checkpoint`).
     options: mode, refine pass, seed and sampler / renderer settings (`StreamOptions`).
     style: expression amplitude, head-pose range and an optional reference video (`Style`).
     params, configs: models without a checkpoint, keyed like the workdirs (`load_checkpoint`,

@@ -45,14 +45,14 @@ def load_ref(lp_reference):
 # The demo's outputs (preprocessed bundled clip, four tiny trained workdirs, a streamed video) are the
 # fixture of every end-to-end test after it: the demo test, the evaluation CLI and the notebooks. Tests
 # that use it carry `pytest.mark.xdist_group("demo")` so that under pytest-xdist one worker builds it.
-DEMO_ARGS = ("--steps-render", "2", "--steps-motion", "3", "--clip-seconds", "2", "--steps", "2")
+DEMO_ARGS = ("--train", "--steps-render", "2", "--steps-motion", "3", "--clip-seconds", "2", "--steps", "2")
 DEMO_SPEECH_SECONDS = 1.0  # of the bundled speech: two windows of the stream step (the first compiles)
 
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> pathlib.Path:
-  """`python -m infer.demo` with short settings on the first second of the bundled speech: OUT/data
-  (records), OUT/runs (checkpoint), demo.mp4 (summary.json names the speech file)."""
+  """`python -m infer.demo --train` with short settings on the first second of the bundled speech:
+  OUT/data (records), OUT/runs (checkpoint), demo.mp4 (summary.json names the speech file)."""
   from data.media import read_audio
   from infer import demo
 

@@ -31,6 +31,11 @@ from chatanyone_jax.motion.diffusion import DenoiseFn, NoiseSchedule, ddim_sampl
 GUIDANCE_SCALE = 2.0
 # DDIM steps of the motion samplers at inference (the stream, the CLI, the demo).
 DDIM_STEPS = 10
+# Clip of the samplers' x̂0 estimate at inference, in normalised (std) units. With the cosine schedule
+# ᾱ_T is ~0, so the first steps' x̂0 = (x_t - √(1-ᾱ_t) ε̂) / √ᾱ_t multiplies any error of ε̂ by up to
+# 1/√ᾱ_T: unclipped, a trained motion_face (small, CPU campaign) sampled values thousands of std out,
+# with or without guidance; clipped at 4 std (the data's range) it samples motion of the data's spread.
+CLIP_X0 = 4.0
 # Frames over which each new face-motion window is joined to the motion before it at inference
 # (`join_window`; the stream, the CLI, `generate_long`).
 SEAM_FRAMES = 8

@@ -1,12 +1,14 @@
 """Table 3, audio-driven: the whole chain (`infer.stream`) from each clip's first frame and its audio.
 
 Columns: FID, CSIM, Sync (SyncNet confidence on the face crops), Diversity (temporal variance of
-normalised face landmarks), LMD (mouth landmark distance to the ground truth) and MouthCorr (the
-correlation of stage 1's mouth opening, driven by each clip's speech alone, with the true one:
-`infer.evaluation.lipsync.model_lipsync`). A "ground truth" row scores the real frames the same way, for
-scale, and a "loudness baseline" row gives the MouthCorr of the audio-only baseline fitted on the records'
-"train" split (`loudness_baseline`), the bar stage 1 must clear. Faces of the real frames are found at
-their stored size; clips whose portrait has no face are skipped and counted.
+normalised face landmarks), LMD (mouth landmark distance to the ground truth), MouthCorr (the correlation
+of stage 1's mouth opening, driven by each clip's speech alone, with the true one:
+`infer.evaluation.lipsync.model_lipsync`) and VideoMouthCorr (the same on the videos: MediaPipe's mouth
+opening on the generated frames against the real ones, `infer.evaluation.mouth`; per clip in the
+report). A "ground truth" row scores the real frames the same way, for scale, and a "loudness baseline"
+row gives the MouthCorr of the audio-only baseline fitted on the records' "train" split
+(`loudness_baseline`), the bar stage 1 must clear. Faces of the real frames are found at their stored
+size; clips whose portrait has no face are skipped and counted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from data import encoding
 from infer import avatar, models, streaming
 from infer.evaluation import lipsync
 from infer.evaluation.backends import NA_WEIGHTS, Backends
+from infer.evaluation.mouth import curve_correlation, frame_mouth_opening
 from infer.evaluation.scoring import (
   Accumulator,
   add_features,
@@ -65,7 +68,7 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
   renderer = models.renderer_config(configs["render"])
   out_size = tuple(renderer.output_size)
   ours, gt = Accumulator(), Accumulator()
-  real_inception, skipped = [], {}
+  real_inception, skipped, video_corr = [], {}, {}
   for c in clip_indices(clips, max_clips):
     clip = clips[c]
     start, length = int(clip["frame_offset"]), int(clip["num_frames"])
@@ -85,6 +88,11 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
     real_full = np.stack([encoding.decode_image(frames_src[start + i][key])
                           for i in range(len(frames))])
     real = np.stack([resize(f, out_size) for f in real_full])
+    corr = curve_correlation(frame_mouth_opening(frames), frame_mouth_opening(real_full))
+    video = clip["video"].decode() if isinstance(clip["video"], bytes) else str(clip["video"])
+    video_corr[video] = corr
+    if corr is not None:
+      ours.add("VideoMouthCorr", corr, count=1)
     add_features(b, ours, frames)
     if b.inception is not None:
       real_inception.append(np.asarray(b.inception(real)))
@@ -116,7 +124,8 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
     rows[name] = {"CSIM": acc.mean("CSIM"),
                   "Sync": acc.mean("Sync") if b.syncnet is not None else NA_WEIGHTS,
                   "Diversity": acc.mean("Diversity")}
-  rows["ours"].update(FID=frechet(real_inception, ours.inception, b.inception, "FID"), LMD=ours.mean("LMD"))
+  rows["ours"].update(FID=frechet(real_inception, ours.inception, b.inception, "FID"), LMD=ours.mean("LMD"),
+                      VideoMouthCorr=ours.mean("VideoMouthCorr"))
   curves = lipsync.clip_curves(data, split, max_clips)
   rows["ours"]["MouthCorr"] = lipsync.model_lipsync(
       pathlib.Path(checkpoint) / "motion_face", data, split=split, num_steps=num_steps, seed=seed,
@@ -125,5 +134,6 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
       data, fit_split="train", eval_split=split, max_clips=max_clips, curves=curves,
       split_file=None)["correlation"]}
   return {"rows": rows, "counts": {**ours.counts, **{f"gt_{k}": v for k, v in gt.counts.items()}, **skipped},
-          "clips": len(clip_indices(clips, max_clips)), "mode": mode, "num_steps": num_steps,
+          "clips": len(clip_indices(clips, max_clips)), "video_mouth_corr_per_clip": video_corr,
+          "mode": mode, "num_steps": num_steps,
           "guidance_scale": guidance_scale}

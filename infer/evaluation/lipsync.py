@@ -31,7 +31,7 @@ import numpy as np
 from chatanyone_jax import template as tp
 from chatanyone_jax.audio import log_mel_spectrogram
 from chatanyone_jax.eval import lipsync
-from chatanyone_jax.motion.sampling import DDIM_STEPS, GUIDANCE_SCALE, generate_long
+from chatanyone_jax.motion.sampling import CLIP_X0, DDIM_STEPS, GUIDANCE_SCALE, generate_long
 from data import records
 from data.splits import SPLIT_FILE, read_rows
 from infer.avatar import default_style
@@ -104,7 +104,7 @@ def loudness_baseline(data: str | os.PathLike, *, fit_split: str = "train", eval
 def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split: str = "validation",
                   split_file: str | os.PathLike | None = SPLIT_FILE, max_clips: int | None = None,
                   num_steps: int = DDIM_STEPS, guidance_scale: float = GUIDANCE_SCALE, seed: int = 0,
-                  clip_x0: float | None = 4.0, curves: list[dict] | None = None,
+                  clip_x0: float | None = CLIP_X0, curves: list[dict] | None = None,
                   insert_silence_s: float = 1.0) -> dict:
   """A FaceMotionDiT workdir (or its export) driven by each clip's speech alone (module docstring): the
   correlation of the generated mouth opening with the true one, per source and over all clips, and the

@@ -13,8 +13,8 @@ import pathlib
 import numpy as np
 
 TABLE_COLUMNS = {
-    "table1": ("PSNR", "SSIM", "LPIPS", "FID", "FVD", "CSIM", "HKC", "FPS"),
-    "table3": ("FID", "CSIM", "Sync", "Diversity", "LMD", "MouthCorr"),
+    "table1": ("PSNR", "SSIM", "LPIPS", "FID", "FVD", "CSIM", "MouthCorr", "HKC", "FPS"),
+    "table3": ("FID", "CSIM", "Sync", "Diversity", "LMD", "MouthCorr", "VideoMouthCorr"),
     "table4": ("MAE", "SSIM"),
 }
 TABLE_TITLES = {

@@ -1,10 +1,13 @@
-"""Table 1, self-driven reenactment: the renderer workdir (render/) driven by each clip's own frames.
+"""Table 1, self-driven reenactment: the renderer (render/, or render_head/ in mode head) driven by each
+clip's own frames.
 
 Each clip's first frame is the source and its frames drive it; the renderer output is scored against the
 frames: PSNR, SSIM (JAX, `chatanyone_jax.metrics`), LPIPS, FID, FVD, CSIM (of the source frame and each
-generated frame), HKC (MediaPipe hand confidence on frames whose ground truth has hands; upper-body
-renderers) and frames/s of the renderer on this device at its output resolution. A "copy source" row
-(the first frame repeated) is the do-nothing baseline.
+generated frame), MouthCorr (MediaPipe's mouth opening on the generated frames against the driving ones,
+`infer.evaluation.mouth`: does the renderer show the mouth it is driven with), HKC (MediaPipe hand
+confidence on frames whose ground truth has hands; upper-body renderers) and frames/s of the renderer on
+this device at its output resolution. A "copy source" row (the first frame repeated) is the do-nothing
+baseline.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from chatanyone_jax.render import presets
 from chatanyone_jax.render.train_step import reconstruct
 from data import encoding, pipelines
 from infer.evaluation.backends import NA_WEIGHTS, Backends
+from infer.evaluation.mouth import curve_correlation, frame_mouth_opening
 from infer.evaluation.scoring import (
   FVD_SEGMENT,
   Accumulator,
@@ -34,13 +38,15 @@ from infer.evaluation.scoring import (
   segments,
   to_uint8,
 )
+from infer.models import render_dir
 from train import checkpoint as ckpt
 from train.export import load_weights
 
 
-def load_renderer(checkpoint: pathlib.Path):
-  """(training config, RendererConfig, {"params", "batch_stats", ...}) of the render/ workdir."""
-  workdir = checkpoint / "render"
+def load_renderer(checkpoint: pathlib.Path, mode: str | None = None):
+  """(training config, RendererConfig, {"params", "batch_stats", ...}) of the renderer workdir of `mode`
+  (`infer.models.render_dir`; None: render/)."""
+  workdir = checkpoint / "render" if mode is None else render_dir(checkpoint, mode)
   if not workdir.is_dir():
     raise FileNotFoundError(f"{workdir} is missing: Table 1 needs the renderer workdir (train it with "
                             f"`python -m train.main --workdir {workdir} --config train/configs/render_*.py`)")
@@ -62,15 +68,17 @@ def _pair_inputs(renderer, pair: dict, injection: bool) -> dict:
 
 
 def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str, b: Backends, *,
-                     max_clips: int | None = None, max_frames: int | None = None, batch_size: int = 8
-                     ) -> dict:
-  """Table 1 (module docstring) -> {"rows": {"ours": {...}, "copy source": {...}}, "counts", ...}."""
-  config, renderer, loaded = load_renderer(pathlib.Path(checkpoint))
+                     max_clips: int | None = None, max_frames: int | None = None, batch_size: int = 8,
+                     mode: str | None = None) -> dict:
+  """Table 1 (module docstring) -> {"rows": {"ours": {...}, "copy source": {...}}, "counts", ...}; `mode`
+  picks the renderer of a two-mode checkpoint (`load_renderer`)."""
+  config, renderer, loaded = load_renderer(pathlib.Path(checkpoint), mode)
   layout = presets.keypoint_layout(renderer)
   crop = config.get("crop", "body")
   meta, clips, frames_src = open_split(data, split)
   if crop == "body" and not meta.get("body_size"):
-    raise ValueError(f"the renderer at {checkpoint}/render works on body crops but {data} has none")
+    raise ValueError(f"the upper-body renderer of {checkpoint} works on body crops but {data} has none "
+                     "(evaluate --mode head for head-only records)")
   stored = pipelines.crop_size(meta, crop)
   decode = pipelines.DecodePair(pipelines.RenderPairConfig(crop=crop, input_size=renderer.image_size,
                                                           output_size=renderer.output_size),
@@ -131,6 +139,9 @@ def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, spl
     if b.i3d is not None and len(tgt_frames) >= FVD_SEGMENT:
       real_i3d.append(np.asarray(b.i3d(segments(tgt_frames))))
     add_identity(b, ours, source_full, gen_frames)
+    corr = curve_correlation(frame_mouth_opening(gen_frames), frame_mouth_opening(tgt_frames))
+    if corr is not None:  # does the renderer show the driving frame's mouth? (MediaPipe on both)
+      ours.add("MouthCorr", corr, count=1)
     if b.hands is not None and hands_present:
       present = np.concatenate(hands_present)
       value, n_hand = hand_keypoint_confidence(b.hands, gen_frames, present)
@@ -145,7 +156,7 @@ def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, spl
     rows[name] = {"PSNR": acc.mean("PSNR"), "SSIM": acc.mean("SSIM"),
                   "LPIPS": acc.mean("LPIPS") if b.lpips is not None else NA_WEIGHTS}
   rows["ours"].update(
-      CSIM=ours.mean("CSIM"),
+      CSIM=ours.mean("CSIM"), MouthCorr=ours.mean("MouthCorr"),
       FID=frechet(real_inception, ours.inception, b.inception, "FID"),
       FVD=frechet(real_i3d, ours.i3d, b.i3d, "FVD"),
       HKC=ours.mean("HKC") if layout == "hybrid_body" else "n/a (head renderer)",

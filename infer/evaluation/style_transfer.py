@@ -20,7 +20,7 @@ from chatanyone_jax import metrics
 from chatanyone_jax import template as tp
 from chatanyone_jax.audio import log_mel_spectrogram
 from chatanyone_jax.motion.face_motion_dit import style_controls
-from chatanyone_jax.motion.sampling import GUIDANCE_SCALE, FaceConditions, sample_window
+from chatanyone_jax.motion.sampling import CLIP_X0, GUIDANCE_SCALE, FaceConditions, sample_window
 from data import pipelines
 from infer.evaluation.scoring import load_motion_face, open_split
 
@@ -48,7 +48,7 @@ def expression_scores(generated: jax.Array, target: jax.Array) -> tuple[float, f
 
 
 def style_transfer(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str, *, num_steps: int = 10,
-                   seed: int = 0, clip_x0: float | None = 4.0, max_windows: int | None = None,
+                   seed: int = 0, clip_x0: float | None = CLIP_X0, max_windows: int | None = None,
                    guidance_scale: float = GUIDANCE_SCALE) -> dict:
   """Table 4 (module docstring): MAE / SSIM of generated vs ground-truth expression coefficients."""
   open_split(data, split)  # a clear error for a missing split

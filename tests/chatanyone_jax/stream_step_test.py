@@ -63,7 +63,7 @@ def test_window_bounds_do_not_drift():
 
 def test_spec_defaults_are_the_inference_defaults():
   """One definition of each stream default: StreamSpec, StreamOptions and the sampling constants agree."""
-  from chatanyone_jax.motion.sampling import DDIM_STEPS, GUIDANCE_SCALE, SEAM_FRAMES
+  from chatanyone_jax.motion.sampling import CLIP_X0, DDIM_STEPS, GUIDANCE_SCALE, SEAM_FRAMES
 
   configs = _configs("head")
   spec = build_spec(configs, StreamOptions(mode="head"))
@@ -73,6 +73,8 @@ def test_spec_defaults_are_the_inference_defaults():
   assert spec.fps == stream_spec.FPS == 30 and spec.mel.sample_rate == stream_spec.SAMPLE_RATE == SR
   assert spec.clip_x0 == 3.0  # StreamOptions' clip_x0 "auto" reads configs["clip_x0"]
   assert build_spec(configs, StreamOptions(mode="head", clip_x0=None)).clip_x0 is None
+  trained = {k: v for k, v in configs.items() if k != "clip_x0"}  # a checkpoint's configs: the default clip
+  assert build_spec(trained, StreamOptions(mode="head")).clip_x0 == CLIP_X0 == 4.0
   assert stream_spec.block_samples(spec) == 8534 and spec.window == 16  # ceil(16 · 1600 / 3)
 
 

@@ -1,4 +1,5 @@
-"""`python -m infer.demo`: preprocess the bundled clip, train tiny models briefly, animate the portrait."""
+"""`python -m infer.demo --train`: preprocess the bundled clip, train tiny models briefly, animate the
+portrait (the bundled models' demo: tests/infer/bundled_test.py)."""
 
 import json
 
@@ -10,7 +11,7 @@ from infer import demo
 from infer.models import WORKDIRS, load_checkpoint
 
 STAGES = {"preprocess", "train_motion_face", "train_motion_body", "train_render", "train_face_refine",
-          "prepare_avatar", "animate", "write", "total"}
+          "prepare_upper", "first_frame_upper", "animate_upper", "write", "total"}
 
 
 def _rows(workdir):
@@ -42,7 +43,8 @@ def test_demo_trains_and_writes_video_with_speech_sheet_and_summary(demo_run):
   expected = len(speech) / 16000 * 30
   frames, fps = media.read_video(tmp_path / "demo.mp4")
   assert fps == 30 and abs(len(frames) - expected) <= 1 and summary["frames"] == len(frames)
-  h, w = summary["size"]
+  assert summary["modes"] == ["upper"] and set(summary["outputs"]["videos"]) == {"upper"}
+  h, w = summary["size"]["upper"]
   assert frames.shape[1:] == (h, w, 3) == (96, 64, 3)  # tiny_upper512x768 output
   import av
   with av.open(str(tmp_path / "demo.mp4")) as c:
@@ -52,6 +54,9 @@ def test_demo_trains_and_writes_video_with_speech_sheet_and_summary(demo_run):
   assert abs(len(audio) / 16000 - len(frames) / 30) < 0.1 and float(np.abs(audio).max()) > 0.1
   sheet = media.read_image(tmp_path / "contact_sheet.png")
   assert sheet.shape == (h, 8 * w, 3)
+  from PIL import Image
+  with Image.open(tmp_path / "preview.webp") as im:  # the first 3 s at 15 fps, 160 rows high
+    assert im.n_frames == (len(frames) + 1) // 2 and im.size[1] == demo.PREVIEW_HEIGHT
   assert np.abs(frames.astype(int) - frames[:1]).mean() > 0.5  # the avatar moves
 
 
@@ -94,6 +99,10 @@ def test_bad_inputs_fail_before_any_training(tmp_path, capsys):
   assert "--steps-render and --steps-motion must be >= 1" in capsys.readouterr().err
   assert demo.main(["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
   assert "does not exist" in capsys.readouterr().err
-  assert demo.main(["--clip", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o")]) == 2
+  assert demo.main(["--train", "--clip", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o")]) == 2
   assert "training clip not found" in capsys.readouterr().err
+  assert demo.main(["--train", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+  assert "--train builds its own checkpoint" in capsys.readouterr().err
+  assert demo.main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+  assert "holds no streamable models" in capsys.readouterr().err
   assert not (tmp_path / "o" / "runs").exists()

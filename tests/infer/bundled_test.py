@@ -1,0 +1,90 @@
+"""The bundled trained checkpoint (infer/assets/checkpoint/): `make demo`'s default path, the entry points
+defaulting to it, and what its models do on a portrait never seen in training."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from data import media
+from infer import demo, models
+from infer.evaluation.backends import face_analyzer
+from infer.evaluation.mouth import frame_mouth_opening
+from infer.options import StreamOptions
+from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH, SAMPLE_RATE, stream
+from tests.helpers import fast_compile, media_dir, require, write_wav
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bundled")]
+SPEECH_SECONDS = 1.0  # one window of the stream step per mode (compiling dominates)
+UNSEEN = "portraits/AniPortrait__configs_inference_ref_images_Aragaki.png"  # not in any training clip
+SAME_PERSON = 0.6  # dlib's face-descriptor distance below which two faces are the same person
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> pathlib.Path:
+  path = tmp_path_factory.mktemp("bundled") / "speech.wav"
+  write_wav(path, media.read_audio(ASSETS_SPEECH)[:int(SPEECH_SECONDS * SAMPLE_RATE)])
+  return path
+
+
+@pytest.fixture(scope="module")
+def bundled_demo(speech, tmp_path_factory) -> dict:
+  out = tmp_path_factory.mktemp("bundled_demo")
+  with fast_compile():
+    assert demo.main(["--out", str(out), "--audio", str(speech)]) == 0
+  return json.loads((out / "summary.json").read_text())
+
+
+def test_bundled_checkpoint_serves_both_modes_and_is_compact():
+  root = models.default_checkpoint()
+  assert root == models.BUNDLED_CHECKPOINT and (root / "MODEL_CARD.md").is_file()
+  assert models.checkpoint_modes(root) == ("upper", "head")
+  size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+  assert size < 40e6, f"bundled checkpoint is {size / 1e6:.1f} MB (budget about 40 MB)"
+  for name in ("motion_face", "motion_body", "render", "render_head"):
+    export = json.loads((root / name / "export.json").read_text())
+    assert export["step"] > 0 and not list((root / name).glob("*opt*")), name  # EMA weights, no optimiser
+  from chatanyone_jax.render import presets
+  _, configs = models.load_checkpoint(root, "head")  # mode head reads render_head/, not render/
+  assert configs["render"] == presets.get("small_head")
+  _, configs = models.load_checkpoint(root, "upper")
+  assert configs["render"] == presets.get("small_upper")
+
+
+def test_make_demo_animates_the_portrait_with_the_bundled_models_in_both_modes(bundled_demo):
+  s = bundled_demo
+  assert s["models"] == "bundled trained models" and s["modes"] == ["upper", "head"] and not s["trained"]
+  videos = {m: media.read_video(p)[0] for m, p in s["outputs"]["videos"].items()}
+  assert set(videos) == {"upper", "head"}
+  for mode, frames in videos.items():
+    assert len(frames) == s["frames"] == round(SPEECH_SECONDS * 30)
+    assert list(frames.shape[1:3]) == s["size"][mode]
+  both, _ = media.read_video(s["outputs"]["side_by_side"])
+  (_, h, w_upper, _), (_, h_head, w_head, _) = videos["upper"].shape, videos["head"].shape
+  assert both.shape[1:3] == (h, w_upper + round(w_head * h / h_head / 2) * 2)
+  sheet = media.read_image(s["outputs"]["contact_sheet"])
+  assert sheet.shape == (h, 8 * both.shape[2], 3)
+  # A person talks: MediaPipe finds a face in every frame of the head video, and the mouth moves.
+  opening = frame_mouth_opening(videos["head"])
+  assert np.isfinite(opening).all() and np.nanstd(opening) > 1e-3
+
+
+def test_an_unseen_portrait_keeps_its_face_and_is_closer_to_itself_than_to_another_person(speech):
+  """A head shot from ../shared never seen in training: a face in every generated frame, and dlib's face
+  descriptors of the frames on average closer to the portrait's than to another person's (the bundled
+  portrait). Issue 20's bar, every frame within dlib's same-person distance (0.6), is not met by the
+  CPU-scale models (MODEL_CARD.md): this is the weaker property they have."""
+  image = media.read_image(require(media_dir() / UNSEEN, "an unseen portrait (CHATANYONE_MEDIA_DIR)"))
+  audio = media.read_audio(speech)
+  with fast_compile():
+    frames = np.stack(list(stream(image, [audio], options=StreamOptions(mode="head"))))
+  analyzer = face_analyzer()
+  _, source = analyzer.analyse(image)
+  _, other = analyzer.analyse(media.read_image(ASSETS_PORTRAIT))
+  assert np.linalg.norm(source - other) > SAME_PERSON  # two people, as dlib sees them
+  found = analyzer.analyse_frames(frames)
+  assert found["found"].all()
+  to_source = np.linalg.norm(found["descriptors"] - source, axis=-1)
+  to_other = np.linalg.norm(found["descriptors"] - other, axis=-1)
+  assert to_source.mean() < to_other.mean(), (to_source.round(3), to_other.round(3))
