@@ -222,6 +222,8 @@ def run(out: str | pathlib.Path, *, image: str | pathlib.Path = ASSETS_PORTRAIT,
       raise FileNotFoundError(f"no bundled checkpoint in {BUNDLED_CHECKPOINT}: pass --checkpoint DIR, or "
                               "--train to train tiny models here")
     checkpoint = pathlib.Path(checkpoint)
+    if not checkpoint.is_dir():
+      raise FileNotFoundError(f"checkpoint directory {checkpoint} does not exist")
     source = "bundled trained models" if checkpoint == BUNDLED_CHECKPOINT else f"checkpoint {checkpoint}"
     clip_x0 = "auto"
   modes = checkpoint_modes(checkpoint)

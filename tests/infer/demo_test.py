@@ -55,9 +55,19 @@ def test_demo_trains_and_writes_video_with_speech_sheet_and_summary(demo_run):
   sheet = media.read_image(tmp_path / "contact_sheet.png")
   assert sheet.shape == (h, 8 * w, 3)
   from PIL import Image
-  with Image.open(tmp_path / "preview.webp") as im:  # the first 3 s at 15 fps, 160 rows high
-    assert im.n_frames == (len(frames) + 1) // 2 and im.size[1] == demo.PREVIEW_HEIGHT
+  with Image.open(tmp_path / "preview.webp") as im:  # animated, 160 rows high (WebP merges repeated frames)
+    assert im.size[1] == demo.PREVIEW_HEIGHT and 1 < im.n_frames <= (len(frames) + 1) // 2
   assert np.abs(frames.astype(int) - frames[:1]).mean() > 0.5  # the avatar moves
+
+
+def test_preview_is_the_first_seconds_at_half_rate_and_side_by_side_keeps_the_first_height():
+  frames = [np.full((4, 2, 3), i, np.uint8) for i in range(200)]
+  shown = demo.preview(frames, seconds=3.0, height=8)
+  assert len(shown) == 45 and shown[1].shape == (8, 4, 3) and shown[1][0, 0, 0] == 2
+  both = demo.side_by_side(frames[:3], [np.zeros((8, 8, 3), np.uint8)] * 3)
+  assert len(both) == 3 and both[0].shape == (4, 2 + 4, 3)
+  with pytest.raises(ValueError):
+    demo.side_by_side(frames[:3], frames[:2])
 
 
 def test_contact_sheet_takes_evenly_spaced_frames_first_and_last():

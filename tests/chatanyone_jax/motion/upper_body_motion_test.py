@@ -78,6 +78,8 @@ def test_variants():
   assert AudioEncoder(width=256, **base["audio"]) == AudioEncoder()
   tiny = decode_variant("tiny")
   assert UpperBodyConfig(**tiny["body"]) == UpperBodyConfig.tiny() and tiny["body"]["width"] == 64
+  small = decode_variant("small")  # the CPU campaign's (train/configs/motion_body.py:small)
+  assert small["body"]["width"] == 128 and small["body"]["audio_dim"] == small["body"]["app_dim"] == 64
   assert decode_variant(None) == {}
   with pytest.raises(ValueError, match="unknown UpperBodyMotion variant"):
-    decode_variant("small")
+    decode_variant("huge")
