@@ -5,10 +5,10 @@ normalised face landmarks), LMD (mouth landmark distance to the ground truth), M
 of stage 1's mouth opening, driven by each clip's speech alone, with the true one:
 `infer.evaluation.lipsync.model_lipsync`) and VideoMouthCorr (the same on the videos: MediaPipe's mouth
 opening on the generated frames against the real ones, `infer.evaluation.mouth`; per clip in the
-report). A "ground truth" row scores the real frames the same way, for scale, and a "loudness baseline"
-row gives the MouthCorr of the audio-only baseline fitted on the records' "train" split
-(`loudness_baseline`), the bar stage 1 must clear. Faces of the real frames are found at their stored
-size; clips whose portrait has no face are skipped and counted.
+report). A "ground truth" row scores the real frames the same way, for scale, and "loudness baseline"
+and "log-mel baseline" rows give the MouthCorr of the audio-only baselines fitted on the records' "train"
+split (`loudness_baseline`, `mel_baseline`), the bars stage 1 must clear. Faces of the real frames are
+found at their stored size; clips whose portrait has no face are skipped and counted.
 """
 
 from __future__ import annotations
@@ -130,9 +130,14 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
   rows["ours"]["MouthCorr"] = lipsync.model_lipsync(
       pathlib.Path(checkpoint) / "motion_face", data, split=split, num_steps=num_steps, seed=seed,
       guidance_scale=guidance_scale, curves=curves, split_file=None, insert_silence_s=0.0)["correlation"]
+  fit = lipsync.clip_curves(data, "train", max_clips)
   rows["loudness baseline"] = {"MouthCorr": lipsync.loudness_baseline(
-      data, fit_split="train", eval_split=split, max_clips=max_clips, curves=curves,
+      data, fit_split="train", eval_split=split, max_clips=max_clips, curves=curves, fit_curves=fit,
       split_file=None)["correlation"]}
+  # The default split file: its "person" column picks the ridge penalty (MEL_PENALTY for unknown people).
+  rows["log-mel baseline"] = {"MouthCorr": lipsync.mel_baseline(
+      data, fit_split="train", eval_split=split, max_clips=max_clips, curves=curves,
+      fit_curves=fit)["correlation"]}
   return {"rows": rows, "counts": {**ours.counts, **{f"gt_{k}": v for k, v in gt.counts.items()}, **skipped},
           "clips": len(clip_indices(clips, max_clips)), "video_mouth_corr_per_clip": video_corr,
           "mode": mode, "num_steps": num_steps,

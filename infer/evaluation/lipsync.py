@@ -1,4 +1,4 @@
-"""Lip sync of stage 1 on preprocessed records, against the loudness baseline (`chatanyone_jax.eval.lipsync`).
+"""Lip sync of stage 1 on preprocessed records, against audio-only baselines (`chatanyone_jax.eval.lipsync`).
 
 `clip_curves` reads each clip's mouth opening (the template's inner-lip gap of its expression
 coefficients and identity) and the loudness envelope of its audio; `loudness_baseline` fits the linear
@@ -6,6 +6,8 @@ map on one split (the training people) and reports, on another (the held-out peo
 correlation of the baseline's prediction with the true opening per clip, averaged per source dataset
 (from the split file's "source" column) and over all clips, plus the silence measures of the true
 opening (mean opening in silence / while speaking, lag from speech offset to a closed mouth).
+`mel_baseline` does the same for a ridge regression from the log-mel stage 1 consumes (±5 frames of
+context), its penalty chosen by cross-validation over the training people (the split file's "person").
 `model_lipsync` scores a FaceMotionDiT workdir the same way: each clip's speech alone drives the model as
 inference does (no history before the clip, no reference video, the default style), and the generated
 expression's mouth opening (with the clip's own identity) is correlated with the true one; the same
@@ -29,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from chatanyone_jax import template as tp
-from chatanyone_jax.audio import log_mel_spectrogram
+from chatanyone_jax.audio import MelConfig, log_mel_spectrogram
+from chatanyone_jax.audio import num_frames as num_mel_frames
 from chatanyone_jax.eval import lipsync
 from chatanyone_jax.motion.sampling import CLIP_X0, DDIM_STEPS, GUIDANCE_SCALE, generate_long
 from data import records
@@ -62,9 +65,13 @@ def clip_curves(data: str | os.PathLike, split: str, max_clips: int | None = Non
   return out
 
 
-def _sources(split_file: str | os.PathLike | None) -> dict[str, str]:
-  return ({r["video"]: r["source"] for r in read_rows(split_file)}
+def _split_column(split_file: str | os.PathLike | None, column: str) -> dict[str, str]:
+  return ({r["video"]: r[column] for r in read_rows(split_file)}
           if split_file and pathlib.Path(split_file).is_file() else {})
+
+
+def _sources(split_file: str | os.PathLike | None) -> dict[str, str]:
+  return _split_column(split_file, "source")
 
 
 def _scores(curves: list[dict], predicted: list[np.ndarray], source_of: dict[str, str],
@@ -91,14 +98,67 @@ def _scores(curves: list[dict], predicted: list[np.ndarray], source_of: dict[str
 
 def loudness_baseline(data: str | os.PathLike, *, fit_split: str = "train", eval_split: str = "validation",
                       split_file: str | os.PathLike | None = SPLIT_FILE, max_clips: int | None = None,
-                      curves: list[dict] | None = None) -> dict:
+                      curves: list[dict] | None = None, fit_curves: list[dict] | None = None) -> dict:
   """The fitted baseline and its correlation with the true mouth opening on `eval_split` (docstring);
-  curves: the eval split's `clip_curves` when the caller has them."""
-  fit = clip_curves(data, fit_split, max_clips)
+  curves / fit_curves: the eval / fit split's `clip_curves` when the caller has them."""
+  fit = clip_curves(data, fit_split, max_clips) if fit_curves is None else fit_curves
   base = lipsync.fit_loudness_baseline([c["envelope"] for c in fit], [c["opening"] for c in fit])
   curves = clip_curves(data, eval_split, max_clips) if curves is None else curves
   scores = _scores(curves, [base(c["envelope"]) for c in curves], _sources(split_file), "true")
   return {"slope": base.slope, "intercept": base.intercept, "fit_clips": len(fit), **scores}
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _log_mel(audio: jax.Array, frames: int) -> jax.Array:
+  return log_mel_spectrogram(audio)[:frames]
+
+
+def clip_mel_features(curves: list[dict], context: int = lipsync.MEL_CONTEXT) -> list[np.ndarray]:
+  """[(T, (2·context + 1)·80)] `lipsync.mel_features` of each clip's whole audio: the causal log-mel
+  stage 1 consumes (`log_mel_spectrogram`), at the clip's fps."""
+  cfg = MelConfig()
+  out = []
+  for c in curves:
+    audio = np.asarray(c["audio"], np.float32)
+    # Causal frames never see later samples, so zero padding to a power of two (few compiled programs)
+    # leaves the clip's own frames as they are.
+    padded = np.zeros(1 << max(14, int(np.ceil(np.log2(max(audio.size, 1))))), np.float32)
+    padded[:audio.size] = audio
+    mel = np.asarray(_log_mel(jnp.asarray(padded), num_mel_frames(audio.size, cfg)))  # (M, 80)
+    out.append(lipsync.mel_features(mel, c["opening"].size, mel_rate=cfg.frame_rate, fps=c["fps"],
+                                    context=context))
+  return out
+
+
+def mel_baseline(data: str | os.PathLike, *, fit_split: str = "train", eval_split: str = "validation",
+                 split_file: str | os.PathLike | None = SPLIT_FILE, max_clips: int | None = None,
+                 curves: list[dict] | None = None, fit_curves: list[dict] | None = None,
+                 context: int = lipsync.MEL_CONTEXT, penalty: float | None = None) -> dict:
+  """The log-mel baseline (`lipsync.fit_ridge` on `clip_mel_features`) fitted on `fit_split` and scored on
+  `eval_split` like `loudness_baseline`.
+
+  penalty: None picks the best of `lipsync.MEL_PENALTIES` by `lipsync.ridge_penalty_cv` over the fit
+  clips' people (the split file's "person"; "cv_correlation" in the report is that speaker-held-out
+  correlation on the fit split, a steadier estimate than a small held-out split); `lipsync.MEL_PENALTY`
+  when fewer than 2 people are known for them.
+  """
+  fit = clip_curves(data, fit_split, max_clips) if fit_curves is None else fit_curves
+  features, targets = clip_mel_features(fit, context), [c["opening"] for c in fit]
+  cv = {}
+  if penalty is None:
+    people = _split_column(split_file, "person")
+    groups = [people.get(c["video"]) for c in fit]
+    if None not in groups and len(set(groups)) >= 2:
+      cv = lipsync.ridge_penalty_cv(features, targets, groups)
+      penalty = max(cv, key=lambda p: -np.inf if np.isnan(cv[p]) else cv[p])
+    else:
+      penalty = lipsync.MEL_PENALTY
+  base = lipsync.fit_ridge(features, targets, penalty)
+  curves = clip_curves(data, eval_split, max_clips) if curves is None else curves
+  predicted = [base(x) for x in clip_mel_features(curves, context)]
+  scores = _scores(curves, predicted, _sources(split_file), "true")
+  return {"context": context, "penalty": base.penalty, "cv_correlation": cv.get(base.penalty),
+          "cv_penalties": {f"{p:g}": r for p, r in cv.items()}, "fit_clips": len(fit), **scores}
 
 
 def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split: str = "validation",
@@ -166,17 +226,19 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
 def main(argv: Sequence[str] | None = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--data", required=True, help="preprocessed records split with a data.splits file")
-  p.add_argument("--motion", help="a motion_face workdir or export (else: the baseline only)")
+  p.add_argument("--motion", help="a motion_face workdir or export (else: the baselines only)")
   p.add_argument("--split", default="validation", help="the held-out split scored (default: validation)")
-  p.add_argument("--fit-split", default="train", help="the split the baseline is fitted on")
+  p.add_argument("--fit-split", default="train", help="the split the baselines are fitted on")
   p.add_argument("--max-clips", type=int, help="at most this many clips of each split")
   p.add_argument("--steps", type=int, default=DDIM_STEPS, help="DDIM steps of the model's sampler")
   p.add_argument("--out", help="also write the report to this JSON file")
   args = p.parse_args(argv)
   try:
     curves = clip_curves(args.data, args.split, args.max_clips)
-    report = {"baseline": loudness_baseline(args.data, fit_split=args.fit_split, eval_split=args.split,
-                                            max_clips=args.max_clips, curves=curves)}
+    fit = clip_curves(args.data, args.fit_split, args.max_clips)
+    kw = {"fit_split": args.fit_split, "eval_split": args.split, "max_clips": args.max_clips,
+          "curves": curves, "fit_curves": fit}
+    report = {"baseline": loudness_baseline(args.data, **kw), "mel_baseline": mel_baseline(args.data, **kw)}
     if args.motion:
       report["model"] = model_lipsync(args.motion, args.data, split=args.split, num_steps=args.steps,
                                       curves=curves)

@@ -51,10 +51,10 @@ def test_cli_prints_and_writes_all_tables_without_weights(demo_run, tmp_path, ca
   for col in ("LPIPS", "FID", "FVD"):
     assert ours[col] == evaluate.NA_WEIGHTS
   assert t3["rows"]["ours"]["FID"] == t3["rows"]["ours"]["Sync"] == evaluate.NA_WEIGHTS
-  # Stage 1's mouth opening against the truth, and the loudness baseline it must beat (one clip each).
-  for row in ("ours", "loudness baseline"):
+  # Stage 1's mouth opening against the truth, and the audio-only baselines it must beat (one clip each).
+  for row in ("ours", "loudness baseline", "log-mel baseline"):
     assert -1 <= t3["rows"][row]["MouthCorr"] <= 1, row
-  assert "| loudness baseline |" in printed
+  assert "| loudness baseline |" in printed and "| log-mel baseline |" in printed
   # The real frames of the clip have a face at their stored size: CSIM to the portrait and Diversity.
   gt = t3["rows"]["ground truth"]
   assert gt["CSIM"] > 0.9 and gt["Diversity"] > 0

@@ -1,4 +1,4 @@
-"""Lip sync against the loudness baseline on records split by person (`infer.evaluation.lipsync`)."""
+"""Lip sync against the audio-only baselines on records split by person (`infer.evaluation.lipsync`)."""
 
 import json
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from chatanyone_jax import template as tp
+from chatanyone_jax.eval.lipsync import MEL_PENALTIES, MEL_PENALTY
 from data import records, splits
 from infer.evaluation import lipsync
 from tests import fixtures
@@ -46,6 +47,32 @@ def test_baseline_fits_on_training_people_and_scores_held_out_ones_per_source(sp
     lipsync.clip_curves(data, "heldout_frames")
 
 
+def test_mel_baseline_beats_loudness_when_the_opening_is_linear_in_the_log_mel(split_data, tmp_path, capsys):
+  data, split_file = split_data
+  fit, val = lipsync.clip_curves(data, "train"), lipsync.clip_curves(data, "validation")
+  feats = lipsync.clip_mel_features(fit + val, context=1)  # (T, 3 · 80): frames t - 1, t, t + 1
+  assert [f.shape for f in feats] == [(30, 240), (36, 240), (24, 240), (20, 240)]
+  # The opening follows how fast the low bands get louder (t + 1 minus t - 1): in phase with the mel's
+  # change, a quarter period off the loudness of the synthetic 3-Hz modulated tone.
+  target = [f[:, 160:180].mean(1) - f[:, :20].mean(1) for f in feats]
+  fit = [{**c, "opening": y} for c, y in zip(fit, target[:2], strict=True)]
+  val = [{**c, "opening": y} for c, y in zip(val, target[2:], strict=True)]
+  loud = lipsync.loudness_baseline(data, split_file=split_file, curves=val, fit_curves=fit)
+  mel = lipsync.mel_baseline(data, split_file=split_file, curves=val, fit_curves=fit, context=1)
+  assert mel["fit_clips"] == 2 and mel["clips"] == 2 and set(mel["per_source"]) == {"A", "B"}
+  assert mel["correlation"] > 0.8 and mel["correlation"] > loud["correlation"] + 0.5  # 0.91 and 0.07
+  # The penalty is chosen over the training people (p0, p2: two folds), and reported with its CV score.
+  assert mel["penalty"] in MEL_PENALTIES
+  assert mel["cv_correlation"] == max(mel["cv_penalties"].values())
+  fixed = lipsync.mel_baseline(data, split_file=None, curves=val, fit_curves=fit, context=1)
+  assert fixed["penalty"] == MEL_PENALTY and fixed["cv_correlation"] is None
+  # The CLI reports both baselines.
+  assert lipsync.main(["--data", str(data), "--out", str(tmp_path / "b.json")]) == 0
+  printed = json.loads(capsys.readouterr().out)
+  assert set(printed) == {"baseline", "mel_baseline"} and printed["mel_baseline"]["fit_clips"] == 2
+  assert printed["mel_baseline"]["context"] == 5 and -1 <= printed["mel_baseline"]["correlation"] <= 1
+
+
 def test_model_driven_by_speech_alone_is_scored_like_the_baseline(split_data, tmp_path, capsys):
   data, split_file = split_data
   c = motion_face.get_config("tiny")
@@ -69,6 +96,6 @@ def test_model_driven_by_speech_alone_is_scored_like_the_baseline(split_data, tm
   printed = json.loads(capsys.readouterr().out)
   assert printed == json.loads(out.read_text())
   assert printed["model"]["correlation"] == pytest.approx(report["correlation"])
-  assert printed["baseline"]["fit_clips"] == 2
+  assert printed["baseline"]["fit_clips"] == 2 and printed["mel_baseline"]["fit_clips"] == 2
   assert lipsync.main(["--data", str(tmp_path / "missing")]) == 2
   assert "error:" in capsys.readouterr().err
