@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import pathlib
 import wave
@@ -65,6 +66,18 @@ def require(path: pathlib.Path, what: str) -> pathlib.Path:
       pytest.fail(msg)
     pytest.skip(msg)
   return path
+
+
+def require_module(name: str, install: str) -> None:
+  """Skips the test when an optional package is missing (`install` says how to get it); fails under CI, whose
+  environment installs the dev extra, so a missing package there is a set-up error."""
+  try:
+    importlib.import_module(name)
+  except ImportError:
+    msg = f"optional package {name} is not installed: {install}"
+    if os.environ.get("CI"):
+      pytest.fail(msg)
+    pytest.skip(msg)
 
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, rate: int = 16000, channels: int = 1) -> None:

@@ -1,4 +1,5 @@
-"""Audio front end of stage 1: log-mel in JAX (whole clip and streaming) and audio encoders."""
+"""Audio front end of stage 1: log-mel in JAX (whole clip and streaming) and audio encoders; `whisper`: the
+pretrained Whisper encoder and its own log-mel (imported as a module, its names overlap melspec's)."""
 
 from chatanyone_jax.audio.encoder import (
                                           AudioEncoder,

@@ -29,9 +29,14 @@ def num_output_frames(num_in: int, rate_in: float, rate_out: float) -> int:
   return int(math.floor(num_in * rate_out / rate_in + 1e-6))
 
 
-def resample_matrix(num_in: int, num_out: int, rate_in: float, rate_out: float) -> np.ndarray:
-  """(num_out, num_in) float32 triangle-filter weights (module docstring); rows sum to 1."""
-  t_in = (np.arange(num_in) + 0.5) / rate_in  # (T,) seconds
+def resample_matrix(num_in: int, num_out: int, rate_in: float, rate_out: float,
+                    phase_in: float = 0.5) -> np.ndarray:
+  """(num_out, num_in) float32 triangle-filter weights (module docstring); rows sum to 1.
+
+  Input frame i stands for the time (i + phase_in) / rate_in (0 for frames centred on i / rate_in, such as
+  Whisper's encoder outputs).
+  """
+  t_in = (np.arange(num_in) + phase_in) / rate_in  # (T,) seconds
   t_out = (np.arange(num_out) + 0.5) / rate_out  # (N,)
   half_width = max(1.0 / rate_in, 1.0 / rate_out)
   w = np.maximum(0.0, 1.0 - np.abs(t_out[:, None] - t_in[None, :]) / half_width)  # (N, T)
@@ -42,7 +47,8 @@ def resample_matrix(num_in: int, num_out: int, rate_in: float, rate_out: float) 
   return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def resample_time(x: jax.Array, rate_in: float, rate_out: float, num_out: int | None = None) -> jax.Array:
+def resample_time(x: jax.Array, rate_in: float, rate_out: float, num_out: int | None = None,
+                  phase_in: float = 0.5) -> jax.Array:
   """Resamples the time axis of (B, T, D) features from rate_in to rate_out.
 
   Frame i of a stream at rate r stands for the time (i + 0.5) / r seconds (half-sample centres, like
@@ -52,7 +58,7 @@ def resample_time(x: jax.Array, rate_in: float, rate_out: float, num_out: int | 
   filter spanning +-1 output frame, upsampling plain linear interpolation. It is a fixed (N, T) matrix
   built in NumPy at trace time, so any length works and the alignment does not drift. The default
   causal mel frame k is centred 7.5 ms before (k + 0.5) / 100 s, a quarter video frame that the
-  convolutions and attention absorb.
+  convolutions and attention absorb. `phase_in` moves the input frames' times (see `resample_matrix`).
 
   Returns:
     (B, num_out, D); num_out defaults to floor(T * rate_out / rate_in).
@@ -60,7 +66,7 @@ def resample_time(x: jax.Array, rate_in: float, rate_out: float, num_out: int | 
   t = x.shape[1]
   if num_out is None:
     num_out = num_output_frames(t, rate_in, rate_out)
-  m = jnp.asarray(resample_matrix(t, num_out, rate_in, rate_out), x.dtype)
+  m = jnp.asarray(resample_matrix(t, num_out, rate_in, rate_out, phase_in), x.dtype)
   return jnp.einsum("nt,btd->bnd", m, x, precision=jax.lax.Precision.HIGHEST)
 
 
@@ -157,6 +163,8 @@ class ExternalFeatureAdapter(nn.Module):
 
   Attributes:
     frame_rate: input feature frames per second.
+    phase_in: input frame i stands for (i + phase_in) / frame_rate seconds (0 for Whisper's encoder,
+      whose outputs are centred on i / 50 s; `resample_matrix`).
     width, num_layers, num_heads, mlp_ratio, fps: as AudioEncoder.
   """
   frame_rate: float
@@ -165,6 +173,7 @@ class ExternalFeatureAdapter(nn.Module):
   num_heads: int = 4
   mlp_ratio: int = 4
   fps: float = 30.0
+  phase_in: float = 0.5
   dtype: jnp.dtype | None = None
 
   @nn.compact
@@ -173,6 +182,6 @@ class ExternalFeatureAdapter(nn.Module):
     x = nn.LayerNorm(name="norm_in", dtype=self.dtype)(features)
     x = nn.gelu(nn.Dense(self.width, name="proj", dtype=self.dtype)(x))
     x = nn.gelu(nn.Conv(self.width, (3,), padding="SAME", dtype=self.dtype, name="conv")(x))
-    x = resample_time(x, self.frame_rate, self.fps, num_tokens)  # (B, N, D)
+    x = resample_time(x, self.frame_rate, self.fps, num_tokens, self.phase_in)  # (B, N, D)
     return _TokenTransformer(self.num_layers, self.num_heads, self.mlp_ratio, dtype=self.dtype,
                              name="transformer")(x)
