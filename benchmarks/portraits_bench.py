@@ -2,7 +2,7 @@
 portrait, whether a face was found, animated in every frame and its identity kept.
 
   python -m benchmarks.portraits_bench [--portraits ../shared/data/media/portraits] [--mode head]
-      [--checkpoint DIR] [--seconds 1] [--max N] [--out benchmarks/figures/portraits.md]
+      [--checkpoint DIR] [--seconds 1] [--stride K] [--max N] [--out benchmarks/figures/portraits.md]
 
 Per portrait: `infer.avatar.load_portrait` (a portrait that cannot be animated fails there with the
 message the CLI prints), `infer.stream` on the first seconds of the bundled speech, then MediaPipe's face
@@ -87,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--checkpoint", default=None, help="default: the bundled models")
   p.add_argument("--seconds", type=float, default=1.0, help="seconds of the bundled speech per portrait")
   p.add_argument("--max", type=int, default=None, help="first N portraits (sorted by name)")
+  p.add_argument("--stride", type=int, default=1, help="every k-th portrait (sorted by name)")
   p.add_argument("--out", default="benchmarks/figures/portraits.md")
   a = p.parse_args(argv)
   logging.basicConfig(level=logging.WARNING)
@@ -95,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   if not paths:
     print(f"error: no images in {folder}", file=sys.stderr)
     return 2
+  paths = paths[::max(1, a.stride)]
   paths = paths[:a.max] if a.max else paths
   audio = read_audio(ASSETS_SPEECH, SAMPLE_RATE)[:int(a.seconds * SAMPLE_RATE)]
   options, analyzer = StreamOptions(mode=a.mode), face_analyzer()
