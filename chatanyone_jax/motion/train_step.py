@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from chatanyone_jax import ema as ema_lib
-from chatanyone_jax.audio.encoder import AudioEncoder
+from chatanyone_jax.audio.encoder import AudioEncoder, ExternalFeatureAdapter
 from chatanyone_jax.motion.diffusion import NoiseSchedule, diffusion_loss
 from chatanyone_jax.motion.face_motion_dit import NUM_EXP, FaceMotionDiT
 from chatanyone_jax.motion.sampling import face_motion_loss
@@ -39,22 +39,24 @@ class FaceModels(NamedTuple):
   """The modules trained jointly by `face_batch_loss`.
 
   dit: the FaceMotionDiT (its config gives T, H and audio_dim).
-  audio: the AudioEncoder (log-mel -> tokens); its width must equal dit.config.audio_dim.
+  audio: the speech front end's trained part: an AudioEncoder (log-mel -> tokens) or an
+    ExternalFeatureAdapter (frozen speech-model features, e.g. Whisper's -> tokens); its width must equal
+    dit.config.audio_dim.
   """
   dit: FaceMotionDiT
-  audio: AudioEncoder
+  audio: AudioEncoder | ExternalFeatureAdapter
 
   def init_params(self, key: jax.Array, *, ref_len: int | None = None,
                   mel_shape: tuple[int, int] = (100, 80)) -> dict:
-    """{"audio": AudioEncoder params, "face": FaceMotionDiT params}; pure (jit it, or trace it in a train
+    """{"audio": front-end params, "face": FaceMotionDiT params}; pure (jit it, or trace it in a train
     state initialiser).
 
     key: split between the two networks. ref_len: initialise the DiT's reference branch too (any static
-    T_ref; None = no reference input). mel_shape: (T_mel, n_mels) of the dummy log-mel (the parameters
-    depend on n_mels only).
+    T_ref; None = no reference input). mel_shape: (frames, channels) of the dummy front-end input, the
+    log-mel or the speech features (the parameters depend on the channels only).
     """
     if self.audio.width != self.dit.config.audio_dim:
-      raise ValueError(f"AudioEncoder.width {self.audio.width} != FaceMotionConfig.audio_dim "
+      raise ValueError(f"audio front end width {self.audio.width} != FaceMotionConfig.audio_dim "
                        f"{self.dit.config.audio_dim}")
     k_audio, k_face = jax.random.split(key)
     mel = jnp.zeros((1, *mel_shape), jnp.float32)
@@ -138,8 +140,9 @@ def face_batch_loss(params, batch: dict, rng: jax.Array, *, model: FaceModels,
 
   Args:
     params: {"audio": AudioEncoder params, "face": FaceMotionDiT params}.
-    batch: "mel" (B, T_mel, n_mels) log-mel of the window (100 Hz; T_mel ≈ T · 100 / fps) or
-      "audio_tokens" (B, T, audio_dim); "motion" (B, T, 58) normalised target; "history" (B, H, 58);
+    batch: "mel" (B, T_mel, n_mels) log-mel of the window (100 Hz; T_mel ≈ T · 100 / fps), or
+      "features" (B, T_f, D_f) speech-model features of the window (an ExternalFeatureAdapter front end),
+      or "audio_tokens" (B, T, audio_dim); "motion" (B, T, 58) normalised target; "history" (B, H, 58);
       "style" (B, num_style); optional "reference" (B, T_ref, ref_dim), "history_valid" (B,) bool,
       "reference_valid" (B,) bool, "mask" (B, T).
     rng: PRNG key.
@@ -151,7 +154,8 @@ def face_batch_loss(params, batch: dict, rng: jax.Array, *, model: FaceModels,
   if "audio_tokens" in batch:
     audio = batch["audio_tokens"]
   else:
-    audio = model.audio.apply({"params": params["audio"]}, batch["mel"], num_tokens=t_win)  # (B, T, Da)
+    x = batch["mel"] if "mel" in batch else batch["features"]
+    audio = model.audio.apply({"params": params["audio"]}, x, num_tokens=t_win)  # (B, T, Da)
   loss_batch = {k: batch[k] for k in _FACE_KEYS if k in batch}
   loss_batch["audio"] = audio
   return face_motion_loss(params["face"], loss_batch, rng, model=model.dit, schedule=schedule)

