@@ -29,7 +29,6 @@ import numpy as np
 
 from benchmarks.harness import Timing, append_rows
 from chatanyone_jax import template as tp
-from chatanyone_jax.audio import log_mel_spectrogram
 from chatanyone_jax.motion import sampling
 from chatanyone_jax.motion.face_motion_dit import style_controls
 from chatanyone_jax.motion.sampling import FaceConditions, generate_long, sample_window, seam_statistic
@@ -95,11 +94,10 @@ def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10,
   if not (ref_dim and config.use_reference):
     raise ValueError("motion_style measures the reference input: train with use_reference=True")
 
-  @jax.jit
-  def tokens(audio):
-    return task.models.audio.apply({"params": params["audio"]}, log_mel_spectrogram(audio), num_tokens=t)
-
-  audio = tokens(jnp.asarray(w["audio"]))
+  speech = task.speech_params()  # a Whisper front end's frozen encoder (None: log-mel)
+  # The windows' own audio (a Whisper front end's left context is silence: windows cut out of clips).
+  audio = jax.jit(task.window_tokens)(params, speech, jnp.asarray(
+      np.pad(np.asarray(w["audio"], np.float32), ((0, 0), (task.speech_context, 0)))))
   style0 = style_controls(jnp.asarray(target))
   same = jnp.asarray(ref_same[..., :ref_dim])
   no_ref = jnp.zeros_like(same)
@@ -173,9 +171,12 @@ def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10,
     frames = int(np.asarray(c["exp"]).shape[0])
     if frames < 2 * t:
       continue
-    audio_c = np.asarray(c["audio"], np.float32)[None, : int(round(frames * 16000 / 30))]
-    mel = log_mel_spectrogram(jnp.asarray(audio_c))
-    tok = task.models.audio.apply({"params": params["audio"]}, mel, num_tokens=frames)
+    # Whole windows of the clip, each with its front end's left context, as a stream.
+    num_w = frames // t
+    frames = num_w * t
+    audio_c = np.asarray(c["audio"], np.float32) / 32768.0
+    tok = task.clip_tokens(params, speech, np.pad(audio_c, (0, max(0, num_w * task.window_samples
+                                                                   - audio_c.size))), num_w)
     style_c = style_controls((jnp.concatenate([jnp.asarray(c["exp"]), jnp.asarray(c["pose"])], -1)[None]
                               - norm["motion_mean"]) / norm["motion_std"])
     for k in SEAM_FRAMES:

@@ -14,7 +14,8 @@ import fractions
 
 import jax.numpy as jnp
 
-from chatanyone_jax.audio.encoder import AudioEncoder
+from chatanyone_jax.audio import whisper
+from chatanyone_jax.audio.encoder import AudioEncoder, ExternalFeatureAdapter
 from chatanyone_jax.audio.melspec import MelConfig
 from chatanyone_jax.audio.melspec import num_frames as num_mel_frames
 from chatanyone_jax.motion.face_motion_dit import FaceMotionDiT
@@ -38,7 +39,11 @@ class StreamSpec:
     mode: "upper" (body renderer, UpperBodyMotion, hands, optional face refine) or "head" (head
       renderer on the head crop; no body model, no hands).
     face: the FaceMotionDiT (its config gives T = window, H = history).
-    face_audio: the face model's AudioEncoder (width = face.config.audio_dim).
+    face_audio: the face model's speech front end (width = face.config.audio_dim): an AudioEncoder on the
+      log-mel, or with `speech` an ExternalFeatureAdapter on the frozen encoder's features.
+    speech: the frozen speech encoder of the face model (Whisper; None: log-mel); its variables are
+      params["motion_face"]["speech"]. speech_context: samples of audio before each window it reads
+      (`whisper.window_features`), carried in the state.
     renderer: the main renderer's networks (layout "hybrid_body" for upper, "head_offset" for head).
     body, body_audio: UpperBodyMotion and its AudioEncoder (upper mode).
     refine: the face-refine renderer (upper mode; None = no refine pass).
@@ -59,7 +64,7 @@ class StreamSpec:
   """
   mode: str
   face: FaceMotionDiT
-  face_audio: AudioEncoder
+  face_audio: AudioEncoder | ExternalFeatureAdapter
   renderer: RendererConfig
   body: UpperBodyMotion | None = None
   body_audio: AudioEncoder | None = None
@@ -78,6 +83,8 @@ class StreamSpec:
   hand_min_radius: float = 1.5 / 512
   refine_feather: float = 0.1
   render_dtype: str = "float32"
+  speech: whisper.WhisperEncoder | None = None
+  speech_context: int = 0
 
   def __post_init__(self):
     if self.render_dtype not in RENDER_DTYPES:
@@ -111,6 +118,17 @@ class StreamSpec:
                          "(presets face_refine / tiny_face_refine)")
     if self.face_audio.width != self.face.config.audio_dim:
       raise ValueError("the face AudioEncoder width must equal FaceMotionDiT audio_dim")
+    if (self.speech is None) != isinstance(self.face_audio, AudioEncoder):
+      raise ValueError("a face model with a speech encoder (Whisper) needs its ExternalFeatureAdapter front "
+                       "end, a log-mel model its AudioEncoder")
+    if self.speech is not None:
+      if self.speech_context % whisper.SAMPLES_PER_OUTPUT:
+        raise ValueError(f"speech_context {self.speech_context} is not a multiple of "
+                         f"{whisper.SAMPLES_PER_OUTPUT} samples")
+      bounds = [window_bounds(i, self.window, self.spf) for i in range(self.spf.denominator + 1)]
+      if min(b - a for a, b in bounds) < self.window_samples:
+        raise ValueError(f"some window has fewer than round(T · spf) = {self.window_samples} samples, which "
+                         f"the speech encoder reads; use another window length")
     if self.mel.padding != "causal":
       raise ValueError("streaming needs the 'causal' log-mel framing")
     # Every window must complete at least the M mel frames its encoder reads (`stream_step.window_mel`).
@@ -132,6 +150,11 @@ class StreamSpec:
   def spf(self) -> fractions.Fraction:
     """Audio samples per video frame (16000 / 30 = 1600 / 3)."""
     return fractions.Fraction(self.mel.sample_rate) / fractions.Fraction(self.fps)
+
+  @property
+  def window_samples(self) -> int:
+    """W: samples of a window's audio as training cuts them, round(T · spf)."""
+    return round(self.window * self.spf)
 
   @property
   def num_mel(self) -> int:

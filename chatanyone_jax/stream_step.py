@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from chatanyone_jax.audio import whisper
 from chatanyone_jax.audio.melspec import MelStreamState, init_mel_stream, mel_stream_step
 from chatanyone_jax.motion.diffusion import cosine_schedule, ddim_sample
 from chatanyone_jax.motion.face_motion_dit import NUM_EXP
@@ -163,6 +164,8 @@ def init_state(spec: StreamSpec, params: Params, avatar: dict[str, jax.Array], k
       window: () int32 index i of the next window; the window's key is fold_in(rng, i).
       residue: () int32 rounding phase of a_i (`stream_spec.window_bounds`).
       mel: `MelStreamState` carried audio context (`window_mel`).
+      speech (with spec.speech): (speech_context,) float32 the last samples before the next window, the
+        speech encoder's left context (`window_speech`; zeros before the stream starts).
       history: (1, H, 58) the last H generated frames of normalised face motion; history_valid (1,)
         bool (False before the first window: FaceMotionDiT then uses its learned null history). Each
         new face-motion window is joined to the history by `join_window` over spec.seam_frames frames.
@@ -221,6 +224,7 @@ def init_state(spec: StreamSpec, params: Params, avatar: dict[str, jax.Array], k
       "window": jnp.zeros((), jnp.int32),
       "residue": jnp.asarray(spec.spf.denominator, jnp.int32),
       "mel": init_mel_stream(spec.mel),
+      **({"speech": jnp.zeros((spec.speech_context,), jnp.float32)} if spec.speech is not None else {}),
       "history": jnp.zeros((1, h, spec.face.config.motion_dim), jnp.float32),
       "history_valid": jnp.zeros((1,), bool),
       "rng": key,
@@ -284,6 +288,23 @@ def window_mel(spec: StreamSpec, mel_state: MelStreamState, block: jax.Array,
   return new, frames[:spec.num_mel]
 
 
+def window_speech(spec: StreamSpec, params: Params, context: jax.Array, block: jax.Array,
+                  num_samples: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Speech-encoder features of one window and the next window's left context.
+
+  The encoder reads the carried context followed by the window's first W = round(T · spf) samples, as the
+  training windows were cached (`data.speech_features`; `whisper.window_features`); the next context is
+  the last speech_context samples before window i + 1, i.e. up to sample a_{i+1} = a_i + num_samples.
+
+  Returns ((speech_context,) new context, (1, n, D) features).
+  """
+  c = spec.speech_context
+  x = jnp.concatenate([context, block.astype(jnp.float32)])
+  features = whisper.window_features(spec.speech, params["motion_face"]["speech"],
+                                     x[None, :c + spec.window_samples], c)
+  return jax.lax.dynamic_slice_in_dim(x, num_samples, c), features
+
+
 def stream_step(spec: StreamSpec, params: Params, state: State,
                 audio_block: jax.Array) -> tuple[State, jax.Array]:
   """One window: audio_block (block_samples(spec),) float32 16 kHz -> (state, (T, Ho, Wo, 3) uint8).
@@ -291,7 +312,8 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
   The first a_{i+1} - a_i samples of audio_block are window i's audio (`stream_spec.window_bounds`);
   the rest is padding. Pure; `make_stream_step` jits it with the state donated. The stages:
 
-    audio block ─► log-mel (carried context, `window_mel`) ─► AudioEncoder tokens (face and body model's)
+    audio block ─► log-mel (carried context, `window_mel`) ─► AudioEncoder tokens (face and body model's;
+      a face model with a speech encoder: Whisper features of the window, `window_speech`, ─► its adapter)
       ─► FaceMotionDiT DDIM window (history = last H frames, style, reference) ─► `join_window`
       ─► de-normalise ─► head-template keypoints (`project_keypoints`)
       ─► [upper] UpperBodyMotion DDIM window ─► ΔX_head, body δ, s, t, hands ─► X_full ─► W ─► G (+ I_hand)
@@ -309,7 +331,13 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
 
   # --- Stage 1a: face motion (normalised 52 exp + 6 pose).
   pf = params["motion_face"]
-  tokens = spec.face_audio.apply({"params": pf["params"]["audio"]}, mel, num_tokens=t_win)  # (1, T, Da)
+  speech_state = {}
+  if spec.speech is None:
+    face_in = mel  # (1, M, n_mels)
+  else:
+    context, face_in = window_speech(spec, params, state["speech"], audio_block, n)  # (1, n, D)
+    speech_state = {"speech": context}
+  tokens = spec.face_audio.apply({"params": pf["params"]["audio"]}, face_in, num_tokens=t_win)  # (1, T, Da)
   cond = FaceConditions(tokens, state["history"], state["style"], state.get("reference"),
                         state["history_valid"], state.get("reference_valid"))
   motion_n = sample_window(spec.face, pf["params"]["face"], cond, k_face,
@@ -367,7 +395,7 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
                             kp_r, background, spec.render_batch, spec.render_dtype)
     frames = paste_back(frames, refined, box, spec.refine_feather)
 
-  new_state = {**state, "window": i + 1, "residue": residue, "mel": mel_state,
+  new_state = {**state, **speech_state, "window": i + 1, "residue": residue, "mel": mel_state,
                "history": motion_n[:, -spec.history:], "history_valid": jnp.ones((1,), bool)}
   return new_state, to_uint8(frames)
 
@@ -375,7 +403,8 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
 def make_stream_step(spec: StreamSpec):
   """`stream_step` for `spec`, jitted with the state donated: step(params, state, audio_block).
 
-  params: {"motion_face": {"params": {"audio", "face"}, "norm": {"motion_mean", "motion_std"}},
+  params: {"motion_face": {"params": {"audio", "face"}, "norm": {"motion_mean", "motion_std"}, "speech"
+  (spec.speech): the frozen encoder's variables},
   "motion_body" (upper): {"params": {"audio", "body", "appearance"}, "norm": {"target_mean",
   "target_std"}}, "render": {"params": {"F", "M", "W", "G"}, "batch_stats": {...}}, "face_refine"
   (with spec.refine): the same layout, "template": the `HeadTemplate`}. Cached per spec, so every

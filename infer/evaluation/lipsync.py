@@ -179,11 +179,13 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
   template = tp.load_head_template()
   style = jnp.asarray(default_style(t))[None]
 
+  encoder_vars = task.speech_params()  # a Whisper front end's frozen encoder (None: log-mel)
+
   @functools.partial(jax.jit, static_argnums=0)
   def generate(num_windows: int, audio: jax.Array, identity: jax.Array, key: jax.Array) -> jax.Array:
-    mel = log_mel_spectrogram(audio.reshape(num_windows, n_win_samples))  # each window's audio alone
-    tokens = task.models.audio.apply({"params": params["audio"]}, mel, num_tokens=t)
-    tokens = tokens.reshape(1, num_windows * t, -1)
+    # Each window's audio after the front end's left context (zeros before the clip; none for the log-mel
+    # front end, which reads each window's audio alone), as the streaming step.
+    tokens = task.clip_tokens(params, encoder_vars, audio, num_windows)  # (1, num_windows · T, Da)
     ref = jnp.zeros((1, t, dit.config.ref_dim)) if has_ref else None
     motion = generate_long(dit, params["face"], tokens, style, key, schedule=task.schedule, reference=ref,
                            num_steps=num_steps, guidance_scale=guidance_scale, clip_x0=clip_x0,

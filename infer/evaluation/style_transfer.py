@@ -18,7 +18,6 @@ import numpy as np
 
 from chatanyone_jax import metrics
 from chatanyone_jax import template as tp
-from chatanyone_jax.audio import log_mel_spectrogram
 from chatanyone_jax.motion.face_motion_dit import style_controls
 from chatanyone_jax.motion.sampling import CLIP_X0, GUIDANCE_SCALE, FaceConditions, sample_window
 from data import pipelines
@@ -60,14 +59,15 @@ def style_transfer(checkpoint: str | os.PathLike, data: str | os.PathLike, split
   if max_windows is not None:
     w = {k: v[:max_windows] for k, v in w.items()}
   n = w["motion"].shape[0]
-  h, t = config.history, config.window
+  h = config.history
   mean, std = np.asarray(norm["motion_mean"]), np.asarray(norm["motion_std"])
   motion = (w["motion"] - mean) / std
   target, history = motion[:, h:], motion[:, :h]
   reference = (w["ref_motion"] - mean) / std
   dit = task.models.dit
-  tokens = task.models.audio.apply({"params": params["audio"]}, log_mel_spectrogram(jnp.asarray(w["audio"])),
-                                   num_tokens=t)
+  # The windows' own audio; a Whisper front end's left context is silence here (windows cut out of clips).
+  audio = np.pad(np.asarray(w["audio"], np.float32), ((0, 0), (task.speech_context, 0)))
+  tokens = jax.jit(task.window_tokens)(params, task.speech_params(), jnp.asarray(audio))
   style = style_controls(jnp.asarray(target))
 
   # Without a reference video, a model with the reference input uses its learned null reference.

@@ -7,6 +7,7 @@ annotation: `tests/infer/streaming_test.py` covers that).
 
 from __future__ import annotations
 
+import dataclasses
 import fractions
 
 import jax
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from chatanyone_jax import stream_spec, stream_step
-from chatanyone_jax.audio import init_mel_stream, log_mel_spectrogram
+from chatanyone_jax.audio import init_mel_stream, log_mel_spectrogram, whisper
 from chatanyone_jax.template import load_head_template
 from chatanyone_jax.template.head_template import project_keypoints
 from data.media import read_audio, read_image
@@ -23,7 +24,7 @@ from infer.models import build_spec
 from infer.options import StreamOptions
 from infer.smoke import random_params
 from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH
-from tests.helpers import SMOKE_STREAM, fast_compile
+from tests.helpers import SMOKE_STREAM, fast_compile, require_module
 
 SR = 16000
 
@@ -95,6 +96,39 @@ def test_window_mel_equals_whole_clip_log_mel():
     m0 = a0 // spec.mel.hop_length
     np.testing.assert_allclose(np.asarray(mel), whole[m0:m0 + spec.num_mel], atol=2e-4, rtol=0)
   assert spec.num_mel == 53  # 8533 samples // 160, as the tiny training windows
+
+
+def test_window_speech_carries_whisper_context():
+  """A Whisper face model in the stream: window i's features = `whisper.window_features` of the
+  speech_context samples before a_i (zeros before the stream) and its first W samples, as the training
+  cache (`data.speech_features`) computes them; and the spec and parameters come from the config."""
+  from data import whisper_weights
+  from infer.models import speech_params
+  from train.configs import motion_face
+
+  require_module(whisper_weights.PACKAGE, whisper_weights.INSTALL_HINT)
+  configs = {**_configs("head"), "motion_face": motion_face.get_config("tiny_whisper")}
+  spec = build_spec(configs, StreamOptions(mode="head"))
+  assert spec.speech is not None and spec.speech_context == 32000 and spec.window_samples == 8533
+  encoder_params = speech_params(configs["motion_face"])
+  assert speech_params(_configs("head")["motion_face"]) is None  # log-mel models have none
+  params = {"motion_face": {"speech": encoder_params}}
+  audio = read_audio(ASSETS_SPEECH, SR)[:6 * 8534]
+  fn = jax.jit(lambda ctx, block, n: stream_step.window_speech(spec, params, ctx, block, n))
+  whole = jax.jit(lambda a: whisper.window_features(spec.speech, encoder_params, a, spec.speech_context))
+  context = jnp.zeros((spec.speech_context,), jnp.float32)
+  block = stream_spec.block_samples(spec)
+  padded = np.concatenate([np.zeros(spec.speech_context, np.float32), audio])
+  for i in range(5):  # the context fills up over several windows (2 s = 3.75 tiny windows)
+    a0, a1 = stream_spec.window_bounds(i, spec.window, spec.spf)
+    buf = np.zeros(block, np.float32)
+    buf[:a1 - a0] = audio[a0:a1]
+    context, features = fn(context, buf, a1 - a0)
+    expected = whole(padded[None, a0:a0 + spec.speech_context + spec.window_samples])
+    assert features.shape == (1, whisper.num_window_features(8533, 32000), 384) == expected.shape
+    np.testing.assert_allclose(np.asarray(features), np.asarray(expected), atol=1e-4, rtol=0)
+  with pytest.raises(ValueError, match="ExternalFeatureAdapter"):
+    dataclasses.replace(spec, speech=None)
 
 
 def test_face_oval_is_mediapipe_and_polygon_mask_fills_it():

@@ -6,6 +6,7 @@ import json
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -120,6 +121,54 @@ def test_motion_body_trains(motion_records, tmp_path):
   (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
   # The last step writes the summary.
   assert metrics.read_image_tags(events) == {2: [("motion/sample_vs_ground_truth", 5 * 110, 480)]}
+
+
+def test_motion_face_whisper_trains_on_cached_window_features(motion_records, tmp_path):
+  """The Whisper front end: the split's features are cached per window row before the first step (the
+  streaming step's window policy, `whisper.window_features` of 2 s of context + the window), the loader
+  serves each drawn window its row, the adapter trains, and the checkpoint holds no encoder weights; a
+  cache built for other settings is refused."""
+  from data import records, speech_features, whisper_weights
+  from data.pipelines import WindowIndex
+  from tests.helpers import require_module
+
+  require_module(whisper_weights.PACKAGE, whisper_weights.INSTALL_HINT)
+  config = motion_face.get_config("tiny_whisper")
+  config.update(data_dir=str(motion_records), progress=False, num_steps=2, log_every=1)
+  state = trainer.train_and_evaluate(config, tmp_path)
+  assert int(state["step"]) == 2 and set(state["params"]) == {"audio", "face"}
+  assert "norm_in" in state["params"]["audio"] and "conv0" not in state["params"]["audio"]  # the adapter
+  rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert len(rows) == 2 and all(np.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in rows)
+  # The cache: one row per window of the index, equal to the features of the row's audio with context.
+  task = tasks.get_task(config)
+  cfg = task.window_config()
+  path = speech_features.ensure(motion_records, "train", cfg, task.speech_context, build_missing=False)
+  cache = np.load(path)
+  index = WindowIndex(records.read_meta(motion_records)["clip_frames"]["train"], cfg)
+  assert cache.shape == (len(index), 27, 384) and cache.dtype == np.float16
+  clip = records.data_source(motion_records, "clips", "train")[0]
+  speech = task.speech_params()
+  front_end = jax.jit(task.front_end_input)
+  for row in (0, len(index) - 1):
+    audio = speech_features.row_audio(clip, index[row]["start"], cfg, task.speech_context)
+    expected = np.asarray(front_end(speech, jnp.asarray(audio)[None]))[0]
+    np.testing.assert_allclose(cache[row], expected, atol=2e-2, rtol=1e-2)  # float16 storage
+  first = speech_features.row_audio(clip, 0, cfg, task.speech_context)
+  assert not first[:task.speech_context - 4 * 534].any() and first[-100:].any()  # zeros before the clip
+  # A loaded batch carries its rows' features.
+  batch = next(iter(task.loader(4, seed=0)))
+  for b in range(4):
+    row = [i for i in range(len(index)) if index[i]["start"] == batch["start"][b]][0]
+    np.testing.assert_array_equal(batch["speech"][b], cache[row].astype(np.float32))
+  # A cache of other window settings is not silently reused.
+  other = speech_features.cache_name("train", cfg, task.speech_context).replace("S2", "S3")
+  (path.parent / f"{other}.json").write_text((path.parent / path.name.replace(".npy", ".json")).read_text())
+  np.save(path.parent / f"{other}.npy", cache)
+  with pytest.raises(ValueError, match="delete it"):
+    other_cfg = type(cfg)(cfg.window, cfg.history, 3, cfg.short_min_frames)
+    speech_features.ensure(motion_records, "train", other_cfg, task.speech_context, build_missing=False)
+  assert "speech" not in checkpoint.load_params(tmp_path)["params"]
 
 
 def test_missing_data_dir_fails_before_compiling(tmp_path, monkeypatch):

@@ -119,3 +119,19 @@ def test_missing_wheel_says_how_to_install(monkeypatch):
 def test_read_ct2_rejects_other_versions():
   with pytest.raises(ValueError, match="version 5"):
     read_ct2(struct.pack("<I", 5) + b"\0" * 16)
+
+
+def test_window_features_drop_the_context(pretrained):
+  """`window_features`: the encoder over context + window, its first context / 320 outputs dropped; the
+  output count `num_window_features` predicts; a context off the 320-sample grid is refused."""
+  module, params = pretrained
+  audio = jnp.asarray(_speech()[None, :48000])  # 2 s context + 1 s window
+  context = whisper.context_samples(2.0)
+  assert context == 32000 and whisper.context_samples(1.98) == 31680  # whole encoder outputs
+  features = whisper.window_features(module, params, audio, context)
+  full = module.apply(params, whisper.log_mel_spectrogram(audio))
+  assert features.shape == (1, whisper.num_window_features(16000, context), 384) == (1, 50, 384)
+  np.testing.assert_array_equal(np.asarray(features), np.asarray(full[:, 100:]))
+  assert whisper.num_window_features(21333, 32000) == 67  # a 40-frame window at 30 fps
+  with pytest.raises(ValueError, match="multiple of 320"):
+    whisper.window_features(module, params, audio, 32001)
