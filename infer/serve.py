@@ -361,9 +361,16 @@ class AvatarHandler(AsyncAudioVideoStreamHandler):
     if self.timeline is None:  # the session failed to start and is closing
       await asyncio.sleep(1 / FPS)
       return np.zeros((64, 64, 3), np.uint8)
-    self._start_clock()
+    t0 = self._start_clock()
+    # fastrtc paces frames by int(90000 / 30) = 2999 ticks, 0.03 % fast: follow the clock instead, so that
+    # unit n leaves at t0 + n / 30 like its audio (repeat a unit when ahead, skip units after a stall).
+    clock_unit = int((time.monotonic() - t0) * FPS)
     n = self.video_frame
-    self.video_frame += 1
+    if n > clock_unit + 1:  # video_emit(n) comes one frame period early; more than that is drift
+      n -= 1
+    else:
+      n = max(n, clock_unit - 3)
+      self.video_frame = n + 1
     frame = self.timeline.video(n)
     self.timeline.prune(n, self.audio_chunk * AUDIO_CHUNK // self.timeline.samples_per_frame)
     return np.ascontiguousarray(frame[..., ::-1])  # fastrtc sends bgr24
@@ -612,11 +619,11 @@ def create_app(config: ServeConfig | None = None, models: LiveModels | None = No
     if webrtc_id not in stream.connections:
       return JSONResponse({"error": "unknown_connection", "message": f"no connection {webrtc_id!r}"},
                           status_code=404)
+    stream.set_input(webrtc_id, body)  # the handler reports bad settings on the data channel too
     try:
-      Settings(server, body)  # checked here too, so that the page sees the error at once
+      Settings(server, body)  # checked here as well, so that the page sees the error at once
     except LiveError as e:
       return JSONResponse({"error": e.code, "message": str(e)}, status_code=422)
-    stream.set_input(webrtc_id, body)
     return {"status": "ok"}
 
   @app.get("/api/stats")
