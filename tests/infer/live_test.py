@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from data.media import read_audio, read_image
-from infer import live as live_lib
-from infer.live import Block, LiveError, LiveModels, LiveStream, PortraitCache, Timeline, Upsampler
+from infer.live import Block, LiveError, LiveModels, LiveStream, PortraitCache
 from infer.options import StreamOptions, Style
 from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH, stream
+from infer.timeline import OUTPUT_RATE, Timeline, Upsampler
 from tests.helpers import SMOKE_STREAM
 
 pytestmark = SMOKE_STREAM  # the tiny models and the upper-mode step of tests/infer/streaming_test.py
@@ -133,7 +133,7 @@ def _block(index, first_frame, frames, audio, sample_start):
 
 
 def test_timeline_keeps_frames_and_audio_on_the_same_units():
-  s = live_lib.OUTPUT_RATE // 30
+  s = OUTPUT_RATE // 30
   idle = np.zeros((4, 4, 3), np.uint8)
   timeline = Timeline(idle, lead=2, max_ahead=30)
   tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * 8533) / SR)).astype(np.float32)
@@ -145,12 +145,12 @@ def test_timeline_keeps_frames_and_audio_on_the_same_units():
   assert np.array_equal(timeline.video(4), idle) and np.array_equal(timeline.video(5), frames[0])
   audio = timeline.audio(5 * s, 10 * s)  # the block's units: its audio, upsampled (38 samples late)
   assert not np.any(timeline.audio(4 * s, s))
-  expected = 0.5 * np.sin(2 * np.pi * 440 * (np.arange(10 * s) - 38) / live_lib.OUTPUT_RATE)
+  expected = 0.5 * np.sin(2 * np.pi * 440 * (np.arange(10 * s) - 38) / OUTPUT_RATE)
   np.testing.assert_allclose(audio[100:], expected[100:], atol=0.01)
   # A contiguous block follows without a gap or a click; after it, the last frame stays, and silence.
   assert timeline.put(_block(1, 16, frames[::-1], windows[1], 8533)) == 21
   joined = timeline.audio(19 * s, 4 * s)
-  expected = 0.5 * np.sin(2 * np.pi * 440 * (np.arange(14 * s, 18 * s) - 38) / live_lib.OUTPUT_RATE)
+  expected = 0.5 * np.sin(2 * np.pi * 440 * (np.arange(14 * s, 18 * s) - 38) / OUTPUT_RATE)
   np.testing.assert_allclose(joined, expected, atol=0.01)  # the same tone across the blocks' seam
   assert np.array_equal(timeline.video(21), frames[-1]) and np.array_equal(timeline.video(36), frames[0])
   assert np.array_equal(timeline.video(39), frames[0]) and not np.any(timeline.audio(37 * s, 3 * s))
