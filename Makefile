@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Test processes (pytest-xdist). Tests that share the demo fixture run in one of them (--dist loadgroup).
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo serve test lint bench chromium clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,19 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m infer.demo --out $(OUT)
 
+# The live avatar server on http://127.0.0.1:8000/ (README: Live). SERVE_ARGS: e.g. --checkpoint DIR --port 8080.
+SERVE_ARGS ?=
+serve: $(STAMP)
+	$(BIN)/python -m infer.serve $(SERVE_ARGS)
+
+# The browser of the live server's test: Debian's chromium (Playwright drives it; it downloads no browser).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
+
 # Lint, then the tests. pytest exits 5 when it collected no test: a failure here too.
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	@$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc

@@ -1,0 +1,199 @@
+"""The WebRTC side of the live server: a fastrtc handler per connection (`AvatarHandler`).
+
+fastrtc's audio-video `Stream` (`infer.serve`) gives each connection a copy of the handler: the microphone's
+audio arrives at `receive` (16 kHz mono), and fastrtc pulls `emit` (20 ms of 48 kHz audio) and `video_emit`
+(one frame) at their real-time rates. Both read one `infer.timeline.Timeline` from one start time, so the
+frames of a block and the audio they were made from leave together. The page sends a blank video track (a
+fastrtc audio-video stream answers the client's video track with its own) and posts its settings when the
+handler asks for them ("send_input" on the data channel); the handler reports on the data channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from fastrtc import AsyncAudioVideoStreamHandler
+from fastrtc.utils import get_current_context
+
+from chatanyone_jax.stream_spec import FPS, SAMPLE_RATE
+from infer.live import LiveError, LiveStream
+from infer.live_server import AvatarServer, Settings
+from infer.timeline import OUTPUT_RATE, Timeline
+
+log = logging.getLogger(__name__)
+
+AUDIO_CHUNK = OUTPUT_RATE // 50  # fastrtc's 20 ms audio frames
+AUDIO_LEAD_S = 0.04  # audio chunks are handed to fastrtc this far ahead of their play time
+
+
+class AvatarHandler(AsyncAudioVideoStreamHandler):
+  """One WebRTC connection: microphone audio in; the avatar's frames and the same audio out (`Timeline`).
+
+  fastrtc calls `receive` with 16 kHz mono int16 input, and pulls `emit` (20 ms of 48 kHz audio) and
+  `video_emit` (one frame) at their real-time rates; both read the same `Timeline` from one start time.
+  """
+
+  def __init__(self, server: AvatarServer):
+    super().__init__(expected_layout="mono", output_sample_rate=OUTPUT_RATE, input_sample_rate=SAMPLE_RATE,
+                     fps=FPS)
+    self.server = server
+    self.live: LiveStream | None = None
+    self.timeline: Timeline | None = None
+    self.sid: str | None = None
+    self.ready = asyncio.Event()
+    self.input_event = asyncio.Event()
+    self.closed = False
+    self.t0: float | None = None
+    self.audio_chunk = 0
+    self.video_frame = 0
+    self.last_input = 0.0
+    self.settings_args: Any = None
+    self.worker: asyncio.Task | None = None
+    self.webrtc_id: str | None = None
+
+  def copy(self) -> AvatarHandler:
+    return AvatarHandler(self.server)
+
+  def _send(self, payload: dict) -> None:
+    if self.channel is not None and getattr(self.channel, "readyState", "open") == "open":
+      self.channel.send(json.dumps(payload))
+
+  def _error(self, e: LiveError) -> None:
+    log.info("webrtc %s: %s (%s)", self.webrtc_id, e, e.code)
+    self._send({"type": "error", "data": str(e)})  # shown by fastrtc's own clients
+    self._send({"type": "avatar", "event": "error", "code": e.code, "message": str(e)})
+
+  async def _close_connection(self) -> None:
+    pc = self.server.stream.pcs.get(self.webrtc_id) if self.server.stream else None
+    if pc is not None:
+      await pc.close()
+
+  async def start_up(self) -> None:
+    self.webrtc_id = get_current_context().webrtc_id
+    await self.wait_for_args()  # asks the page for its settings ("send_input"); it posts /api/input
+    self.settings_args = self.latest_args[-1]
+    try:
+      settings = Settings(self.server, self.settings_args)
+      self.sid, self.live = await asyncio.to_thread(self.server.open, "webrtc", settings)
+    except LiveError as e:
+      self._error(e)
+      await self._close_connection()
+      return
+    self.settings = settings
+    self.timeline = Timeline(self.live.idle_frame())
+    h, w = self.live.output_size
+    self._send({"type": "avatar", "event": "ready", "session": self.sid, "mode": self.live.mode,
+                "width": w, "height": h, "window": self.live.spec.window})
+    self.worker = asyncio.create_task(self._work())
+    self.ready.set()
+
+  async def receive(self, frame: tuple[int, np.ndarray]) -> None:
+    rate, pcm = frame
+    if self.live is None or self.closed:
+      return  # before the avatar is ready the input is not kept
+    if rate != SAMPLE_RATE:
+      self._error(LiveError("bad_audio", f"expected {SAMPLE_RATE} Hz audio, got {rate} Hz"))
+      return
+    self.live.feed(np.asarray(pcm, np.float32).reshape(-1) / 32768.0)
+    self.last_input = time.monotonic()
+    self.input_event.set()
+
+  def _apply_settings(self) -> None:
+    args = self.latest_args[-1] if self.latest_args else None
+    if args is self.settings_args:
+      return
+    self.settings_args = args
+    try:
+      settings = Settings(self.server, args, defaults=self.settings)
+      if settings.portrait != self.settings.portrait:
+        raise LiveError("portrait_change", "the portrait cannot change during a stream: start a new one")
+      self.live.request(mode=settings.mode, style=settings.style)
+      self.settings = settings
+    except LiveError as e:
+      self._error(e)
+
+  async def _work(self) -> None:
+    """Steps the stream as windows complete; flushes a partial window once the input stalls."""
+    try:
+      while not self.closed:
+        try:
+          await asyncio.wait_for(self.input_event.wait(), 0.1)
+        except TimeoutError:
+          pass
+        self.input_event.clear()
+        self._apply_settings()
+        stalled = time.monotonic() - self.last_input > self.server.config.stall_s
+        if self.live.ready():
+          block = await asyncio.to_thread(self.live.step)
+        elif stalled and self.live.pending_samples:
+          block = await asyncio.to_thread(self.live.flush)
+        else:
+          continue
+        if block is None or self.closed:
+          continue
+        unit = self.timeline.put(block)
+        self._send({"type": "avatar", "event": "block", "index": block.index, "unit": unit,
+                    "first_frame": block.first_frame, "num_frames": len(block.frames),
+                    "padded": block.padded, "latency_s": round(block.latency_s, 3),
+                    "stats": self.live.stats(), "dropped_blocks": self.timeline.dropped_blocks})
+        self.input_event.set()  # another window may be complete already
+    except LiveError as e:
+      self._error(e)
+    except Exception:  # keep serving the other sessions; this one reports and stops
+      log.exception("webrtc session %s failed", self.sid)
+      self._error(LiveError("internal", "the avatar stream failed (see the server log)"))
+      await self._close_connection()
+
+  def _start_clock(self) -> float:
+    if self.t0 is None:
+      self.t0 = time.monotonic()
+    return self.t0
+
+  async def emit(self):
+    await self.ready.wait()
+    if self.closed or self.timeline is None:
+      await asyncio.sleep(0.02)  # fastrtc calls again at once: do not spin the event loop
+      return None
+    t0 = self._start_clock()
+    delay = t0 + self.audio_chunk * AUDIO_CHUNK / OUTPUT_RATE - AUDIO_LEAD_S - time.monotonic()
+    if delay > 0:
+      await asyncio.sleep(delay)
+    samples = self.timeline.audio(self.audio_chunk * AUDIO_CHUNK, AUDIO_CHUNK)
+    self.audio_chunk += 1
+    return OUTPUT_RATE, samples[None]
+
+  async def video_receive(self, frame: np.ndarray) -> None:
+    pass  # the page sends a blank video track only so that fastrtc answers with the avatar's
+
+  async def video_emit(self):
+    await self.ready.wait()
+    if self.timeline is None:  # the session failed to start and is closing
+      await asyncio.sleep(1 / FPS)
+      return np.zeros((64, 64, 3), np.uint8)
+    t0 = self._start_clock()
+    # fastrtc paces frames by int(90000 / 30) = 2999 ticks, 0.03 % fast: follow the clock instead, so that
+    # unit n leaves at t0 + n / 30 like its audio (repeat a unit when ahead, skip units after a stall).
+    clock_unit = int((time.monotonic() - t0) * FPS)
+    n = self.video_frame
+    if n > clock_unit + 1:  # video_emit(n) comes one frame period early; more than that is drift
+      n -= 1
+    else:
+      n = max(n, clock_unit - 3)
+      self.video_frame = n + 1
+    frame = self.timeline.video(n)
+    self.timeline.prune(n, self.audio_chunk * AUDIO_CHUNK // self.timeline.samples_per_frame)
+    return np.ascontiguousarray(frame[..., ::-1])  # fastrtc sends bgr24
+
+  async def shutdown(self) -> None:
+    self.closed = True
+    self.ready.set()
+    if self.worker is not None:
+      self.worker.cancel()
+    if self.sid is not None:
+      self.server.close(self.sid)
+      self.sid = None
