@@ -45,6 +45,9 @@ class FaceMotionConfig:
     num_style: number of scalar style controls.
     time_embed_dim: width of the sinusoidal timestep features.
     p_drop: training probability of dropping all conditions (CFG).
+    audio_add: also add each frame's projected audio token to that frame's noisy motion token. The
+      paper's cross-attention alone must learn which audio token belongs to which frame from the shared
+      positions; the sum gives that alignment by construction (dropped with the other conditions).
   """
   num_layers: int = 6
   width: int = 512
@@ -58,6 +61,7 @@ class FaceMotionConfig:
   num_style: int = NUM_STYLE
   time_embed_dim: int = 256
   p_drop: float = 0.1
+  audio_add: bool = False
 
   @classmethod
   def tiny(cls, **overrides) -> FaceMotionConfig:
@@ -259,6 +263,8 @@ class FaceMotionDiT(nn.Module):
     # Tokens: noisy window (+ reference sequence along time).
     seg = null("segment", (2, d))
     x = dense(d, "input_proj")(x_t) + pos[h:] + seg[0]  # (B, T, D)
+    if cfg.audio_add:  # frame-aligned audio (zero for a dropped condition)
+      x = x + _select(drop, jnp.zeros((d,)), dense(d, "audio_add")(audio))
     if reference is not None:
       r = dense(d, "ref_proj")(reference)  # (B, T_ref, D)
       r = _select(_either(drop, reference_valid), null("null_ref", (d,)), r)
