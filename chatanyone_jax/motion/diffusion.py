@@ -87,8 +87,12 @@ def epsilon_mse(eps_pred: jax.Array, eps: jax.Array, mask: jax.Array | None = No
   return jnp.sum(err * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
+PREDICTIONS = ("epsilon", "x0")  # what the network outputs: the noise (paper Eq. 1) or the clean sample
+
+
 def diffusion_loss(schedule: NoiseSchedule, eps_fn: Callable[[jax.Array, jax.Array], jax.Array],
-                   x0: jax.Array, key: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+                   x0: jax.Array, key: jax.Array, mask: jax.Array | None = None,
+                   prediction: str = "epsilon") -> jax.Array:
   """One Monte-Carlo sample of Eq. 1: t ~ U{0..T-1}, ε ~ N(0, I), ||ε - eps_fn(x_t, t)||².
 
   Args:
@@ -102,7 +106,13 @@ def diffusion_loss(schedule: NoiseSchedule, eps_fn: Callable[[jax.Array, jax.Arr
   k_t, k_eps = jax.random.split(key)
   t = jax.random.randint(k_t, (x0.shape[0],), 0, schedule.num_steps, dtype=jnp.int32)
   eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
-  return epsilon_mse(eps_fn(q_sample(schedule, x0, t, eps), t), eps, mask)
+  if prediction not in PREDICTIONS:
+    raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+  # "x0": the network predicts the clean sample, ||x0 - f(x_t, t)||² (MDM, EDGE). Against ε-prediction this
+  # weights the high-noise steps up by (1 - ᾱ_t) / ᾱ_t, exactly where only the conditions (the audio) can
+  # tell the network what x0 is.
+  target = x0 if prediction == "x0" else eps
+  return epsilon_mse(eps_fn(q_sample(schedule, x0, t, eps), t), target, mask)
 
 
 def ddim_timesteps(num_train_steps: int, num_steps: int) -> np.ndarray:
@@ -129,7 +139,8 @@ def _guided_eps(out, guidance_scale) -> jax.Array:
 
 def ddim_sample(denoise_fn: DenoiseFn, schedule: NoiseSchedule, shape: tuple[int, ...], key: jax.Array, *,
                 num_steps: int = 10, eta: float | jax.Array = 0.0, guidance_scale: float | jax.Array = 1.0,
-                x_T: jax.Array | None = None, clip_x0: float | None = None) -> jax.Array:
+                x_T: jax.Array | None = None, clip_x0: float | None = None,
+                prediction: str = "epsilon") -> jax.Array:
   """DDIM (Song et al. 2021) with classifier-free guidance, as one `lax.scan` over the steps.
 
   For the step pair t -> t' (t' = -1 after the last step, with ᾱ_{-1} = 1):
@@ -153,10 +164,13 @@ def ddim_sample(denoise_fn: DenoiseFn, schedule: NoiseSchedule, shape: tuple[int
     x_T: optional (B, ...) starting noise; drawn from `key` when None.
     clip_x0: optional static bound |x̂0| <= clip_x0 (ε is then recomputed from
       the clipped x̂0); tames the first steps where sqrt(ᾱ_t) ~ 5e-5.
+    prediction: what denoise_fn returns, "epsilon" (ε̂) or "x0" (x̂0; ε̂ follows from it).
 
   Returns:
     (B, ...) float32 sample x_0.
   """
+  if prediction not in PREDICTIONS:
+    raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
   k_init, k_steps = jax.random.split(key)
   x = jax.random.normal(k_init, shape, jnp.float32) if x_T is None else jnp.asarray(x_T, jnp.float32)
   ts = ddim_timesteps(schedule.num_steps, num_steps)  # (S,) descending
@@ -168,8 +182,13 @@ def ddim_sample(denoise_fn: DenoiseFn, schedule: NoiseSchedule, shape: tuple[int
 
   def step(x, inputs):
     i, t, a_t, a_prev = inputs
-    eps = _guided_eps(denoise_fn(x, jnp.full((batch,), t, jnp.int32)), guidance_scale).astype(jnp.float32)
-    x0 = (x - jnp.sqrt(1.0 - a_t) * eps) / jnp.sqrt(a_t)
+    out = _guided_eps(denoise_fn(x, jnp.full((batch,), t, jnp.int32)), guidance_scale).astype(jnp.float32)
+    if prediction == "x0":
+      x0 = out
+      eps = (x - jnp.sqrt(a_t) * x0) / jnp.sqrt(1.0 - a_t)
+    else:
+      eps = out
+      x0 = (x - jnp.sqrt(1.0 - a_t) * eps) / jnp.sqrt(a_t)
     if clip_x0 is not None:
       x0 = jnp.clip(x0, -clip_x0, clip_x0)
       eps = (x - jnp.sqrt(a_t) * x0) / jnp.sqrt(1.0 - a_t)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from chatanyone_jax.layers import AdaLNZero, AdaLNZeroFinal, MultiHeadAttention
+from chatanyone_jax.motion.diffusion import PREDICTIONS
 from chatanyone_jax.ops import modulate, sinusoidal_positions, timestep_embedding
 from chatanyone_jax.template.head_template import NUM_EXP  # 52 expression coefficients (the head template's)
 
@@ -48,6 +49,8 @@ class FaceMotionConfig:
     audio_add: also add each frame's projected audio token to that frame's noisy motion token. The
       paper's cross-attention alone must learn which audio token belongs to which frame from the shared
       positions; the sum gives that alignment by construction (dropped with the other conditions).
+    prediction: what the network outputs, "epsilon" (the paper's Eq. 1) or "x0" (the clean window;
+      `diffusion.diffusion_loss`); the samplers read it from here.
   """
   num_layers: int = 6
   width: int = 512
@@ -62,6 +65,11 @@ class FaceMotionConfig:
   time_embed_dim: int = 256
   p_drop: float = 0.1
   audio_add: bool = False
+  prediction: str = "epsilon"
+
+  def __post_init__(self):
+    if self.prediction not in PREDICTIONS:
+      raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
 
   @classmethod
   def tiny(cls, **overrides) -> FaceMotionConfig:
@@ -239,7 +247,7 @@ class FaceMotionDiT(nn.Module):
         reference's shape, e.g. zeros).
 
     Returns:
-      (B, T, motion_dim) float32 ε prediction (exactly 0 at init).
+      (B, T, motion_dim) float32 ε prediction, or x̂0 with config.prediction "x0" (exactly 0 at init).
     """
     cfg = self.config
     b, n, _ = x_t.shape

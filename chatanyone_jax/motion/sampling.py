@@ -105,7 +105,8 @@ def sample_window(model: nn.Module, params, cond: FaceConditions, key: jax.Array
   b, n = cond.audio.shape[:2]
   shape = (b, n, model.config.motion_dim)
   return ddim_sample(make_denoise_fn(model, params, cond, guidance=guidance), schedule, shape, key,
-                     num_steps=num_steps, eta=eta, guidance_scale=guidance_scale, clip_x0=clip_x0)
+                     num_steps=num_steps, eta=eta, guidance_scale=guidance_scale, clip_x0=clip_x0,
+                     prediction=model.config.prediction)
 
 
 def join_window(history: jax.Array, window: jax.Array, seam_frames: int,
@@ -242,4 +243,4 @@ def face_motion_loss(params, batch: dict, rng: jax.Array, *, model: nn.Module,
                         batch.get("history_valid"), batch.get("reference_valid"))
   mask = batch.get("mask")
   return diffusion_loss(schedule, lambda x, t: _apply(model, params, x, t, cond, drop), x0, k_diff,
-                        None if mask is None else mask[..., None])
+                        None if mask is None else mask[..., None], prediction=model.config.prediction)

@@ -233,17 +233,21 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--fit-split", default="train", help="the split the baselines are fitted on")
   p.add_argument("--max-clips", type=int, help="at most this many clips of each split")
   p.add_argument("--steps", type=int, default=DDIM_STEPS, help="DDIM steps of the model's sampler")
+  p.add_argument("--guidance", type=float, default=GUIDANCE_SCALE,
+                 help=f"classifier-free guidance of the model's sampler (default {GUIDANCE_SCALE})")
+  p.add_argument("--no-baselines", action="store_true", help="score the model only (faster)")
   p.add_argument("--out", help="also write the report to this JSON file")
   args = p.parse_args(argv)
   try:
     curves = clip_curves(args.data, args.split, args.max_clips)
-    fit = clip_curves(args.data, args.fit_split, args.max_clips)
+    fit = None if args.no_baselines else clip_curves(args.data, args.fit_split, args.max_clips)
     kw = {"fit_split": args.fit_split, "eval_split": args.split, "max_clips": args.max_clips,
           "curves": curves, "fit_curves": fit}
-    report = {"baseline": loudness_baseline(args.data, **kw), "mel_baseline": mel_baseline(args.data, **kw)}
+    report = {} if args.no_baselines else {"baseline": loudness_baseline(args.data, **kw),
+                                            "mel_baseline": mel_baseline(args.data, **kw)}
     if args.motion:
       report["model"] = model_lipsync(args.motion, args.data, split=args.split, num_steps=args.steps,
-                                      curves=curves)
+                                      guidance_scale=args.guidance, curves=curves)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
