@@ -263,7 +263,7 @@ def _restore_data(task: Task, config: ml_collections.ConfigDict, mngr, step: int
     for i, text in saved.items():
       states.update(pipelines.shard_states(text, list(range(i * k_old, (i + 1) * k_old))))
     _, mine = data_shards(config)
-    if isinstance(iterator, pipelines.ShardsIterator):
+    if len(mine) > 1:  # `data_iterator` reads several shards side by side (a `ShardsIterator`'s state)
       iterator.set_state(json.dumps({"shards": {str(s): states[s] for s in mine}}).encode())
     else:
       iterator.set_state(states[mine[0]].encode())
