@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from collections.abc import Sequence
 
@@ -342,3 +343,62 @@ def motion_windows(root: str | os.PathLike, *, batch_size: int, split: str = "tr
   return make_loader(index, [cut], batch_size=batch_size, seed=seed,
                      shuffle=shuffle,
                      num_epochs=num_epochs, worker_count=worker_count, shard_options=shard_options)
+
+
+# ---------------------------------------------------------------- several shards in one process
+
+
+class ShardsIterator:
+  """Batches of several data shards read side by side in one process: each `next` concatenates one batch
+  of every iterator along the batch axis, in shard order.
+
+  With data split into S shards (`grain.ShardOptions(s, S)`), process p of n reads shards p·S/n ..
+  (p + 1)·S/n - 1, so the global batch (the processes' rows in process order) is the same for any n that
+  divides S: a run may move between process counts without changing its data. get_state / set_state
+  (bytes, what `grain.python.PyGrainCheckpointSave` stores) hold each shard's iterator state
+  (`shard_states`).
+  """
+
+  def __init__(self, iterators: Sequence, shards: Sequence[int]):
+    if len(iterators) != len(shards) or not iterators:
+      raise ValueError(f"one iterator per shard, got {len(iterators)} for shards {list(shards)}")
+    self.iterators = list(iterators)
+    self.shards = [int(s) for s in shards]
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    batches = [next(it) for it in self.iterators]
+    return concat_batches(batches)
+
+  def get_state(self) -> bytes:
+    pairs = zip(self.shards, self.iterators, strict=True)
+    return json.dumps({"shards": {str(s): it.get_state().decode() for s, it in pairs}}).encode()
+
+  def set_state(self, state: bytes) -> None:
+    states = shard_states(state, [])
+    missing = [s for s in self.shards if s not in states]
+    if missing:
+      raise ValueError(f"the saved data state has no shard {missing} (has {sorted(states)})")
+    for s, it in zip(self.shards, self.iterators, strict=True):
+      it.set_state(states[s].encode())
+
+
+def shard_states(state: bytes | str, shards: Sequence[int]) -> dict[int, str]:
+  """{shard: grain iterator state} of a saved process state: a `ShardsIterator` state, or a plain grain
+  DataLoader iterator's, which is the state of the one shard given in `shards`."""
+  text = state.decode() if isinstance(state, bytes) else state
+  parsed = json.loads(text)
+  if isinstance(parsed, dict) and set(parsed) == {"shards"}:
+    return {int(s): v for s, v in parsed["shards"].items()}
+  if len(shards) != 1:
+    raise ValueError(f"a single-iterator data state cannot hold shards {list(shards)}")
+  return {int(shards[0]): text}
+
+
+def concat_batches(batches: Sequence[dict]) -> dict:
+  """Concatenates dicts of numpy arrays along axis 0 (one batch of several shards)."""
+  if len(batches) == 1:
+    return batches[0]
+  return {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]}

@@ -2,6 +2,7 @@
 
   python -m data.preprocess --videos DIR --out DIR [--workers N] [--body-size 768x512] [--head-size 512]
                             [--max-seconds S] [--val-fraction F] [--retry-failed]
+                            [--runner DirectRunner|DataflowRunner|FlinkRunner|SparkRunner [BEAM OPTIONS]]
 
 Two resumable stages. 1. Per video (`process_video`, in `--workers` processes): decode at 30 fps and
 16 kHz (`data.decode`), MediaPipe landmarks (`data.landmarks`); every run of at least `min_frames`
@@ -10,8 +11,12 @@ consecutive face frames becomes a clip annotated by `data.annotate` into `OUT/wo
 runs again; a bad video is reported in `OUT/summary.json` and never stops the run. 2. `data.records`
 writes the ``clips`` and ``frames`` ArrayRecord configs under `OUT/records/` when the clips changed.
 
-Scaling out: several machines can process disjoint `--videos` folders into the same `--out` on shared
-storage; stage 2 is a plain TFDS builder (`records.build(beam_runner=...)` distributes it with Beam).
+Scaling out: with `--runner`, both stages run as Apache Beam pipelines (`annotate_with_beam`: one element
+per video, each worker process keeping one annotator; then TFDS's Beam writer for the records), on the
+DirectRunner's worker processes on one machine (`--workers N`) or on a Dataflow / Flink / Spark cluster
+(options after the known ones go to Beam's `PipelineOptions`). `--out` must then be storage that every
+worker reads and writes at the same path (NFS, a bucket mounted with gcsfuse). The records, bad-video
+report and resumption are the same as without Beam.
 """
 
 from __future__ import annotations
@@ -173,14 +178,42 @@ def _worker(args: tuple[str, str, PreprocessConfig]) -> dict:
     return status
 
 
+def beam_pipeline_options(runner: str, options: Sequence[str] = (), workers: int = 1):
+  """Beam `PipelineOptions` from command-line style `options`; the DirectRunner gets `workers` worker
+  processes (its multi_processing mode) unless `options` say otherwise."""
+  from apache_beam.options.pipeline_options import PipelineOptions
+
+  options = list(options)
+  if runner in ("DirectRunner", "direct") and workers > 1:
+    if not any(o.startswith("--direct_num_workers") for o in options):
+      options.append(f"--direct_num_workers={workers}")
+    if not any(o.startswith("--direct_running_mode") for o in options):
+      options.append("--direct_running_mode=multi_processing")
+  return PipelineOptions(options)
+
+
+def annotate_with_beam(jobs: Sequence[tuple[str, str, PreprocessConfig]], runner: str, options) -> None:
+  """Stage 1 as a Beam pipeline: one element per video job, spread over the workers (`Reshuffle`), each
+  annotated by `_worker` (which writes the video's clips and status file and never raises, as in the
+  process pool); `options`: Beam `PipelineOptions`."""
+  import apache_beam as beam
+
+  with beam.Pipeline(runner=runner, options=options) as pipeline:
+    _ = (pipeline | "Videos" >> beam.Create(list(jobs)) | "Spread" >> beam.Reshuffle()
+         | "Annotate" >> beam.Map(_worker))
+
+
 def run(videos: str | os.PathLike, out: str | os.PathLike, config: PreprocessConfig | None = None,
         *, workers: int = 1, retry_failed: bool = False, val_fraction: float = 0.0,
         split_file: str | os.PathLike | None = None, heldout_tail: float = 0.0,
-        build_records: bool = True, progress: bool = True) -> dict:
+        build_records: bool = True, progress: bool = True, beam_runner: str | None = None,
+        beam_options: Sequence[str] = ()) -> dict:
   """Preprocesses every video under `videos` into `out` (resumable); returns the summary (also written).
 
   `config` defaults to `PreprocessConfig()`. val_fraction, split_file, heldout_tail: how the records are
-  split (`data.records.build`).
+  split (`data.records.build`). beam_runner (e.g. "DirectRunner", "DataflowRunner"; needs
+  `pip install -e ".[beam]"`): both stages run as Beam pipelines with `beam_options` (command-line style
+  Beam flags; `beam_pipeline_options`) instead of `workers` local processes.
   """
   config = PreprocessConfig() if config is None else config
   out = pathlib.Path(out)
@@ -199,7 +232,12 @@ def run(videos: str | os.PathLike, out: str | os.PathLike, config: PreprocessCon
   t0 = time.perf_counter()
   jobs = [(str(p), str(work), config) for p in todo]
   bar = tqdm(total=len(jobs), desc="videos", unit="video", disable=not progress)
-  if workers <= 1:
+  if beam_runner is not None:
+    options = beam_pipeline_options(beam_runner, beam_options, workers)
+    if jobs:
+      annotate_with_beam(jobs, beam_runner, options)
+    bar.update(len(jobs))
+  elif workers <= 1:
     for job in jobs:
       _worker(job)
       bar.update()
@@ -225,11 +263,12 @@ def run(videos: str | os.PathLike, out: str | os.PathLike, config: PreprocessCon
       "mean_fit_error_px": (float(np.mean([c["fit_error_px"] for s in done for c in s["clips"]]))
                             if done else None),
       "this_run": {"videos": len(todo), "seconds": round(elapsed, 2), "frames": new_frames,
-                   "workers": workers},
+                   "workers": workers, "engine": f"beam:{beam_runner}" if beam_runner else "processes"},
   }
   if build_records and done:
+    beam = {} if beam_runner is None else {"beam_runner": beam_runner, "beam_options": options}
     summary["records"] = records.build(out, val_fraction=val_fraction, split_file=split_file,
-                                       heldout_tail=heldout_tail)
+                                       heldout_tail=heldout_tail, **beam)
   (out / "summary.json").write_text(json.dumps(summary, indent=1))
   for f in failed:
     log.warning("skipped %s: %s", f["video"], f["message"] or f["reason"])
@@ -263,14 +302,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "training (split heldout_frames)")
   parser.add_argument("--retry-failed", action="store_true", help="process videos that failed before again")
   parser.add_argument("--no-records", action="store_true", help="stop after the per-video annotation")
-  args = parser.parse_args(argv)
+  parser.add_argument("--runner", default=None,
+                      help="run both stages as Apache Beam pipelines on this runner (DirectRunner with "
+                           "--workers N processes, DataflowRunner, FlinkRunner, SparkRunner); any further "
+                           "--flags are Beam pipeline options (docs/DATA.md)")
+  args, beam_options = parser.parse_known_args(argv)
+  if beam_options and args.runner is None:
+    parser.error(f"unrecognized arguments: {' '.join(beam_options)} (Beam options need --runner)")
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   try:
     config = PreprocessConfig(body_size=args.body_size, head_size=args.head_size, min_frames=args.min_frames,
                               max_seconds=args.max_seconds)
     summary = run(args.videos, args.out, config, workers=args.workers, retry_failed=args.retry_failed,
                   val_fraction=args.val_fraction, split_file=args.split_file, heldout_tail=args.heldout_tail,
-                  build_records=not args.no_records)
+                  build_records=not args.no_records, beam_runner=args.runner, beam_options=beam_options)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

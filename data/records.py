@@ -207,8 +207,14 @@ class ChatAnyoneRecords(tfds.core.GeneratorBasedBuilder):
     if self._use_beam:  # one Beam element per clip: TFDS runs it on the runner of its DownloadConfig
       import apache_beam as beam
 
-      return beam.Create(jobs) | beam.FlatMap(lambda job: fn(*job))
+      # With shuffling disabled TFDS's Beam writer places examples into shards by their key's value, so the
+      # keys go in as the integers they spell (the same order as the strings: equal records either way).
+      return beam.Create(jobs) | beam.Reshuffle() | beam.FlatMap(_int_keys, fn)
     return (ex for job in jobs for ex in fn(*job))
+
+
+def _int_keys(job, fn):
+  return ((int(key), ex) for key, ex in fn(*job))
 
 
 def _clip_length(path) -> int:

@@ -52,6 +52,22 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, iterator, step: int | N
   return out["state"], out["data"]
 
 
+def data_process_states(mngr: ocp.CheckpointManager, step: int) -> dict[int, str]:
+  """{process index: its saved data-iterator state} of checkpoint `step`, whatever the process count that
+  wrote it (grain writes `data/process_<i>-of-<n>.json` per process): for resuming on another count."""
+  directory = pathlib.Path(mngr.directory) / str(step) / "data"
+  out = {}
+  for f in directory.glob("process_*-of-*.json"):
+    out[int(f.name.split("_")[1].split("-")[0])] = f.read_text()
+  return out
+
+
+def saved_process_count(mngr: ocp.CheckpointManager, step: int) -> int | None:
+  """How many processes wrote checkpoint `step`'s data-iterator states (None: none saved)."""
+  states = data_process_states(mngr, step)
+  return len(states) or None
+
+
 def save_aside(directory: str | os.PathLike, state) -> None:
   """Synchronously writes one state to `directory` (e.g. the state that produced a non-finite loss)."""
   with ocp.StandardCheckpointer() as ckptr:
@@ -88,7 +104,9 @@ def load_params(workdir: str | os.PathLike, step: int | None = None, ema: bool =
   params are {"F", "M", "W", "G"}).
   """
   directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
-  with ocp.CheckpointManager(directory, item_names=("state", "data")) as mngr:
+  # The handler named, so that item_metadata has the state's shapes: the restore target then carries this
+  # process's sharding, which a checkpoint of another topology (several processes) needs.
+  with ocp.CheckpointManager(directory, item_handlers={"state": ocp.StandardCheckpointHandler()}) as mngr:
     step = mngr.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint under {directory}")

@@ -3,12 +3,21 @@
 Global arrays + `jax.jit` with shardings (no pmap): every state leaf gets a `NamedSharding` from one
 logical rule (`param_shardings`), the batch is split along its leading axis over both mesh axes, and each
 process feeds only its own rows (`global_batch`).
+
+Start-up (`maybe_initialize_distributed`, called by `train.main` before anything touches a backend): the
+same command runs as one process, as N processes on one machine (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+JAX_PROCESS_ID), as one task per GPU or host under SLURM (`srun`), under Open MPI, or on every host of a
+Cloud TPU pod slice; `detect_cluster` reads which from the environment. A process that dies (or stops
+sending heartbeats for `heartbeat_timeout_s`) ends every other process with an error naming the dead
+task, instead of leaving them waiting in a collective.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from collections.abc import Mapping
 
 import jax
 import ml_collections
@@ -20,42 +29,93 @@ log = logging.getLogger(__name__)
 
 AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")
+# Seconds without a heartbeat after which the coordination service declares a process dead and stops the
+# others (jax's default is 100 s).
+HEARTBEAT_TIMEOUT_S = 100
+# Variables `srun` sets for each task of a job step; jax derives the coordinator (the step's first node)
+# from them. sbatch alone sets SLURM_JOB_ID but not the step variables.
+SLURM_STEP_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID",
+                   "SLURM_STEP_NUM_NODES")
 
 
-def _cluster_detected() -> str | None:
-  """Which multi-process launcher we run under, or None for a plain single-process run.
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+  """A multi-process launch read from the environment (`detect_cluster`).
 
-  Only these are treated as clusters (`jax.distributed.initialize()` auto-detects each of them):
-  - SLURM: SLURM_JOB_ID set and SLURM_NTASKS > 1 (an `srun` with several tasks);
-  - explicit: JAX_COORDINATOR_ADDRESS set (with JAX_NUM_PROCESSES / JAX_PROCESS_ID);
-  - Open MPI: OMPI_COMM_WORLD_SIZE > 1;
-  - Cloud TPU pods: TPU_WORKER_HOSTNAMES lists more than one host.
+  kind: "coordinator" (explicit JAX_* variables), "slurm", "mpi" or "tpu". coordinator_address: host:port
+  of process 0, or None where jax derives it itself (SLURM: the step's first node, Open MPI: its
+  HNP URI, TPU: worker 0).
   """
-  env = os.environ
-  if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", "1")) > 1:
-    return "slurm"
+
+  kind: str
+  num_processes: int
+  process_id: int
+  coordinator_address: str | None = None
+
+
+def _int(env: Mapping[str, str], name: str) -> int:
+  try:
+    return int(env[name])
+  except (KeyError, ValueError):
+    raise ValueError(f"environment variable {name} must be an integer, got {env.get(name)!r}") from None
+
+
+def detect_cluster(env: Mapping[str, str] | None = None) -> Cluster | None:
+  """Which multi-process launch this process is part of, or None for a plain single-process run.
+
+  In order (the first that applies):
+  - explicit: JAX_COORDINATOR_ADDRESS (host:port of process 0) with JAX_NUM_PROCESSES and JAX_PROCESS_ID;
+  - SLURM: an `srun` step of more than one task (SLURM_NTASKS > 1; SLURM_PROCID is this task);
+  - Open MPI: OMPI_COMM_WORLD_SIZE > 1 (`mpirun`);
+  - Cloud TPU pod slice: TPU_WORKER_HOSTNAMES lists more than one host (TPU_WORKER_ID is this one).
+  Raises ValueError when a launch is half-described (e.g. SLURM_NTASKS > 1 under sbatch without srun).
+  """
+  env = os.environ if env is None else env
   if env.get("JAX_COORDINATOR_ADDRESS"):
-    return "coordinator"
+    missing = [k for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if k not in env]
+    if missing:
+      raise ValueError(f"JAX_COORDINATOR_ADDRESS is set but {' and '.join(missing)} not: set all three "
+                       "(the same address and count in every process, ids 0 .. count - 1)")
+    n, i = _int(env, "JAX_NUM_PROCESSES"), _int(env, "JAX_PROCESS_ID")
+    if not 0 <= i < n:
+      raise ValueError(f"JAX_PROCESS_ID={i} is not in [0, JAX_NUM_PROCESSES={n})")
+    return Cluster("coordinator", n, i, env["JAX_COORDINATOR_ADDRESS"])
+  if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", "1")) > 1:
+    missing = [k for k in SLURM_STEP_VARS if k not in env]
+    if missing:
+      raise ValueError(f"SLURM job with SLURM_NTASKS={env['SLURM_NTASKS']} but {', '.join(missing)} unset: "
+                       "start the training with `srun python -m train.main ...` (one task per process)")
+    return Cluster("slurm", _int(env, "SLURM_NTASKS"), _int(env, "SLURM_PROCID"))
   if int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
-    return "mpi"
-  if len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1:
-    return "tpu"
+    return Cluster("mpi", _int(env, "OMPI_COMM_WORLD_SIZE"), _int(env, "OMPI_COMM_WORLD_RANK"))
+  hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
+  if len(hosts) > 1:
+    if "TPU_WORKER_ID" not in env:
+      raise ValueError("TPU_WORKER_HOSTNAMES lists several hosts but TPU_WORKER_ID is unset")
+    return Cluster("tpu", len(hosts), _int(env, "TPU_WORKER_ID"))
   return None
 
 
-def maybe_initialize_distributed() -> bool:
-  """Calls `jax.distributed.initialize()` when a cluster launcher is detected (see `_cluster_detected`).
+def maybe_initialize_distributed(heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S,
+                                 env: Mapping[str, str] | None = None) -> Cluster | None:
+  """`jax.distributed.initialize` for the launch `detect_cluster` finds; returns it (None: single process).
 
-  Must run before anything touches the JAX backend. Returns whether it initialised.
+  Must run before anything touches the JAX backend. On CPU the processes' collectives go over gloo (TCP).
+  heartbeat_timeout_s: how long a silent process may take before every other one is stopped with an
+  error ("Terminating process because the JAX distributed service detected fatal errors").
   """
-  kind = _cluster_detected()
-  if kind is None:
-    return False
-  log.info("multi-process launch detected (%s): jax.distributed.initialize()", kind)
-  jax.distributed.initialize()
+  cluster = detect_cluster(env)
+  if cluster is None:
+    return None
+  log.info("multi-process launch (%s): process %d of %d, coordinator %s", cluster.kind, cluster.process_id,
+           cluster.num_processes, cluster.coordinator_address or "from the environment")
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")  # only used by CPU backends
+  jax.distributed.initialize(coordinator_address=cluster.coordinator_address,
+                             num_processes=cluster.num_processes, process_id=cluster.process_id,
+                             heartbeat_timeout_seconds=heartbeat_timeout_s)
   log.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
            jax.local_device_count(), jax.device_count())
-  return True
+  return cluster
 
 
 def mesh_shape(mesh_config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, int]:

@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from chatanyone_jax.render.train_step import INIT_COMPILER_OPTIONS
-from data import records
+from data import pipelines, records
 from train import checkpoint, export, metrics, optim, parallel, tasks
 from train.task_base import Task
 
@@ -221,6 +221,60 @@ class _StopFlag:
       return bool(np.any(multihost_utils.process_allgather(np.array(self.set))))
 
 
+def data_shards(config: ml_collections.ConfigDict) -> tuple[int, list[int]]:
+  """(S, the shards this process reads) of config.data_shards (0: one shard per process).
+
+  A fixed S (a multiple of every process count the run may use) makes the global batch independent of the
+  process count: process p of n reads shards p·S/n .. (p + 1)·S/n - 1 side by side (`data.pipelines.
+  ShardsIterator`), and a checkpoint's data position carries over to another count (`_restore_data`).
+  """
+  n, p = jax.process_count(), jax.process_index()
+  total = int(config.get("data_shards", 0) or 0) or n
+  if total % n:
+    raise ValueError(f"config.data_shards={total} is not a multiple of the {n} processes")
+  k = total // n
+  if (config.batch_size // n) % k:
+    raise ValueError(f"the per-process batch {config.batch_size // n} does not split into {k} data shards")
+  return total, list(range(p * k, (p + 1) * k))
+
+
+def data_iterator(task: Task, config: ml_collections.ConfigDict, seed: int):
+  """This process's iterator over its shards of the training records (`data_shards`): numpy batches of
+  batch_size / process_count rows, checkpointable beside the model."""
+  local = config.batch_size // jax.process_count()
+  if not config.get("data_shards", 0):  # grain's ShardByJaxProcess (the sampler repr older checkpoints hold)
+    return iter(task.loader(local, seed))
+  total, mine = data_shards(config)
+  its = [iter(task.loader(local // len(mine), seed, shard_options=grain.ShardOptions(s, total,
+                                                                                      drop_remainder=True)))
+         for s in mine]
+  return its[0] if len(its) == 1 else pipelines.ShardsIterator(its, mine)
+
+
+def _restore_data(task: Task, config: ml_collections.ConfigDict, mngr, step: int, iterator):
+  """The data iterator at checkpoint `step` written by another number of processes: each shard continues
+  where it was with config.data_shards set; else (one shard per process: the shards changed) the data
+  restarts, seeded by the step."""
+  saved = checkpoint.data_process_states(mngr, step)
+  if config.get("data_shards", 0):
+    total, _ = data_shards(config)
+    k_old = total // len(saved)
+    states = {}
+    for i, text in saved.items():
+      states.update(pipelines.shard_states(text, list(range(i * k_old, (i + 1) * k_old))))
+    _, mine = data_shards(config)
+    if len(mine) > 1:  # `data_iterator` reads several shards side by side (a `ShardsIterator`'s state)
+      iterator.set_state(json.dumps({"shards": {str(s): states[s] for s in mine}}).encode())
+    else:
+      iterator.set_state(states[mine[0]].encode())
+    log.info("data position of %d shards restored from a %d-process checkpoint", total, len(saved))
+    return iterator
+  log.warning("checkpoint %d was written by %d processes, this run has %d: without config.data_shards the "
+              "data shards differ, so the data restarts (seed %d)", step, len(saved), jax.process_count(),
+              config.seed + step)
+  return data_iterator(task, config, config.seed + step)
+
+
 def _estimate_norm(task: Task, config) -> dict:
   """Normalisation statistics from `stats_batches` batches; every process reads the same ones."""
   loader = task.loader(config.batch_size, config.seed + 1, shard_options=grain.NoSharding())
@@ -253,8 +307,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     raise ValueError(f"batch_size {config.batch_size} is not divisible by the {mesh.size} devices of "
                      f"the mesh {dict(mesh.shape)}")
   task = tasks.get_task(config)
-  local_batch = config.batch_size // jax.process_count()
-  iterator = iter(task.loader(local_batch, config.seed))  # checks the windows fit the clips
+  iterator = data_iterator(task, config, config.seed)  # checks the windows fit the clips
   prog = build(task, config, mesh)
 
   mngr = checkpoint.manager(workdir, config.keep_checkpoints)
@@ -262,11 +315,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if latest is not None:
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), prog.abstract,
                           prog.state_shardings)
-    if config.get("restore_data", True):
+    saved = checkpoint.saved_process_count(mngr, latest)
+    if config.get("restore_data", True) and saved in (None, jax.process_count()):
       state, iterator = checkpoint.restore(mngr, target, iterator, latest)
+    elif config.get("restore_data", True):  # orbax reshards the state; the data needs its shards mapped
+      state, _ = checkpoint.restore(mngr, target, None, latest)
+      iterator = _restore_data(task, config, mngr, latest, iterator)
     else:  # the records changed (a campaign that grew its data): a new data order, seeded by the step
       state, _ = checkpoint.restore(mngr, target, None, latest)
-      iterator = iter(task.loader(local_batch, config.seed + latest))
+      iterator = data_iterator(task, config, config.seed + latest)
       log.info("data iterator restarted (config.restore_data=False, seed %d)", config.seed + latest)
     log.info("resumed from %s at step %d", mngr.directory, latest)
   else:

@@ -83,3 +83,47 @@ def test_sharded_step_matches_single_device(motion_records, tmp_path):
   assert abs(r["sharded"]["loss"] - r["single"]["loss"]) < 1e-5 * max(1.0, abs(r["single"]["loss"]))
   assert r["max_param_diff"] < 1e-5, r
   assert r["max_moved"] > 1e-5, r
+
+
+# ------------------------------------------------------------------ launch detection (faked environments)
+
+SLURM_STEP = {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "gpu[017-018]", "SLURM_NTASKS": "16",
+              "SLURM_PROCID": "9", "SLURM_LOCALID": "1", "SLURM_STEP_NUM_NODES": "2"}
+
+
+def test_detect_cluster_from_launcher_environments():
+  assert parallel.detect_cluster({}) is None
+  assert parallel.detect_cluster({"SLURM_JOB_ID": "1", "SLURM_NTASKS": "1"}) is None  # a 1-task job
+  assert parallel.detect_cluster({"TPU_WORKER_HOSTNAMES": "t0", "TPU_WORKER_ID": "0"}) is None  # one host
+  explicit = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"}
+  assert parallel.detect_cluster(explicit) == parallel.Cluster("coordinator", 4, 3, "10.0.0.1:1234")
+  # srun: every task of the step is one process; jax finds the coordinator from the node list.
+  assert parallel.detect_cluster(SLURM_STEP) == parallel.Cluster("slurm", 16, 9, None)
+  assert parallel.detect_cluster({"OMPI_COMM_WORLD_SIZE": "8", "OMPI_COMM_WORLD_RANK": "5"}) == \
+      parallel.Cluster("mpi", 8, 5, None)
+  # A TPU pod slice (v5e-32: 8 hosts), one process per host.
+  tpu = {"TPU_WORKER_HOSTNAMES": ",".join(f"t1v-n-{i}" for i in range(8)), "TPU_WORKER_ID": "6"}
+  assert parallel.detect_cluster(tpu) == parallel.Cluster("tpu", 8, 6, None)
+  # The explicit variables win over a scheduler's (a job that launches its own processes).
+  assert parallel.detect_cluster({**SLURM_STEP, **explicit}).kind == "coordinator"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_PROCESS_ID": "0"}, "JAX_NUM_PROCESSES"),
+    ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "2"}, r"not in \[0"),
+    ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "two", "JAX_PROCESS_ID": "0"}, "integer"),
+    ({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4", "SLURM_PROCID": "0"}, "srun"),  # sbatch without srun
+    ({"TPU_WORKER_HOSTNAMES": "a,b"}, "TPU_WORKER_ID"),
+])
+def test_half_described_launch_is_an_error(env, message):
+  with pytest.raises(ValueError, match=message):
+    parallel.detect_cluster(env)
+
+
+def test_initialize_gets_the_detected_launch(monkeypatch):
+  calls = []
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+  assert parallel.maybe_initialize_distributed(env={}) is None and not calls  # single process: no call
+  assert parallel.maybe_initialize_distributed(heartbeat_timeout_s=7, env=SLURM_STEP).kind == "slurm"
+  assert calls == [{"coordinator_address": None, "num_processes": 16, "process_id": 9,
+                    "heartbeat_timeout_seconds": 7}]

@@ -14,6 +14,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data_dir = config_dict.placeholder(str)
   c.split = "train"
   c.worker_count = 0  # grain worker processes (0 = in the training process)
+  # Data shards (0: one per process). A fixed count, a multiple of every process count the run may use,
+  # keeps the global batch and the data position the same when a run resumes on another number of hosts.
+  c.data_shards = 0
   c.seed = 0
 
   c.batch_size = 64  # global; divisible by the number of devices in the mesh
