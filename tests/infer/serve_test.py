@@ -47,7 +47,9 @@ def server(tmp_path_factory):
   from infer.serve import ServeConfig, create_app
 
   models = LiveModels.random(("head",), StreamOptions(mode="head", num_steps=2))
-  app = create_app(ServeConfig(max_sessions=2, stall_s=0.3), models)
+  # max_backlog 4: the whole 2-s clip may wait, so a loaded test machine does not drop windows and change the
+  # frame count (the drop policy itself: tests/infer/live_test.py).
+  app = create_app(ServeConfig(max_sessions=2, stall_s=0.3, max_backlog=4), models)
   sock = socket.socket()
   sock.bind(("127.0.0.1", 0))
   port = sock.getsockname()[1]
