@@ -250,7 +250,11 @@ def main(argv=None) -> None:
   parser.add_argument("--no-write", action="store_true")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.WARNING)
-  config = small_config(args.data, args.steps)
+  if args.eval_only and (pathlib.Path(args.workdir) / "config.json").is_file():
+    config = checkpoint.load_config(args.workdir)  # the run's own model (e.g. a Whisper front end)
+    config.data_dir = args.data
+  else:
+    config = small_config(args.data, args.steps)
   config.progress = False
   if args.p_reference_drop is not None:
     config.p_reference_drop = args.p_reference_drop
