@@ -1,10 +1,11 @@
 """What a streaming step is compiled for: `StreamSpec`, and how a stream's audio maps to its windows.
 
-The streaming step (`chatanyone_jax.stream_step`) turns one block of audio into the T video frames of
-one motion window. `StreamSpec` is its static description (models, sampler settings, rates; hashable:
-one compiled step per spec); `window_bounds` and `block_samples` say which audio samples belong to
-which window, so that audio and video never drift apart. The host side (checkpoints, the portrait,
-re-blocking audio chunks) is `infer.streaming`.
+The streaming step (`chatanyone_jax.stream_step`) turns one block of audio into the next `hop` video
+frames: each call generates a whole motion window of T frames and emits its first `hop` (hop = T: whole
+windows, the original stream). `StreamSpec` is its static description (models, sampler settings, hop,
+look-ahead, rates; hashable: one compiled step per spec); `step_bounds` and `block_samples` say which
+audio samples each step consumes, so that audio and video never drift apart. The host side
+(checkpoints, the portrait, re-blocking audio chunks) is `infer.streaming`.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ class StreamSpec:
     refine_feather: feathered fraction of the refine crop's half-extent in `paste_back`.
     render_dtype: compute dtype of the per-frame renderer networks (W, G of the renderer and of face
       refine): "float32" or "bfloat16" (parameters stay float32; the avatar's F / M pass is float32).
+    hop: H_s, video frames each step emits (1 <= hop <= T); None = T, whole windows. Each step
+      generates a whole window of T frames that starts at the first frame not emitted yet (history =
+      the last H emitted frames) and emits its first hop frames (`stream_step`).
+    lookahead: L, video frames of audio after the emitted frames that a step waits for (0 <= L <=
+      T - hop); the window's audio after that is silence (zeros). A step's audio is `step_bounds`.
   """
   mode: str
   face: FaceMotionDiT
@@ -85,6 +91,8 @@ class StreamSpec:
   render_dtype: str = "float32"
   speech: whisper.WhisperEncoder | None = None
   speech_context: int = 0
+  hop: int | None = None
+  lookahead: int = 0
 
   def __post_init__(self):
     if self.render_dtype not in RENDER_DTYPES:
@@ -95,6 +103,11 @@ class StreamSpec:
       raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {self.guidance_scale}")
     if self.seam_frames < 0:
       raise ValueError(f"seam_frames must be >= 0 (0 = raw windows), got {self.seam_frames}")
+    if self.hop is not None and not 1 <= self.hop <= self.window:
+      raise ValueError(f"hop must be in [1, T = {self.window}] (None = T), got {self.hop}")
+    if not 0 <= self.lookahead <= self.window - self.step_frames:
+      raise ValueError(f"lookahead must be in [0, T - hop = {self.window - self.step_frames}], got "
+                       f"{self.lookahead}")
     layout = keypoint_layout(self.renderer)
     if layout != MODE_LAYOUT[self.mode]:
       raise ValueError(f"mode {self.mode!r} needs a renderer with the {MODE_LAYOUT[self.mode]!r} keypoint "
@@ -125,18 +138,8 @@ class StreamSpec:
       if self.speech_context % whisper.SAMPLES_PER_OUTPUT:
         raise ValueError(f"speech_context {self.speech_context} is not a multiple of "
                          f"{whisper.SAMPLES_PER_OUTPUT} samples")
-      bounds = [window_bounds(i, self.window, self.spf) for i in range(self.spf.denominator + 1)]
-      if min(b - a for a, b in bounds) < self.window_samples:
-        raise ValueError(f"some window has fewer than round(T · spf) = {self.window_samples} samples, which "
-                         f"the speech encoder reads; use another window length")
     if self.mel.padding != "causal":
       raise ValueError("streaming needs the 'causal' log-mel framing")
-    # Every window must complete at least the M mel frames its encoder reads (`stream_step.window_mel`).
-    m = self.num_mel
-    for i in range(self.spf.denominator * self.mel.hop_length + 1):
-      a0, a1 = window_bounds(i, self.window, self.spf)
-      if a1 // self.mel.hop_length - a0 // self.mel.hop_length < m:
-        raise ValueError(f"window {i} completes fewer than {m} mel frames; use another window length")
 
   @property
   def window(self) -> int:
@@ -145,6 +148,11 @@ class StreamSpec:
   @property
   def history(self) -> int:
     return self.face.config.history
+
+  @property
+  def step_frames(self) -> int:
+    """Frames each step emits: hop, or T for whole windows."""
+    return self.window if self.hop is None else self.hop
 
   @property
   def spf(self) -> fractions.Fraction:
@@ -176,11 +184,28 @@ def window_bounds(i: int, window: int, spf: fractions.Fraction) -> tuple[int, in
   return f(i), f(i + 1)
 
 
-def block_samples(spec: StreamSpec) -> int:
-  """Length of the audio array each step call takes: the longest window, ceil(T · spf).
+def frame_sample(f: int, spf: fractions.Fraction) -> int:
+  """b(f) = round(f · spf) (halves round up): the first audio sample of video frame f."""
+  return int((2 * f * spf.numerator + spf.denominator) // (2 * spf.denominator))
 
-  The first a_{i+1} - a_i samples of the block are window i's audio (`window_bounds`), the rest is
-  ignored; the step's state knows i and the rounding phase, so one fixed block length serves every
-  window without an argument or a recompilation.
+
+def step_bounds(i: int, spec: StreamSpec) -> tuple[int, int]:
+  """Audio samples [c_i, c_{i+1}) that step i consumes: c_0 = 0, c_i = b(i · hop + L) for i >= 1.
+
+  Step i emits frames [i · hop, (i + 1) · hop) and needs the audio up to the end of frame
+  (i + 1) · hop + L - 1, i.e. sample c_{i+1} = round(((i + 1) · hop + L) · spf); the first step also
+  waits for the look-ahead. With hop = T and L = 0 these are `window_bounds`.
   """
-  return int(-(-spec.window * spec.spf.numerator // spec.spf.denominator))
+  f = lambda k: 0 if k == 0 else frame_sample(k * spec.step_frames + spec.lookahead, spec.spf)
+  return f(i), f(i + 1)
+
+
+def block_samples(spec: StreamSpec) -> int:
+  """Length of the audio array each step call takes: the longest step, ceil((hop + L) · spf).
+
+  The first c_{i+1} - c_i samples of the block are step i's audio (`step_bounds`), the rest is
+  ignored; the step's state knows i and the rounding phases, so one fixed block length serves every
+  step without an argument or a recompilation. Whole windows (hop = T, L = 0): ceil(T · spf).
+  """
+  k = spec.step_frames + spec.lookahead
+  return int(-(-k * spec.spf.numerator // spec.spf.denominator))

@@ -1,4 +1,4 @@
-"""The streaming step: one block of audio -> the T video frames of one motion window (pure JAX).
+"""The streaming step: one block of audio -> the next hop video frames (pure JAX).
 
 `make_stream_step(spec)` returns `step(params, state, audio_block) -> (state, frames)`, jitted with
 the state donated, one compiled program per `StreamSpec` (`chatanyone_jax.stream_spec`);
@@ -10,6 +10,7 @@ stages of a window are listed in `stream_step`, the state's layout and keypoint 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -18,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from chatanyone_jax.audio import whisper
-from chatanyone_jax.audio.melspec import MelStreamState, init_mel_stream, mel_stream_step
+from chatanyone_jax.audio.melspec import log_mel_spectrogram
 from chatanyone_jax.motion.diffusion import cosine_schedule, ddim_sample
 from chatanyone_jax.motion.face_motion_dit import NUM_EXP
 from chatanyone_jax.motion.sampling import FaceConditions, join_window, sample_window
@@ -161,14 +162,16 @@ def init_state(spec: StreamSpec, params: Params, avatar: dict[str, jax.Array], k
 
   Returns:
     The state, a pytree donated to every step call:
-      window: () int32 index i of the next window; the window's key is fold_in(rng, i).
-      residue: () int32 rounding phase of a_i (`stream_spec.window_bounds`).
-      mel: `MelStreamState` carried audio context (`window_mel`).
-      speech (with spec.speech): (speech_context,) float32 the last samples before the next window, the
-        speech encoder's left context (`window_speech`; zeros before the stream starts).
-      history: (1, H, 58) the last H generated frames of normalised face motion; history_valid (1,)
+      window: () int32 index i of the next step (and of the window it generates, frames
+        [i · hop, i · hop + T)); the window's key is fold_in(rng, i).
+      audio: the carried audio (`advance_audio`): the last samples before the step's new audio (the
+        front ends' left context and the look-ahead already received; zeros before the stream starts)
+        and the rounding phases of `stream_spec.step_bounds`.
+      history: (1, H, 58) the last H emitted frames of normalised face motion; history_valid (1,)
         bool (False before the first window: FaceMotionDiT then uses its learned null history). Each
         new face-motion window is joined to the history by `join_window` over spec.seam_frames frames.
+      body_history (upper, hop < T): (1, 2, body dim) the last two emitted frames of normalised body
+        motion, to which each new body window is joined the same way.
       rng: PRNG key.
       style: (1, 2) FaceMotionDiT style controls (expression amplitude, head-pose range; may be changed
         between calls).
@@ -222,11 +225,11 @@ def init_state(spec: StreamSpec, params: Params, avatar: dict[str, jax.Array], k
   h = spec.history
   state = {
       "window": jnp.zeros((), jnp.int32),
-      "residue": jnp.asarray(spec.spf.denominator, jnp.int32),
-      "mel": init_mel_stream(spec.mel),
-      **({"speech": jnp.zeros((spec.speech_context,), jnp.float32)} if spec.speech is not None else {}),
+      "audio": init_audio_state(spec),
       "history": jnp.zeros((1, h, spec.face.config.motion_dim), jnp.float32),
       "history_valid": jnp.zeros((1,), bool),
+      **({"body_history": jnp.zeros((1, 2, spec.body.config.layout.dim), jnp.float32)}
+         if spec.mode == "upper" and spec.step_frames < spec.window else {}),
       "rng": key,
       "style": f32(avatar["style"]).reshape(1, -1),
       "avatar": av,
@@ -254,89 +257,102 @@ def _cached_init(spec: StreamSpec):
 # ----------------------------------------------------------------------------------------------- step
 
 
-def _next_samples(residue: jax.Array, spec: StreamSpec) -> tuple[jax.Array, jax.Array]:
-  """(a_{i+1} - a_i, residue_{i+1}) from residue_i = (2 i T p + q) mod 2q for spf = p / q."""
-  p, q = spec.spf.numerator, spec.spf.denominator
-  z = residue + 2 * spec.window * p
+def _advance(residue: jax.Array, frames, spf) -> tuple[jax.Array, jax.Array]:
+  """(b(f + frames) - b(f), residue of f + frames) from residue = (2 f p + q) mod 2q for spf = p / q.
+
+  b(f) = round(f · spf) (`stream_spec.frame_sample`); the carried phase keeps the integers small.
+  """
+  p, q = spf.numerator, spf.denominator
+  z = residue + 2 * frames * p
   return z // (2 * q), z % (2 * q)
 
 
-def window_mel(spec: StreamSpec, mel_state: MelStreamState, block: jax.Array,
-               num_samples: jax.Array) -> tuple[MelStreamState, jax.Array]:
-  """Log-mel of one window from `num_samples` new samples (the first of `block`), carried context.
+def tail_samples(spec: StreamSpec) -> int:
+  """K: audio samples the state carries before the next step's first new sample.
 
-  The carried `MelStreamState` makes the concatenated mel frames equal the whole-clip
-  `log_mel_spectrogram` ("causal" framing). Window i's encoder input is the first M mel frames
-  completed by its audio, whole-clip frames [floor(a_i / hop), floor(a_i / hop) + M) with M =
-  spec.num_mel, the number of mel frames of round(T · sr / fps) samples, i.e. exactly the count the
-  training windows have (`train.tasks`, `_window_audio`). Differences from training: training frames
-  the window's audio alone (zero left context) and starts it at a_i exactly; here the first frames see
-  the previous window's audio and the start is up to one hop (10 ms) earlier.
+  Enough for the look-ahead already received past the window start (the lead, at most ceil(L · spf))
+  plus the front ends' left context before it: the speech encoder's speech_context, the log-mel's
+  n_fft - 1 samples before the first frame (and the frame's phase).
+  """
+  lead = -(-spec.lookahead * spec.spf.numerator // spec.spf.denominator)
+  return max(spec.speech_context, spec.mel.n_fft) + lead + 1
 
-  Returns (new mel state, (M, n_mels) frames): whole-clip frames [floor(a_i / hop), + M).
+
+def init_audio_state(spec: StreamSpec) -> dict[str, jax.Array]:
+  """The audio state of a new stream: silence before it, window 0 starts at sample 0."""
+  q = lambda: jnp.full((), spec.spf.denominator, jnp.int32)  # separate buffers: the state is donated
+  return {"tail": jnp.zeros((tail_samples(spec),), jnp.float32), "lead": jnp.zeros((), jnp.int32),
+          "phase": jnp.zeros((), jnp.int32), "residue": q(), "residue_end": q()}
+
+
+def advance_audio(spec: StreamSpec, audio: dict[str, jax.Array], i: jax.Array,
+                  block: jax.Array) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
+  """Takes step i's new samples (the first c_{i+1} - c_i of `block`, `stream_spec.step_bounds`).
+
+  The carried state: "tail" (K,) the last K samples before c_i (zeros before the stream), "lead"
+  c_i - a_i with a_i = b(i · hop) the first sample of window i, "phase" a_i mod the mel hop, and the
+  rounding phases "residue" of a_i and "residue_end" of c_i.
+
+  Returns (the state of step i + 1, x, s): x holds the tail, the new samples and zeros after them
+  (audio not arrived yet: silence), and window i's first sample a_i is x[s].
+  """
+  hop, look = spec.step_frames, spec.lookahead
+  k, w = tail_samples(spec), spec.window_samples
+  n, residue_end = _advance(audio["residue_end"], hop + jnp.where(i == 0, look, 0), spec.spf)
+  a, residue = _advance(audio["residue"], hop, spec.spf)
+  x = jnp.concatenate([audio["tail"], block.astype(jnp.float32), jnp.zeros((w,), jnp.float32)])
+  x = jnp.where(jnp.arange(x.shape[0]) < k + n, x, 0.0)  # the block's padding is ignored
+  new = {"tail": jax.lax.dynamic_slice_in_dim(x, n, k), "lead": audio["lead"] + n - a,
+         "phase": (audio["phase"] + a) % spec.mel.hop_length, "residue": residue, "residue_end": residue_end}
+  return new, x, k - audio["lead"]
+
+
+def window_mel(spec: StreamSpec, x: jax.Array, start: jax.Array, phase: jax.Array) -> jax.Array:
+  """Log-mel of window i: (M, n_mels), whole-clip "causal" frames [floor(a_i / hop), + M).
+
+  x[start] is the window's first sample a_i and phase = a_i mod hop (`advance_audio`); the frames read
+  x from floor(a_i / hop) · hop - (n_fft - hop) on (zeros before the stream, as the causal padding).
+  M = spec.num_mel, the count of round(T · sr / fps) samples, i.e. exactly what the training windows
+  have (`train.tasks`, `_window_audio`). Differences from training: training frames the window's audio
+  alone (zero left context) and starts it at a_i exactly; here the first frames see the audio before
+  the window and the start is up to one hop (10 ms) earlier; with hop < T the audio after the
+  look-ahead is silence (training windows are speech to their end).
   """
   cfg = spec.mel
-  hop, n_fft = cfg.hop_length, cfg.n_fft
-  # mel_stream_step frames the whole block; the first M of its frames only read the first num_samples
-  # samples (the spec checks that every window completes at least M frames).
-  _, frames, _ = mel_stream_step(mel_state, block, cfg)
-  x = jnp.concatenate([mel_state.buffer, block.astype(jnp.float32)])
-  total = mel_state.count + num_samples
-  completed = jnp.maximum(0, (total - n_fft) // hop + 1)
-  new = MelStreamState(buffer=jax.lax.dynamic_slice_in_dim(x, num_samples, n_fft - 1),
-                       count=(total - completed * hop).astype(jnp.int32))
-  return new, frames[:spec.num_mel]
+  hl, m = cfg.hop_length, spec.num_mel
+  seg = jax.lax.dynamic_slice_in_dim(x, start - phase - (cfg.n_fft - hl), (m - 1) * hl + cfg.n_fft)
+  return log_mel_spectrogram(seg, dataclasses.replace(cfg, padding="valid"))
 
 
-def window_speech(spec: StreamSpec, params: Params, context: jax.Array, block: jax.Array,
-                  num_samples: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Speech-encoder features of one window and the next window's left context.
+def window_speech(spec: StreamSpec, params: Params, x: jax.Array, start: jax.Array) -> jax.Array:
+  """Speech-encoder features of window i: (1, n, D).
 
-  The encoder reads the carried context followed by the window's first W = round(T · spf) samples, as the
-  training windows were cached (`data.speech_features`; `whisper.window_features`); the next context is
-  the last speech_context samples before window i + 1, i.e. up to sample a_{i+1} = a_i + num_samples.
-
-  Returns ((speech_context,) new context, (1, n, D) features).
+  The encoder reads speech_context samples before a_i = x[start] (zeros before the stream) followed by
+  the window's first W = round(T · spf) samples, as the training windows were cached
+  (`data.speech_features`; `whisper.window_features`); with hop < T the samples after the look-ahead
+  are silence (a train / inference difference: training windows are speech to their end).
   """
   c = spec.speech_context
-  x = jnp.concatenate([context, block.astype(jnp.float32)])
-  features = whisper.window_features(spec.speech, params["motion_face"]["speech"],
-                                     x[None, :c + spec.window_samples], c)
-  return jax.lax.dynamic_slice_in_dim(x, num_samples, c), features
+  seg = jax.lax.dynamic_slice_in_dim(x, start - c, c + spec.window_samples)
+  return whisper.window_features(spec.speech, params["motion_face"]["speech"], seg[None], c)
 
 
-def stream_step(spec: StreamSpec, params: Params, state: State,
-                audio_block: jax.Array) -> tuple[State, jax.Array]:
-  """One window: audio_block (block_samples(spec),) float32 16 kHz -> (state, (T, Ho, Wo, 3) uint8).
+def face_window(spec: StreamSpec, params: Params, state: State,
+                audio_block: jax.Array) -> tuple[State, jax.Array, jax.Array, jax.Array]:
+  """The audio and face-motion stages of step i (`stream_step`), shared with `motion_step`.
 
-  The first a_{i+1} - a_i samples of audio_block are window i's audio (`stream_spec.window_bounds`);
-  the rest is padding. Pure; `make_stream_step` jits it with the state donated. The stages:
-
-    audio block ─► log-mel (carried context, `window_mel`) ─► AudioEncoder tokens (face and body model's;
-      a face model with a speech encoder: Whisper features of the window, `window_speech`, ─► its adapter)
-      ─► FaceMotionDiT DDIM window (history = last H frames, style, reference) ─► `join_window`
-      ─► de-normalise ─► head-template keypoints (`project_keypoints`)
-      ─► [upper] UpperBodyMotion DDIM window ─► ΔX_head, body δ, s, t, hands ─► X_full ─► W ─► G (+ I_hand)
-      ─► [upper, refine] head crop of the frame ─► refine W / G ─► `paste_back`
-      ─► uint8 frames (T, H, W, 3)
+  Returns (the state fields of step i + 1: window, audio, history, history_valid; (1, M, n_mels) the
+  window's log-mel; (1, T, 58) the joined normalised face-motion window, whose first hop frames are
+  emitted; the body sampler's PRNG key).
   """
-  t_win = spec.window
-  av = state["avatar"]
+  t_win, hop = spec.window, spec.step_frames
   i = state["window"]
-  n, residue = _next_samples(state["residue"], spec)
-  mel_state, mel = window_mel(spec, state["mel"], audio_block, n)
-  mel = mel[None]  # (1, M, n_mels)
+  audio_state, x, start = advance_audio(spec, state["audio"], i, audio_block)
+  mel = window_mel(spec, x, start, state["audio"]["phase"])[None]  # (1, M, n_mels)
   key = jax.random.fold_in(state["rng"], i)
   k_face, k_body = jax.random.split(key)
-
-  # --- Stage 1a: face motion (normalised 52 exp + 6 pose).
   pf = params["motion_face"]
-  speech_state = {}
-  if spec.speech is None:
-    face_in = mel  # (1, M, n_mels)
-  else:
-    context, face_in = window_speech(spec, params, state["speech"], audio_block, n)  # (1, n, D)
-    speech_state = {"speech": context}
+  face_in = mel if spec.speech is None else window_speech(spec, params, x, start)  # (1, M | n, ...)
   tokens = spec.face_audio.apply({"params": pf["params"]["audio"]}, face_in, num_tokens=t_win)  # (1, T, Da)
   cond = FaceConditions(tokens, state["history"], state["style"], state.get("reference"),
                         state["history_valid"], state.get("reference_valid"))
@@ -344,17 +360,73 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
                            schedule=cosine_schedule(spec.face_diffusion_steps), num_steps=spec.num_steps,
                            guidance_scale=spec.guidance_scale, eta=spec.eta, clip_x0=spec.clip_x0)
   motion_n = join_window(state["history"], motion_n, min(spec.seam_frames, t_win), state["history_valid"])
+  history = jnp.concatenate([state["history"], motion_n[:, :hop]], axis=1)[:, -spec.history:]
+  new = {"window": i + 1, "audio": audio_state, "history": history, "history_valid": jnp.ones((1,), bool)}
+  return new, mel, motion_n, k_body
+
+
+def init_motion_state(spec: StreamSpec, style: jax.Array, key: jax.Array, reference: jax.Array | None = None,
+                      reference_valid: bool = True) -> State:
+  """The state `motion_step` needs (the face-motion part of `init_state`, no avatar): style (1, 2),
+  optional reference (1, T_ref, ref_dim) normalised (None for a model without the reference input; a
+  model with it and no reference video: zeros and reference_valid False, its learned null reference)."""
+  state = {"window": jnp.zeros((), jnp.int32), "audio": init_audio_state(spec),
+           "history": jnp.zeros((1, spec.history, spec.face.config.motion_dim), jnp.float32),
+           "history_valid": jnp.zeros((1,), bool), "rng": key,
+           "style": jnp.asarray(style, jnp.float32).reshape(1, -1)}
+  if reference is not None:
+    state["reference"] = jnp.array(reference, jnp.float32)  # a copy: the state is donated
+    state["reference_valid"] = jnp.full((1,), reference_valid, bool)
+  return state
+
+
+def motion_step(spec: StreamSpec, params: Params, state: State,
+                audio_block: jax.Array) -> tuple[State, jax.Array]:
+  """The face motion of one stream step without rendering: (state, (1, hop, 58) normalised motion).
+
+  The frames' motion of `stream_step` exactly (same audio blocks, keys, history and join), for evaluating
+  lip sync and seams of a hop setting (`benchmarks/latency_bench.py --motion`). Jit it.
+  """
+  new, _, motion_n, _ = face_window(spec, params, state, audio_block)
+  return {**state, **new}, motion_n[:, :spec.step_frames]
+
+
+def stream_step(spec: StreamSpec, params: Params, state: State,
+                audio_block: jax.Array) -> tuple[State, jax.Array]:
+  """One step: audio_block (block_samples(spec),) float32 16 kHz -> (state, (hop, Ho, Wo, 3) uint8).
+
+  The first c_{i+1} - c_i samples of audio_block are step i's audio (`stream_spec.step_bounds`); the
+  rest is padding. Step i generates motion window i, frames [i · hop, i · hop + T), whose history is
+  the last H emitted frames, and emits its first hop frames (hop = T: whole windows); the window's
+  audio after the look-ahead has not arrived and is silence. Pure; `make_stream_step` jits it with the
+  state donated. The stages:
+
+    audio block ─► window audio (`advance_audio`) ─► log-mel (`window_mel`) ─► AudioEncoder tokens (face
+      and body model's; a face model with a speech encoder: Whisper features of the window,
+      `window_speech`, ─► its adapter)
+      ─► FaceMotionDiT DDIM window (history = last H frames, style, reference) ─► `join_window`
+      ─► first hop frames ─► de-normalise ─► head-template keypoints (`project_keypoints`)
+      ─► [upper] UpperBodyMotion DDIM window (head keypoints of the whole window; with hop < T joined
+         to the emitted body motion by `join_window`) ─► ΔX_head, body δ, s, t, hands ─► X_full ─► W ─► G
+      ─► [upper, refine] head crop of the frame ─► refine W / G ─► `paste_back`
+      ─► uint8 frames (hop, H, W, 3)
+  """
+  t_win, hop = spec.window, spec.step_frames
+  av = state["avatar"]
+  face_state, mel, motion_n, k_body = face_window(spec, params, state, audio_block)
+  pf = params["motion_face"]
   motion = motion_n * pf["norm"]["motion_std"] + pf["norm"]["motion_mean"]  # (1, T, 58)
   exp, pose = motion[0, :, :NUM_EXP], motion[0, :, NUM_EXP:]  # (T, 52), (T, 6)
   ident = jnp.broadcast_to(av["identity"], (t_win, av["identity"].shape[-1]))
   scale = jnp.broadcast_to(av["scale"], (t_win,))
   head_units = project_keypoints(params["template"], pose, scale, exp, ident)  # (T, 32, 3) body units
   kp_head = _affine(head_units, av["kp_affine"])  # (T, 32, 3) grid units of the main crop
+  body_state = {}
 
   rvars = params["render"]
   hi, wi = spec.renderer.image_size
   if spec.mode == "upper":
-    # --- Stage 1b: upper body (ΔX_head, δ, s, t, hands).
+    # --- Stage 1b: upper body (ΔX_head, δ, s, t, hands) of the whole window; the first hop frames are used.
     pb = params["motion_body"]
     layout = spec.body.config.layout
     body_tokens = spec.body_audio.apply({"params": pb["params"]["audio"]}, mel, num_tokens=t_win)
@@ -365,39 +437,42 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
 
     target_n = ddim_sample(denoise, cosine_schedule(spec.body_diffusion_steps), (1, t_win, layout.dim),
                            k_body, num_steps=spec.num_steps, eta=spec.eta, clip_x0=spec.clip_x0)
-    parts = layout.unpack((target_n * pb["norm"]["target_std"] + pb["norm"]["target_mean"])[0])
+    if hop < t_win:  # a new body window every hop: join it to the body motion emitted before
+      target_n = join_window(state["body_history"], target_n, min(spec.seam_frames, t_win),
+                             state["history_valid"])
+      body_state = {"body_history": jnp.concatenate([state["body_history"], target_n[:, :hop]], 1)[:, -2:]}
+    parts = layout.unpack((target_n[:, :hop] * pb["norm"]["target_std"] + pb["norm"]["target_mean"])[0])
     body = parts["scale"][:, :, None] * (av["body_canonical"] + parts["body_delta"]) \
-        + parts["translation"][:, None, :]  # (T, K_b, 3)
-    kp_driving = jnp.concatenate([kp_head, body], axis=1)  # X_full (T, 53, 3)
-    hand_lm, present = decode_hands(parts["hands"], (hi, wi))  # (T, 2, 21, 3) pixels of the input crop
+        + parts["translation"][:, None, :]  # (hop, K_b, 3)
+    kp_driving = jnp.concatenate([kp_head[:hop], body], axis=1)  # X_full (hop, 53, 3)
+    hand_lm, present = decode_hands(parts["hands"], (hi, wi))  # (hop, 2, 21, 3) pixels of the input crop
     radius = jnp.maximum(spec.hand_radius * palm_size(hand_lm), spec.hand_min_radius * wi)
-    hands = render_hands(hand_lm, present, hi, wi, radius_px=radius)  # (T, Hi, Wi, 3)
+    hands = render_hands(hand_lm, present, hi, wi, radius_px=radius)  # (hop, Hi, Wi, 3)
     inject = hands if spec.renderer.spade_generator.hand_injection else None
-    head_offset = parts["head_offset"]  # (T, 32, 3)
+    head_offset = parts["head_offset"]  # (hop, 32, 3)
   else:
-    kp_driving = kp_head + av["head_offset"]
+    kp_driving = kp_head[:hop] + av["head_offset"]
     inject = None
-    head_offset = jnp.zeros_like(kp_head)
+    head_offset = jnp.zeros_like(kp_head[:hop])
   frames = render_frames(spec.renderer, rvars, av["volume"], av["kp_source"], kp_driving, inject,
-                         spec.render_batch, spec.render_dtype)  # (T, Ho, Wo, 3) in [0, 1]
+                         spec.render_batch, spec.render_dtype)  # (hop, Ho, Wo, 3) in [0, 1]
 
   if spec.refine is not None:
-    # --- Face refine on the head crop of the generated frames, pasted back.
+    # --- Face refine on the head crop of the emitted frames, pasted back.
     hr, wr = spec.refine.image_size
-    box = jnp.broadcast_to(av["refine_box"], (t_win, 4))
-    crop = crop_frames(frames, box, (hr, wr))  # (T, Hr, Wr, 3)
-    oval = project(params["template"], pose, scale, exp, ident, indices=jnp.asarray(FACE_OVAL))
+    box = jnp.broadcast_to(av["refine_box"], (hop, 4))
+    crop = crop_frames(frames, box, (hr, wr))  # (hop, Hr, Wr, 3)
+    oval = project(params["template"], pose[:hop], scale[:hop], exp[:hop], ident[:hop],
+                   indices=jnp.asarray(FACE_OVAL))
     oval = _affine(oval, av["refine_affine"])[..., :2]  # head-crop grid units
     oval_px = (oval + 1.0) * 0.5 * jnp.asarray([wr, hr], jnp.float32)
     background = mask_face(crop, polygon_mask(oval_px, (hr, wr)))
-    kp_r = _affine(head_units, av["refine_affine"]) + av["refine_head_offset"] + head_offset
+    kp_r = _affine(head_units[:hop], av["refine_affine"]) + av["refine_head_offset"] + head_offset
     refined = render_frames(spec.refine, params["face_refine"], av["refine_volume"], av["refine_kp_source"],
                             kp_r, background, spec.render_batch, spec.render_dtype)
     frames = paste_back(frames, refined, box, spec.refine_feather)
 
-  new_state = {**state, **speech_state, "window": i + 1, "residue": residue, "mel": mel_state,
-               "history": motion_n[:, -spec.history:], "history_valid": jnp.ones((1,), bool)}
-  return new_state, to_uint8(frames)
+  return {**state, **face_state, **body_state}, to_uint8(frames)
 
 
 def make_stream_step(spec: StreamSpec):

@@ -15,9 +15,10 @@ bound its backlog:
 
 Timestamps are in the input's time: frame n of a stream is at n / FPS s, and a block carries the input samples
 it was made from (`audio`, starting at `sample_start`), so a transport that sends both keeps them aligned.
-Nothing here assumes a block length: the stream step makes one motion window of T frames per call today, a
-hop-based step will make smaller blocks. The backlog is bounded: when audio arrives faster than the step runs,
-whole windows of it are dropped (overflow "drop", for live microphones: the timeline then has a gap of their
+Nothing here assumes a block length: the stream step makes `spec.step_frames` frames per call (a motion window
+of T frames by default, `hop` frames with `StreamOptions.hop`; the input samples of each call are
+`stream_spec.step_bounds`). The backlog is bounded: when audio arrives faster than the step runs,
+whole blocks of it are dropped (overflow "drop", for live microphones: the timeline then has a gap of their
 frames) or `backlog_full` tells the caller to stop reading (overflow "wait", for producers that can wait, such
 as a TTS feeding a WebSocket).
 
@@ -194,7 +195,10 @@ class Block:
     padded: samples of silence `flush` appended.
     mode: the mode that rendered it.
     compute_s: wall time of the step.
-    latency_s: from the arrival of the block's last input sample to its frames being ready.
+    latency_s: from the arrival of the block's last input sample to its frames being ready (compute, and
+      any wait for an earlier step).
+    algorithmic_s: audio the step waited for after its first frame's own audio (the rest of the block and
+      the look-ahead: (hop + lookahead - 1) / FPS; `benchmarks/latency_bench.py`).
   """
   index: int
   first_frame: int
@@ -205,6 +209,12 @@ class Block:
   mode: str
   compute_s: float
   latency_s: float
+  algorithmic_s: float = 0.0
+
+  @property
+  def speech_latency_s(self) -> float:
+    """Speech-to-frame latency of the block's first frame (its largest): algorithmic_s + latency_s."""
+    return self.algorithmic_s + self.latency_s
 
   @property
   def timestamps(self) -> np.ndarray:
@@ -249,11 +259,12 @@ class LiveStream:
     self.compute_s = 0.0
     self.first_input_time: float | None = None
     self.first_frame_latency_s: float | None = None
+    self.speech_latency_s: float | None = None  # of the last block (`Block.speech_latency_s`)
 
   def _open(self, session: Session) -> None:
     self._session = session
     self._step_fn = stream_step.make_stream_step(session.spec)
-    self._window = 0  # window index within this session's state (`stream_spec.window_bounds`)
+    self._window = 0  # step index within this session's state (`stream_spec.step_bounds`)
 
   @property
   def spec(self) -> stream_spec.StreamSpec:
@@ -270,7 +281,8 @@ class LiveStream:
     return np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
 
   def window_samples(self) -> int:
-    a0, a1 = stream_spec.window_bounds(self._window, self.spec.window, self.spec.spf)
+    """Input samples the next step consumes (`stream_spec.step_bounds`; a whole window by default)."""
+    a0, a1 = stream_spec.step_bounds(self._window, self.spec)
     return a1 - a0
 
   # ------------------------------------------------------------------------------------------ input
@@ -300,9 +312,9 @@ class LiveStream:
         while self._pending.size >= (self.max_backlog + 1) * n:  # a window too many: drop the oldest
           self._pending = self._pending[n:]
           self._consumed += n
-          self._next_frame += self.spec.window
+          self._next_frame += self.spec.step_frames
           self.dropped_windows += 1
-          self.dropped_frames += self.spec.window
+          self.dropped_frames += self.spec.step_frames
           dropped += n
     return dropped
 
@@ -391,7 +403,7 @@ class LiveStream:
       while self._arrivals and self._arrivals[0][0] < last:
         self._arrivals.popleft()
       arrival = self._arrivals[0][1] if self._arrivals else self.clock()
-      self._next_frame += self.spec.window
+      self._next_frame += self.spec.step_frames
       self._blocks += 1
       self._window += 1
     buf = np.zeros(stream_spec.block_samples(self.spec), np.float32)
@@ -406,12 +418,18 @@ class LiveStream:
     if self.first_frame_latency_s is None and self.first_input_time is not None:
       self.first_frame_latency_s = t1 - self.first_input_time
     audio = np.concatenate([audio, np.zeros(padded, np.float32)])
-    return Block(index, first_frame, frames, audio, sample_start, padded, self.mode, t1 - t0, t1 - arrival)
+    spec = session.spec
+    algorithmic = (spec.step_frames + spec.lookahead - 1) / FPS
+    block = Block(index, first_frame, frames, audio, sample_start, padded, self.mode, t1 - t0, t1 - arrival,
+                  algorithmic)
+    self.speech_latency_s = block.speech_latency_s
+    return block
 
   def stats(self) -> dict:
     """Frames made and dropped, fps of the step (frames per second of compute), first-frame latency."""
     return {"mode": self.mode, "blocks": self._blocks, "frames": self.frames_out,
             "dropped_frames": self.dropped_frames, "dropped_windows": self.dropped_windows,
             "fps": self.frames_out / self.compute_s if self.compute_s else None,
-            "first_frame_latency_s": self.first_frame_latency_s, "input_seconds": self._fed / SAMPLE_RATE,
-            "window": self.spec.window}
+            "first_frame_latency_s": self.first_frame_latency_s, "speech_latency_s": self.speech_latency_s,
+            "input_seconds": self._fed / SAMPLE_RATE,
+            "window": self.spec.window, "hop": self.spec.step_frames, "lookahead": self.spec.lookahead}

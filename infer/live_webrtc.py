@@ -140,6 +140,7 @@ class AvatarHandler(AsyncAudioVideoStreamHandler):
         self._send({"type": "avatar", "event": "block", "index": block.index, "unit": unit,
                     "first_frame": block.first_frame, "num_frames": len(block.frames),
                     "padded": block.padded, "latency_s": round(block.latency_s, 3),
+                    "speech_latency_s": round(block.speech_latency_s, 3),
                     "stats": self.live.stats(), "dropped_blocks": self.timeline.dropped_blocks})
         self.input_event.set()  # another window may be complete already
     except LiveError as e:

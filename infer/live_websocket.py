@@ -92,6 +92,7 @@ async def ws_session(server: AvatarServer, ws) -> None:
               "sample_start": block.sample_start, "num_samples": int(block.audio.size),
               "padded": block.padded, "mode": block.mode, "width": block.frames.shape[2],
               "height": block.frames.shape[1], "latency_s": round(block.latency_s, 4),
+              "speech_latency_s": round(block.speech_latency_s, 4),
               "compute_s": round(block.compute_s, 4), "audio": send_audio}
     async with send_lock:
       await ws.send_text(json.dumps(header))

@@ -24,7 +24,7 @@ from data.media import MediaError, read_audio
 from infer.avatar import load_portrait
 from infer.media import write_video
 from infer.models import default_checkpoint
-from infer.options import StreamOptions, Style
+from infer.options import LOW_LATENCY, StreamOptions, Style
 from infer.streaming import FPS, SAMPLE_RATE, audio_chunks, num_output_frames, stream
 
 DEFAULTS, STYLE_DEFAULTS = StreamOptions(), Style()  # the flags' defaults are infer.stream's
@@ -59,6 +59,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--seed", type=int, default=DEFAULTS.seed)
   p.add_argument("--seam-frames", type=int, default=DEFAULTS.seam_frames,
                  help="frames over which each 1.33 s motion window is joined to the previous one (0 = off)")
+  p.add_argument("--latency", choices=("window", "low"), default="window",
+                 help="window (default): one 1.33 s motion window per step; low: a step every "
+                      f"{LOW_LATENCY['hop']} frames with {LOW_LATENCY['lookahead']} frames of audio "
+                      "look-ahead "
+                      "(infer.options.LOW_LATENCY; --hop / --lookahead set them directly)")
+  p.add_argument("--hop", type=int, help="video frames per step (1 .. T; overrides --latency)")
+  p.add_argument("--lookahead", type=int, help="frames of audio look-ahead per step (overrides --latency)")
   p.add_argument("--bf16", action="store_true",
                  help="run the per-frame renderer networks in bfloat16 (the fast path on GPUs)")
   p.add_argument("--chunk-seconds", type=float, default=1.0, help="audio fed to the stream per chunk")
@@ -81,9 +88,14 @@ def run(args: argparse.Namespace) -> int:
     raise ValueError(f"--guidance must be >= 0 (1 = no guidance), got {args.guidance}")
   if args.seam_frames < 0:
     raise ValueError(f"--seam-frames must be >= 0, got {args.seam_frames}")
+  latency = dict(LOW_LATENCY) if args.latency == "low" else {"hop": None, "lookahead": 0}
+  if args.hop is not None:
+    latency["hop"] = args.hop
+  if args.lookahead is not None:
+    latency["lookahead"] = args.lookahead
   options = StreamOptions(mode=args.mode, refine=not args.no_refine, seed=args.seed, num_steps=args.steps,
                           guidance_scale=args.guidance, render_dtype="bfloat16" if args.bf16 else "float32",
-                          seam_frames=args.seam_frames)
+                          seam_frames=args.seam_frames, **latency)
   style = Style(amplitude=args.amplitude, pose_range=args.pose_range, reference_video=args.reference)
   audio = read_audio(args.audio, SAMPLE_RATE)
   total = num_output_frames(audio.size)

@@ -196,4 +196,4 @@ def build_spec(configs: dict, options: StreamOptions = StreamOptions()) -> Strea
                     num_steps=options.num_steps, guidance_scale=options.guidance_scale, clip_x0=clip_x0,
                     render_batch=options.render_batch, render_dtype=options.render_dtype,
                     seam_frames=options.seam_frames, speech=face.speech_encoder,
-                    speech_context=face.speech_context, **kw)
+                    speech_context=face.speech_context, hop=options.hop, lookahead=options.lookahead, **kw)

@@ -29,6 +29,11 @@ def _is_real(x) -> bool:
   return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
+# The low-latency setting (`StreamOptions.hop`, `.lookahead`; the CLI's --latency low): a step every 8
+# frames (267 ms) with 2 frames (67 ms) of audio look-ahead.
+LOW_LATENCY = {"hop": 8, "lookahead": 2}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StreamOptions:
   """Which models a stream runs and how it samples motion (everything but the speaking style).
@@ -49,6 +54,12 @@ class StreamOptions:
       fast path on GPUs; parameters stay float32).
     seam_frames: frames over which each face-motion window is joined to the previous one (>= 0;
       `chatanyone_jax.motion.sampling.join_window`); 0 = raw windows.
+    hop: video frames per step (1 .. T); None = T: whole motion windows, the default. With a hop, every
+      step generates a whole window of T frames and emits its first `hop` (`chatanyone_jax.stream_step`),
+      so a frame waits for hop + lookahead frames of audio instead of T: LOW_LATENCY (hop 8, look-ahead
+      2 = 333 ms of audio, 300 ms algorithmic latency at most) against 1.33 s for T = 40.
+    lookahead: frames of audio after a step's frames that the step waits for (0 .. T - hop); the
+      window's audio after it is silence.
   """
   mode: str = "upper"
   refine: bool = True
@@ -59,6 +70,8 @@ class StreamOptions:
   render_batch: int | None = None
   render_dtype: str = "float32"
   seam_frames: int = SEAM_FRAMES
+  hop: int | None = None
+  lookahead: int = 0
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -81,6 +94,10 @@ class StreamOptions:
       raise ValueError(f"render_dtype must be one of {sorted(RENDER_DTYPES)}, got {self.render_dtype!r}")
     if not _is_int(self.seam_frames) or self.seam_frames < 0:
       raise ValueError(f"seam_frames must be >= 0 (0 = raw windows), got {self.seam_frames!r}")
+    if self.hop is not None and (not _is_int(self.hop) or self.hop < 1):
+      raise ValueError(f"hop must be an integer >= 1 or None (whole windows), got {self.hop!r}")
+    if not _is_int(self.lookahead) or self.lookahead < 0:
+      raise ValueError(f"lookahead must be an integer >= 0 (frames), got {self.lookahead!r}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

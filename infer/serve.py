@@ -1,6 +1,6 @@
 """The live avatar server: a FastAPI app with a fastrtc WebRTC stream, a PCM WebSocket and a page.
 
-  python -m infer.serve [--checkpoint DIR] [--host 127.0.0.1] [--port 8000] [--max-sessions 2]
+  python -m infer.serve [--checkpoint DIR] [--host 127.0.0.1] [--port 8000] [--max-sessions 2] [--latency low]
 
   /                 the page: pick or upload a portrait, talk (or play a file), see and hear the avatar live
   /webrtc/offer     fastrtc's `Stream` (audio in, audio + video out), mounted on the app
@@ -23,8 +23,8 @@ WebSocket protocol (/ws/live; `infer.live_client` implements it):
   client -> binary PCM chunks (16 kHz mono, any size), {"type": "style", ...}, {"type": "flush"},
             {"type": "end"}
   server -> {"type": "block", "index", "first_frame", "num_frames", "timestamps", "sample_start",
-             "num_samples", "padded", "mode", "latency_s", "compute_s"}, then num_frames binary JPEG frames,
-             then (with "audio": true) the block's input audio as one binary s16le message
+             "num_samples", "padded", "mode", "latency_s", "speech_latency_s", "compute_s"}, then num_frames
+             binary JPEG frames, then (with "audio": true) the block's input audio as one binary s16le message
   server -> {"type": "error", "code", "message"} (the connection stays open, except after a failed start),
             {"type": "stats", ...} and {"type": "end"} after "end", then it closes.
 """
@@ -51,6 +51,7 @@ from infer.live import LiveError, LiveModels
 from infer.live_server import AvatarServer, ServeConfig, Settings
 from infer.live_webrtc import AvatarHandler
 from infer.live_websocket import ws_session
+from infer.options import LOW_LATENCY
 from infer.streaming import ASSETS
 
 __all__ = ["ServeConfig", "create_app", "main", "parse_args"]
@@ -170,6 +171,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--mode", action="append", choices=MODES, help="serve only this mode (repeatable)")
   p.add_argument("--ice-servers", default="[]",
                  help="JSON list of RTCIceServer dicts for the page, e.g. a TURN server (README: Live)")
+  p.add_argument("--latency", choices=("window", "low"), default="window",
+                 help="window (default): a step per 1.33 s motion window; low: a step every "
+                      f"{LOW_LATENCY['hop']} frames with {LOW_LATENCY['lookahead']} frames of look-ahead "
+                      "(infer.options.LOW_LATENCY)")
   p.add_argument("--no-warmup", action="store_true", help="compile each mode on its first session instead")
   p.add_argument("--random-weights", action="store_true",
                  help="smoke test: random tiny networks instead of a checkpoint (the frames are noise)")
@@ -184,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   ice = json.loads(args.ice_servers)
   config = ServeConfig(checkpoint=args.checkpoint, random_weights=args.random_weights,
                        modes=tuple(args.mode) if args.mode else None, max_sessions=args.max_sessions,
-                       ice_servers=ice, server_ice_servers=ice, warmup=not args.no_warmup)
+                       ice_servers=ice, server_ice_servers=ice, warmup=not args.no_warmup,
+                       **(LOW_LATENCY if args.latency == "low" else {}))
   app = create_app(config)
   log.info("serving on http://%s:%d/", args.host, args.port)
   uvicorn.run(app, host=args.host, port=args.port)

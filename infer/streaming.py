@@ -6,12 +6,14 @@
   for frame in frames:                                                # (H, W, 3) uint8, 30 fps, in order
     ...
 
-Audio chunks may have any lengths; they are re-blocked into the step's windows of T video frames
-(`chatanyone_jax.stream_spec.window_bounds`), so a window's frames are yielded as soon as its audio
-has arrived (latency: one window, T / 30 s, plus the step). `prepare` does everything before the
-first frame: the models (`infer.models`), the avatar (`infer.avatar`) and its initial state; one
-jitted step per window does the rest (`chatanyone_jax.stream_step`). FPS and SAMPLE_RATE are the
-rates of the frames out and the audio in (`chatanyone_jax.stream_spec`).
+Audio chunks may have any lengths; they are re-blocked into the step's blocks
+(`chatanyone_jax.stream_spec.step_bounds`), so a step's frames are yielded as soon as its audio has
+arrived: with whole windows (the default) T frames once their T / 30 s of audio are in, with
+`StreamOptions.hop` (e.g. `infer.options.LOW_LATENCY`) hop frames once their audio and the look-ahead
+after it are in (latency: (hop + lookahead) / 30 s at most, plus the step). `prepare` does
+everything before the first frame: the models (`infer.models`), the avatar (`infer.avatar`) and its
+initial state; one jitted step per block does the rest (`chatanyone_jax.stream_step`). FPS and
+SAMPLE_RATE are the rates of the frames out and the audio in (`chatanyone_jax.stream_spec`).
 """
 
 from __future__ import annotations
@@ -84,11 +86,11 @@ def prepare(image: str | os.PathLike | np.ndarray | Portrait, *, checkpoint: str
 
 
 def _frames(session: Session, audio_chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-  """The session's frames as the audio arrives: chunks re-blocked into windows, one step call each."""
+  """The session's frames as the audio arrives: chunks re-blocked into steps (`step_bounds`), a call each."""
   spec = session.spec
   step = stream_step.make_stream_step(spec)
   block = stream_spec.block_samples(spec)
-  t_win = spec.window
+  hop = spec.step_frames
   state, params = session.state, session.params
   session.state = None  # donated to the first step
   pending = np.zeros(0, np.float32)
@@ -108,18 +110,21 @@ def _frames(session: Session, audio_chunks: Iterable[np.ndarray]) -> Iterator[np
     total += chunk.size
     pending = np.concatenate([pending, chunk])
     while True:
-      a0, a1 = stream_spec.window_bounds(i, t_win, spec.spf)
-      if pending.size < a1 - a0:
+      c0, c1 = stream_spec.step_bounds(i, spec)
+      if pending.size < c1 - c0:
         break
-      frames = run(pending[:a1 - a0], t_win)
-      pending = pending[a1 - a0:]
+      frames = run(pending[:c1 - c0], hop)
+      pending = pending[c1 - c0:]
       i += 1
       yield from frames
-  # The last partial window: zero-padded, only the frames the audio covers.
+  # The last steps: their missing audio (the end of the clip, the look-ahead after it) is silence; only
+  # the frames the audio covers.
   num_total = int(fractions.Fraction(total) / spec.spf + fractions.Fraction(1, 2))
-  remaining = num_total - i * t_win
-  if remaining > 0:
-    yield from run(pending, remaining)
+  while i * hop < num_total:
+    c0, c1 = stream_spec.step_bounds(i, spec)
+    yield from run(pending[:c1 - c0], min(hop, num_total - i * hop))
+    pending = pending[c1 - c0:]
+    i += 1
 
 
 def stream(image: str | os.PathLike | np.ndarray | Portrait, audio_chunks: Iterable[np.ndarray], *,
@@ -142,9 +147,10 @@ def stream(image: str | os.PathLike | np.ndarray | Portrait, audio_chunks: Itera
 
   Returns:
     A generator of (H, W, 3) uint8 frames at 30 fps: a clip of S samples gives round(S · 30 / 16000)
-    frames (the last partial window is zero-padded and cut), and the same audio cut into other chunks
-    gives the same frames. The models and the avatar are prepared before this returns (errors such as
-    a portrait without a face or a missing checkpoint raise here).
+    frames (the audio after the clip is silence, the frames after it are cut), and the same audio cut
+    into other chunks gives the same frames (for a given hop and seed). The models and the avatar are
+    prepared before this returns (errors such as a portrait without a face or a missing checkpoint
+    raise here).
   """
   session = prepare(image, checkpoint=checkpoint, options=options, style=style, params=params,
                     configs=configs)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from chatanyone_jax import stream_spec, stream_step
-from chatanyone_jax.audio import init_mel_stream, log_mel_spectrogram, whisper
+from chatanyone_jax.audio import log_mel_spectrogram, whisper
 from chatanyone_jax.template import load_head_template
 from chatanyone_jax.template.head_template import project_keypoints
 from data.media import read_audio, read_image
@@ -42,13 +42,6 @@ def _configs(mode: str) -> dict:
   return configs
 
 
-class _Spec:
-  """The two fields `_next_samples` reads."""
-
-  def __init__(self, window, spf):
-    self.window, self.spf = window, spf
-
-
 def test_window_bounds_do_not_drift():
   for t in (16, 40):
     spf = fractions.Fraction(SR, 30)
@@ -58,8 +51,36 @@ def test_window_bounds_do_not_drift():
     # The step's carried rounding phase gives the same counts.
     residue = spf.denominator
     for i in range(300):
-      n, residue = stream_step._next_samples(residue, _Spec(t, spf))
+      n, residue = stream_step._advance(residue, t, spf)
       assert n == lengths[i], i
+
+
+def test_step_bounds_of_hops_and_lookahead():
+  """Step i consumes [c_i, c_{i+1}) with c_i = round((i · hop + L) · spf) (c_0 = 0): contiguous, no drift,
+  within block_samples; the carried phases of `advance_audio` agree; whole windows are `window_bounds`."""
+  configs = _configs("head")
+  whole = build_spec(configs, StreamOptions(mode="head"))
+  spec = build_spec(configs, StreamOptions(mode="head", hop=8, lookahead=2))  # tiny T = 16
+  assert (whole.step_frames, whole.lookahead, spec.step_frames) == (16, 0, 8)
+  spf = spec.spf
+  for i in range(200):
+    assert stream_spec.step_bounds(i, whole) == stream_spec.window_bounds(i, 16, spf)
+  bounds = [stream_spec.step_bounds(i, spec) for i in range(200)]
+  assert bounds[0] == (0, 5333) and stream_spec.block_samples(spec) == 5334  # ceil(10 · 1600 / 3)
+  assert all(b[1] == c[0] for b, c in zip(bounds, bounds[1:], strict=False))
+  assert all(b[1] == round(((i + 1) * 8 + 2) * spf) for i, b in enumerate(bounds))
+  assert max(b - a for a, b in bounds) <= stream_spec.block_samples(spec)
+  # The step's audio state: lead c_i - a_i and phase a_i mod 160, with a_i = round(i · hop · spf).
+  audio = stream_step.init_audio_state(spec)
+  fn = jax.jit(lambda st, i: stream_step.advance_audio(spec, st, i, jnp.zeros(5334, jnp.float32))[0])
+  for i in range(30):
+    audio = fn(audio, i)
+    a = stream_spec.frame_sample((i + 1) * 8, spf)
+    assert int(audio["lead"]) == bounds[i][1] - a and int(audio["phase"]) == a % 160, i
+  for kw, match in [(dict(hop=17), "hop must be in"), (dict(hop=8, lookahead=9), "lookahead must be in"),
+                    (dict(lookahead=1), "lookahead must be in")]:
+    with pytest.raises(ValueError, match=match):
+      build_spec(configs, StreamOptions(mode="head", **kw))
 
 
 def test_spec_defaults_are_the_inference_defaults():
@@ -79,52 +100,68 @@ def test_spec_defaults_are_the_inference_defaults():
   assert stream_spec.block_samples(spec) == 8534 and spec.window == 16  # ceil(16 · 1600 / 3)
 
 
-def test_window_mel_equals_whole_clip_log_mel():
-  """The carried context makes window i's mel = whole-clip frames [floor(a_i / hop), + M)."""
-  spec = build_spec(_configs("upper"))
+def _window_inputs(spec, audio, steps):
+  """(x, start, phase, c_{i+1}) of the first steps of a stream of `audio` (`advance_audio`)."""
+  fn = jax.jit(lambda st, i, block: stream_step.advance_audio(spec, st, i, block))
+  state = stream_step.init_audio_state(spec)
+  for i in range(steps):
+    c0, c1 = stream_spec.step_bounds(i, spec)
+    buf = np.full(stream_spec.block_samples(spec), 0.5, np.float32)  # padding after the step's samples
+    buf[:c1 - c0] = audio[c0:c1]
+    phase = state["phase"]
+    state, x, start = fn(state, i, buf)
+    yield x, start, phase, c1
+
+
+@pytest.mark.parametrize("latency", [{}, {"hop": 8, "lookahead": 2}])
+def test_window_mel_equals_whole_clip_log_mel(latency):
+  """Window i's mel = whole-clip frames [floor(a_i / hop), + M) of the audio received so far (silence after
+  c_{i+1}); a_i = round(i · hop · spf). Whole windows: all of the window's audio has arrived."""
+  spec = build_spec(_configs("upper"), StreamOptions(**latency))
   assert spec.refine is not None and spec.body is not None
   audio = read_audio(ASSETS_SPEECH, SR)[:5 * 8534]
-  whole = np.asarray(log_mel_spectrogram(jnp.asarray(audio)))
-  fn = jax.jit(lambda st, block, n: stream_step.window_mel(spec, st, block, n))
-  state = init_mel_stream(spec.mel)
-  block = stream_spec.block_samples(spec)
-  for i in range(4):
-    a0, a1 = stream_spec.window_bounds(i, spec.window, spec.spf)
-    buf = np.zeros(block, np.float32)
-    buf[:a1 - a0] = audio[a0:a1]
-    state, mel = fn(state, buf, a1 - a0)
-    m0 = a0 // spec.mel.hop_length
-    np.testing.assert_allclose(np.asarray(mel), whole[m0:m0 + spec.num_mel], atol=2e-4, rtol=0)
+  mel = jax.jit(lambda x, start, phase: stream_step.window_mel(spec, x, start, phase))
+  for i, (x, start, phase, c1) in enumerate(_window_inputs(spec, audio, 5 if latency else 4)):
+    received = np.where(np.arange(audio.size) < c1, audio, 0.0)
+    whole = np.asarray(log_mel_spectrogram(jnp.asarray(received)))
+    a = stream_spec.frame_sample(i * spec.step_frames, spec.spf)
+    m0 = a // spec.mel.hop_length
+    np.testing.assert_allclose(np.asarray(mel(x, start, phase)), whole[m0:m0 + spec.num_mel], atol=2e-4,
+                               rtol=0)
+    if latency:  # the audio after the look-ahead is silence: the window's last mel frames are the log floor
+      assert c1 < a + spec.window_samples and np.all(whole[(c1 + 400) // 160:m0 + spec.num_mel] < -11.5)
   assert spec.num_mel == 53  # 8533 samples // 160, as the tiny training windows
 
 
-def test_window_speech_carries_whisper_context():
+@pytest.mark.parametrize("latency", [{}, {"hop": 8, "lookahead": 2}])
+def test_window_speech_carries_whisper_context(latency):
   """A Whisper face model in the stream: window i's features = `whisper.window_features` of the
-  speech_context samples before a_i (zeros before the stream) and its first W samples, as the training
-  cache (`data.speech_features`) computes them; and the spec and parameters come from the config."""
+  speech_context samples before a_i (zeros before the stream) and its first W samples (silence after
+  c_{i+1}), as the training cache (`data.speech_features`) computes them; and the spec and parameters come
+  from the config."""
   from data import whisper_weights
   from infer.models import speech_params
   from train.configs import motion_face
 
   require_module(whisper_weights.PACKAGE, whisper_weights.INSTALL_HINT)
   configs = {**_configs("head"), "motion_face": motion_face.get_config("tiny_whisper")}
-  spec = build_spec(configs, StreamOptions(mode="head"))
+  spec = build_spec(configs, StreamOptions(mode="head", **latency))
   assert spec.speech is not None and spec.speech_context == 32000 and spec.window_samples == 8533
   encoder_params = speech_params(configs["motion_face"])
   assert speech_params(_configs("head")["motion_face"]) is None  # log-mel models have none
   params = {"motion_face": {"speech": encoder_params}}
   audio = read_audio(ASSETS_SPEECH, SR)[:6 * 8534]
-  fn = jax.jit(lambda ctx, block, n: stream_step.window_speech(spec, params, ctx, block, n))
+  fn = jax.jit(lambda x, start: stream_step.window_speech(spec, params, x, start))
   whole = jax.jit(lambda a: whisper.window_features(spec.speech, encoder_params, a, spec.speech_context))
-  context = jnp.zeros((spec.speech_context,), jnp.float32)
-  block = stream_spec.block_samples(spec)
-  padded = np.concatenate([np.zeros(spec.speech_context, np.float32), audio])
-  for i in range(5):  # the context fills up over several windows (2 s = 3.75 tiny windows)
-    a0, a1 = stream_spec.window_bounds(i, spec.window, spec.spf)
-    buf = np.zeros(block, np.float32)
-    buf[:a1 - a0] = audio[a0:a1]
-    context, features = fn(context, buf, a1 - a0)
-    expected = whole(padded[None, a0:a0 + spec.speech_context + spec.window_samples])
+  c = spec.speech_context
+  steps = 5 if not latency else 9  # the context fills up over several windows (2 s = 3.75 tiny windows)
+  for i, (x, start, _, c1) in enumerate(_window_inputs(spec, audio, steps)):
+    if latency and i not in (0, 8):
+      continue
+    received = np.concatenate([np.zeros(c, np.float32), np.where(np.arange(audio.size) < c1, audio, 0.0)])
+    a = stream_spec.frame_sample(i * spec.step_frames, spec.spf)
+    features = fn(x, start)
+    expected = whole(received[None, a:a + c + spec.window_samples])
     assert features.shape == (1, whisper.num_window_features(8533, 32000), 384) == expected.shape
     np.testing.assert_allclose(np.asarray(features), np.asarray(expected), atol=1e-4, rtol=0)
   with pytest.raises(ValueError, match="ExternalFeatureAdapter"):

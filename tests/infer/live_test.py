@@ -15,7 +15,7 @@ from PIL import Image
 
 from data.media import read_audio, read_image
 from infer.live import Block, LiveError, LiveModels, LiveStream, PortraitCache
-from infer.options import StreamOptions, Style
+from infer.options import LOW_LATENCY, StreamOptions, Style
 from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH, stream
 from infer.timeline import OUTPUT_RATE, Timeline, Upsampler
 from tests.helpers import SMOKE_STREAM
@@ -30,6 +30,12 @@ def models():
   # The specs of tests/infer/streaming_test.py (compiled once per process in the smoke_stream group).
   return LiveModels.random(("upper", "head"), {"upper": StreamOptions(seed=3),
                                                "head": StreamOptions(mode="head", num_steps=2)})
+
+
+@pytest.fixture(scope="module")
+def low_latency():
+  # The low-latency head spec of tests/infer/streaming_test.py (LOW_HEAD).
+  return LiveModels.random(("head",), StreamOptions(num_steps=2, **LOW_LATENCY))
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +83,29 @@ def test_pushed_stream_makes_the_frames_of_infer_stream(models, portrait, speech
   stats = live.stats()
   assert stats["frames"] == 48 and stats["dropped_frames"] == 0 and stats["fps"] > 0
   assert 0 < stats["first_frame_latency_s"] < 120
+
+
+def test_low_latency_blocks_are_hops_with_the_frames_of_infer_stream(low_latency, portrait, speech):
+  params, configs = low_latency.models["head"]
+  options = StreamOptions(mode="head", num_steps=2, **LOW_LATENCY)
+  expected = np.stack(list(stream(portrait, [speech], options=options, params=params, configs=configs)))
+  live = LiveStream(low_latency, portrait, mode="head", overflow="wait", max_backlog=8)
+  assert live.window_samples() == 5333  # the first step waits for 8 frames and the 2 of look-ahead
+  blocks = []
+  for chunk in _chunks(speech):
+    live.feed(chunk)
+    while (block := live.step()) is not None:
+      blocks.append(block)
+  blocks.append(live.flush())
+  assert [b.first_frame for b in blocks] == [0, 8, 16, 24, 32] and all(len(b.frames) == 8 for b in blocks)
+  # Step i consumes samples [c_i, c_{i+1}), c_i = round((8 i + 2) · 1600 / 3) (c_0 = 0).
+  assert [b.sample_start for b in blocks] == [0, 5333, 9600, 13867, 18133]
+  assert blocks[-1].padded == 22400 - speech.size
+  np.testing.assert_array_equal(np.concatenate([b.frames for b in blocks])[:39], expected)
+  stats = live.stats()
+  assert (stats["hop"], stats["lookahead"], stats["window"]) == (8, 2, 16)
+  assert all(0 <= b.latency_s < 120 and b.algorithmic_s == pytest.approx(9 / 30) for b in blocks)
+  assert stats["speech_latency_s"] == pytest.approx(blocks[-1].latency_s + 9 / 30)
 
 
 def test_style_and_mode_change_from_the_next_block(models, portrait, speech):

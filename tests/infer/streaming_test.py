@@ -19,7 +19,7 @@ from chatanyone_jax import stream_step
 from chatanyone_jax.motion.sampling import GUIDANCE_SCALE, SEAM_FRAMES
 from data.media import read_audio, read_image
 from infer.avatar import AvatarError, _reference, annotate_image, default_style
-from infer.options import StreamOptions, Style
+from infer.options import LOW_LATENCY, StreamOptions, Style
 from infer.smoke import random_params
 from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH, num_output_frames, prepare, stream
 from tests.helpers import SMOKE_STREAM, media_dir, require
@@ -149,6 +149,39 @@ def test_reference_video_sets_reference_and_style(upper, portrait):
   assert session.spec.guidance_scale == GUIDANCE_SCALE == 2.0
 
 
+# The low-latency head spec (tiny T = 16: a step every 8 frames, 2 frames of look-ahead), shared with
+# tests/infer/live_test.py and tests/benchmarks/latency_bench_test.py (compiled once per process).
+LOW_HEAD = StreamOptions(mode="head", num_steps=2, **LOW_LATENCY)
+
+
+def test_low_latency_stream_is_causal_chunk_invariant_and_compiles_once(portrait, speech):
+  """hop 8, look-ahead 2: 8 frames per step; the frames of a step depend on its audio and look-ahead only
+  (not on later audio), audio in any chunks gives the same frames, and the step compiles once."""
+  params, configs = random_params("head")
+  kw = dict(options=LOW_HEAD, params=params, configs=configs)
+  clip = speech[SR // 2:SR // 2 + 20800]  # 39 frames: 5 steps of 8, the last cut to 7
+  with _CompileCounter() as counter:
+    frames = []
+    for k, f in enumerate(stream(portrait, [clip], **kw)):
+      frames.append(f)
+      counter.active = k >= 7  # from the first frame of the second step on
+  whole = np.stack(frames)
+  assert counter.events == [] and whole.shape == (39, 64, 64, 3)
+  spec = prepare(portrait, **kw).spec
+  assert (spec.step_frames, spec.lookahead, spec.window) == (8, 2, 16)
+  assert stream_step.make_stream_step(spec)._cache_size() == 1
+  chunked = np.stack(list(stream(portrait, _irregular_chunks(clip), **kw)))
+  np.testing.assert_array_equal(chunked, whole)
+  # Other audio from the end of step 0's look-ahead (sample 5333 = frame 10) on: the first 8 frames stay,
+  # the later ones change; other audio inside the look-ahead (frames 8, 9) changes the first 8 frames too.
+  other = read_audio(require(media_dir() / "speech" / "LatentSync__assets_demo1_audio.wav", "speech"), SR)
+  for start, same in ((5333, True), (4800, False)):
+    mixed = np.concatenate([clip[:start], other[SR:SR + 20800 - start]])
+    out = np.stack(list(stream(portrait, [mixed], **kw)))
+    diff = np.abs(out.astype(np.int16) - whole).mean(axis=(1, 2, 3))
+    assert np.all(diff[:8] == 0) == same and diff[8:].min() > 0.05, (start, diff)
+
+
 @pytest.mark.slow
 def test_stream_joins_motion_windows(upper, portrait, speech):
   # seam_frames changes the face motion of the first K frames of every window after the first
@@ -172,6 +205,7 @@ def test_options_are_checked_when_built():
   assert infer.stream is stream and infer.StreamOptions is StreamOptions and infer.Style is Style
   o = StreamOptions()
   assert (o.mode, o.refine, o.seed, o.guidance_scale, o.clip_x0) == ("upper", True, 0, GUIDANCE_SCALE, "auto")
+  assert (o.hop, o.lookahead) == (None, 0)  # whole windows by default
   assert dataclasses.replace(o, mode="head", num_steps=5) == StreamOptions(mode="head", num_steps=5)
   with pytest.raises(dataclasses.FrozenInstanceError):
     o.seed = 1
@@ -184,7 +218,8 @@ def test_options_are_checked_when_built():
          (dict(num_steps=0), "num_steps must be an integer >= 1"), (dict(num_steps=2.5), "num_steps must be"),
          (dict(clip_x0=0.0), "clip_x0 must be a number > 0"), (dict(clip_x0="off"), "clip_x0 must be"),
          (dict(render_batch=0), "render_batch must be"), (dict(seed="0"), "seed must be an integer"),
-         (dict(refine=1), "refine must be True or False")]
+         (dict(refine=1), "refine must be True or False"), (dict(hop=0), "hop must be an integer >= 1"),
+         (dict(lookahead=-1), "lookahead must be an integer >= 0")]
   for kw, match in bad:
     with pytest.raises(ValueError, match=match):
       StreamOptions(**kw)
