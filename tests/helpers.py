@@ -88,3 +88,12 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, rate: int = 16000, cha
     w.setsampwidth(2)
     w.setframerate(rate)
     w.writeframes(np.repeat(pcm, channels).tobytes())
+
+
+def irregular_chunks(audio, sizes=(1234, 5000, 17, 3000, 9001)):
+  """`audio` cut into chunks of uneven sizes (then the rest), as a live source delivers it."""
+  i = 0
+  for s in sizes:
+    yield audio[i:i + s]
+    i += s
+  yield audio[i:]

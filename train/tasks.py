@@ -82,6 +82,8 @@ class MotionTask(Task):
   """A stage-1 task: windows of H + T frames of the records' motion and audio (`config.window`, `history`,
   `stride`)."""
 
+  speech_encoder = None  # a frozen speech encoder whose window features are cached (MotionFace: Whisper)
+
   def loader(self, batch_size: int, seed: int, shard_options=None):
     c = self.config
     meta = records.read_meta(c.data_dir)
@@ -100,7 +102,7 @@ class MotionTask(Task):
 
   def speech_cache(self, split: str) -> str | None:
     """Path of the split's cached speech features (built when missing), None without a frozen encoder."""
-    if getattr(self, "speech_encoder", None) is None:
+    if self.speech_encoder is None:
       return None
     from data import speech_features
     return str(speech_features.ensure(self.config.data_dir, split, self.window_config(), self.speech_context))

@@ -18,7 +18,7 @@ from infer.live import Block, LiveError, LiveModels, LiveStream, PortraitCache
 from infer.options import LOW_LATENCY, StreamOptions, Style
 from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH, stream
 from infer.timeline import OUTPUT_RATE, Timeline, Upsampler
-from tests.helpers import SMOKE_STREAM
+from tests.helpers import SMOKE_STREAM, irregular_chunks
 
 pytestmark = SMOKE_STREAM  # the tiny models and the upper-mode step of tests/infer/streaming_test.py
 
@@ -49,13 +49,6 @@ def speech():
   return read_audio(ASSETS_SPEECH, SR)[SR // 2:SR // 2 + 20800]  # 1.3 s: windows of 16 + 16 + 7 frames
 
 
-def _chunks(audio, sizes=(1234, 5000, 17, 3000, 9001)):
-  i = 0
-  for s in sizes:
-    yield audio[i:i + s]
-    i += s
-  yield audio[i:]
-
 
 def test_pushed_stream_makes_the_frames_of_infer_stream(models, portrait, speech):
   params, configs = models.models["upper"]
@@ -63,7 +56,7 @@ def test_pushed_stream_makes_the_frames_of_infer_stream(models, portrait, speech
                                   configs=configs)))  # 39 frames: two whole windows and 7 of a third
   live = LiveStream(models, portrait, mode="upper", overflow="wait", max_backlog=4)
   blocks = []
-  for chunk in _chunks(speech):
+  for chunk in irregular_chunks(speech):
     live.feed(chunk)
     while (block := live.step()) is not None:
       blocks.append(block)
@@ -92,7 +85,7 @@ def test_low_latency_blocks_are_hops_with_the_frames_of_infer_stream(low_latency
   live = LiveStream(low_latency, portrait, mode="head", overflow="wait", max_backlog=8)
   assert live.window_samples() == 5333  # the first step waits for 8 frames and the 2 of look-ahead
   blocks = []
-  for chunk in _chunks(speech):
+  for chunk in irregular_chunks(speech):
     live.feed(chunk)
     while (block := live.step()) is not None:
       blocks.append(block)

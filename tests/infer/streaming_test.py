@@ -22,7 +22,7 @@ from infer.avatar import AvatarError, _reference, annotate_image, default_style
 from infer.options import LOW_LATENCY, StreamOptions, Style
 from infer.smoke import random_params
 from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH, num_output_frames, prepare, stream
-from tests.helpers import SMOKE_STREAM, media_dir, require
+from tests.helpers import SMOKE_STREAM, irregular_chunks, media_dir, require
 
 pytestmark = SMOKE_STREAM
 
@@ -59,13 +59,6 @@ def test_source_keypoints_follow_preprocessing(upper, portrait):
   assert 0 <= x1 - x0 == pytest.approx(y1 - y0, rel=0.1) and x1 - x0 < session.spec.output_size[1]
   np.testing.assert_allclose(session.state["style"], default_style(16)[None])
 
-
-def _irregular_chunks(audio, sizes=(1234, 5000, 17, 3000, 9001)):
-  i = 0
-  for s in sizes:
-    yield audio[i:i + s]
-    i += s
-  yield audio[i:]
 
 
 class _CompileCounter:
@@ -110,7 +103,7 @@ def test_stream_upper_counts_chunking_compiles_and_audio(upper, portrait, speech
   assert step.min() > 0.1, step  # every frame differs from the previous one
 
   # The same audio in irregular chunks: exactly the same frames (same blocks, same step).
-  chunked = np.stack(list(stream(portrait, _irregular_chunks(clip), options=seed3, params=params,
+  chunked = np.stack(list(stream(portrait, irregular_chunks(clip), options=seed3, params=params,
                                  configs=configs)))
   np.testing.assert_array_equal(chunked, whole)
 
@@ -170,7 +163,7 @@ def test_low_latency_stream_is_causal_chunk_invariant_and_compiles_once(portrait
   spec = prepare(portrait, **kw).spec
   assert (spec.step_frames, spec.lookahead, spec.window) == (8, 2, 16)
   assert stream_step.make_stream_step(spec)._cache_size() == 1
-  chunked = np.stack(list(stream(portrait, _irregular_chunks(clip), **kw)))
+  chunked = np.stack(list(stream(portrait, irregular_chunks(clip), **kw)))
   np.testing.assert_array_equal(chunked, whole)
   # Other audio from the end of step 0's look-ahead (sample 5333 = frame 10) on: the first 8 frames stay,
   # the later ones change; other audio inside the look-ahead (frames 8, 9) changes the first 8 frames too.
