@@ -239,38 +239,135 @@ class WindowIndex:
     return {"clip": int(c), "start": int(s), "row": int(i)}
 
 
+# Silence augmentation (CutWindow silence_prob): a span of 0.4-1.2 s inside the generated T frames, its audio
+# replaced by faint noise and its expression eased to the clip's most closed mouth over SILENCE_RAMP frames.
+SILENCE_FRAMES = (12, 36)
+SILENCE_RAMP = 3
+SILENCE_NOISE_DB = (-75.0, -50.0)  # the noise's RMS, dB of full scale
+
+
+def silence_span(row: int, config: MotionWindowConfig) -> tuple[int, int]:
+  """Frames [a, b) of window row `row`'s T + H frames that silence augmentation silences: one fixed random
+  span per row (so that a cached speech-feature row of the silenced audio matches it), inside the last T."""
+  rng = np.random.default_rng([0x51_1E_4C_E, row])
+  t, h = config.window, config.history
+  n = int(rng.integers(min(SILENCE_FRAMES[0], t), min(SILENCE_FRAMES[1], t) + 1))
+  a = h + int(rng.integers(0, t - n + 1))
+  return a, a + n
+
+
+def silence_noise(row: int, num_samples: int) -> np.ndarray:
+  """The faint noise that fills row `row`'s silenced span: Gaussian, RMS uniform in SILENCE_NOISE_DB."""
+  rng = np.random.default_rng([0x401_5E, row])
+  rms = 10.0 ** (rng.uniform(*SILENCE_NOISE_DB) / 20.0)
+  return (rms * rng.standard_normal(num_samples)).astype(np.float32)
+
+
+def silence_audio(audio: np.ndarray, row: int, config: MotionWindowConfig, first_frame: int,
+                  samples_per_frame: float) -> np.ndarray:
+  """`audio` (a copy) with row `row`'s silence span filled with its noise; audio[0] is the sample of
+  frame `first_frame` of the row's T + H frames (0 for the window audio, H minus the context for the
+  speech encoder's input, fractional frames allowed)."""
+  a, b = silence_span(row, config)
+  lo = max(int(round((a - first_frame) * samples_per_frame)), 0)
+  hi = min(int(round((b - first_frame) * samples_per_frame)), audio.size)
+  out = np.array(audio, np.float32)
+  if hi > lo:
+    out[lo:hi] = silence_noise(row, hi - lo)
+  return out
+
+
+class LipGap:
+  """The template's inner-lip gap of expression coefficients in NumPy (`chatanyone_jax.template.
+  mouth_opening` without JAX, for the data workers)."""
+
+  def __init__(self):
+    from chatanyone_jax import template as tp
+    t = tp.load_head_template()
+    names = dict(tp.KEYPOINT_NAMES)
+    u, lo = names["upper_lip_inner"], names["lower_lip_inner"]
+    self.mean = t.mean[u] - t.mean[lo]  # (3,)
+    self.id_basis = t.id_basis[:, u] - t.id_basis[:, lo]  # (n_id, 3)
+    self.exp_basis = t.exp_basis[:, u] - t.exp_basis[:, lo]  # (n_exp, 3)
+
+  def __call__(self, exp: np.ndarray, identity: np.ndarray | None = None) -> np.ndarray:
+    d = self.mean + np.asarray(exp, np.float32) @ self.exp_basis
+    if identity is not None:
+      d = d + np.asarray(identity, np.float32) @ self.id_basis
+    return np.linalg.norm(d, axis=-1)
+
+
 class CutWindow(grain.RandomMapTransform):
   """(clip, start) -> the window's arrays, plus a random reference window of the same clip.
 
   Decoded clip records are kept in an LRU cache of `cache` clips per worker: decoding a record costs far
   more than cutting a window, and shuffled windows revisit every clip.
+
+  Silence augmentation (`silence_prob` > 0): with that probability a window's fixed span
+  (`silence_span`, 0.4-1.2 s of the generated T frames) becomes faint noise and its expression target eases
+  into the clip's most closed mouth (the frame of least inner-lip gap) and back, SILENCE_RAMP frames each
+  way, the pose untouched. The training clips are nearly all speech: without it the model never sees a
+  pause and keeps talking through one. With cached speech features it needs `silent_speech_features`,
+  the cache of the silenced audio (`data.speech_features`, silent=True).
   """
 
   def __init__(self, clips_source, config: MotionWindowConfig, samples_per_frame: float, cache: int = 256,
-               speech_features: str | os.PathLike | None = None):
+               speech_features: str | os.PathLike | None = None, silence_prob: float = 0.0,
+               silent_speech_features: str | os.PathLike | None = None):
+    if silence_prob > 0 and speech_features is not None and silent_speech_features is None:
+      raise ValueError("silence augmentation with cached speech features needs the cache of the silenced "
+                       "audio (data.speech_features.ensure(..., silent=True))")
     self.clips = clips_source
     self.config = config
     self.spf = samples_per_frame
     self.cache = cache
     self.speech_path = None if speech_features is None else str(speech_features)
+    self.silent_path = None if silent_speech_features is None else str(silent_speech_features)
+    self.silence_prob = float(silence_prob)
     self._read = functools.lru_cache(maxsize=cache)(self._read_clip)
     self._speech = None
+    self._silent = None
+    self._lip_gap = None
 
   def __getstate__(self):
     state = dict(self.__dict__)
     del state["_read"]
-    state["_speech"] = None  # memory-mapped again in each worker
+    state["_speech"] = state["_silent"] = None  # memory-mapped again in each worker
     return state
 
   def __setstate__(self, state):
     self.__dict__.update(state)
     self._read = functools.lru_cache(maxsize=state.get("cache", 256))(self._read_clip)
 
-  def speech(self, row: int) -> np.ndarray:
-    """The cached speech features of a window row (`data.speech_features`), float32."""
+  def speech(self, row: int, silent: bool = False) -> np.ndarray:
+    """The cached speech features of a window row (`data.speech_features`), float32; silent: of the row's
+    audio with its silence span."""
+    if silent:
+      if self._silent is None:
+        self._silent = np.load(self.silent_path, mmap_mode="r")
+      return np.asarray(self._silent[row], np.float32)
     if self._speech is None:
       self._speech = np.load(self.speech_path, mmap_mode="r")
     return np.asarray(self._speech[row], np.float32)
+
+  def closed_mouth(self, clip: dict) -> np.ndarray:
+    """(n_exp,) the expression of the clip's frame with the least inner-lip gap."""
+    if self._lip_gap is None:
+      self._lip_gap = LipGap()
+    gap = self._lip_gap(clip["exp"], clip["identity"])
+    return np.asarray(clip["exp"][int(np.argmin(gap))], np.float32)
+
+  def silence(self, row: int, clip: dict, exp: np.ndarray, audio: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(exp, audio) of a window with its silence span: the expression eased into the clip's closed mouth
+    inside the span (ramps of SILENCE_RAMP frames, none where the span ends with the window)."""
+    a, b = silence_span(row, self.config)
+    f = np.arange(exp.shape[0])
+    w = np.clip(np.minimum((f - a + 1) / SILENCE_RAMP, (b - f) / SILENCE_RAMP), 0.0, 1.0)
+    if b >= exp.shape[0]:
+      w = np.where(f >= a, np.clip((f - a + 1) / SILENCE_RAMP, 0.0, 1.0), 0.0)
+    exp = exp + w[:, None] * (self.closed_mouth(clip)[None] - exp)
+    return exp.astype(np.float32), silence_audio(audio, row, self.config, 0, self.spf)
 
   def _read_clip(self, c: int) -> dict:
     return self.clips[c]
@@ -301,15 +398,21 @@ class CutWindow(grain.RandomMapTransform):
     audio[lo - a:lo - a + chunk.size] = chunk
     r = self.reference_start(n, s, rng)
     ref = np.clip(np.arange(r, r + t), 0, n - 1)
-    extra = {} if self.speech_path is None else {"speech": self.speech(item["row"])}
+    silent = self.silence_prob > 0 and rng.random() < self.silence_prob
+    exp = clip["exp"][take]
+    if silent:
+      exp, audio = self.silence(item["row"], clip, exp, audio)
+    extra = {} if self.speech_path is None else {"speech": self.speech(item["row"], silent)}
     return {**extra,
-        "motion": motion[take], "exp": clip["exp"][take], "pose": clip["pose"][take],
+        "motion": np.concatenate([exp, motion[take, exp.shape[-1]:]], -1).astype(np.float32), "exp": exp,
+        "pose": clip["pose"][take],
         "scale": clip["scale"][take], "head_kp": clip["head_kp"][take], "body_kp": clip["body_kp"][take],
         "body_visibility": clip["body_visibility"][take], "hand_coeffs": clip["hand_coeffs"][take],
         "hand_present": np.asarray(clip["hand_present"][take], bool), "audio": audio, "valid": valid,
         "identity": np.asarray(clip["identity"], np.float32),
         "ref_motion": motion[ref], "ref_exp": clip["exp"][ref], "ref_valid": np.bool_(n >= t),
         "clip_index": np.int32(c), "start": np.int32(s), "ref_start": np.int32(r),
+        "silenced": np.bool_(silent),
     }
 
 
@@ -317,7 +420,8 @@ def motion_windows(root: str | os.PathLike, *, batch_size: int, split: str = "tr
                    config: MotionWindowConfig = MotionWindowConfig(), shuffle: bool = True,
                    num_epochs: int | None = None, worker_count: int = 0,
                    shard_options: grain.ShardOptions | None = None,
-                   speech_features: str | os.PathLike | None = None) -> grain.DataLoader:
+                   speech_features: str | os.PathLike | None = None, silence_prob: float = 0.0,
+                   silent_speech_features: str | os.PathLike | None = None) -> grain.DataLoader:
   """Batches of motion windows with their audio for stage 1: T + H consecutive frames of one clip.
 
   The first H frames are the history, the last T the window to generate. Keys (B = batch_size):
@@ -334,12 +438,15 @@ def motion_windows(root: str | os.PathLike, *, batch_size: int, split: str = "tr
     clip_index, start, ref_start (B,) int32
     speech (B, n, D) float32: with speech_features (the .npy of `data.speech_features` for this split and
       config), the cached features of each window
+    silenced (B,) bool: the window has its silence span (`CutWindow`, silence_prob; then the silenced
+      audio's features come from silent_speech_features)
   """
   meta = records.read_meta(root)
   clips = records.data_source(root, "clips", split)
   index = WindowIndex(meta["clip_frames"][split], config, name=f"{records.records_dir(root)}:{split}")
   spf = meta["sample_rate"] / meta["fps"]
-  cut = CutWindow(clips, config, spf, speech_features=speech_features)
+  cut = CutWindow(clips, config, spf, speech_features=speech_features, silence_prob=silence_prob,
+                  silent_speech_features=silent_speech_features)
   return make_loader(index, [cut], batch_size=batch_size, seed=seed,
                      shuffle=shuffle,
                      num_epochs=num_epochs, worker_count=worker_count, shard_options=shard_options)

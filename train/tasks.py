@@ -91,21 +91,26 @@ class MotionTask(Task):
       raise ValueError(f"records at {c.data_dir} are {meta.get('fps')} fps / {meta.get('sample_rate')} Hz; "
                        f"the motion tasks expect {FPS} fps / {SAMPLE_RATE} Hz")
     cfg = self.window_config()
+    silence = c.get("silence_prob", 0.0)
     return pipelines.motion_windows(c.data_dir, batch_size=batch_size, split=c.split, seed=seed, config=cfg,
                                     worker_count=c.worker_count, shard_options=shard_options,
-                                    speech_features=self.speech_cache(c.split))
+                                    speech_features=self.speech_cache(c.split), silence_prob=silence,
+                                    silent_speech_features=self.speech_cache(c.split, silent=True)
+                                    if silence > 0 else None)
 
   def window_config(self) -> pipelines.MotionWindowConfig:
     c = self.config
     return pipelines.MotionWindowConfig(window=c.window, history=c.history, stride=c.stride,
                                         short_min_frames=c.get("short_min_frames", 0))
 
-  def speech_cache(self, split: str) -> str | None:
-    """Path of the split's cached speech features (built when missing), None without a frozen encoder."""
+  def speech_cache(self, split: str, silent: bool = False) -> str | None:
+    """Path of the split's cached speech features (built when missing; silent: of the audio with silence
+    spans, config.silence_prob), None without a frozen encoder."""
     if self.speech_encoder is None:
       return None
     from data import speech_features
-    return str(speech_features.ensure(self.config.data_dir, split, self.window_config(), self.speech_context))
+    return str(speech_features.ensure(self.config.data_dir, split, self.window_config(), self.speech_context,
+                                      silent=silent))
 
   def frames_per_example(self) -> int:
     return int(self.config.window)

@@ -56,6 +56,47 @@ def test_padded_windows_repeat_edge_frames_with_silence_and_a_mask(short_records
   assert whole["valid"].all() and bool(whole["ref_valid"])
 
 
+def test_silence_augmentation_quiets_a_span_and_closes_the_mouth(short_records):
+  """silence_prob 1: each window's fixed span (inside the generated T frames) is faint noise and its
+  expression eases into the clip's most closed mouth and back; pose, history and the rest are untouched."""
+  from chatanyone_jax import template as tp
+
+  plain = pipelines.motion_windows(short_records, batch_size=1, config=CFG, shuffle=False, num_epochs=1)
+  quiet = pipelines.motion_windows(short_records, batch_size=1, config=CFG, shuffle=False, num_epochs=1,
+                                   silence_prob=1.0)
+  clips = records.data_source(short_records, "clips")
+  gap = pipelines.LipGap()
+  spans = set()
+  for row, (p, q) in enumerate(zip(plain, quiet, strict=True)):
+    p, q = jax.tree.map(lambda x: x[0], p), jax.tree.map(lambda x: x[0], q)
+    assert bool(q["silenced"]) and not bool(p["silenced"])
+    a, b = pipelines.silence_span(row, CFG)
+    spans.add((a, b))
+    assert CFG.history <= a and b <= CFG.length and 12 <= b - a <= 20
+    clip = clips[int(p["clip_index"])]
+    np.testing.assert_allclose(gap(clip["exp"], clip["identity"]),  # the NumPy gap is the template's
+                               tp.mouth_opening(tp.load_head_template(), clip["exp"], clip["identity"]),
+                               rtol=1e-4, atol=1e-6)
+    closed = clip["exp"][np.argmin(gap(clip["exp"], clip["identity"]))]
+    inside = np.zeros(CFG.length, bool)
+    inside[a:b] = True
+    np.testing.assert_array_equal(q["exp"][~inside], p["exp"][~inside])
+    np.testing.assert_allclose(q["exp"][a + 2], closed, atol=1e-6)  # closed after the ramp
+    np.testing.assert_allclose(q["exp"][a], p["exp"][a] + (closed - p["exp"][a]) / 3, atol=1e-5)
+    np.testing.assert_array_equal(q["pose"], p["pose"])
+    np.testing.assert_array_equal(q["motion"][:, :tp.NUM_EXP], q["exp"])
+    spf = 16000 / 30
+    lo, hi = round(a * spf), round(b * spf)
+    np.testing.assert_array_equal(q["audio"][:lo], p["audio"][:lo])
+    np.testing.assert_array_equal(q["audio"][hi:], p["audio"][hi:])
+    rms = np.sqrt(np.mean(q["audio"][lo:hi] ** 2))
+    assert 10 ** (-76 / 20) < rms < 10 ** (-49 / 20)
+  assert len(spans) > 1  # one span per row, not one for all
+  with pytest.raises(ValueError, match="silenced"):
+    pipelines.motion_windows(short_records, batch_size=1, config=CFG, silence_prob=0.5,
+                             speech_features="x.npy")
+
+
 def test_face_task_masks_padding_and_nulls_padded_history_and_reference(short_records):
   c = motion_face.get_config("tiny")
   c.data_dir = str(short_records)

@@ -128,13 +128,13 @@ def test_motion_face_whisper_trains_on_cached_window_features(motion_records, tm
   streaming step's window policy, `whisper.window_features` of 2 s of context + the window), the loader
   serves each drawn window its row, the adapter trains, and the checkpoint holds no encoder weights; a
   cache built for other settings is refused."""
-  from data import records, speech_features, whisper_weights
+  from data import pipelines, records, speech_features, whisper_weights
   from data.pipelines import WindowIndex
   from tests.helpers import require_module
 
   require_module(whisper_weights.PACKAGE, whisper_weights.INSTALL_HINT)
   config = motion_face.get_config("tiny_whisper")
-  config.update(data_dir=str(motion_records), progress=False, num_steps=2, log_every=1)
+  config.update(data_dir=str(motion_records), progress=False, num_steps=2, log_every=1, silence_prob=0.5)
   state = trainer.train_and_evaluate(config, tmp_path)
   assert int(state["step"]) == 2 and set(state["params"]) == {"audio", "face"}
   assert "norm_in" in state["params"]["audio"] and "conv0" not in state["params"]["audio"]  # the adapter
@@ -156,11 +156,28 @@ def test_motion_face_whisper_trains_on_cached_window_features(motion_records, tm
     np.testing.assert_allclose(cache[row], expected, atol=2e-2, rtol=1e-2)  # float16 storage
   first = speech_features.row_audio(clip, 0, cfg, task.speech_context)
   assert not first[:task.speech_context - 4 * 534].any() and first[-100:].any()  # zeros before the clip
-  # A loaded batch carries its rows' features.
-  batch = next(iter(task.loader(4, seed=0)))
-  for b in range(4):
+  # Silence augmentation's cache: the same rows' features with each row's span of faint noise.
+  silent = np.load(speech_features.ensure(motion_records, "train", cfg, task.speech_context,
+                                          build_missing=False, silent=True))
+  assert silent.shape == cache.shape
+  spf = 16000 / 30
+  for row in (0, len(index) - 1):
+    audio = speech_features.row_audio(clip, index[row]["start"], cfg, task.speech_context)
+    quiet = pipelines.silence_audio(audio, row, cfg, cfg.history - task.speech_context / spf, spf)
+    a, b = pipelines.silence_span(row, cfg)
+    lo = task.speech_context + round((a - cfg.history) * spf)
+    assert np.abs(quiet[lo:lo + 200]).max() < 0.02 and not np.array_equal(quiet[lo:], audio[lo:])
+    np.testing.assert_array_equal(quiet[:lo], audio[:lo])  # context and speech before the span kept
+    expected = np.asarray(front_end(speech, jnp.asarray(quiet)[None]))[0]
+    np.testing.assert_allclose(silent[row], expected, atol=2e-2, rtol=1e-2)
+    assert np.abs(silent[row].astype(np.float32) - cache[row]).max() > 0.1
+  # A loaded batch carries its rows' features (a silenced window: the silenced audio's).
+  batch = next(iter(task.loader(8, seed=0)))
+  assert 0 < batch["silenced"].sum() < 8
+  for b in range(8):
     row = [i for i in range(len(index)) if index[i]["start"] == batch["start"][b]][0]
-    np.testing.assert_array_equal(batch["speech"][b], cache[row].astype(np.float32))
+    features = silent[row] if batch["silenced"][b] else cache[row]
+    np.testing.assert_array_equal(batch["speech"][b], features.astype(np.float32))
   # A cache of other window settings is not silently reused.
   other = speech_features.cache_name("train", cfg, task.speech_context).replace("S2", "S3")
   (path.parent / f"{other}.json").write_text((path.parent / path.name.replace(".npy", ".json")).read_text())

@@ -29,6 +29,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # in [1 / style_augment, style_augment]; 1 turns it off.
   c.style_augment, c.p_style_augment = 2.0, 0.5
   c.audio_gain_db = 6.0  # each window's speech louder or quieter by up to this much (0: off)
+  # Windows trained with a span of silence (faint noise) and the mouth closing in it
+  # (data.pipelines.CutWindow): the training clips are nearly all speech.
+  c.silence_prob = 0.0
   c.model = ml_collections.ConfigDict({
       "variant": "base",  # sizes of FaceMotionDiT and its AudioEncoder: face_motion_dit.VARIANTS
       "dit": {"p_drop": 0.1},  # FaceMotionConfig fields over the variant's (window / history from above)
@@ -59,6 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # the same loss curve to three decimals, i.e. next to nothing from the audio).
       c.model.dit.audio_add = True
       c.model.dit.prediction = "x0"
+      c.silence_prob = 0.2
   elif arg:
     raise ValueError(f"unknown motion_face variant {arg!r} (have: tiny, tiny_whisper, small, small_whisper)")
   return c
