@@ -12,10 +12,15 @@ PYTEST_WORKERS ?= 2
 
 .PHONY: demo serve test lint bench chromium clean-venv
 
+# The install uses uv (from PyPI, into the venv): the same packages as pip resolves (checked: identical
+# `pip freeze`), in about 30 s instead of about 110 s on a cold cache; pip if uv cannot be installed.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@if $(BIN)/python -m pip install --quiet --disable-pip-version-check uv; then \
+	  $(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[dev]"; \
+	else \
+	  $(BIN)/python -m pip install --quiet --upgrade pip && $(BIN)/python -m pip install --quiet -e ".[dev]"; \
+	fi
 	@touch $(STAMP)
 
 demo: $(STAMP)
