@@ -38,7 +38,9 @@ chromium:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
 # Lint, then the tests. pytest exits 5 when it collected no test: a failure here too.
-test: $(STAMP) chromium
+# The venv and the browser install side by side (both mostly wait on downloads).
+test:
+	@$(MAKE) --no-print-directory -j2 $(STAMP) chromium
 	$(BIN)/ruff check .
 	@$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
