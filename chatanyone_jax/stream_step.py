@@ -22,7 +22,7 @@ from chatanyone_jax.audio import whisper
 from chatanyone_jax.audio.melspec import log_mel_spectrogram
 from chatanyone_jax.motion.diffusion import cosine_schedule, ddim_sample
 from chatanyone_jax.motion.face_motion_dit import NUM_EXP
-from chatanyone_jax.motion.sampling import FaceConditions, join_window, sample_window
+from chatanyone_jax.motion.sampling import FaceConditions, anchored_noise, join_window, sample_window
 from chatanyone_jax.ops.grid_sample import grid_sample
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
 from chatanyone_jax.render.face_refine import mask_face, paste_back
@@ -356,9 +356,16 @@ def face_window(spec: StreamSpec, params: Params, state: State,
   tokens = spec.face_audio.apply({"params": pf["params"]["audio"]}, face_in, num_tokens=t_win)  # (1, T, Da)
   cond = FaceConditions(tokens, state["history"], state["style"], state.get("reference"),
                         state["history_valid"], state.get("reference_valid"))
+  # With hop < T the windows overlap: each frame starts from its own noise in every window that holds it
+  # (`anchored_noise`), not from fresh noise per window (which made the emitted frames come from unrelated
+  # samples: more frame-to-frame motion, benchmarks/RESULTS.md "Face motion of the stream").
+  x_T = None
+  if hop < t_win:
+    x_T = anchored_noise(jax.random.fold_in(state["rng"], 0x7FFFFFFF), i * hop, t_win,
+                         spec.face.config.motion_dim)
   motion_n = sample_window(spec.face, pf["params"]["face"], cond, k_face,
                            schedule=cosine_schedule(spec.face_diffusion_steps), num_steps=spec.num_steps,
-                           guidance_scale=spec.guidance_scale, eta=spec.eta, clip_x0=spec.clip_x0)
+                           guidance_scale=spec.guidance_scale, eta=spec.eta, clip_x0=spec.clip_x0, x_T=x_T)
   motion_n = join_window(state["history"], motion_n, min(spec.seam_frames, t_win), state["history_valid"])
   history = jnp.concatenate([state["history"], motion_n[:, :hop]], axis=1)[:, -spec.history:]
   new = {"window": i + 1, "audio": audio_state, "history": history, "history_valid": jnp.ones((1,), bool)}

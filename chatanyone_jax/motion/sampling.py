@@ -86,14 +86,14 @@ def make_denoise_fn(model: nn.Module, params, cond: FaceConditions, *, guidance:
 def sample_window(model: nn.Module, params, cond: FaceConditions, key: jax.Array, *,
                   schedule: NoiseSchedule, num_steps: int = 10, guidance_scale: float | jax.Array = 1.0,
                   eta: float | jax.Array = 0.0, clip_x0: float | None = None,
-                  guidance: bool | None = None) -> jax.Array:
+                  guidance: bool | None = None, x_T: jax.Array | None = None) -> jax.Array:
   """Samples one window of face motion with DDIM.
 
   Args:
     model: a `FaceMotionDiT`; params: its parameters.
     cond: the window's conditions (batch B, window T from cond.audio).
     key: PRNG key.
-    schedule, num_steps, eta, clip_x0: as `ddim_sample`.
+    schedule, num_steps, eta, clip_x0, x_T: as `ddim_sample`.
     guidance_scale: CFG scale s (1 = conditional only).
     guidance: stack the unconditional pair; default: unless guidance_scale is the Python number 1.
 
@@ -106,7 +106,15 @@ def sample_window(model: nn.Module, params, cond: FaceConditions, key: jax.Array
   shape = (b, n, model.config.motion_dim)
   return ddim_sample(make_denoise_fn(model, params, cond, guidance=guidance), schedule, shape, key,
                      num_steps=num_steps, eta=eta, guidance_scale=guidance_scale, clip_x0=clip_x0,
-                     prediction=model.config.prediction)
+                     prediction=model.config.prediction, x_T=x_T)
+
+
+def anchored_noise(key: jax.Array, first_frame: jax.Array | int, num_frames: int, dim: int) -> jax.Array:
+  """(1, num_frames, dim) N(0, 1) starting noise of the frames first_frame, first_frame + 1, ...: frame f's
+  noise is normal(fold_in(key, f)) whatever window it is in, so overlapping windows (a stream with hop < T)
+  start their shared frames from the same noise. first_frame may be traced."""
+  frames = first_frame + jnp.arange(num_frames)
+  return jax.vmap(lambda f: jax.random.normal(jax.random.fold_in(key, f), (dim,)))(frames)[None]
 
 
 def join_window(history: jax.Array, window: jax.Array, seam_frames: int,

@@ -9,6 +9,7 @@ import numpy as np
 from chatanyone_jax.motion.diffusion import cosine_schedule
 from chatanyone_jax.motion.sampling import (
                                             FaceConditions,
+                                            anchored_noise,
                                             face_motion_loss,
                                             generate_long,
                                             join_window,
@@ -145,3 +146,13 @@ def test_face_motion_loss(face_model, face_params):
   loss_m = float(jax.jit(functools.partial(face_motion_loss, model=face_model, schedule=SCHED))(
       face_params, {**batch, "mask": mask}, jax.random.key(5)))
   assert np.isfinite(loss_m) and loss_m != loss
+
+
+def test_anchored_noise_is_the_same_for_the_same_frame_in_any_window():
+  key = jax.random.key(3)
+  a = anchored_noise(key, 0, 16, 5)
+  b = jax.jit(anchored_noise, static_argnums=(2, 3))(key, jnp.int32(8), 16, 5)  # traced start
+  assert a.shape == b.shape == (1, 16, 5)
+  np.testing.assert_array_equal(a[:, 8:], b[:, :8])
+  assert not np.allclose(a[:, :8], b[:, 8:])
+  assert abs(float(jnp.std(anchored_noise(key, 100, 400, 58))) - 1.0) < 0.02
