@@ -25,6 +25,7 @@ from PIL import Image
 from data import records
 from data.crops import face_mask
 from data.encoding import decode_image
+from data.silence import SILENCE_RAMP, LipGap, silence_audio, silence_span
 
 # ---------------------------------------------------------------- helpers
 
@@ -237,64 +238,6 @@ class WindowIndex:
   def __getitem__(self, i: int) -> dict:
     c, s = self.rows[i]
     return {"clip": int(c), "start": int(s), "row": int(i)}
-
-
-# Silence augmentation (CutWindow silence_prob): a span of 0.4-1.2 s inside the generated T frames, its audio
-# replaced by faint noise and its expression eased to the clip's most closed mouth over SILENCE_RAMP frames.
-SILENCE_FRAMES = (12, 36)
-SILENCE_RAMP = 3
-SILENCE_NOISE_DB = (-75.0, -50.0)  # the noise's RMS, dB of full scale
-
-
-def silence_span(row: int, config: MotionWindowConfig) -> tuple[int, int]:
-  """Frames [a, b) of window row `row`'s T + H frames that silence augmentation silences: one fixed random
-  span per row (so that a cached speech-feature row of the silenced audio matches it), inside the last T."""
-  rng = np.random.default_rng([0x51_1E_4C_E, row])
-  t, h = config.window, config.history
-  n = int(rng.integers(min(SILENCE_FRAMES[0], t), min(SILENCE_FRAMES[1], t) + 1))
-  a = h + int(rng.integers(0, t - n + 1))
-  return a, a + n
-
-
-def silence_noise(row: int, num_samples: int) -> np.ndarray:
-  """The faint noise that fills row `row`'s silenced span: Gaussian, RMS uniform in SILENCE_NOISE_DB."""
-  rng = np.random.default_rng([0x401_5E, row])
-  rms = 10.0 ** (rng.uniform(*SILENCE_NOISE_DB) / 20.0)
-  return (rms * rng.standard_normal(num_samples)).astype(np.float32)
-
-
-def silence_audio(audio: np.ndarray, row: int, config: MotionWindowConfig, first_frame: int,
-                  samples_per_frame: float) -> np.ndarray:
-  """`audio` (a copy) with row `row`'s silence span filled with its noise; audio[0] is the sample of
-  frame `first_frame` of the row's T + H frames (0 for the window audio, H minus the context for the
-  speech encoder's input, fractional frames allowed)."""
-  a, b = silence_span(row, config)
-  lo = max(int(round((a - first_frame) * samples_per_frame)), 0)
-  hi = min(int(round((b - first_frame) * samples_per_frame)), audio.size)
-  out = np.array(audio, np.float32)
-  if hi > lo:
-    out[lo:hi] = silence_noise(row, hi - lo)
-  return out
-
-
-class LipGap:
-  """The template's inner-lip gap of expression coefficients in NumPy (`chatanyone_jax.template.
-  mouth_opening` without JAX, for the data workers)."""
-
-  def __init__(self):
-    from chatanyone_jax import template as tp
-    t = tp.load_head_template()
-    names = dict(tp.KEYPOINT_NAMES)
-    u, lo = names["upper_lip_inner"], names["lower_lip_inner"]
-    self.mean = t.mean[u] - t.mean[lo]  # (3,)
-    self.id_basis = t.id_basis[:, u] - t.id_basis[:, lo]  # (n_id, 3)
-    self.exp_basis = t.exp_basis[:, u] - t.exp_basis[:, lo]  # (n_exp, 3)
-
-  def __call__(self, exp: np.ndarray, identity: np.ndarray | None = None) -> np.ndarray:
-    d = self.mean + np.asarray(exp, np.float32) @ self.exp_basis
-    if identity is not None:
-      d = d + np.asarray(identity, np.float32) @ self.id_basis
-    return np.linalg.norm(d, axis=-1)
 
 
 class CutWindow(grain.RandomMapTransform):

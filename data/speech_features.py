@@ -34,7 +34,8 @@ import numpy as np
 
 from chatanyone_jax.audio import whisper
 from data import records
-from data.pipelines import MotionWindowConfig, WindowIndex, silence_audio
+from data.pipelines import MotionWindowConfig, WindowIndex
+from data.silence import silence_audio
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data import pipelines, records
+from data import pipelines, records, silence
 from tests import fixtures
 from train import tasks
 from train.configs import motion_body, motion_face
@@ -65,12 +65,12 @@ def test_silence_augmentation_quiets_a_span_and_closes_the_mouth(short_records):
   quiet = pipelines.motion_windows(short_records, batch_size=1, config=CFG, shuffle=False, num_epochs=1,
                                    silence_prob=1.0)
   clips = records.data_source(short_records, "clips")
-  gap = pipelines.LipGap()
+  gap = silence.LipGap()
   spans = set()
   for row, (p, q) in enumerate(zip(plain, quiet, strict=True)):
     p, q = jax.tree.map(lambda x: x[0], p), jax.tree.map(lambda x: x[0], q)
     assert bool(q["silenced"]) and not bool(p["silenced"])
-    a, b = pipelines.silence_span(row, CFG)
+    a, b = silence.silence_span(row, CFG)
     spans.add((a, b))
     assert CFG.history <= a and b <= CFG.length and 12 <= b - a <= 20
     clip = clips[int(p["clip_index"])]

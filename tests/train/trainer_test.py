@@ -128,7 +128,7 @@ def test_motion_face_whisper_trains_on_cached_window_features(motion_records, tm
   streaming step's window policy, `whisper.window_features` of 2 s of context + the window), the loader
   serves each drawn window its row, the adapter trains, and the checkpoint holds no encoder weights; a
   cache built for other settings is refused."""
-  from data import pipelines, records, speech_features, whisper_weights
+  from data import records, silence, speech_features, whisper_weights
   from data.pipelines import WindowIndex
   from tests.helpers import require_module
 
@@ -163,8 +163,8 @@ def test_motion_face_whisper_trains_on_cached_window_features(motion_records, tm
   spf = 16000 / 30
   for row in (0, len(index) - 1):
     audio = speech_features.row_audio(clip, index[row]["start"], cfg, task.speech_context)
-    quiet = pipelines.silence_audio(audio, row, cfg, cfg.history - task.speech_context / spf, spf)
-    a, b = pipelines.silence_span(row, cfg)
+    quiet = silence.silence_audio(audio, row, cfg, cfg.history - task.speech_context / spf, spf)
+    a, b = silence.silence_span(row, cfg)
     lo = task.speech_context + round((a - cfg.history) * spf)
     assert np.abs(quiet[lo:lo + 200]).max() < 0.02 and not np.array_equal(quiet[lo:], audio[lo:])
     np.testing.assert_array_equal(quiet[:lo], audio[:lo])  # context and speech before the span kept
