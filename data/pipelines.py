@@ -257,6 +257,8 @@ class CutWindow(grain.RandomMapTransform):
   def __init__(self, clips_source, config: MotionWindowConfig, samples_per_frame: float, cache: int = 256,
                speech_features: str | os.PathLike | None = None, silence_prob: float = 0.0,
                silent_speech_features: str | os.PathLike | None = None):
+    if not 0.0 <= silence_prob <= 1.0:
+      raise ValueError(f"silence_prob is a probability (0 = off), got {silence_prob}")
     if silence_prob > 0 and speech_features is not None and silent_speech_features is None:
       raise ValueError("silence augmentation with cached speech features needs the cache of the silenced "
                        "audio (data.speech_features.ensure(..., silent=True))")
@@ -342,13 +344,13 @@ class CutWindow(grain.RandomMapTransform):
     r = self.reference_start(n, s, rng)
     ref = np.clip(np.arange(r, r + t), 0, n - 1)
     silent = self.silence_prob > 0 and rng.random() < self.silence_prob
-    exp = clip["exp"][take]
+    exp, window = clip["exp"][take], motion[take]
     if silent:
       exp, audio = self.silence(item["row"], clip, exp, audio)
+      window[:, :exp.shape[-1]] = exp  # motion = exp ⊕ pose
     extra = {} if self.speech_path is None else {"speech": self.speech(item["row"], silent)}
     return {**extra,
-        "motion": np.concatenate([exp, motion[take, exp.shape[-1]:]], -1).astype(np.float32), "exp": exp,
-        "pose": clip["pose"][take],
+        "motion": window, "exp": exp, "pose": clip["pose"][take],
         "scale": clip["scale"][take], "head_kp": clip["head_kp"][take], "body_kp": clip["body_kp"][take],
         "body_visibility": clip["body_visibility"][take], "hand_coeffs": clip["hand_coeffs"][take],
         "hand_present": np.asarray(clip["hand_present"][take], bool), "audio": audio, "valid": valid,

@@ -48,20 +48,16 @@ def silence_audio(audio: np.ndarray, row: int, config, first_frame: int,
 
 
 class LipGap:
-  """The template's inner-lip gap of expression coefficients in NumPy (`chatanyone_jax.template.
-  mouth_opening` without JAX, for the data workers)."""
+  """`chatanyone_jax.template.mouth_opening` in NumPy (the data workers run no JAX): the inner-lip gap of
+  expression coefficients, from the template's `lip_gap_vectors`."""
 
   def __init__(self):
     from chatanyone_jax import template as tp
-    t = tp.load_head_template()
-    names = dict(tp.KEYPOINT_NAMES)
-    u, lo = names["upper_lip_inner"], names["lower_lip_inner"]
-    self.mean = t.mean[u] - t.mean[lo]  # (3,)
-    self.id_basis = t.id_basis[:, u] - t.id_basis[:, lo]  # (n_id, 3)
-    self.exp_basis = t.exp_basis[:, u] - t.exp_basis[:, lo]  # (n_exp, 3)
+    self.mean, self.id_dir, self.exp_dir = (np.asarray(v, np.float32)
+                                            for v in tp.lip_gap_vectors(tp.load_head_template()))
 
   def __call__(self, exp: np.ndarray, identity: np.ndarray | None = None) -> np.ndarray:
-    d = self.mean + np.asarray(exp, np.float32) @ self.exp_basis
+    d = self.mean + np.asarray(exp, np.float32) @ self.exp_dir
     if identity is not None:
-      d = d + np.asarray(identity, np.float32) @ self.id_basis
+      d = d + np.asarray(identity, np.float32) @ self.id_dir
     return np.linalg.norm(d, axis=-1)

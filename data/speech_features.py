@@ -11,7 +11,7 @@ window index, the context and the encoder, checked on load. The training loader 
 (`data.pipelines.motion_windows(speech_features=...)`). Gain augmentation does not apply to cached features
 (Whisper's log-mel is normalised to each input's maximum). Silence augmentation
 (`data.pipelines.CutWindow`, silence_prob) reads a second cache, silent=True: the same rows with each row's
-fixed silence span (`data.pipelines.silence_span`) filled with its faint noise.
+fixed silence span (`data.silence.silence_span`) filled with its faint noise.
 
   python -m data.speech_features --data RECORDS --window 40 --history 10 --stride 5 --short_min_frames 16
 (the training task builds a missing cache itself before its first step).
@@ -79,7 +79,7 @@ def row_audio(clip: dict, start: int, config: MotionWindowConfig, context: int,
 def build(root: str | os.PathLike, split: str, config: MotionWindowConfig, context: int, *,
           batch_size: int = 32, progress: bool = True, silent: bool = False) -> pathlib.Path:
   """Computes and stores the features of every row of the split's WindowIndex; returns the .npy path.
-  silent: of each row's audio with its silence span (`data.pipelines.silence_audio`).
+  silent: of each row's audio with its silence span (`data.silence.silence_audio`).
 
   Written to a temporary file and renamed, so an interrupted build leaves no cache behind.
   """

@@ -48,6 +48,7 @@ from chatanyone_jax.template.head_template import (
   fit_clip,
   fit_frames,
   landmark_error,
+  lip_gap_vectors,
   mouth_opening,
   project,
   project_keypoints,
@@ -89,7 +90,7 @@ def load_head_template() -> HeadTemplate:
 __all__ = [
     "DEFAULT_ASSET", "KEYPOINT_INDICES", "KEYPOINT_NAMES", "NUM_EXP", "NUM_KEYPOINTS", "NUM_POINTS",
     "FitResult", "HeadTemplate", "build_head_template", "canonical_shape", "euler_to_rotation", "fit_clip",
-    "fit_frames", "generalized_procrustes", "landmark_error", "load_head_template",
+    "fit_frames", "generalized_procrustes", "landmark_error", "lip_gap_vectors", "load_head_template",
     "load_head_template_arrays", "mouth_opening", "normalize_shape", "project", "project_keypoints",
     "rotation_to_euler", "similarity_procrustes", "template_from_arrays", "template_to_arrays",
 ]

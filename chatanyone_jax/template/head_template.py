@@ -155,6 +155,17 @@ def canonical_shape(template: HeadTemplate, alpha: jax.Array | None, beta: jax.A
   return shape
 
 
+def lip_gap_vectors(template: HeadTemplate) -> tuple:
+  """(mean (3,), id (n_id, 3), exp (n_exp, 3)): the upper minus the lower inner-lip centre of the mean
+  shape and of each identity / expression direction, so that the canonical inner-lip vector of (α, β) is
+  mean + α @ id + β @ exp (the shape is linear in both). Arrays of the template's kind (NumPy for the
+  shipped one: the data workers use them without JAX)."""
+  names = dict(KEYPOINT_NAMES)
+  u, lo = names["upper_lip_inner"], names["lower_lip_inner"]
+  return (template.mean[u] - template.mean[lo], template.id_basis[:, u] - template.id_basis[:, lo],
+          template.exp_basis[:, u] - template.exp_basis[:, lo])
+
+
 def mouth_opening(template: HeadTemplate, exp: jax.Array, identity: jax.Array | None = None) -> jax.Array:
   """Inner-lip gap of the canonical (pose-free) shape: the lip-sync curve of expression coefficients.
 
@@ -165,14 +176,11 @@ def mouth_opening(template: HeadTemplate, exp: jax.Array, identity: jax.Array | 
   Returns:
     (...,) distance between the upper and lower inner-lip centres, in template units.
   """
-  exp = jnp.asarray(exp)
-  beta = exp.reshape(-1, exp.shape[-1])
-  alpha = None if identity is None else jnp.broadcast_to(
-      jnp.asarray(identity), exp.shape[:-1] + jnp.shape(identity)[-1:]).reshape(beta.shape[0], -1)
-  shape = canonical_shape(template, alpha, beta)
-  names = dict(KEYPOINT_NAMES)
-  gap = jnp.linalg.norm(shape[:, names["upper_lip_inner"]] - shape[:, names["lower_lip_inner"]], axis=-1)
-  return gap.reshape(exp.shape[:-1])
+  mean, id_dir, exp_dir = lip_gap_vectors(template)
+  gap = mean + jnp.asarray(exp) @ exp_dir
+  if identity is not None:
+    gap = gap + jnp.asarray(identity) @ id_dir
+  return jnp.linalg.norm(gap, axis=-1)
 
 
 def project(template: HeadTemplate, pose: jax.Array, scale: jax.Array, exp: jax.Array,

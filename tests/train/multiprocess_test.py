@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import re
 import shutil
 import signal
 import socket
@@ -54,12 +53,9 @@ def _state(workdir: pathlib.Path, step: int | None = None) -> dict:
         state=ocp.args.StandardRestore(abstract)))["state"])
 
 
-def _flat(tree, pattern: str = "") -> np.ndarray:
-  """The leaves of `tree` whose key path matches `pattern`, raveled into one float64 vector."""
-  leaves = [np.asarray(x, np.float64).ravel() for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]
-            if re.search(pattern, jax.tree_util.keystr(path))]
-  assert leaves, pattern
-  return np.concatenate(leaves)
+def _flat(tree) -> np.ndarray:
+  """The leaves of `tree` raveled into one float64 vector."""
+  return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(tree)])
 
 
 def _metrics(workdir: pathlib.Path, key: str) -> list[float]:
@@ -194,8 +190,9 @@ def test_motion_two_processes_equal_one(runs):
 
 def test_render_trains_data_parallel_over_two_processes(runs):
   """render_head512:tiny, data-parallel over both processes (data=2): both run every step with finite
-  losses and gradients, and the checkpoint holds the trained generator (its equality with one process is
-  the motion test's: the same trainer, step and collectives; the rows read are checked above)."""
+  losses and gradients, and the checkpoint holds the trained generator (the rows read are checked above).
+  Its numerical equality with one process is not checked here (that needed a third tiny GAN trained in
+  this process, about a minute of the suite); the motion test checks it for the same trainer and step."""
   two = runs.root / "two_render"
   steps = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in steps] == list(range(1, worker.RENDER_STEPS + 1))
