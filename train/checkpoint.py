@@ -12,6 +12,7 @@ import pathlib
 
 import grain.python as grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 CHECKPOINT_DIR = "checkpoints"
@@ -102,23 +103,48 @@ def load_params(workdir: str | os.PathLike, step: int | None = None, ema: bool =
   "norm": the task's normalisation statistics (e.g. {"motion_mean", "motion_std"}; {} for the renderer),
   "step": int}, plus for renderer workdirs "batch_stats" (BatchNorm statistics of F / M / W / G; their
   params are {"F", "M", "W", "G"}).
+
+  Only those subtrees are read (an orbax partial restore into numpy arrays, whatever the training mesh
+  or process count was): no optimiser moments, no discriminator. For a renderer that is a fifth of the
+  state's arrays, and 0.8 s instead of 5.4 s (a tiny renderer workdir, 2-core CPU).
   """
   directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
-  # The handler named, so that item_metadata has the state's shapes: the restore target then carries this
-  # process's sharding, which a checkpoint of another topology (several processes) needs.
-  with ocp.CheckpointManager(directory, item_handlers={"state": ocp.StandardCheckpointHandler()}) as mngr:
+  with ocp.CheckpointManager(directory, item_handlers={"state": ocp.PyTreeCheckpointHandler()}) as mngr:
     step = mngr.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint under {directory}")
-    meta = mngr.item_metadata(step)["state"]
-    # Restore onto the host (one device) whatever the training mesh was.
-    sharding = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
-    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), meta)
-    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-  state = jax.device_get(state)
-  if "gen" in state:  # renderer: {"gen": {"params", "batch_stats", ...}, "disc", "ema", ...}
-    params = state["ema"] if ema and state.get("ema") is not None else state["gen"]["params"]
-    return {"params": params, "batch_stats": state["gen"]["batch_stats"], "norm": state.get("norm", {}),
-            "step": int(step)}
-  params = state["ema"] if ema and "ema" in state else state["params"]
-  return {"params": params, "norm": state.get("norm", {}), "step": int(step)}
+    paths = _leaf_paths(mngr, step)
+    renderer = any(p[0] == "gen" for p in paths)
+    has_ema = any(p[0] == "ema" for p in paths)
+    weights = ("ema",) if ema and has_ema else (("gen", "params") if renderer else ("params",))
+    wanted = [weights, ("norm",)] + ([("gen", "batch_stats")] if renderer else [])
+    target: dict = {}
+    for path in paths:
+      if any(path[:len(w)] == w for w in wanted):
+        node = target
+        for key in path[:-1]:
+          node = node.setdefault(key, {})
+        node[path[-1]] = ocp.RestoreArgs(restore_type=np.ndarray)
+    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=target, partial_restore=True)))["state"]
+  params = state
+  for key in weights:
+    params = params[key]
+  out = {"params": params, "norm": state.get("norm", {}), "step": int(step)}
+  if renderer:  # {"gen": {"params", "batch_stats", ...}, "disc", "ema", ...}
+    out["batch_stats"] = state["gen"]["batch_stats"]
+  return out
+
+
+def _leaf_paths(mngr: ocp.CheckpointManager, step: int) -> list[tuple[str, ...]]:
+  """The dict keys leading to each array of a checkpoint's "state", from orbax's tree metadata file (a
+  JSON file: reading the arrays' metadata instead opens every array, 2 s for a tiny renderer)."""
+  import json
+
+  path = pathlib.Path(mngr.directory) / str(step) / "state" / "_METADATA"
+  if path.is_file():
+    tree = json.loads(path.read_text())["tree_metadata"]
+    return [tuple(k["key"] for k in leaf["key_metadata"]) for leaf in tree.values()]
+  meta = mngr.item_metadata(step)["state"]  # another orbax layout: the slow, general way
+  return [tuple(getattr(k, "key", getattr(k, "name", k)) for k in path)
+          for path, _ in jax.tree_util.tree_flatten_with_path(meta)[0]]
