@@ -127,7 +127,29 @@ def _reference(path: str | os.PathLike, spec: StreamSpec, norm: dict,
   Preprocessed as training clips are: 30 fps frames, MediaPipe landmarks, `annotate_clip` on the
   longest run of face frames; the window is T frames from its middle (repeated when shorter).
   """
+  motion = reference_motion(path, max_seconds)
+  t = spec.window
+  start = max(0, (len(motion) - t) // 2)
+  idx = np.minimum(start + np.arange(t), len(motion) - 1)
+  window = (motion[idx] - norm["motion_mean"]) / norm["motion_std"]  # (T, 58)
+  style = np.asarray(style_controls(jnp.asarray(window[None])))[0]
+  return window[None, :, :spec.face.config.ref_dim], style
 
+
+def reference_motion(path: str | os.PathLike, max_seconds: float = 10.0) -> np.ndarray:
+  """(N, 58) expression + pose coefficients of a reference video's longest face run, cached by the file's
+  path, size and modification time: a live session whose style changes (a slider moved) with a reference
+  video selected does not decode and annotate the video again (about 10 s of CPU for 10 s of video)."""
+  try:
+    st = os.stat(path)
+  except OSError as e:
+    raise MediaError(f"cannot use reference video {path}: {e}") from e
+  return _reference_motion(os.path.realpath(path), st.st_size, st.st_mtime_ns, float(max_seconds))
+
+
+@functools.lru_cache(maxsize=16)
+def _reference_motion(path: str, size: int, mtime_ns: int, max_seconds: float) -> np.ndarray:
+  del size, mtime_ns  # part of the cache key only
   try:
     frames = np.stack(list(iter_frames(path, FPS, max_side=640, max_frames=int(max_seconds * FPS))))
     lm = extract_landmarks(frames, fps=FPS, segmentation=False, name=str(path))
@@ -137,12 +159,8 @@ def _reference(path: str | os.PathLike, spec: StreamSpec, norm: dict,
   clip = annotate_clip(frames, lm, run, np.zeros(int(round(len(run) * SAMPLE_RATE / FPS)), np.float32),
                        "reference", _cached_annotator())
   motion = np.concatenate([clip["exp"], clip["pose"]], -1).astype(np.float32)  # (N, 58)
-  t = spec.window
-  start = max(0, (len(motion) - t) // 2)
-  idx = np.minimum(start + np.arange(t), len(motion) - 1)
-  window = (motion[idx] - norm["motion_mean"]) / norm["motion_std"]  # (T, 58)
-  style = np.asarray(style_controls(jnp.asarray(window[None])))[0]
-  return window[None, :, :spec.face.config.ref_dim], style
+  motion.flags.writeable = False  # shared by every caller of the cache
+  return motion
 
 
 def prepare_avatar(image: np.ndarray | Portrait, spec: StreamSpec, params: dict, *, style: Style = Style(),

@@ -18,7 +18,7 @@ from infer.live import Block, LiveError, LiveModels, LiveStream, PortraitCache
 from infer.options import LOW_LATENCY, StreamOptions, Style
 from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH, stream
 from infer.timeline import OUTPUT_RATE, Timeline, Upsampler
-from tests.helpers import SMOKE_STREAM, irregular_chunks
+from tests.helpers import SMOKE_STREAM, irregular_chunks, media_dir, require
 
 pytestmark = SMOKE_STREAM  # the tiny models and the upper-mode step of tests/infer/streaming_test.py
 
@@ -117,6 +117,13 @@ def test_style_and_mode_change_from_the_next_block(models, portrait, speech):
   np.testing.assert_array_equal(first_a.frames, first_b.frames)
   assert np.abs(second_a.frames.astype(np.int16) - second_b.frames).mean() > 0.2  # a still face moves less
   np.testing.assert_array_equal(np.asarray(live._session.state["style"]), [[0.0, 0.0]])
+
+  # A reference video chosen mid-stream: its expression window and style from the next block on.
+  video = require(media_dir() / "videos" / "LivePortrait__assets_examples_driving_d0.mp4", "video")
+  first_r, second_r, live = run({"style": Style(reference_video=str(video))})
+  np.testing.assert_array_equal(first_a.frames, first_r.frames)
+  assert np.asarray(live._session.state["reference_valid"]).all()
+  assert np.abs(second_a.frames.astype(np.int16) - second_r.frames).mean() > 0.2
 
   first_c, second_c, live = run({"mode": "head"})
   np.testing.assert_array_equal(first_a.frames, first_c.frames)

@@ -138,7 +138,8 @@ def test_websocket_errors_are_reported_on_their_connection(server):
     async with LiveClient(server.ws, portrait_id=server.avatar.bundled_portrait, audio=False) as client:
       replies = []
       for bad in ("not json", json.dumps({"type": "dance"}), b"\x01\x02\x03",
-                  json.dumps({"type": "style", "mode": "upper"})):
+                  json.dumps({"type": "style", "mode": "upper"}),
+                  json.dumps({"type": "style", "reference": "nope"})):
         await client.send_raw(bad)
         try:
           await client._next_json()
@@ -162,9 +163,25 @@ def test_websocket_errors_are_reported_on_their_connection(server):
     assert close_code == 1008
   reply, _ = asyncio.run(first_error(no_face))
   assert "no face found" in reply["message"]
+  async def session(**style):
+    async with LiveClient(server.ws, portrait_id=server.avatar.bundled_portrait, audio=False) as client:
+      if style:
+        await client.style(**style)
+      await client.send(server.speech[:8533])
+      await client.end()
+      return [b async for b in client.blocks()]
+
   codes, blocks = asyncio.run(session_survives_bad_messages())
-  assert codes == ["malformed", "malformed", "bad_audio", "bad_mode"]
+  assert codes == ["malformed", "malformed", "bad_audio", "bad_mode", "unknown_reference"]
   assert len(blocks) == 1 and blocks[0].frames.shape == (16, 64, 64, 3)
+  # A style message reaches the stream: larger expressions and a smaller pose range change the frames of
+  # the same speech (the rejected messages above changed nothing: a plain session makes the same). The
+  # reference video's effect is tested on LiveStream (tests/infer/live_test.py), where it costs no server.
+  plain = asyncio.run(session())
+  styled = asyncio.run(session(amplitude=2.0, pose_range=0.5))
+  np.testing.assert_array_equal(plain[0].frames, blocks[0].frames)
+  change = np.abs(styled[0].frames.astype(int) - plain[0].frames).mean()
+  assert change > 0.5, change
   # The same checks over HTTP: an upload without a face, bad settings for a connection that does not exist.
   r = httpx.post(server.http + "/api/portraits", content=_gradient_png())
   assert r.status_code == 422 and r.json()["error"] == "no_face"

@@ -17,8 +17,15 @@ import pytest
 import infer
 from chatanyone_jax import stream_step
 from chatanyone_jax.motion.sampling import GUIDANCE_SCALE, SEAM_FRAMES
-from data.media import read_audio, read_image
-from infer.avatar import AvatarError, _reference, annotate_image, default_style
+from data.media import MediaError, read_audio, read_image
+from infer.avatar import (
+  AvatarError,
+  _reference,
+  _reference_motion,
+  annotate_image,
+  default_style,
+  reference_motion,
+)
 from infer.options import LOW_LATENCY, StreamOptions, Style
 from infer.smoke import random_params
 from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH, num_output_frames, prepare, stream
@@ -131,9 +138,17 @@ def test_wrong_renderer_for_mode(upper):
 def test_reference_video_sets_reference_and_style(upper, portrait):
   spec = prepare(portrait, params=upper[0], configs=upper[1]).spec
   video = require(media_dir() / "videos" / "LivePortrait__assets_examples_driving_d0.mp4", "video")
-  ref, style = _reference(video, spec, upper[0]["motion_face"]["norm"], max_seconds=1.0)
+  # The whole 3-s video, as a live session reads it (the cache then serves tests/infer/live_test.py).
+  ref, style = _reference(video, spec, upper[0]["motion_face"]["norm"])
   assert ref.shape == (1, 16, 52) and np.all(np.isfinite(ref))
   assert style.shape == (2,) and np.all(style > 0)
+  # Annotated once per file: a second use (a live session's style change) reads the cache.
+  hits = _reference_motion.cache_info().hits
+  again, _ = _reference(video, spec, upper[0]["motion_face"]["norm"])
+  np.testing.assert_array_equal(again, ref)
+  assert _reference_motion.cache_info().hits == hits + 1
+  with pytest.raises(MediaError, match="cannot use reference video"):
+    reference_motion(video.with_name("missing.mp4"))
   # Without a reference video a model with the reference input gets its learned null reference.
   session = prepare(portrait, params=upper[0], configs=upper[1])
   state = session.state
