@@ -49,12 +49,13 @@ import jax
 import numpy as np
 
 from benchmarks import harness
+from benchmarks import inputs as bench_inputs
 from benchmarks.stream_bench import FULL, TINY, full_models
 from chatanyone_jax import stream_spec, stream_step
 from data.media import read_audio
 from infer.options import LOW_LATENCY, StreamOptions
 from infer.smoke import random_params
-from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH, SAMPLE_RATE, prepare
+from infer.streaming import ASSETS_SPEECH, SAMPLE_RATE, prepare
 
 
 @dataclasses.dataclass
@@ -107,19 +108,22 @@ def frame_latencies(spec: stream_spec.StreamSpec, steps: Sequence[int],
 
 
 def measure(mode: str, options: StreamOptions, *, full: bool = False, checkpoint: str | None = None,
-            seconds: float = 4.0) -> Latency:
-  """Runs `seconds` of the bundled speech through the step (after one untimed compile step) and times it."""
+            seconds: float = 4.0, inputs: str | None = None) -> Latency:
+  """Runs `seconds` of the bundled speech through the step (after one untimed compile step) and times it.
+
+  `inputs`: the `benchmarks.inputs` file to take the portrait and speech from (default: the bundled ones).
+  """
+  portrait, audio = bench_inputs.load(inputs)
   if checkpoint is not None:
-    session = prepare(ASSETS_PORTRAIT, checkpoint=checkpoint, options=options)
+    session = prepare(portrait, checkpoint=checkpoint, options=options)
     models = f"checkpoint {checkpoint}"
   else:
     params, configs = (full_models if full else random_params)(mode, refine=options.refine)
-    session = prepare(ASSETS_PORTRAIT, options=options, params=params, configs=configs)
+    session = prepare(portrait, options=options, params=params, configs=configs)
     presets = FULL if full else TINY
     models = f"{presets[mode]}{' + ' + presets['refine'] if session.spec.refine else ''}, random weights"
   spec, params, state = session.spec, session.params, session.state
   step = stream_step.make_stream_step(spec)
-  audio = read_audio(ASSETS_SPEECH, SAMPLE_RATE)
   size = stream_spec.block_samples(spec)
   num = max(2, round(seconds * stream_spec.FPS / spec.step_frames)) + 1
   times, compile_s = [], 0.0
@@ -226,26 +230,23 @@ def table(results: Sequence[Latency]) -> str:
 def run(*, modes: Sequence[str] = ("head", "upper"), hop: int = LOW_LATENCY["hop"],
         lookahead: int = LOW_LATENCY["lookahead"], steps: int | None = None, full: bool = False,
         checkpoint: str | None = None, seconds: float = 4.0, dtype: str = "float32",
-        write: bool = True) -> list[Latency]:
+        write: bool = True, inputs: str | None = None) -> list[Latency]:
   results = []
   for mode in modes:
     base = StreamOptions(mode=mode, render_dtype=dtype, **({"num_steps": steps} if steps else {}))
     for options in (base, dataclasses.replace(base, hop=hop, lookahead=lookahead)):
-      r = measure(mode, options, full=full, checkpoint=checkpoint, seconds=seconds)
+      r = measure(mode, options, full=full, checkpoint=checkpoint, seconds=seconds, inputs=inputs)
       logging.info("%s: %s", r.config, {k: round(v, 3) for k, v in r.summary().items()})
       results.append(r)
-  if write:
-    rows = []
-    for r in results:
-      s = r.summary()
-      t = harness.Timing("stream latency", r.config, r.compile_s, r.step_s)
-      t.throughput = (f"speech-to-frame {1e3 * s['total_median_s']:.0f} ms median / "
-                      f"{1e3 * s['total_p95_s']:.0f} ms p95 "
-                      f"(algorithmic {1e3 * s['algorithmic_median_s']:.0f} / "
-                      f"{1e3 * s['algorithmic_p95_s']:.0f}, compute {1e3 * s['compute_median_s']:.0f} / "
-                      f"{1e3 * s['compute_p95_s']:.0f}); {'keeps' if r.real_time else 'below'} real time")
-      rows.append(t)
-    harness.append_rows(rows)
+      if write:  # row by row: a run cut short (gpu.sh's time limit) keeps what it measured
+        s = r.summary()
+        t = harness.Timing("stream latency", r.config, r.compile_s, r.step_s)
+        t.throughput = (f"speech-to-frame {1e3 * s['total_median_s']:.0f} ms median / "
+                        f"{1e3 * s['total_p95_s']:.0f} ms p95 "
+                        f"(algorithmic {1e3 * s['algorithmic_median_s']:.0f} / "
+                        f"{1e3 * s['algorithmic_p95_s']:.0f}, compute {1e3 * s['compute_median_s']:.0f} / "
+                        f"{1e3 * s['compute_p95_s']:.0f}); {'keeps' if r.real_time else 'below'} real time")
+        harness.append_rows([t])
   return results
 
 
@@ -263,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> list[Latency]:
   p.add_argument("--full", action="store_true", help="full presets and motion configs, random weights (GPU)")
   p.add_argument("--bf16", action="store_true", help="renderer networks in bfloat16")
   p.add_argument("--no-write", action="store_true", help="do not append rows to benchmarks/RESULTS.md")
+  p.add_argument("--inputs", metavar="NPZ", help="annotated portrait and decoded speech from this file "
+                 "(`python -m benchmarks.gpu_wheels`), for a machine without MediaPipe or PyAV")
   p.add_argument("--seed", type=int, default=0, help="--motion: the streams' seed")
   p.add_argument("--speech", help="--motion: speech file (default: the bundled speech)")
   p.add_argument("--motion", action="store_true",
@@ -279,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> list[Latency]:
     return []
   results = run(modes=a.modes, hop=a.hop, lookahead=a.lookahead, steps=a.steps, full=a.full,
                 checkpoint=a.checkpoint, seconds=a.seconds or 4.0, dtype="bfloat16" if a.bf16 else "float32",
-                write=not a.no_write)
+                write=not a.no_write, inputs=a.inputs)
   print(f"\nspeech-to-frame latency on {harness.device_name()}\n")
   print(table(results))
   return results

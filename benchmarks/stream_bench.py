@@ -4,12 +4,14 @@
   python -m benchmarks.stream_bench --full                # head512, upper512x768 (+ face_refine) (GPU)
   python -m benchmarks.stream_bench --modes head --steps 5 --iters 2 --no-write
   python -m benchmarks.stream_bench --full --profile DIR  # also a jax.profiler trace of the timed blocks
+  python -m benchmarks.stream_bench --inputs .whl/inputs.npz  # portrait and speech prepared elsewhere
 
 Configurations: mode head (no body model, no refine) and upper with face refine off and on, at 5 and
 10 DDIM steps, with the per-frame renderer networks in float32 and bfloat16 (`--dtypes`), on the
 bundled portrait and speech with random weights: the tiny presets and motion configs
 (`infer.smoke.random_params`) by default, the full ones with --full (for a GPU). What each row
-measures: `measure`. Rows are appended to benchmarks/RESULTS.md.
+measures: `measure`. Rows are appended to benchmarks/RESULTS.md. `--inputs` takes the annotated portrait and
+the decoded speech from a file (`benchmarks.inputs`), for a machine without MediaPipe or PyAV.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import harness
+from benchmarks import harness, render_bench
+from benchmarks import inputs as bench_inputs
 from benchmarks.harness import Timing
 from chatanyone_jax import stream_spec, stream_step
-from data.media import read_audio
 from infer.options import StreamOptions
 from infer.smoke import random_params
-from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH, SAMPLE_RATE, Session, prepare
+from infer.streaming import Session, prepare
 
 TINY = {"head": "tiny_head512", "upper": "tiny_upper512x768", "refine": "tiny_face_refine"}
 FULL = {"head": "head512", "upper": "upper512x768", "refine": "face_refine"}
@@ -56,6 +58,7 @@ class Result:
   first_warm_s: float
   render_s: float  # main renderer W + G on one block's T frames
   refine_s: float  # face refine W + G (0 without refine)
+  render_flops: float = 0.0  # W + G of the main renderer and face refine, per frame (XLA cost analysis)
 
   @property
   def block_s(self) -> float:
@@ -64,6 +67,12 @@ class Result:
   @property
   def frames_per_s(self) -> float:
     return self.window / self.block_s
+
+  @property
+  def render_tflops(self) -> float:
+    """Achieved TFLOP/s of the renderers' W + G: their FLOP count over their measured time."""
+    seconds = self.render_s + self.refine_s
+    return self.window * self.render_flops / seconds / 1e12 if seconds > 0 else 0.0
 
 
 def cases(modes: Sequence[str], steps: Sequence[int], dtypes: Sequence[str] = ("float32",)) -> list[Case]:
@@ -156,7 +165,8 @@ def _render_times(session: Session, state: dict, iters: int) -> tuple[float, flo
   return out[0], out[1]
 
 
-def measure(case: Case, *, full: bool, iters: int, warmup: int = 1, profile: str | None = None) -> Result:
+def measure(case: Case, *, full: bool, iters: int, warmup: int = 1, profile: str | None = None,
+            inputs: str | None = None) -> Result:
   """Times one configuration on the bundled portrait and speech.
 
   `infer.streaming.prepare`, then the jitted `chatanyone_jax.stream_step.make_stream_step` fed one block
@@ -172,18 +182,22 @@ def measure(case: Case, *, full: bool, iters: int, warmup: int = 1, profile: str
     * the renderer's share: W + G of the main renderer (and of face refine) on T frames, timed alone on
       the same avatar (`stream_step.render_frames`); the remainder is the audio features, both DDIM
       samplers, keypoints, hand images and the paste-back. With 5 and 10 sampling steps both measured,
-      their difference gives the cost of one DDIM step (face + body models).
+      their difference gives the cost of one DDIM step (face + body models);
+    * achieved TFLOP/s of the renderers: T x their per-frame FLOPs (`render_bench.flops_per_frame`, XLA's
+      count) over their measured W + G time.
+  `inputs`: the `benchmarks.inputs` file to take the portrait and speech from (default: annotate and decode
+  the bundled ones).
   With --full the parameters are random (the zero-initialised layers stay zero: values do not change
   the cost).
   """
   models = full_models if full else random_params
   params, configs = models(case.mode, refine=case.refine)
   options = StreamOptions(mode=case.mode, refine=case.refine, num_steps=case.steps, render_dtype=case.dtype)
-  session = prepare(ASSETS_PORTRAIT, options=options, params=params, configs=configs)
+  portrait, audio = bench_inputs.load(inputs)
+  session = prepare(portrait, options=options, params=params, configs=configs)
   spec = session.spec
   step = stream_step.make_stream_step(spec)
   init = stream_step.make_init_state(spec)
-  audio = read_audio(ASSETS_SPEECH, SAMPLE_RATE)
   blocks = _blocks(spec, audio, max(warmup + iters, 2))
 
   fresh = lambda: init(session.params, session.avatar, jax.random.key(0))
@@ -199,7 +213,7 @@ def measure(case: Case, *, full: bool, iters: int, warmup: int = 1, profile: str
     state, frames = step(session.params, state, blocks[j])
     np.asarray(frames)
   times = []
-  trace = jax.profiler.trace(profile) if profile else contextlib.nullcontext()
+  trace = jax.profiler.trace(profile, create_perfetto_trace=True) if profile else contextlib.nullcontext()
   with trace:
     for j in range(iters):
       t0 = time.perf_counter()
@@ -209,6 +223,9 @@ def measure(case: Case, *, full: bool, iters: int, warmup: int = 1, profile: str
   render_s, refine_s = _render_times(session, state, max(2, min(iters, 5)))
 
   presets_used = FULL if full else TINY
+  flops = render_bench.flops_per_frame(presets_used[case.mode])["frame"].per_item
+  if spec.refine is not None:
+    flops += render_bench.flops_per_frame(presets_used["refine"])["frame"].per_item
   label = f"{case.mode} {presets_used[case.mode]}"
   if spec.refine is not None:
     label += f" + {presets_used['refine']}"
@@ -218,10 +235,11 @@ def measure(case: Case, *, full: bool, iters: int, warmup: int = 1, profile: str
   config = (f"{label}, {'full' if full else 'tiny'} motion configs, {case.steps} DDIM steps, T={spec.window} "
             f"frames/block, {out_w}x{out_h} out, B=1, renderer {case.dtype}, random weights")
   result = Result(case, Timing("stream step", config, cold, times), spec.window, cold,
-                  statistics.median(warm), render_s, refine_s)
+                  statistics.median(warm), render_s, refine_s, flops)
   share = f"renderer W+G {render_s * 1e3:.1f} ms ({100 * render_s / result.block_s:.0f}%)"
   if refine_s:
     share += f", refine W+G {refine_s * 1e3:.1f} ms ({100 * refine_s / result.block_s:.0f}%)"
+  share += f"; renderers {flops / 1e9:.4g} GFLOP/frame at {result.render_tflops:.3g} TFLOP/s"
   result.timing.throughput = (
       f"{result.frames_per_s:.1f} frames/s (x{result.frames_per_s / 30:.2f} real time); first frame "
       f"{cold:.2f} s cold incl. compile, {result.first_warm_s * 1e3:.1f} ms warm (+ {spec.window / 30:.2f} s "
@@ -244,15 +262,17 @@ def sampling_costs(results: Sequence[Result]) -> dict[tuple[str, bool, str], flo
 
 def table(results: Sequence[Result]) -> str:
   head = ("| mode | refine | renderer dtype | DDIM steps | first frame cold s (compile) "
-          "| first frame warm ms | block ms (p10-p90) | frames/s | renderer % | refine % |")
-  rows = [head, "|" + "---|" * 10]
+          "| first frame warm ms | block ms (p10-p90) | frames/s | renderer % | refine % "
+          "| renderers GFLOP/frame | renderers TFLOP/s |")
+  rows = [head, "|" + "---|" * 12]
   for r in results:
     t = r.timing
     rows.append(f"| {r.case.mode} | {'on' if r.refine_s else 'off'} | {r.case.dtype} | {r.case.steps} "
                 f"| {r.first_cold_s:.2f} "
                 f"| {r.first_warm_s * 1e3:.1f} | {t.median_ms:.1f} ({t.quantile_ms(0.1):.1f}-"
                 f"{t.quantile_ms(0.9):.1f}) | {r.frames_per_s:.1f} | {100 * r.render_s / r.block_s:.0f} "
-                f"| {100 * r.refine_s / r.block_s:.0f} |")
+                f"| {100 * r.refine_s / r.block_s:.0f} | {r.render_flops / 1e9:.4g} "
+                f"| {r.render_tflops:.3g} |")
   return "\n".join(rows)
 
 
@@ -278,16 +298,16 @@ def dominant(results: Sequence[Result]) -> list[str]:
 
 def run(*, full: bool = False, modes: Sequence[str] = ("head", "upper"), steps: Sequence[int] = (5, 10),
         dtypes: Sequence[str] = ("float32", "bfloat16"), iters: int = 10, write: bool = True,
-        profile: str | None = None) -> list[Result]:
+        profile: str | None = None, inputs: str | None = None) -> list[Result]:
   results = []
   for case in cases(modes, steps, dtypes):
     name = f"{case.mode}_{'refine' if case.refine else 'norefine'}_{case.steps}_{case.dtype}"
     where = f"{profile}/{name}" if profile else None
-    r = measure(case, full=full, iters=iters, profile=where)
+    r = measure(case, full=full, iters=iters, profile=where, inputs=inputs)
     logging.info("%s: %s", r.timing.config, r.timing.throughput)
     results.append(r)
-  if write:
-    harness.append_rows([r.timing for r in results])
+    if write:  # row by row: a run cut short (gpu.sh's time limit) keeps what it measured
+      harness.append_rows([r.timing])
   return results
 
 
@@ -302,14 +322,17 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
   p.add_argument("--dtypes", nargs="+", choices=("float32", "bfloat16"), default=["float32", "bfloat16"],
                  help="compute dtype of the per-frame renderer networks")
   p.add_argument("--no-write", action="store_true", help="do not append rows to benchmarks/RESULTS.md")
-  p.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of the timed blocks to DIR")
+  p.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of the timed blocks to DIR "
+                 "(with a Perfetto JSON trace: `python -m benchmarks.profile_top DIR` lists its top ops)")
+  p.add_argument("--inputs", metavar="NPZ", help="annotated portrait and decoded speech from this file "
+                 "(`python -m benchmarks.gpu_wheels`), for a machine without MediaPipe or PyAV")
   a = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   logging.getLogger("infer.models").setLevel(logging.WARNING)
   if a.full and jax.default_backend() == "cpu":
     logging.warning("--full on CPU: the full presets take minutes per block here")
   results = run(full=a.full, modes=a.modes, steps=a.steps, dtypes=a.dtypes, iters=a.iters,
-                write=not a.no_write, profile=a.profile)
+                write=not a.no_write, profile=a.profile, inputs=a.inputs)
   print(f"\nstream step on {harness.device_name()}\n")
   print(table(results))
   for line in dominant(results):

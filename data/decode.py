@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-import av
 import numpy as np
 
-from data.media import MediaError, read_audio
+from data.media import MediaError, import_av, read_audio
 from data.preprocess_config import PreprocessConfig
 
 
@@ -33,6 +32,7 @@ def iter_frames(path: str | os.PathLike, fps: float = 30.0, max_side: int = 1280
   Raises:
     VideoFailure("unreadable"): the file cannot be opened or decoded, or has no video stream.
   """
+  av = import_av()
   try:
     container = av.open(str(path))
   except (av.error.FFmpegError, OSError) as e:
@@ -71,6 +71,7 @@ def iter_frames(path: str | os.PathLike, fps: float = 30.0, max_side: int = 1280
 
 def probe_video(path: str | os.PathLike) -> None:
   """Opens the container and checks for a video stream; VideoFailure("unreadable") otherwise."""
+  av = import_av()
   try:
     with av.open(str(path)) as container:
       if not container.streams.video:
@@ -82,6 +83,7 @@ def probe_video(path: str | os.PathLike) -> None:
 
 def stream_start_offset(path: str | os.PathLike) -> float:
   """Seconds by which the first video frame starts after the first audio sample (0 if unknown)."""
+  av = import_av()
   with av.open(str(path)) as container:
     def start(stream):
       if stream.start_time is None or stream.time_base is None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pathlib
 
-import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -18,6 +17,16 @@ PathLike = str | os.PathLike
 
 class MediaError(ValueError):
   """A media file is missing, unreadable or unusable; the message says what to do."""
+
+
+def import_av():
+  """PyAV, imported on first use: reading images (and importing the models) does not need FFmpeg."""
+  try:
+    import av
+  except ImportError as e:
+    raise ImportError("decoding audio or video needs PyAV: pip install av (a dependency of this "
+                      "package)") from e
+  return av
 
 
 def read_image(path: PathLike) -> np.ndarray:
@@ -43,6 +52,7 @@ def read_audio(path: PathLike, sample_rate: int = 16000) -> np.ndarray:
   path = pathlib.Path(path)
   if not path.is_file():
     raise MediaError(f"audio not found: {path}")
+  av = import_av()
   try:
     container = av.open(str(path))
   except av.error.FFmpegError as e:
@@ -73,6 +83,7 @@ def read_video(path: PathLike, max_frames: int | None = None) -> tuple[np.ndarra
   path = pathlib.Path(path)
   if not path.is_file():
     raise MediaError(f"video not found: {path}")
+  av = import_av()
   try:
     with av.open(str(path)) as container:
       if not container.streams.video:

@@ -1,27 +1,45 @@
 """benchmarks/stream_bench.py: one tiny configuration end to end, and the arithmetic of its summaries."""
 
 import numpy as np
+import pytest
 
-from benchmarks import harness
+from benchmarks import harness, render_bench
+from benchmarks import inputs as bench_inputs
 from benchmarks import stream_bench as bench
 from chatanyone_jax import stream_spec
+from data.media import MediaError
+from infer.avatar import load_portrait
 from infer.models import build_spec
 from infer.options import StreamOptions
+from infer.streaming import ASSETS_PORTRAIT
 from tests.helpers import SMOKE_STREAM
 from train.configs import motion_face
 
 
 @SMOKE_STREAM
-def test_tiny_head_stream_benchmark_runs_without_writing(capsys):
+def test_tiny_head_stream_benchmark_runs_from_prepared_inputs_without_writing(capsys, tmp_path):
+  path = bench_inputs.write(tmp_path / "inputs")  # what gpu_wheels carries to a GPU without MediaPipe / PyAV
+  portrait, speech = bench_inputs.load(path)
+  want = load_portrait(ASSETS_PORTRAIT)
+  assert np.array_equal(portrait.image, want.image) and portrait.annotation.keys() == want.annotation.keys()
+  for k, v in want.annotation.items():
+    assert np.array_equal(portrait.annotation[k], v) and np.shape(portrait.annotation[k]) == np.shape(v), k
+  assert speech.dtype == np.float32 and speech.size > 16000
   before = harness.RESULTS.read_text() if harness.RESULTS.exists() else None
-  (r,) = bench.main(["--modes", "head", "--steps", "2", "--iters", "2", "--dtypes", "bfloat16", "--no-write"])
+  (r,) = bench.main(["--modes", "head", "--steps", "2", "--iters", "2", "--dtypes", "bfloat16", "--no-write",
+                     "--inputs", str(path)])
   assert (harness.RESULTS.read_text() if harness.RESULTS.exists() else None) == before
   assert r.case == bench.Case("head", False, 2, "bfloat16") and len(r.timing.times_s) == 2
   assert r.window == 16 and np.isclose(r.frames_per_s, 16 / r.block_s)
   assert 0 < r.first_warm_s and 0 < r.render_s and r.refine_s == 0  # (render alone ~ the whole step)
   assert "tiny_head512" in r.timing.config and "renderer bfloat16" in r.timing.config
+  flops = render_bench.flops_per_frame("tiny_head512")["frame"].per_item
+  assert r.render_flops == flops and np.isclose(r.render_tflops, 16 * flops / r.render_s / 1e12)
   out = capsys.readouterr().out
   assert "| head | off | bfloat16 | 2 |" in out and f"{r.frames_per_s:.1f}" in out
+  assert f"| {flops / 1e9:.4g} | {r.render_tflops:.3g} |" in out
+  with pytest.raises(MediaError, match="python -m benchmarks.gpu_wheels --inputs-only"):
+    bench_inputs.load(tmp_path / "missing.npz")
 
 
 def _result(mode, refine, steps, block_s, render_s=0.01, refine_s=0.0):
