@@ -11,9 +11,11 @@ report a bad portrait before they build or load models.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import os
+import threading
 
 import jax.numpy as jnp
 import numpy as np
@@ -136,20 +138,43 @@ def _reference(path: str | os.PathLike, spec: StreamSpec, norm: dict,
   return window[None, :, :spec.face.config.ref_dim], style
 
 
-def reference_motion(path: str | os.PathLike, max_seconds: float = 10.0) -> np.ndarray:
+def reference_motion(path: str | os.PathLike, max_seconds: float = 10.0, *,
+                     compute: bool = True) -> np.ndarray | None:
   """(N, 58) expression + pose coefficients of a reference video's longest face run, cached by the file's
   path, size and modification time: a live session whose style changes (a slider moved) with a reference
-  video selected does not decode and annotate the video again (about 10 s of CPU for 10 s of video)."""
+  video selected does not decode and annotate the video again (about 10 s of CPU for 10 s of video).
+
+  Thread-safe. `compute=False` returns only a cached result: None when the video has not been annotated
+  (`infer.live.LiveStream.request` then annotates it in the background instead of stalling the stream).
+
+  Raises:
+    MediaError: a missing or unreadable file, or a video without a face.
+  """
   try:
     st = os.stat(path)
   except OSError as e:
     raise MediaError(f"cannot use reference video {path}: {e}") from e
-  return _reference_motion(os.path.realpath(path), st.st_size, st.st_mtime_ns, float(max_seconds))
+  key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, float(max_seconds))
+  with _REFERENCE_LOCK:
+    if key in _REFERENCE_CACHE:
+      _REFERENCE_CACHE.move_to_end(key)
+      return _REFERENCE_CACHE[key]
+  if not compute:
+    return None
+  motion = _annotate_reference(key[0], max_seconds)
+  with _REFERENCE_LOCK:
+    _REFERENCE_CACHE[key] = motion
+    while len(_REFERENCE_CACHE) > REFERENCE_CACHE_SIZE:
+      _REFERENCE_CACHE.popitem(last=False)  # the least recently used
+  return motion
 
 
-@functools.lru_cache(maxsize=16)
-def _reference_motion(path: str, size: int, mtime_ns: int, max_seconds: float) -> np.ndarray:
-  del size, mtime_ns  # part of the cache key only
+REFERENCE_CACHE_SIZE = 16  # reference videos kept annotated (`reference_motion`)
+_REFERENCE_CACHE: collections.OrderedDict[tuple, np.ndarray] = collections.OrderedDict()
+_REFERENCE_LOCK = threading.Lock()
+
+
+def _annotate_reference(path: str, max_seconds: float) -> np.ndarray:
   try:
     frames = np.stack(list(iter_frames(path, FPS, max_side=640, max_frames=int(max_seconds * FPS))))
     lm = extract_landmarks(frames, fps=FPS, segmentation=False, name=str(path))

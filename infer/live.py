@@ -28,6 +28,7 @@ as a TTS feeding a WebSocket).
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import hashlib
 import io
@@ -43,7 +44,7 @@ from PIL import Image, UnidentifiedImageError
 from chatanyone_jax import stream_spec, stream_step
 from chatanyone_jax.stream_spec import FPS, MODES, SAMPLE_RATE
 from data.media import MediaError
-from infer.avatar import Portrait, load_portrait, prepare_avatar
+from infer.avatar import Portrait, load_portrait, prepare_avatar, reference_motion
 from infer.models import checkpoint_modes, default_checkpoint, load_checkpoint
 from infer.options import StreamOptions, Style
 from infer.streaming import Session, prepare
@@ -222,6 +223,11 @@ class Block:
     return (self.first_frame + np.arange(len(self.frames))) / FPS
 
 
+# Reference videos of style requests are annotated here, one at a time for all sessions (CPU-bound, like
+# the steps), instead of in a step (`LiveStream.request`).
+_REFERENCE_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="reference")
+
+
 class LiveStream:
   """One connection's stream: `feed` PCM, `step` blocks (module docstring). Thread-safe: one thread may feed
   while another steps; steps themselves must not run concurrently.
@@ -253,6 +259,7 @@ class LiveStream:
     self._next_frame = 0
     self._blocks = 0
     self._requests: dict[str, object] = {}
+    self._reference_job: concurrent.futures.Future | None = None  # annotating the requested style's video
     self.mode, self.style = mode, style
     self._open(models.prepare(portrait, mode, style))
     self.dropped_windows = self.dropped_frames = self.frames_out = 0
@@ -338,20 +345,54 @@ class LiveStream:
     return self.backlog >= 1
 
   def request(self, *, mode: str | None = None, style: Style | None = None) -> None:
-    """Changes the mode and / or style from the next block on (the stream keeps running)."""
+    """Changes the mode and / or style from the next block on (the stream keeps running).
+
+    A style with a reference video not annotated yet (`infer.avatar.reference_motion`: about 1 s of CPU per
+    second of video) takes effect from the first block after its annotation, which runs in a background
+    thread: the stream goes on with the current style meanwhile instead of stalling. A later style request
+    replaces a waiting one.
+
+    Raises:
+      LiveError: "bad_mode" (a mode not served), "bad_style" (a reference video that is missing).
+    """
     if mode is not None and mode not in self.models.models:
       raise LiveError("bad_mode", f"mode {mode!r} is not served here (modes: {', '.join(self.models.modes)})")
+    job = None
+    if style is not None and style.reference_video is not None:
+      try:
+        if reference_motion(style.reference_video, compute=False) is None:
+          job = _REFERENCE_POOL.submit(reference_motion, style.reference_video)
+      except MediaError as e:
+        raise LiveError("bad_style", str(e)) from e
     with self._lock:
       if mode is not None:
         self._requests["mode"] = mode
       if style is not None:
         self._requests["style"] = style
+        self._reference_job = job
+
+  @property
+  def reference_pending(self) -> bool:
+    """A requested style waits for its reference video's annotation."""
+    job = self._reference_job
+    return job is not None and not job.done()
 
   # ------------------------------------------------------------------------------------------- steps
 
   def _apply_requests(self) -> None:
     with self._lock:
       requests, self._requests = self._requests, {}
+      job = self._reference_job
+      if "style" in requests and job is not None:
+        if not job.done():  # still annotating: this block keeps the current style
+          self._requests["style"] = requests.pop("style")
+        else:
+          self._reference_job = None
+    if "style" in requests and job is not None and job.done() and job.exception() is not None:
+      with self._lock:  # the style is dropped; a mode requested with it still applies
+        if "mode" in requests:
+          self._requests.setdefault("mode", requests["mode"])
+      raise LiveError("bad_style", str(job.exception()))
     mode = requests.get("mode", self.mode)
     style = requests.get("style", self.style)
     if mode != self.mode:
@@ -432,4 +473,5 @@ class LiveStream:
             "fps": self.frames_out / self.compute_s if self.compute_s else None,
             "first_frame_latency_s": self.first_frame_latency_s, "speech_latency_s": self.speech_latency_s,
             "input_seconds": self._fed / SAMPLE_RATE,
-            "window": self.spec.window, "hop": self.spec.step_frames, "lookahead": self.spec.lookahead}
+            "window": self.spec.window, "hop": self.spec.step_frames, "lookahead": self.spec.lookahead,
+            "reference_pending": self.reference_pending}

@@ -8,12 +8,15 @@ keeps a block's frames and audio on the same units, and portraits are annotated 
 from __future__ import annotations
 
 import io
+import shutil
+import threading
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from data.media import read_audio, read_image
+from infer import live as live_module
 from infer.live import Block, LiveError, LiveModels, LiveStream, PortraitCache
 from infer.options import LOW_LATENCY, StreamOptions, Style
 from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH, stream
@@ -118,13 +121,6 @@ def test_style_and_mode_change_from_the_next_block(models, portrait, speech):
   assert np.abs(second_a.frames.astype(np.int16) - second_b.frames).mean() > 0.2  # a still face moves less
   np.testing.assert_array_equal(np.asarray(live._session.state["style"]), [[0.0, 0.0]])
 
-  # A reference video chosen mid-stream: its expression window and style from the next block on.
-  video = require(media_dir() / "videos" / "LivePortrait__assets_examples_driving_d0.mp4", "video")
-  first_r, second_r, live = run({"style": Style(reference_video=str(video))})
-  np.testing.assert_array_equal(first_a.frames, first_r.frames)
-  assert np.asarray(live._session.state["reference_valid"]).all()
-  assert np.abs(second_a.frames.astype(np.int16) - second_r.frames).mean() > 0.2
-
   first_c, second_c, live = run({"mode": "head"})
   np.testing.assert_array_equal(first_a.frames, first_c.frames)
   assert first_c.mode == "upper" and second_c.mode == live.mode == "head"
@@ -133,6 +129,49 @@ def test_style_and_mode_change_from_the_next_block(models, portrait, speech):
   with pytest.raises(LiveError, match="not served") as e:
     LiveStream(LiveModels({"head": models.models["head"]}), portrait, mode="upper")
   assert e.value.code == "bad_mode"
+
+
+def test_a_reference_video_is_annotated_off_the_stream(models, portrait, speech, tmp_path):
+  video = require(media_dir() / "videos" / "LivePortrait__assets_examples_driving_d0.mp4", "video")
+  copy = tmp_path / "reference.mp4"  # a path this process has not annotated (the cache keys on the path)
+  shutil.copy(video, copy)
+  plain, live = LiveStream(models, portrait, mode="head"), LiveStream(models, portrait, mode="head")
+  for s in (plain, live):
+    s.feed(speech[:8533])
+    s.step()
+  gate = threading.Event()
+  busy = live_module._REFERENCE_POOL.submit(gate.wait)  # the annotation queues behind this: still pending
+  try:
+    live.request(style=Style(reference_video=str(copy)))
+    assert live.reference_pending and live.stats()["reference_pending"]
+    for s in (plain, live):
+      s.feed(speech[8533:17067])
+    a, b = plain.step(), live.step()
+    # The block is made at once, with the style the stream had (no stall on the annotation).
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert not np.asarray(live._session.state["reference_valid"]).any()
+  finally:
+    gate.set()
+  busy.result(timeout=60)
+  live._reference_job.result(timeout=600)
+  for s in (plain, live):
+    s.feed(speech[17067:])
+  a, b = plain.flush(), live.flush()  # the first block after the annotation has the reference's motion
+  assert not live.reference_pending and np.asarray(live._session.state["reference_valid"]).all()
+  assert np.abs(a.frames.astype(np.int16) - b.frames).mean() > 0.2
+
+  # A missing video is refused on the request; an unreadable one at the next step, and the stream goes on.
+  with pytest.raises(LiveError, match="cannot use reference video") as e:
+    live.request(style=Style(reference_video=str(tmp_path / "missing.mp4")))
+  assert e.value.code == "bad_style"
+  bad = tmp_path / "bad.mp4"
+  bad.write_bytes(b"not a video")
+  live.request(style=Style(reference_video=str(bad)))
+  live._reference_job.exception(timeout=60)
+  live.feed(speech[:8533])
+  with pytest.raises(LiveError, match="cannot use reference video") as e:
+    live.step()
+  assert e.value.code == "bad_style" and live.step() is not None and not live.reference_pending
 
 
 def test_backlog_is_bounded(models, portrait, speech):

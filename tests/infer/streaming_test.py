@@ -21,7 +21,6 @@ from data.media import MediaError, read_audio, read_image
 from infer.avatar import (
   AvatarError,
   _reference,
-  _reference_motion,
   annotate_image,
   default_style,
   reference_motion,
@@ -143,10 +142,11 @@ def test_reference_video_sets_reference_and_style(upper, portrait):
   assert ref.shape == (1, 16, 52) and np.all(np.isfinite(ref))
   assert style.shape == (2,) and np.all(style > 0)
   # Annotated once per file: a second use (a live session's style change) reads the cache.
-  hits = _reference_motion.cache_info().hits
+  cached = reference_motion(video, compute=False)
+  assert cached is not None and reference_motion(video) is cached and not cached.flags.writeable
   again, _ = _reference(video, spec, upper[0]["motion_face"]["norm"])
   np.testing.assert_array_equal(again, ref)
-  assert _reference_motion.cache_info().hits == hits + 1
+  assert reference_motion(video, max_seconds=3.0, compute=False) is None  # another key: not annotated yet
   with pytest.raises(MediaError, match="cannot use reference video"):
     reference_motion(video.with_name("missing.mp4"))
   # Without a reference video a model with the reference input gets its learned null reference.
