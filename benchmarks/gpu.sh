@@ -115,7 +115,7 @@ part() {  # part NAME CAP_S command...: runs it within min(CAP_S, what is left o
 }
 
 part stream 210 "$PY" -m benchmarks.stream_bench "${SIZE[@]}" "${IN[@]}" --iters $ITERS
-part profile 45 "$PY" -m benchmarks.stream_bench "${SIZE[@]}" "${IN[@]}" --modes upper --steps 5 \
+part profile 45 "$PY" -m benchmarks.stream_bench "${SIZE[@]}" "${IN[@]}" --modes upper --refine on --steps 5 \
   --dtypes bfloat16 --iters 2 --no-write --profile "$TRACE"
 part profile 15 "$PY" -m benchmarks.profile_top "$TRACE" --write \
   --title "the upper + refine stream step (bfloat16, 5 DDIM steps, 2 blocks)"

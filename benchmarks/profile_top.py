@@ -5,8 +5,9 @@
 DIR is a `jax.profiler.trace(DIR, create_perfetto_trace=True)` directory (`benchmarks.stream_bench --profile
 DIR` writes one per configuration; the newest `*.trace.json.gz` under DIR is read). On a GPU the events of
 the device processes' streams (`/device:GPU:N`, `Stream #...`: the kernels) are summed; on CPU, where no
-device process exists, those of XLA's execution threads. Only innermost events count (an event enclosing
-another on its thread is a wrapper, e.g. the CPU runtime's `ThunkExecutor::Execute`), so nothing is counted
+device process exists, those of XLA's execution threads. The runtime's own events (the CPU's
+`ThunkExecutor::Execute` around a whole program, thread-pool waits) are left out and an op's events nested
+inside another op's on the same thread (its parallel subtasks) count as part of it, so nothing is counted
 twice. `--write` appends the table to benchmarks/RESULTS.md.
 """
 
@@ -24,7 +25,8 @@ import jax
 
 from benchmarks import harness
 
-_HOUSEKEEPING = ("ThreadpoolListener", "ThunkExecutor", "end: ")  # CPU runtime markers and waits, not ops
+# CPU runtime markers, program wrappers and waits, not ops
+_HOUSEKEEPING = ("ThreadpoolListener", "ThunkExecutor", "SlinkyThreadPool", "end: ")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,10 +77,11 @@ def top_ops(trace: str | pathlib.Path, top: int = 15) -> tuple[list[Op], float, 
   totals: dict[tuple[str, str], list[float]] = collections.defaultdict(lambda: [0, 0.0])
   for key, evs in per_thread.items():
     evs.sort(key=lambda e: (float(e["ts"]), -float(e["dur"])))
-    for i, e in enumerate(evs):
+    end = -float("inf")
+    for e in evs:
+      if float(e["ts"]) < end:
+        continue  # inside the op before it on this thread: part of that op
       end = float(e["ts"]) + float(e["dur"])
-      if i + 1 < len(evs) and float(evs[i + 1]["ts"]) < end:
-        continue  # encloses the next event: a wrapper
       t = totals[(e["name"], where(key))]
       t[0] += 1
       t[1] += float(e["dur"])

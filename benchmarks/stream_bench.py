@@ -75,8 +75,11 @@ class Result:
     return self.window * self.render_flops / seconds / 1e12 if seconds > 0 else 0.0
 
 
-def cases(modes: Sequence[str], steps: Sequence[int], dtypes: Sequence[str] = ("float32",)) -> list[Case]:
-  refines = lambda m: (False, True) if m == "upper" else (False,)
+def cases(modes: Sequence[str], steps: Sequence[int], dtypes: Sequence[str] = ("float32",),
+          refine: str = "both") -> list[Case]:
+  """Every (dtype, mode, refine, steps); `refine` ("both", "on" or "off") applies to mode upper only."""
+  choice = {"both": (False, True), "on": (True,), "off": (False,)}[refine]
+  refines = lambda m: choice if m == "upper" else (False,)
   return [Case(m, r, s, d) for d in dtypes for m in modes for r in refines(m) for s in steps]
 
 
@@ -298,9 +301,9 @@ def dominant(results: Sequence[Result]) -> list[str]:
 
 def run(*, full: bool = False, modes: Sequence[str] = ("head", "upper"), steps: Sequence[int] = (5, 10),
         dtypes: Sequence[str] = ("float32", "bfloat16"), iters: int = 10, write: bool = True,
-        profile: str | None = None, inputs: str | None = None) -> list[Result]:
+        profile: str | None = None, inputs: str | None = None, refine: str = "both") -> list[Result]:
   results = []
-  for case in cases(modes, steps, dtypes):
+  for case in cases(modes, steps, dtypes, refine):
     name = f"{case.mode}_{'refine' if case.refine else 'norefine'}_{case.steps}_{case.dtype}"
     where = f"{profile}/{name}" if profile else None
     r = measure(case, full=full, iters=iters, profile=where, inputs=inputs)
@@ -321,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
   p.add_argument("--iters", type=int, default=10, help="timed blocks per configuration")
   p.add_argument("--dtypes", nargs="+", choices=("float32", "bfloat16"), default=["float32", "bfloat16"],
                  help="compute dtype of the per-frame renderer networks")
+  p.add_argument("--refine", choices=("both", "on", "off"), default="both",
+                 help="mode upper: with face refine, without, or both (default)")
   p.add_argument("--no-write", action="store_true", help="do not append rows to benchmarks/RESULTS.md")
   p.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace of the timed blocks to DIR "
                  "(with a Perfetto JSON trace: `python -m benchmarks.profile_top DIR` lists its top ops)")
@@ -332,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
   if a.full and jax.default_backend() == "cpu":
     logging.warning("--full on CPU: the full presets take minutes per block here")
   results = run(full=a.full, modes=a.modes, steps=a.steps, dtypes=a.dtypes, iters=a.iters,
-                write=not a.no_write, profile=a.profile, inputs=a.inputs)
+                write=not a.no_write, profile=a.profile, inputs=a.inputs, refine=a.refine)
   print(f"\nstream step on {harness.device_name()}\n")
   print(table(results))
   for line in dominant(results):

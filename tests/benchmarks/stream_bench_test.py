@@ -70,3 +70,10 @@ def test_blocks_follow_the_window_bounds_and_wrap():
     assert blocks[i][0] == a0 and blocks[i][a1 - a0 - 1] == a1 - 1
   assert blocks[5][0] == 0  # wrapped
   assert blocks[6][0] == stream_spec.window_bounds(1, spec.window, spec.spf)[0]
+
+
+def test_cases_cover_refine_for_upper_only():
+  assert bench.cases(["head", "upper"], [5], ["bfloat16"], refine="on") == [
+      bench.Case("head", False, 5, "bfloat16"), bench.Case("upper", True, 5, "bfloat16")]
+  assert len(bench.cases(["head", "upper"], [5, 10], ["float32", "bfloat16"])) == 12  # gpu.sh's stream rows
+  assert [c.refine for c in bench.cases(["upper"], [5], refine="off")] == [False]
