@@ -34,17 +34,19 @@ def test_gpu_sh_checks_every_import_then_refuses_a_cpu_backend_without_tiny(tmp_
 def test_gpu_sh_names_a_missing_module_and_what_to_do(tmp_path):
   block = tmp_path / "block"
   block.mkdir()
+  # Without numpy (cheap: everything after it fails at once) every module that needs it is listed too.
   (block / "sitecustomize.py").write_text(
       "import sys\n"
-      "class _NoGrain:\n"
+      "class _NoNumpy:\n"
       "  def find_spec(self, name, path=None, target=None):\n"
-      "    if name == 'grain' or name.startswith('grain.'):\n"
-      "      raise ModuleNotFoundError(\"No module named 'grain'\")\n"
-      "sys.meta_path.insert(0, _NoGrain())\n")
+      "    if name == 'numpy' or name.startswith('numpy.'):\n"
+      "      raise ModuleNotFoundError(\"No module named 'numpy'\")\n"
+      "sys.meta_path.insert(0, _NoNumpy())\n")
   r = _check(tmp_path, "--tiny", pythonpath=str(block))
   assert r.returncode == 2, r.stdout + r.stderr
-  assert "gpu.sh: cannot run, missing:\n  grain (ModuleNotFoundError" in r.stderr
-  assert "python -m benchmarks.gpu_wheels" in r.stderr and "measur" not in r.stdout
+  assert "gpu.sh: cannot run, missing:\n  numpy (ModuleNotFoundError: No module named 'numpy')" in r.stderr
+  assert "\n  jax (" in r.stderr and "\n  grain (" in r.stderr and "\n  mediapipe (" in r.stderr
+  assert "python -m benchmarks.gpu_wheels" in r.stderr and "devices" not in r.stdout
 
 
 def test_wheel_pins_are_exact_and_cover_what_the_image_lacks(tmp_path):
