@@ -17,7 +17,7 @@ from chatanyone_jax.layers import (
   UpBlock3d,
 )
 from chatanyone_jax.layers import torch_compat as tc
-from chatanyone_jax.layers.blocks import batch_norm, conv
+from chatanyone_jax.layers.blocks import DepthwiseConv2d, batch_norm, conv
 
 F_REF = "F_appearance_feature_extractor"
 W_REF = "W_warping_network"
@@ -144,3 +144,32 @@ def test_depth_folded_conv3d_is_nn_conv(kernel, padding, use_bias):
   y = folded.apply(v_plain, x)
   np.testing.assert_allclose(y, plain.apply(v_plain, x), rtol=1e-5, atol=1e-5)
   assert y.shape == (2, *(n + 2 * padding - kernel + 1 for n in (6, 9, 7)), 4)
+
+
+@pytest.mark.parametrize("kernel,padding,use_bias,dtype", [(7, 3, True, None), (3, 0, False, None),
+                                                           (7, 3, True, jnp.bfloat16)])
+def test_depthwise_conv2d_is_grouped_nn_conv(kernel, padding, use_bias, dtype):
+  """ConvNeXt's dwconv: the same parameters (names, shapes, initial values) and outputs as nn.Conv with
+  feature_group_count = C; bfloat16 accumulates in float32 (within bfloat16's rounding of the result)."""
+  x = jax.random.normal(jax.random.key(0), (2, 11, 9, 6))
+  dw = DepthwiseConv2d(kernel, padding, use_bias=use_bias, dtype=dtype)
+  plain = nn.Conv(6, (kernel, kernel), padding=[(padding, padding)] * 2, feature_group_count=6,
+                  use_bias=use_bias, dtype=dtype)
+  v_dw, v_plain = dw.init(jax.random.key(1), x), plain.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, v_dw) == jax.tree.map(jnp.shape, v_plain)
+  jax.tree.map(np.testing.assert_array_equal, v_dw, v_plain)
+  if use_bias:
+    v_plain = {"params": {**v_plain["params"], "bias": jnp.arange(6.0)}}
+  y = dw.apply(v_plain, x)
+  want = nn.Conv(6, (kernel, kernel), padding=[(padding, padding)] * 2, feature_group_count=6,
+                 use_bias=use_bias).apply(v_plain, x)  # float32
+  tol = 1e-5 if dtype is None else 2e-2
+  assert y.dtype == (dtype or jnp.float32)
+  np.testing.assert_allclose(np.asarray(y, np.float32), want, rtol=tol, atol=tol * 4)
+  assert y.shape == (2, 11 + 2 * padding - kernel + 1, 9 + 2 * padding - kernel + 1, 6)
+  # Gradients (the grouped convolution's, through a custom VJP) w.r.t. the input and every parameter.
+  loss = lambda m: lambda v, x: jnp.sum(jnp.sin(m.apply(v, x).astype(jnp.float32)))  # noqa: E731
+  g_dw = jax.grad(loss(dw), argnums=(0, 1))(v_plain, x)
+  g_plain = jax.grad(loss(plain), argnums=(0, 1))(v_plain, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                                                       rtol=tol * 4, atol=tol * 4), g_dw, g_plain)
