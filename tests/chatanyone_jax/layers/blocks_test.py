@@ -130,17 +130,24 @@ def test_block_shapes_and_gradients_reach_every_parameter(block, in_shape, out_s
     assert float(jnp.abs(g).max()) > 0, f"no gradient reaches {jax.tree_util.keystr(path)}"
 
 
+def _same_variables_as_nn_conv(module, plain, x, use_bias: bool, features: int) -> dict:
+  """Asserts `module` initialises exactly as the nn.Conv `plain` (names, shapes, values); returns plain's
+  variables with a non-zero bias (so that outputs check it too)."""
+  v_module, v_plain = module.init(jax.random.key(1), x), plain.init(jax.random.key(1), x)
+  assert jax.tree.map(jnp.shape, v_module) == jax.tree.map(jnp.shape, v_plain)
+  jax.tree.map(np.testing.assert_array_equal, v_module, v_plain)
+  if use_bias:
+    v_plain = {"params": {**v_plain["params"], "bias": jnp.arange(float(features))}}
+  return v_plain
+
+
 @pytest.mark.parametrize("kernel,padding,use_bias", [(7, 3, True), (3, 1, True), (1, 0, False), (3, 0, True)])
 def test_depth_folded_conv3d_is_nn_conv(kernel, padding, use_bias):
   """`conv(..., ndim=3)`: the same parameters (names, shapes, initial values) and outputs as nn.Conv."""
   x = jax.random.normal(jax.random.key(0), (2, 6, 9, 7, 5))
   folded = conv(4, 3, kernel, padding=padding, use_bias=use_bias)
   plain = nn.Conv(4, (kernel,) * 3, padding=[(padding, padding)] * 3, use_bias=use_bias)
-  v_folded, v_plain = folded.init(jax.random.key(1), x), plain.init(jax.random.key(1), x)
-  assert jax.tree.map(jnp.shape, v_folded) == jax.tree.map(jnp.shape, v_plain)
-  jax.tree.map(np.testing.assert_array_equal, v_folded, v_plain)
-  if use_bias:
-    v_plain = {"params": {**v_plain["params"], "bias": jnp.arange(4.0)}}
+  v_plain = _same_variables_as_nn_conv(folded, plain, x, use_bias, 4)
   y = folded.apply(v_plain, x)
   np.testing.assert_allclose(y, plain.apply(v_plain, x), rtol=1e-5, atol=1e-5)
   assert y.shape == (2, *(n + 2 * padding - kernel + 1 for n in (6, 9, 7)), 4)
@@ -155,11 +162,7 @@ def test_depthwise_conv2d_is_grouped_nn_conv(kernel, padding, use_bias, dtype):
   dw = DepthwiseConv2d(kernel, padding, use_bias=use_bias, dtype=dtype)
   plain = nn.Conv(6, (kernel, kernel), padding=[(padding, padding)] * 2, feature_group_count=6,
                   use_bias=use_bias, dtype=dtype)
-  v_dw, v_plain = dw.init(jax.random.key(1), x), plain.init(jax.random.key(1), x)
-  assert jax.tree.map(jnp.shape, v_dw) == jax.tree.map(jnp.shape, v_plain)
-  jax.tree.map(np.testing.assert_array_equal, v_dw, v_plain)
-  if use_bias:
-    v_plain = {"params": {**v_plain["params"], "bias": jnp.arange(6.0)}}
+  v_plain = _same_variables_as_nn_conv(dw, plain, x, use_bias, 6)
   y = dw.apply(v_plain, x)
   want = nn.Conv(6, (kernel, kernel), padding=[(padding, padding)] * 2, feature_group_count=6,
                  use_bias=use_bias).apply(v_plain, x)  # float32
