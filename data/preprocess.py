@@ -163,6 +163,17 @@ def worker_annotator(config: PreprocessConfig) -> Annotator:
   return _WORKER_ANNOTATOR
 
 
+def _die_with_parent() -> None:
+  """Worker initializer: on Linux the worker gets SIGTERM when the run that started it dies (a killed
+  run left its workers annotating on, in the same work folder as the next run)."""
+  if sys.platform.startswith("linux"):
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _worker(args: tuple[str, str, PreprocessConfig]) -> dict:
   path, work, config = args
   try:
@@ -243,7 +254,8 @@ def run(videos: str | os.PathLike, out: str | os.PathLike, config: PreprocessCon
       bar.update()
   else:
     ctx = multiprocessing.get_context("spawn")  # JAX and MediaPipe do not survive fork
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx,
+                                                initializer=_die_with_parent) as pool:
       for _ in pool.map(_worker, jobs):
         bar.update()
   bar.close()
