@@ -36,6 +36,7 @@ from data import records
 from infer.evaluate import expression_scores, motion_windows
 from train import checkpoint, tasks, trainer
 from train.configs import motion_face
+from train.export import load_weights
 
 SCALES = (0.5, 1.0, 2.0)
 SEAM_FRAMES = (0, 8)  # raw windows, and join_window over 8 frames
@@ -56,11 +57,12 @@ def mouth_opening(motion_raw: np.ndarray) -> np.ndarray:
 
 
 def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10,
-             guidance_scale: float = sampling.GUIDANCE_SCALE, split: str = "validation") -> dict:
+             guidance_scale: float = sampling.GUIDANCE_SCALE, split: str = "validation",
+             noise_scale: float = sampling.NOISE_SCALE) -> dict:
   """Measures WORKDIR's EMA parameters on every window of the records' `split`.
 
-  Each window gets its ground-truth history (unless stated), DDIM with `num_steps` and guidance
-  `guidance_scale`:
+  Each window gets its ground-truth history (unless stated), DDIM with `num_steps`, guidance
+  `guidance_scale` and starting-noise scale `noise_scale`:
     * expression amplitude: the style input's amplitude scaled by 0.5 / 1 / 2 -> std over time of the
       generated expression coefficients (normalised units, mean over coefficients), with the same-clip
       reference and without a reference (the learned null reference);
@@ -78,7 +80,7 @@ def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10,
       ground-truth windows.
   """
   task = tasks.get_task(config)
-  loaded = checkpoint.load_params(workdir)
+  loaded = load_weights(workdir)  # a training workdir or its export
   params, norm = jax.tree.map(jnp.asarray, loaded["params"]), jax.tree.map(jnp.asarray, loaded["norm"])
   w = motion_windows(config, task, config.data_dir, split)
   n = w["motion"].shape[0]
@@ -107,11 +109,11 @@ def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10,
     cond = FaceConditions(audio, jnp.asarray(history), style, reference, jnp.full((n,), with_history),
                           jnp.full((n,), ref_valid))
     return sample_window(dit, params["face"], cond, key, schedule=task.schedule, num_steps=num_steps,
-                         guidance_scale=guidance_scale, clip_x0=4.0)
+                         guidance_scale=guidance_scale, clip_x0=4.0, noise_scale=noise_scale)
 
   key = jax.random.key(0)
   out: dict = {"validation_windows": int(n), "validation_clips": int(len(set(clip.tolist()))),
-               "num_steps": num_steps, "guidance_scale": guidance_scale}
+               "num_steps": num_steps, "guidance_scale": guidance_scale, "noise_scale": noise_scale}
   exp_std = lambda g: float(np.mean(np.std(np.asarray(g)[..., :tp.NUM_EXP], axis=1)))
   pose_rng = lambda g: float(np.mean(np.ptp(np.asarray(g)[..., tp.NUM_EXP:], axis=1)))
   for name, ref, valid in (("with_reference", same, True), ("without_reference", no_ref, False)):
@@ -182,7 +184,8 @@ def evaluate(config, workdir: pathlib.Path, *, num_steps: int = 10,
     for k in SEAM_FRAMES:
       g = generate_long(dit, params["face"], tok, style_c, key, schedule=task.schedule,
                         num_steps=num_steps, guidance_scale=guidance_scale, clip_x0=4.0,
-                        reference=no_ref[:1], reference_valid=jnp.zeros((1,), bool), seam_frames=k)
+                        noise_scale=noise_scale, reference=no_ref[:1],
+                        reference_valid=jnp.zeros((1,), bool), seam_frames=k)
       b, ins = seam_statistic(g, t)
       seams[k]["boundary"].append(float(b))
       seams[k]["inside"].append(float(ins))
@@ -245,6 +248,8 @@ def main(argv=None) -> None:
   parser.add_argument("--num-steps", type=int, default=10, help="DDIM steps of the measurements")
   parser.add_argument("--guidance-scale", type=float, default=sampling.GUIDANCE_SCALE,
                       help=f"classifier-free guidance (default {sampling.GUIDANCE_SCALE:g}, as infer.stream)")
+  parser.add_argument("--noise-scale", type=float, default=sampling.NOISE_SCALE,
+                      help=f"starting-noise scale (default {sampling.NOISE_SCALE:g}, as infer.stream)")
   parser.add_argument("--seed", type=int, default=None, help="override the config's seed (init, data order)")
   parser.add_argument("--eval-only", action="store_true", help="measure WORKDIR's checkpoint, no training")
   parser.add_argument("--no-write", action="store_true")
@@ -268,10 +273,11 @@ def main(argv=None) -> None:
   train_s = time.perf_counter() - t0
   t0 = time.perf_counter()
   out = evaluate(config, pathlib.Path(args.workdir), num_steps=args.num_steps,
-                 guidance_scale=args.guidance_scale)
+                 guidance_scale=args.guidance_scale, noise_scale=args.noise_scale)
   out.update(train_steps=args.steps, train_seconds=round(train_s, 1),
              eval_seconds=round(time.perf_counter() - t0, 1))
-  json_name = f"motion_style_steps{args.num_steps}_cfg{args.guidance_scale:g}.json"
+  json_name = (f"motion_style_steps{args.num_steps}_cfg{args.guidance_scale:g}"
+               f"_noise{args.noise_scale:g}.json")
   (pathlib.Path(args.workdir) / json_name).write_text(json.dumps(out, indent=2) + "\n")
   print(json.dumps(out, indent=2))
   if not args.no_write:
@@ -280,7 +286,7 @@ def main(argv=None) -> None:
             f"(train split, style_augment {config.style_augment}, p_reference_drop "
             f"{config.p_reference_drop}, seed {config.seed}); {out['validation_windows']} validation "
             f"windows of {out['validation_clips']} unseen clips, DDIM {args.num_steps} steps, guidance "
-            f"{args.guidance_scale:g}, EMA")
+            f"{args.guidance_scale:g}, noise scale {args.noise_scale:g}, EMA")
     append_rows([Timing(name=name, config=desc, compile_s=float("nan"), times_s=[out["eval_seconds"]],
                         throughput=value) for name, value in result_rows(out)])
 

@@ -20,7 +20,7 @@ from chatanyone_jax.audio.encoder import AudioEncoder, ExternalFeatureAdapter
 from chatanyone_jax.audio.melspec import MelConfig
 from chatanyone_jax.audio.melspec import num_frames as num_mel_frames
 from chatanyone_jax.motion.face_motion_dit import FaceMotionDiT
-from chatanyone_jax.motion.sampling import DDIM_STEPS, GUIDANCE_SCALE, SEAM_FRAMES
+from chatanyone_jax.motion.sampling import DDIM_STEPS, GUIDANCE_SCALE, NOISE_SCALE, SEAM_FRAMES
 from chatanyone_jax.motion.upper_body_motion import UpperBodyMotion
 from chatanyone_jax.render.presets import RendererConfig, keypoint_layout
 
@@ -30,6 +30,10 @@ MODE_LAYOUT = {"upper": "hybrid_body", "head": "head_offset"}
 RENDER_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # module compute dtype (None: float32)
 FPS = 30  # video frames per second of a stream
 SAMPLE_RATE = MelConfig.sample_rate  # audio samples per second of a stream (16 kHz mono, the mel front end's)
+
+
+# What a hop step puts in its window where the audio has not arrived yet (`StreamSpec.future_audio`).
+FUTURE_AUDIO = ("silence", "mirror")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +55,8 @@ class StreamSpec:
     face_diffusion_steps / body_diffusion_steps: length of the training noise schedules.
     num_steps: DDIM steps of both samplers.
     guidance_scale: classifier-free guidance of FaceMotionDiT (1 = conditional only, one model call).
-    eta, clip_x0: DDIM stochasticity and x̂0 clipping (`ddim_sample`).
+    eta, clip_x0, noise_scale: DDIM stochasticity, x̂0 clipping and the face sampler's starting-noise
+      scale (`ddim_sample`).
     seam_frames: frames over which each face-motion window is joined to the previous one
       (`chatanyone_jax.motion.sampling.join_window`; 0 = raw windows).
     mel: the log-mel front end ("causal" framing).
@@ -65,6 +70,10 @@ class StreamSpec:
     hop: H_s, video frames each step emits (1 <= hop <= T); None = T, whole windows. Each step
       generates a whole window of T frames that starts at the first frame not emitted yet (history =
       the last H emitted frames) and emits its first hop frames (`stream_step`).
+    future_audio: what stands in, with hop < T, for the window's audio after the look-ahead (not arrived
+      yet): "silence" (zeros) or "mirror" (the arrived audio reflected about its last sample: speech
+      goes on as speech, silence as silence, as in the training windows, which are real audio to their
+      end). Whole windows have no such audio.
     lookahead: L, video frames of audio after the emitted frames that a step waits for (0 <= L <=
       T - hop); the window's audio after that is silence (zeros). A step's audio is `step_bounds`.
   """
@@ -81,6 +90,7 @@ class StreamSpec:
   guidance_scale: float = GUIDANCE_SCALE
   eta: float = 0.0
   clip_x0: float | None = None
+  noise_scale: float = NOISE_SCALE
   seam_frames: int = SEAM_FRAMES
   mel: MelConfig = MelConfig()
   fps: fractions.Fraction = fractions.Fraction(FPS)
@@ -93,6 +103,7 @@ class StreamSpec:
   speech_context: int = 0
   hop: int | None = None
   lookahead: int = 0
+  future_audio: str = "silence"
 
   def __post_init__(self):
     if self.render_dtype not in RENDER_DTYPES:
@@ -101,10 +112,14 @@ class StreamSpec:
       raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
     if self.guidance_scale < 0:
       raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {self.guidance_scale}")
+    if self.noise_scale < 0:
+      raise ValueError(f"noise_scale must be >= 0 (1 = the plain sample), got {self.noise_scale}")
     if self.seam_frames < 0:
       raise ValueError(f"seam_frames must be >= 0 (0 = raw windows), got {self.seam_frames}")
     if self.hop is not None and not 1 <= self.hop <= self.window:
       raise ValueError(f"hop must be in [1, T = {self.window}] (None = T), got {self.hop}")
+    if self.future_audio not in FUTURE_AUDIO:
+      raise ValueError(f"future_audio must be one of {FUTURE_AUDIO}, got {self.future_audio!r}")
     if not 0 <= self.lookahead <= self.window - self.step_frames:
       raise ValueError(f"lookahead must be in [0, T - hop = {self.window - self.step_frames}], got "
                        f"{self.lookahead}")

@@ -294,14 +294,16 @@ def advance_audio(spec: StreamSpec, audio: dict[str, jax.Array], i: jax.Array,
   rounding phases "residue" of a_i and "residue_end" of c_i.
 
   Returns (the state of step i + 1, x, s): x holds the tail, the new samples and zeros after them
-  (audio not arrived yet: silence), and window i's first sample a_i is x[s].
+  (not arrived yet: `StreamSpec.future_audio`), and window i's first sample a_i is x[s].
   """
   hop, look = spec.step_frames, spec.lookahead
   k, w = tail_samples(spec), spec.window_samples
   n, residue_end = _advance(audio["residue_end"], hop + jnp.where(i == 0, look, 0), spec.spf)
   a, residue = _advance(audio["residue"], hop, spec.spf)
   x = jnp.concatenate([audio["tail"], block.astype(jnp.float32), jnp.zeros((w,), jnp.float32)])
-  x = jnp.where(jnp.arange(x.shape[0]) < k + n, x, 0.0)  # the block's padding is ignored
+  idx = jnp.arange(x.shape[0])  # after the k + n arrived samples (the block's padding is ignored):
+  mirror = spec.future_audio == "mirror" and spec.step_frames < spec.window  # `StreamSpec.future_audio`
+  x = jnp.where(idx < k + n, x, x[jnp.clip(2 * (k + n) - 1 - idx, 0, x.shape[0] - 1)] if mirror else 0.0)
   new = {"tail": jax.lax.dynamic_slice_in_dim(x, n, k), "lead": audio["lead"] + n - a,
          "phase": (audio["phase"] + a) % spec.mel.hop_length, "residue": residue, "residue_end": residue_end}
   return new, x, k - audio["lead"]
@@ -318,8 +320,7 @@ def window_mel(spec: StreamSpec, x: jax.Array, start: jax.Array, phase: jax.Arra
   the window and the start is up to one hop (10 ms) earlier; with hop < T the audio after the
   look-ahead is silence (training windows are speech to their end).
   """
-  cfg = spec.mel
-  hl, m = cfg.hop_length, spec.num_mel
+  cfg, hl, m = spec.mel, spec.mel.hop_length, spec.num_mel
   seg = jax.lax.dynamic_slice_in_dim(x, start - phase - (cfg.n_fft - hl), (m - 1) * hl + cfg.n_fft)
   return log_mel_spectrogram(seg, dataclasses.replace(cfg, padding="valid"))
 
@@ -359,13 +360,12 @@ def face_window(spec: StreamSpec, params: Params, state: State,
   # With hop < T the windows overlap: each frame starts from its own noise in every window that holds it
   # (`anchored_noise`), not from fresh noise per window (which made the emitted frames come from unrelated
   # samples: more frame-to-frame motion, benchmarks/RESULTS.md "Face motion of the stream").
-  x_T = None
-  if hop < t_win:
-    x_T = anchored_noise(jax.random.fold_in(state["rng"], 0x7FFFFFFF), i * hop, t_win,
-                         spec.face.config.motion_dim)
-  motion_n = sample_window(spec.face, pf["params"]["face"], cond, k_face,
-                           schedule=cosine_schedule(spec.face_diffusion_steps), num_steps=spec.num_steps,
-                           guidance_scale=spec.guidance_scale, eta=spec.eta, clip_x0=spec.clip_x0, x_T=x_T)
+  x_T = None if hop >= t_win else anchored_noise(
+      jax.random.fold_in(state["rng"], 0x7FFFFFFF), i * hop, t_win, spec.face.config.motion_dim)
+  sampler = dict(num_steps=spec.num_steps, guidance_scale=spec.guidance_scale, eta=spec.eta,
+                 clip_x0=spec.clip_x0, noise_scale=spec.noise_scale)
+  motion_n = sample_window(spec.face, pf["params"]["face"], cond, k_face, x_T=x_T,
+                           schedule=cosine_schedule(spec.face_diffusion_steps), **sampler)
   motion_n = join_window(state["history"], motion_n, min(spec.seam_frames, t_win), state["history_valid"])
   history = jnp.concatenate([state["history"], motion_n[:, :hop]], axis=1)[:, -spec.history:]
   new = {"window": i + 1, "audio": audio_state, "history": history, "history_valid": jnp.ones((1,), bool)}

@@ -194,6 +194,8 @@ def build_spec(configs: dict, options: StreamOptions = StreamOptions()) -> Strea
   return StreamSpec(mode=mode, face=face.models.dit, face_audio=face.models.audio, renderer=renderer,
                     refine=refine, face_diffusion_steps=int(face.config.model.diffusion_steps),
                     num_steps=options.num_steps, guidance_scale=options.guidance_scale, clip_x0=clip_x0,
+                    noise_scale=options.noise_scale,
                     render_batch=options.render_batch, render_dtype=options.render_dtype,
                     seam_frames=options.seam_frames, speech=face.speech_encoder,
-                    speech_context=face.speech_context, hop=options.hop, lookahead=options.lookahead, **kw)
+                    speech_context=face.speech_context, hop=options.hop, lookahead=options.lookahead,
+                    future_audio=options.future_audio, **kw)

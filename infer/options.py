@@ -17,8 +17,8 @@ import math
 import numbers
 import os
 
-from chatanyone_jax.motion.sampling import DDIM_STEPS, GUIDANCE_SCALE, SEAM_FRAMES
-from chatanyone_jax.stream_spec import MODES, RENDER_DTYPES
+from chatanyone_jax.motion.sampling import DDIM_STEPS, GUIDANCE_SCALE, NOISE_SCALE, SEAM_FRAMES
+from chatanyone_jax.stream_spec import FUTURE_AUDIO, MODES, RENDER_DTYPES
 
 
 def _is_int(x) -> bool:
@@ -49,6 +49,9 @@ class StreamOptions:
     clip_x0: clip of the samplers' x̂0 estimate in normalised (std) units (> 0); None = off; "auto" =
       configs["clip_x0"] when the models' configs set it (`infer.smoke.random_params` sets 3: untrained
       ε is uncalibrated), else `chatanyone_jax.motion.sampling.CLIP_X0` (4; why there).
+    noise_scale: scale of the face-motion sampler's starting noise (>= 0; default
+      `chatanyone_jax.motion.sampling.NOISE_SCALE`, where its choice is explained): below 1 the motion
+      keeps closer to what the speech most likely says, with less variety.
     render_batch: frames per renderer call (>= 1; bounds memory at full size); None = a whole window.
     render_dtype: "float32" or "bfloat16" compute for the per-frame renderer networks (bfloat16 is the
       fast path on GPUs; parameters stay float32).
@@ -58,8 +61,9 @@ class StreamOptions:
       step generates a whole window of T frames and emits its first `hop` (`chatanyone_jax.stream_step`),
       so a frame waits for hop + lookahead frames of audio instead of T: LOW_LATENCY (hop 8, look-ahead
       2 = 333 ms of audio, 300 ms algorithmic latency at most) against 1.33 s for T = 40.
-    lookahead: frames of audio after a step's frames that the step waits for (0 .. T - hop); the
-      window's audio after it is silence.
+    lookahead: frames of audio after a step's frames that the step waits for (0 .. T - hop).
+    future_audio: with a hop, what fills the window's audio after the look-ahead: "silence" or "mirror"
+      (the arrived audio reflected; `chatanyone_jax.stream_spec.StreamSpec.future_audio`).
   """
   mode: str = "upper"
   refine: bool = True
@@ -67,11 +71,13 @@ class StreamOptions:
   num_steps: int = DDIM_STEPS
   guidance_scale: float = GUIDANCE_SCALE
   clip_x0: float | str | None = "auto"
+  noise_scale: float = NOISE_SCALE
   render_batch: int | None = None
   render_dtype: str = "float32"
   seam_frames: int = SEAM_FRAMES
   hop: int | None = None
   lookahead: int = 0
+  future_audio: str = "silence"
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -87,6 +93,8 @@ class StreamOptions:
     if not (self.clip_x0 is None or self.clip_x0 == "auto" or (_is_real(self.clip_x0) and self.clip_x0 > 0)):
       raise ValueError(f"clip_x0 must be a number > 0 (std units), None (off) or 'auto', got "
                        f"{self.clip_x0!r}")
+    if not _is_real(self.noise_scale) or self.noise_scale < 0:
+      raise ValueError(f"noise_scale must be a number >= 0 (1 = the plain sample), got {self.noise_scale!r}")
     if self.render_batch is not None and (not _is_int(self.render_batch) or self.render_batch < 1):
       raise ValueError(f"render_batch must be an integer >= 1 or None (a whole window), got "
                        f"{self.render_batch!r}")
@@ -96,6 +104,8 @@ class StreamOptions:
       raise ValueError(f"seam_frames must be >= 0 (0 = raw windows), got {self.seam_frames!r}")
     if self.hop is not None and (not _is_int(self.hop) or self.hop < 1):
       raise ValueError(f"hop must be an integer >= 1 or None (whole windows), got {self.hop!r}")
+    if self.future_audio not in FUTURE_AUDIO:
+      raise ValueError(f"future_audio must be one of {FUTURE_AUDIO}, got {self.future_audio!r}")
     if not _is_int(self.lookahead) or self.lookahead < 0:
       raise ValueError(f"lookahead must be an integer >= 0 (frames), got {self.lookahead!r}")
 

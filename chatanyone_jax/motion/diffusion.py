@@ -140,7 +140,7 @@ def _guided_eps(out, guidance_scale) -> jax.Array:
 def ddim_sample(denoise_fn: DenoiseFn, schedule: NoiseSchedule, shape: tuple[int, ...], key: jax.Array, *,
                 num_steps: int = 10, eta: float | jax.Array = 0.0, guidance_scale: float | jax.Array = 1.0,
                 x_T: jax.Array | None = None, clip_x0: float | None = None,
-                prediction: str = "epsilon") -> jax.Array:
+                prediction: str = "epsilon", noise_scale: float | jax.Array = 1.0) -> jax.Array:
   """DDIM (Song et al. 2021) with classifier-free guidance, as one `lax.scan` over the steps.
 
   For the step pair t -> t' (t' = -1 after the last step, with ᾱ_{-1} = 1):
@@ -165,6 +165,8 @@ def ddim_sample(denoise_fn: DenoiseFn, schedule: NoiseSchedule, shape: tuple[int
     clip_x0: optional static bound |x̂0| <= clip_x0 (ε is then recomputed from
       the clipped x̂0); tames the first steps where sqrt(ᾱ_t) ~ 5e-5.
     prediction: what denoise_fn returns, "epsilon" (ε̂) or "x0" (x̂0; ε̂ follows from it).
+    noise_scale: the starting noise's scale ("temperature": x_T = noise_scale · x_T, drawn or given);
+      below 1 the sample moves towards the condition's most likely motion, away from its variety.
 
   Returns:
     (B, ...) float32 sample x_0.
@@ -173,6 +175,7 @@ def ddim_sample(denoise_fn: DenoiseFn, schedule: NoiseSchedule, shape: tuple[int
     raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
   k_init, k_steps = jax.random.split(key)
   x = jax.random.normal(k_init, shape, jnp.float32) if x_T is None else jnp.asarray(x_T, jnp.float32)
+  x = x * noise_scale
   ts = ddim_timesteps(schedule.num_steps, num_steps)  # (S,) descending
   t_prev = np.concatenate([ts[1:], [-1]]).astype(np.int32)
   ab = schedule.alpha_bars

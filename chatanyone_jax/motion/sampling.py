@@ -36,6 +36,9 @@ DDIM_STEPS = 10
 # 1/√ᾱ_T: unclipped, a trained motion_face (small, CPU campaign) sampled values thousands of std out,
 # with or without guidance; clipped at 4 std (the data's range) it samples motion of the data's spread.
 CLIP_X0 = 4.0
+# Scale of the face-motion samplers' starting noise at inference (`ddim_sample`'s noise_scale; 1 = the
+# plain sample).
+NOISE_SCALE = 1.0
 # Frames over which each new face-motion window is joined to the motion before it at inference
 # (`join_window`; the stream, the CLI, `generate_long`).
 SEAM_FRAMES = 8
@@ -86,14 +89,15 @@ def make_denoise_fn(model: nn.Module, params, cond: FaceConditions, *, guidance:
 def sample_window(model: nn.Module, params, cond: FaceConditions, key: jax.Array, *,
                   schedule: NoiseSchedule, num_steps: int = 10, guidance_scale: float | jax.Array = 1.0,
                   eta: float | jax.Array = 0.0, clip_x0: float | None = None,
-                  guidance: bool | None = None, x_T: jax.Array | None = None) -> jax.Array:
+                  guidance: bool | None = None, x_T: jax.Array | None = None,
+                  noise_scale: float | jax.Array = 1.0) -> jax.Array:
   """Samples one window of face motion with DDIM.
 
   Args:
     model: a `FaceMotionDiT`; params: its parameters.
     cond: the window's conditions (batch B, window T from cond.audio).
     key: PRNG key.
-    schedule, num_steps, eta, clip_x0, x_T: as `ddim_sample`.
+    schedule, num_steps, eta, clip_x0, x_T, noise_scale: as `ddim_sample`.
     guidance_scale: CFG scale s (1 = conditional only).
     guidance: stack the unconditional pair; default: unless guidance_scale is the Python number 1.
 
@@ -106,7 +110,7 @@ def sample_window(model: nn.Module, params, cond: FaceConditions, key: jax.Array
   shape = (b, n, model.config.motion_dim)
   return ddim_sample(make_denoise_fn(model, params, cond, guidance=guidance), schedule, shape, key,
                      num_steps=num_steps, eta=eta, guidance_scale=guidance_scale, clip_x0=clip_x0,
-                     prediction=model.config.prediction, x_T=x_T)
+                     prediction=model.config.prediction, x_T=x_T, noise_scale=noise_scale)
 
 
 def anchored_noise(key: jax.Array, first_frame: jax.Array | int, num_frames: int, dim: int) -> jax.Array:
@@ -157,7 +161,8 @@ def generate_long(model: nn.Module, params, audio: jax.Array, style: jax.Array, 
                   history: jax.Array | None = None, num_steps: int = 10,
                   guidance_scale: float | jax.Array = 1.0, eta: float | jax.Array = 0.0,
                   clip_x0: float | None = None, shuffle_history: bool | jax.Array = False,
-                  seam_frames: int = SEAM_FRAMES, reference_valid: jax.Array | None = None) -> jax.Array:
+                  seam_frames: int = SEAM_FRAMES, reference_valid: jax.Array | None = None,
+                  noise_scale: float | jax.Array = 1.0) -> jax.Array:
   """Face motion for audio of any length, one `lax.scan` over non-overlapping windows.
 
   ceil(N / T) windows; the audio is edge-padded to a whole number of windows
@@ -170,7 +175,7 @@ def generate_long(model: nn.Module, params, audio: jax.Array, style: jax.Array, 
     audio: (B, N, audio_dim) audio tokens at the video frame rate, any N >= 1.
     style: (B, num_style) style controls, held for the whole clip.
     key: PRNG key (window i uses fold_in(key, i)).
-    schedule, num_steps, guidance_scale, eta, clip_x0: as `sample_window`.
+    schedule, num_steps, guidance_scale, eta, clip_x0, noise_scale: as `sample_window`.
     reference: optional (B, T_ref, ref_dim) reference sequence, shared by all windows.
     history: optional (B, H, motion_dim) motion before the clip (e.g. the end of
       the previous utterance); None = the first window has no history.
@@ -200,7 +205,8 @@ def generate_long(model: nn.Module, params, audio: jax.Array, style: jax.Array, 
     i, audio_w = inputs
     cond = FaceConditions(audio_w, hist, style, reference, valid, reference_valid)
     x = sample_window(model, params, cond, jax.random.fold_in(key, i), schedule=schedule,
-                      num_steps=num_steps, guidance_scale=guidance_scale, eta=eta, clip_x0=clip_x0)
+                      num_steps=num_steps, guidance_scale=guidance_scale, eta=eta, clip_x0=clip_x0,
+                      noise_scale=noise_scale)
     x = join_window(hist, x, min(seam_frames, t_win), valid)
     new_hist = x[:, -h:]  # (B, H, 58)
     new_hist = jnp.where(shuffle_history, jnp.roll(new_hist, 1, axis=0), new_hist)

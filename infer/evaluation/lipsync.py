@@ -11,9 +11,12 @@ context), its penalty chosen by cross-validation over the training people (the s
 `model_lipsync` scores a FaceMotionDiT workdir the same way: each clip's speech alone drives the model as
 inference does (no history before the clip, no reference video, the default style), and the generated
 expression's mouth opening (with the clip's own identity) is correlated with the true one; the same
-model driven by each clip's speech with a second of silence inserted gives the silence test.
+model driven by each clip's speech with a second of silence inserted gives the silence test. With a hop
+(`--hop H --lookahead L`) the model is driven through the stream's own face motion, step by step, so the
+scores are those of a low-latency stream.
 
   python -m infer.evaluation.lipsync --data RECORDS [--motion WORKDIR] [--split validation] [--out F.json]
+      [--hop H [--lookahead L]] [--guidance G] [--noise-scale S]
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from chatanyone_jax import template as tp
 from chatanyone_jax.audio import MelConfig, log_mel_spectrogram
 from chatanyone_jax.audio import num_frames as num_mel_frames
 from chatanyone_jax.eval import lipsync
-from chatanyone_jax.motion.sampling import CLIP_X0, DDIM_STEPS, GUIDANCE_SCALE, generate_long
+from chatanyone_jax.motion.sampling import CLIP_X0, DDIM_STEPS, GUIDANCE_SCALE, NOISE_SCALE, generate_long
 from data import records
 from data.splits import SPLIT_FILE, read_rows
 from infer.avatar import default_style
@@ -79,9 +82,11 @@ def _scores(curves: list[dict], predicted: list[np.ndarray], source_of: dict[str
   """Mean Pearson correlation of predicted vs true opening per source and over all clips, and the silence
   measures of the `silence_of` curve ("true" or "predicted") in the true speech's silences."""
   per_source: dict[str, list[float]] = {}
+  per_clip: dict[str, float | None] = {}
   silence: dict[str, list[float]] = {"silence_ratio": [], "offset_lag_s": []}
   for c, pred in zip(curves, predicted, strict=True):
     r = lipsync.pearson(pred, c["opening"])
+    per_clip[c["video"]] = float(r) if np.isfinite(r) else None  # for paired comparisons of two runs
     if np.isfinite(r):
       per_source.setdefault(source_of.get(c["video"], "unknown"), []).append(r)
     curve = c["opening"] if silence_of == "true" else pred
@@ -93,7 +98,8 @@ def _scores(curves: list[dict], predicted: list[np.ndarray], source_of: dict[str
   return {"correlation": float(np.mean(every)) if every else float("nan"), "clips": len(every),
           "per_source": {k: {"correlation": float(np.mean(v)), "clips": len(v)}
                          for k, v in sorted(per_source.items())},
-          **{f"{silence_of}_{k}": float(np.mean(v)) if v else None for k, v in silence.items()}}
+          **{f"{silence_of}_{k}": float(np.mean(v)) if v else None for k, v in silence.items()},
+          "per_clip": per_clip}
 
 
 def loudness_baseline(data: str | os.PathLike, *, fit_split: str = "train", eval_split: str = "validation",
@@ -165,12 +171,23 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
                   split_file: str | os.PathLike | None = SPLIT_FILE, max_clips: int | None = None,
                   num_steps: int = DDIM_STEPS, guidance_scale: float = GUIDANCE_SCALE, seed: int = 0,
                   clip_x0: float | None = CLIP_X0, curves: list[dict] | None = None,
-                  insert_silence_s: float = 1.0) -> dict:
+                  insert_silence_s: float = 1.0, noise_scale: float = NOISE_SCALE,
+                  hop: int | None = None, lookahead: int = 0, future_audio: str = "silence") -> dict:
   """A FaceMotionDiT workdir (or its export) driven by each clip's speech alone (module docstring): the
   correlation of the generated mouth opening with the true one, per source and over all clips, and the
   silence measures of the generated opening, in the clips' own silences ("predicted_*") and in
-  `insert_silence_s` of silence inserted into each clip's speech ("inserted_*"; 0 = skip)."""
+  `insert_silence_s` of silence inserted into each clip's speech ("inserted_*"; 0 = skip).
+
+  hop None: whole windows (`generate_long`). hop H (1 .. T) with `lookahead` L: the stream's own face
+  motion (`stream_step.motion_step`, `StreamOptions(hop=H, lookahead=L)`), the audio fed step by step as
+  a live stream receives it, so the score is the one a low-latency stream gets (H = T, L = 0 is the
+  stream with whole windows)."""
   config, task, params, norm = load_motion_face(workdir)
+  if hop is not None:
+    return _stream_lipsync(workdir, config, params, norm, data, split=split, split_file=split_file,
+                           max_clips=max_clips, num_steps=num_steps, guidance_scale=guidance_scale,
+                           seed=seed, clip_x0=clip_x0, curves=curves, insert_silence_s=insert_silence_s,
+                           noise_scale=noise_scale, hop=hop, lookahead=lookahead, future_audio=future_audio)
   t = int(config.window)
   spf = tasks.SAMPLE_RATE / tasks.FPS
   n_win_samples = int(round(t * spf))
@@ -189,6 +206,7 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
     ref = jnp.zeros((1, t, dit.config.ref_dim)) if has_ref else None
     motion = generate_long(dit, params["face"], tokens, style, key, schedule=task.schedule, reference=ref,
                            num_steps=num_steps, guidance_scale=guidance_scale, clip_x0=clip_x0,
+                           noise_scale=noise_scale,
                            reference_valid=jnp.zeros((1,), bool) if has_ref else None)
     motion = motion[0] * norm["motion_std"] + norm["motion_mean"]
     return tp.mouth_opening(template, motion[:, :tp.NUM_EXP], identity)
@@ -203,6 +221,14 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
                        jax.random.fold_in(jax.random.key(seed), i))
     return np.asarray(opening)[:n]
 
+  return {"workdir": str(workdir), "num_steps": num_steps, "guidance_scale": guidance_scale,
+          "noise_scale": noise_scale, "insert_silence_s": insert_silence_s,
+          **_drive_scores(drive, curves, split_file, insert_silence_s)}
+
+
+def _drive_scores(drive, curves: list[dict], split_file, insert_silence_s: float) -> dict:
+  """The scores of `model_lipsync`: drive(audio, frames, identity, clip index) -> (frames,) opening."""
+  spf = tasks.SAMPLE_RATE / tasks.FPS
   predicted = [drive(c["audio"], c["opening"].size, c["identity"], i) for i, c in enumerate(curves)]
   scores = _scores(curves, predicted, _sources(split_file), "predicted")
   # Inserted silence: the clip's speech, `insert_silence_s` of digital silence, the speech again.
@@ -221,8 +247,58 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
       if np.isfinite(m[k]):
         inserted[k].append(m[k])
   scores.update({f"inserted_{k}": float(np.mean(v)) if v else None for k, v in inserted.items()})
+  return scores
+
+
+def _stream_lipsync(workdir, config, params, norm, data, *, split, split_file, max_clips, num_steps,
+                    guidance_scale, seed, clip_x0, curves, insert_silence_s, noise_scale, hop,
+                    lookahead, future_audio) -> dict:
+  """`model_lipsync` through the stream's face motion (hop, look-ahead)."""
+  from chatanyone_jax import stream_spec, stream_step
+  from infer.models import build_spec, speech_params
+  from infer.options import StreamOptions
+
+  t = int(config.window)
+  if not 1 <= hop <= t:
+    raise ValueError(f"hop must be in [1, {t}] (the model's window), got {hop}")
+  options = StreamOptions(mode="head", num_steps=num_steps, guidance_scale=guidance_scale,
+                          clip_x0=clip_x0, hop=hop, lookahead=lookahead, noise_scale=noise_scale,
+                          future_audio=future_audio)
+  # A head spec: the renderer is never run (motion_step), any head preset names it.
+  spec = build_spec({"motion_face": config, "render": "tiny_head512"}, options)
+  pf = {"params": params, "norm": norm}
+  speech = speech_params(config)
+  if speech is not None:
+    pf["speech"] = speech
+  has_ref = "ref_proj" in params["face"]
+  ref = jnp.zeros((1, spec.window, spec.face.config.ref_dim), jnp.float32) if has_ref else None
+  style = default_style(t)
+  template = tp.load_head_template()
+  step = jax.jit(lambda p, st, b: stream_step.motion_step(spec, p, st, b), donate_argnums=1)
+  size = stream_spec.block_samples(spec)
+  std, mean = jnp.asarray(norm["motion_std"]), jnp.asarray(norm["motion_mean"])
+  opening_of = jax.jit(lambda m, identity: tp.mouth_opening(template, (m * std + mean)[:, :tp.NUM_EXP],
+                                                            identity))
+
+  def drive(audio: np.ndarray, n: int, identity: np.ndarray, i: int) -> np.ndarray:
+    state = stream_step.init_motion_state(spec, style, jax.random.fold_in(jax.random.key(seed), i), ref,
+                                          reference_valid=False)
+    chunks, k = [], 0
+    while sum(c.shape[0] for c in chunks) < n:
+      c0, c1 = stream_spec.step_bounds(k, spec)
+      buf = np.zeros(size, np.float32)
+      piece = audio[c0:c1]
+      buf[:piece.size] = piece  # after the clip: silence, as a stream that goes on
+      state, m = step({"motion_face": pf}, state, jnp.asarray(buf))
+      chunks.append(np.asarray(m[0]))
+      k += 1
+    motion = np.concatenate(chunks)[:n]
+    return np.asarray(opening_of(jnp.asarray(motion), jnp.asarray(identity)))
+
+  curves = clip_curves(data, split, max_clips) if curves is None else curves
   return {"workdir": str(workdir), "num_steps": num_steps, "guidance_scale": guidance_scale,
-          "insert_silence_s": insert_silence_s, **scores}
+          "noise_scale": noise_scale, "hop": hop, "lookahead": lookahead, "future_audio": future_audio,
+          "insert_silence_s": insert_silence_s, **_drive_scores(drive, curves, split_file, insert_silence_s)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -235,6 +311,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--steps", type=int, default=DDIM_STEPS, help="DDIM steps of the model's sampler")
   p.add_argument("--guidance", type=float, default=GUIDANCE_SCALE,
                  help=f"classifier-free guidance of the model's sampler (default {GUIDANCE_SCALE})")
+  p.add_argument("--noise-scale", type=float, default=NOISE_SCALE,
+                 help=f"scale of the sampler's starting noise (default {NOISE_SCALE})")
+  p.add_argument("--hop", type=int,
+                 help="drive the model as the stream does with this hop (frames per step; default: whole "
+                      "windows without the stream)")
+  p.add_argument("--lookahead", type=int, default=0, help="with --hop: frames of audio look-ahead")
+  p.add_argument("--future-audio", default="silence", choices=("silence", "mirror"),
+                 help="with --hop: the window's audio after the look-ahead (StreamOptions.future_audio)")
   p.add_argument("--no-baselines", action="store_true", help="score the model only (faster)")
   p.add_argument("--out", help="also write the report to this JSON file")
   args = p.parse_args(argv)
@@ -247,7 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                             "mel_baseline": mel_baseline(args.data, **kw)}
     if args.motion:
       report["model"] = model_lipsync(args.motion, args.data, split=args.split, num_steps=args.steps,
-                                      guidance_scale=args.guidance, curves=curves)
+                                      guidance_scale=args.guidance, curves=curves,
+                                      noise_scale=args.noise_scale, hop=args.hop, lookahead=args.lookahead,
+                                      future_audio=args.future_audio)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

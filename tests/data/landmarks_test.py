@@ -137,7 +137,8 @@ def test_reused_graphs_give_the_landmarks_of_fresh_ones():
   frames, _ = _two_person_sequence(image, n=4)
   fresh = lmk.extract_landmarks(frames, hands=False, segmentation=True)
   with lmk.LandmarkGraphs(hands=False, segmentation=True) as graphs:
-    lmk.extract_landmarks(frames[::-1].copy(), hands=False, segmentation=True, graphs=graphs)  # the other face
+    # The other face first: tracking would carry it over.
+    lmk.extract_landmarks(frames[::-1].copy(), hands=False, segmentation=True, graphs=graphs)
     reused = lmk.extract_landmarks(frames, hands=False, segmentation=True, graphs=graphs)
     with pytest.raises(ValueError, match="opened with"):
       lmk.extract_landmarks(frames, segmentation=True, graphs=graphs)

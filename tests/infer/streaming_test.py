@@ -227,7 +227,8 @@ def test_options_are_checked_when_built():
          (dict(clip_x0=0.0), "clip_x0 must be a number > 0"), (dict(clip_x0="off"), "clip_x0 must be"),
          (dict(render_batch=0), "render_batch must be"), (dict(seed="0"), "seed must be an integer"),
          (dict(refine=1), "refine must be True or False"), (dict(hop=0), "hop must be an integer >= 1"),
-         (dict(lookahead=-1), "lookahead must be an integer >= 0")]
+         (dict(lookahead=-1), "lookahead must be an integer >= 0"),
+         (dict(noise_scale=-0.5), "noise_scale must be a number >= 0")]
   for kw, match in bad:
     with pytest.raises(ValueError, match=match):
       StreamOptions(**kw)

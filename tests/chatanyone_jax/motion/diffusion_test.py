@@ -116,6 +116,17 @@ def test_same_key_same_sample_different_key_different_sample():
     assert float(jnp.abs(a - c).max()) > 1e-2
 
 
+def test_noise_scale_scales_the_starting_noise():
+  """noise_scale s samples from s · x_T (drawn or given); at 0 the sample no longer depends on the key."""
+  sample = jax.jit(lambda k, s, x_T=None: ddim_sample(_toy_denoiser, SCHED, SHAPE, k, guidance_scale=2.0,
+                                                      noise_scale=s, x_T=x_T))
+  x_T = jax.random.normal(jax.random.key(3), SHAPE)
+  np.testing.assert_allclose(sample(jax.random.key(0), 0.5, x_T), sample(jax.random.key(0), 1.0, 0.5 * x_T),
+                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(sample(jax.random.key(0), 0.0), sample(jax.random.key(1), 0.0))
+  assert float(jnp.abs(sample(jax.random.key(0), 1.0) - sample(jax.random.key(1), 1.0)).max()) > 1e-2
+
+
 def test_guidance_scale_one_is_conditional_only():
   x_T = jax.random.normal(jax.random.key(3), SHAPE)
   cond_only = lambda x, t: _toy_denoiser(x, t)[0]

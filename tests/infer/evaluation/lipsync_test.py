@@ -43,6 +43,7 @@ def test_baseline_fits_on_training_people_and_scores_held_out_ones_per_source(sp
   assert all(-1 <= v["correlation"] <= 1 and v["clips"] == 1 for v in report["per_source"].values())
   per_clip = [v["correlation"] for v in report["per_source"].values()]
   assert report["correlation"] == pytest.approx(np.mean(per_clip))
+  assert sorted(report["per_clip"].values()) == pytest.approx(sorted(per_clip))  # one clip per source
   with pytest.raises(ValueError, match="no 'heldout_frames' split"):
     lipsync.clip_curves(data, "heldout_frames")
 
@@ -88,6 +89,20 @@ def test_model_driven_by_speech_alone_is_scored_like_the_baseline(split_data, tm
   assert report["inserted_offset_lag_s"] is None or report["inserted_offset_lag_s"] >= 0
   with pytest.raises(FileNotFoundError, match="not a `python -m train.main` workdir"):
     lipsync.model_lipsync(tmp_path / "nope", data)
+
+  # Through the stream's own face motion: whole windows and a hop with look-ahead, seeded as well.
+  t = c.window
+  with fast_compile():
+    kw = dict(split_file=split_file, num_steps=2)
+    stream_whole = lipsync.model_lipsync(tmp_path / "motion_face", data, hop=t, insert_silence_s=0, **kw)
+    hop = lipsync.model_lipsync(tmp_path / "motion_face", data, hop=4, lookahead=2, insert_silence_s=0.5,
+                                **kw)
+  assert (stream_whole["hop"], hop["hop"], hop["lookahead"]) == (t, 4, 2)
+  assert hop["clips"] == 2 and -1 <= hop["correlation"] <= 1
+  assert hop["correlation"] != stream_whole["correlation"]
+  assert hop["inserted_silence_ratio"] >= 0
+  with pytest.raises(ValueError, match="hop must be in"):
+    lipsync.model_lipsync(tmp_path / "motion_face", data, hop=t + 1, **kw)
 
   out = tmp_path / "lipsync.json"
   with fast_compile():
