@@ -32,10 +32,6 @@ FPS = 30  # video frames per second of a stream
 SAMPLE_RATE = MelConfig.sample_rate  # audio samples per second of a stream (16 kHz mono, the mel front end's)
 
 
-# What a hop step puts in its window where the audio has not arrived yet (`StreamSpec.future_audio`).
-FUTURE_AUDIO = ("silence", "mirror")
-
-
 @dataclasses.dataclass(frozen=True)
 class StreamSpec:
   """Static description of the streaming step (hashable: one compiled step per spec).
@@ -70,10 +66,6 @@ class StreamSpec:
     hop: H_s, video frames each step emits (1 <= hop <= T); None = T, whole windows. Each step
       generates a whole window of T frames that starts at the first frame not emitted yet (history =
       the last H emitted frames) and emits its first hop frames (`stream_step`).
-    future_audio: what stands in, with hop < T, for the window's audio after the look-ahead (not arrived
-      yet): "silence" (zeros) or "mirror" (the arrived audio reflected about its last sample: speech
-      goes on as speech, silence as silence, as in the training windows, which are real audio to their
-      end). Whole windows have no such audio.
     lookahead: L, video frames of audio after the emitted frames that a step waits for (0 <= L <=
       T - hop); the window's audio after that is silence (zeros). A step's audio is `step_bounds`.
   """
@@ -103,7 +95,6 @@ class StreamSpec:
   speech_context: int = 0
   hop: int | None = None
   lookahead: int = 0
-  future_audio: str = "silence"
 
   def __post_init__(self):
     if self.render_dtype not in RENDER_DTYPES:
@@ -118,8 +109,6 @@ class StreamSpec:
       raise ValueError(f"seam_frames must be >= 0 (0 = raw windows), got {self.seam_frames}")
     if self.hop is not None and not 1 <= self.hop <= self.window:
       raise ValueError(f"hop must be in [1, T = {self.window}] (None = T), got {self.hop}")
-    if self.future_audio not in FUTURE_AUDIO:
-      raise ValueError(f"future_audio must be one of {FUTURE_AUDIO}, got {self.future_audio!r}")
     if not 0 <= self.lookahead <= self.window - self.step_frames:
       raise ValueError(f"lookahead must be in [0, T - hop = {self.window - self.step_frames}], got "
                        f"{self.lookahead}")

@@ -294,16 +294,14 @@ def advance_audio(spec: StreamSpec, audio: dict[str, jax.Array], i: jax.Array,
   rounding phases "residue" of a_i and "residue_end" of c_i.
 
   Returns (the state of step i + 1, x, s): x holds the tail, the new samples and zeros after them
-  (not arrived yet: `StreamSpec.future_audio`), and window i's first sample a_i is x[s].
+  (audio not arrived yet: silence), and window i's first sample a_i is x[s].
   """
   hop, look = spec.step_frames, spec.lookahead
   k, w = tail_samples(spec), spec.window_samples
   n, residue_end = _advance(audio["residue_end"], hop + jnp.where(i == 0, look, 0), spec.spf)
   a, residue = _advance(audio["residue"], hop, spec.spf)
   x = jnp.concatenate([audio["tail"], block.astype(jnp.float32), jnp.zeros((w,), jnp.float32)])
-  idx = jnp.arange(x.shape[0])  # after the k + n arrived samples (the block's padding is ignored):
-  mirror = spec.future_audio == "mirror" and spec.step_frames < spec.window  # `StreamSpec.future_audio`
-  x = jnp.where(idx < k + n, x, x[jnp.clip(2 * (k + n) - 1 - idx, 0, x.shape[0] - 1)] if mirror else 0.0)
+  x = jnp.where(jnp.arange(x.shape[0]) < k + n, x, 0.0)  # the block's padding is ignored
   new = {"tail": jax.lax.dynamic_slice_in_dim(x, n, k), "lead": audio["lead"] + n - a,
          "phase": (audio["phase"] + a) % spec.mel.hop_length, "residue": residue, "residue_end": residue_end}
   return new, x, k - audio["lead"]

@@ -197,5 +197,4 @@ def build_spec(configs: dict, options: StreamOptions = StreamOptions()) -> Strea
                     noise_scale=options.noise_scale,
                     render_batch=options.render_batch, render_dtype=options.render_dtype,
                     seam_frames=options.seam_frames, speech=face.speech_encoder,
-                    speech_context=face.speech_context, hop=options.hop, lookahead=options.lookahead,
-                    future_audio=options.future_audio, **kw)
+                    speech_context=face.speech_context, hop=options.hop, lookahead=options.lookahead, **kw)

@@ -18,7 +18,7 @@ import numbers
 import os
 
 from chatanyone_jax.motion.sampling import DDIM_STEPS, GUIDANCE_SCALE, NOISE_SCALE, SEAM_FRAMES
-from chatanyone_jax.stream_spec import FUTURE_AUDIO, MODES, RENDER_DTYPES
+from chatanyone_jax.stream_spec import MODES, RENDER_DTYPES
 
 
 def _is_int(x) -> bool:
@@ -61,9 +61,8 @@ class StreamOptions:
       step generates a whole window of T frames and emits its first `hop` (`chatanyone_jax.stream_step`),
       so a frame waits for hop + lookahead frames of audio instead of T: LOW_LATENCY (hop 8, look-ahead
       2 = 333 ms of audio, 300 ms algorithmic latency at most) against 1.33 s for T = 40.
-    lookahead: frames of audio after a step's frames that the step waits for (0 .. T - hop).
-    future_audio: with a hop, what fills the window's audio after the look-ahead: "silence" or "mirror"
-      (the arrived audio reflected; `chatanyone_jax.stream_spec.StreamSpec.future_audio`).
+    lookahead: frames of audio after a step's frames that the step waits for (0 .. T - hop); the
+      window's audio after it is silence.
   """
   mode: str = "upper"
   refine: bool = True
@@ -77,7 +76,6 @@ class StreamOptions:
   seam_frames: int = SEAM_FRAMES
   hop: int | None = None
   lookahead: int = 0
-  future_audio: str = "silence"
 
   def __post_init__(self):
     if self.mode not in MODES:
@@ -104,8 +102,6 @@ class StreamOptions:
       raise ValueError(f"seam_frames must be >= 0 (0 = raw windows), got {self.seam_frames!r}")
     if self.hop is not None and (not _is_int(self.hop) or self.hop < 1):
       raise ValueError(f"hop must be an integer >= 1 or None (whole windows), got {self.hop!r}")
-    if self.future_audio not in FUTURE_AUDIO:
-      raise ValueError(f"future_audio must be one of {FUTURE_AUDIO}, got {self.future_audio!r}")
     if not _is_int(self.lookahead) or self.lookahead < 0:
       raise ValueError(f"lookahead must be an integer >= 0 (frames), got {self.lookahead!r}")
 

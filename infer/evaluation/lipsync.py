@@ -172,7 +172,7 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
                   num_steps: int = DDIM_STEPS, guidance_scale: float = GUIDANCE_SCALE, seed: int = 0,
                   clip_x0: float | None = CLIP_X0, curves: list[dict] | None = None,
                   insert_silence_s: float = 1.0, noise_scale: float = NOISE_SCALE,
-                  hop: int | None = None, lookahead: int = 0, future_audio: str = "silence") -> dict:
+                  hop: int | None = None, lookahead: int = 0) -> dict:
   """A FaceMotionDiT workdir (or its export) driven by each clip's speech alone (module docstring): the
   correlation of the generated mouth opening with the true one, per source and over all clips, and the
   silence measures of the generated opening, in the clips' own silences ("predicted_*") and in
@@ -187,7 +187,7 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
     return _stream_lipsync(workdir, config, params, norm, data, split=split, split_file=split_file,
                            max_clips=max_clips, num_steps=num_steps, guidance_scale=guidance_scale,
                            seed=seed, clip_x0=clip_x0, curves=curves, insert_silence_s=insert_silence_s,
-                           noise_scale=noise_scale, hop=hop, lookahead=lookahead, future_audio=future_audio)
+                           noise_scale=noise_scale, hop=hop, lookahead=lookahead)
   t = int(config.window)
   spf = tasks.SAMPLE_RATE / tasks.FPS
   n_win_samples = int(round(t * spf))
@@ -252,7 +252,7 @@ def _drive_scores(drive, curves: list[dict], split_file, insert_silence_s: float
 
 def _stream_lipsync(workdir, config, params, norm, data, *, split, split_file, max_clips, num_steps,
                     guidance_scale, seed, clip_x0, curves, insert_silence_s, noise_scale, hop,
-                    lookahead, future_audio) -> dict:
+                    lookahead) -> dict:
   """`model_lipsync` through the stream's face motion (hop, look-ahead)."""
   from chatanyone_jax import stream_spec, stream_step
   from infer.models import build_spec, speech_params
@@ -262,8 +262,7 @@ def _stream_lipsync(workdir, config, params, norm, data, *, split, split_file, m
   if not 1 <= hop <= t:
     raise ValueError(f"hop must be in [1, {t}] (the model's window), got {hop}")
   options = StreamOptions(mode="head", num_steps=num_steps, guidance_scale=guidance_scale,
-                          clip_x0=clip_x0, hop=hop, lookahead=lookahead, noise_scale=noise_scale,
-                          future_audio=future_audio)
+                          clip_x0=clip_x0, hop=hop, lookahead=lookahead, noise_scale=noise_scale)
   # A head spec: the renderer is never run (motion_step), any head preset names it.
   spec = build_spec({"motion_face": config, "render": "tiny_head512"}, options)
   pf = {"params": params, "norm": norm}
@@ -297,7 +296,7 @@ def _stream_lipsync(workdir, config, params, norm, data, *, split, split_file, m
 
   curves = clip_curves(data, split, max_clips) if curves is None else curves
   return {"workdir": str(workdir), "num_steps": num_steps, "guidance_scale": guidance_scale,
-          "noise_scale": noise_scale, "hop": hop, "lookahead": lookahead, "future_audio": future_audio,
+          "noise_scale": noise_scale, "hop": hop, "lookahead": lookahead,
           "insert_silence_s": insert_silence_s, **_drive_scores(drive, curves, split_file, insert_silence_s)}
 
 
@@ -317,8 +316,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                  help="drive the model as the stream does with this hop (frames per step; default: whole "
                       "windows without the stream)")
   p.add_argument("--lookahead", type=int, default=0, help="with --hop: frames of audio look-ahead")
-  p.add_argument("--future-audio", default="silence", choices=("silence", "mirror"),
-                 help="with --hop: the window's audio after the look-ahead (StreamOptions.future_audio)")
   p.add_argument("--no-baselines", action="store_true", help="score the model only (faster)")
   p.add_argument("--out", help="also write the report to this JSON file")
   args = p.parse_args(argv)
@@ -332,8 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.motion:
       report["model"] = model_lipsync(args.motion, args.data, split=args.split, num_steps=args.steps,
                                       guidance_scale=args.guidance, curves=curves,
-                                      noise_scale=args.noise_scale, hop=args.hop, lookahead=args.lookahead,
-                                      future_audio=args.future_audio)
+                                      noise_scale=args.noise_scale, hop=args.hop, lookahead=args.lookahead)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

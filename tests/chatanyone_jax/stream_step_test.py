@@ -113,31 +113,6 @@ def _window_inputs(spec, audio, steps):
     yield x, start, phase, c1
 
 
-def test_mirrored_future_audio_reflects_what_has_arrived():
-  """future_audio "mirror": after the arrived samples a hop step's window holds them reflected (speech goes
-  on as speech); before them it is the "silence" step's audio; whole windows are unchanged."""
-  configs = _configs("head")
-  audio = read_audio(ASSETS_SPEECH, SR)[:5 * 8534]
-  for latency in ({"hop": 8, "lookahead": 2}, {}):
-    silent, mirrored = (build_spec(configs, StreamOptions(mode="head", future_audio=f, **latency))
-                        for f in ("silence", "mirror"))
-    k = stream_step.tail_samples(silent)
-    steps = zip(_window_inputs(silent, audio, 3), _window_inputs(mirrored, audio, 3), strict=True)
-    for i, ((x, _, _, _), (y, _, _, _)) in enumerate(steps):
-      x, y = np.asarray(x), np.asarray(y)
-      if not latency:
-        np.testing.assert_array_equal(x, y)
-        continue
-      c0, c1 = stream_spec.step_bounds(i, silent)
-      arrived = k + c1 - c0  # x = the tail (k samples), the step's new samples, then what has not arrived
-      np.testing.assert_array_equal(y[:arrived], x[:arrived])
-      assert not x[arrived:].any() and np.abs(x[arrived - 400:arrived]).max() > 0.01  # speech before
-      j = np.arange(arrived, min(x.size, 2 * arrived))
-      np.testing.assert_array_equal(y[j], x[2 * arrived - 1 - j])
-  with pytest.raises(ValueError, match="future_audio must be one of"):
-    StreamOptions(future_audio="noise")
-
-
 @pytest.mark.parametrize("latency", [{}, {"hop": 8, "lookahead": 2}])
 def test_window_mel_equals_whole_clip_log_mel(latency):
   """Window i's mel = whole-clip frames [floor(a_i / hop), + M) of the audio received so far (silence after
