@@ -21,7 +21,7 @@ from chatanyone_jax.motion.upper_body_motion import NUM_BODY_KP
 from chatanyone_jax.template import hands as hd
 from data.crops import clip_boxes, crop, face_mask, to_crop_pixels, to_grid
 from data.encoding import encode_image, pack_bytes
-from data.landmarks import ClipLandmarks, LandmarkGraphs
+from data.landmarks import ClipLandmarks
 from data.preprocess_config import PreprocessConfig
 
 # MediaPipe pose landmarks kept as the 21 body keypoints: nose, eyes, ears, mouth corners, then
@@ -39,9 +39,6 @@ class Annotator:
   identity, per-frame pose, scale and 52 expression coefficients) and projects its keypoints; `hands`
   encodes the hand landmarks as coefficients and renders the hand image and mask (`render_hands`).
   Inputs are padded to multiples of 64 frames, so clips of any length need few compilations.
-  `landmark_graphs` are the process's MediaPipe graphs of preprocessing (face, pose, hands,
-  segmentation), opened on first use and reset per clip (`data.landmarks.LandmarkGraphs`): opening them
-  costs as much as annotating a 1.2-s clip.
 
   Attributes:
     config: the sizes of the body crop (hand images) and the hand radius are read from it.
@@ -76,13 +73,6 @@ class Annotator:
 
     # The jitted programs (public so that benchmarks can time each stage).
     self.fit_program, self.render_program, self.encode_program = fit, render, encode
-    self._graphs: LandmarkGraphs | None = None
-
-  @property
-  def landmark_graphs(self) -> LandmarkGraphs:
-    if self._graphs is None:
-      self._graphs = LandmarkGraphs(segmentation=True)
-    return self._graphs
 
   def fit(self, points: np.ndarray) -> tuple:
     """Template fit on (T, 478, 3) frame-pixel points, padded to a multiple of 64 frames (few compiles)."""

@@ -132,8 +132,13 @@ def _to_pixels(landmarks, w: int, h: int, visibility: bool = False) -> np.ndarra
   return np.array([(p.x * w, p.y * h, p.z * w) for p in landmarks], np.float32)
 
 
-def _open(stack: contextlib.ExitStack, *, max_num_faces: int, pose: bool, hands: bool, segmentation: bool,
-          min_confidence: float) -> dict:
+@contextlib.contextmanager
+def mediapipe_graphs(*, max_num_faces: int = 4, pose: bool = True, hands: bool = True,
+                     segmentation: bool = False, min_confidence: float = 0.5) -> Iterator[dict]:
+  """Opens the MediaPipe graphs in tracking mode and closes them on exit.
+
+  Yields a dict name -> solution object ("face", and "pose", "hands", "segmentation" when asked).
+  """
   os.environ.setdefault("GLOG_minloglevel", "2")  # quieter C++ logging: must be set before the import
   # mediapipe is imported here, not at module level: its import is slow and the env var above must
   # come first; readers of landmark files (records, tests) never need it.
@@ -142,71 +147,21 @@ def _open(stack: contextlib.ExitStack, *, max_num_faces: int, pose: bool, hands:
   from mediapipe.python.solutions import pose as mp_pose
   from mediapipe.python.solutions import selfie_segmentation as mp_seg
 
-  graphs = {"face": stack.enter_context(mp_face.FaceMesh(
-      static_image_mode=False, max_num_faces=max_num_faces, refine_landmarks=True,
-      min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence))}
-  if pose:
-    graphs["pose"] = stack.enter_context(mp_pose.Pose(
-        static_image_mode=False, model_complexity=1, enable_segmentation=False,
-        min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence))
-  if hands:
-    graphs["hands"] = stack.enter_context(mp_hands.Hands(
-        static_image_mode=False, max_num_hands=2, model_complexity=1,
-        min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence))
-  if segmentation:
-    graphs["segmentation"] = stack.enter_context(mp_seg.SelfieSegmentation(model_selection=1))
-  return graphs
-
-
-@contextlib.contextmanager
-def mediapipe_graphs(*, max_num_faces: int = 4, pose: bool = True, hands: bool = True,
-                     segmentation: bool = False, min_confidence: float = 0.5) -> Iterator[dict]:
-  """Opens the MediaPipe graphs in tracking mode and closes them on exit.
-
-  Yields a dict name -> solution object ("face", and "pose", "hands", "segmentation" when asked).
-  """
   with contextlib.ExitStack() as stack:
-    yield _open(stack, max_num_faces=max_num_faces, pose=pose, hands=hands, segmentation=segmentation,
-                min_confidence=min_confidence)
-
-
-class LandmarkGraphs:
-  """MediaPipe graphs opened once and reused for many clips (`extract_landmarks(..., graphs=...)`).
-
-  Opening the four graphs costs seconds (their models load), as long as tracking a 1.2-s clip: a
-  preprocessing worker keeps one `LandmarkGraphs` for all its videos. Each clip starts by resetting
-  every graph (`SolutionBase.reset`: the tracking state is cleared, the loaded models stay), so a clip's
-  landmarks are those of freshly opened graphs. Not thread-safe: one per thread. Close it (or use it as
-  a context manager) to free the graphs.
-  """
-
-  def __init__(self, *, max_num_faces: int = 4, pose: bool = True, hands: bool = True,
-               segmentation: bool = False, min_confidence: float = 0.5):
-    self.settings = {"max_num_faces": max_num_faces, "pose": pose, "hands": hands,
-                     "segmentation": segmentation, "min_confidence": min_confidence}
-    self._stack = contextlib.ExitStack()
-    self.graphs = _open(self._stack, **self.settings)
-
-  def fresh(self, **settings) -> dict:
-    """The graphs, reset for a new clip; `settings` must be the ones they were opened with."""
-    if self.graphs is None:
-      raise ValueError("these LandmarkGraphs are closed; open new ones")
-    if settings != self.settings:
-      raise ValueError(f"LandmarkGraphs opened with {self.settings}, asked for {settings}: open graphs "
-                       "with the settings of the extraction")
-    for g in self.graphs.values():
-      g.reset()
-    return self.graphs
-
-  def close(self) -> None:
-    self._stack.close()
-    self.graphs = None
-
-  def __enter__(self) -> LandmarkGraphs:
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self.close()
+    graphs = {"face": stack.enter_context(mp_face.FaceMesh(
+        static_image_mode=False, max_num_faces=max_num_faces, refine_landmarks=True,
+        min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence))}
+    if pose:
+      graphs["pose"] = stack.enter_context(mp_pose.Pose(
+          static_image_mode=False, model_complexity=1, enable_segmentation=False,
+          min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence))
+    if hands:
+      graphs["hands"] = stack.enter_context(mp_hands.Hands(
+          static_image_mode=False, max_num_hands=2, model_complexity=1,
+          min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence))
+    if segmentation:
+      graphs["segmentation"] = stack.enter_context(mp_seg.SelfieSegmentation(model_selection=1))
+    yield graphs
 
 
 def _assign_hands(results, w: int, h: int, face_box: np.ndarray | None, max_wrist_dist: float,
@@ -245,7 +200,7 @@ def _assign_hands(results, w: int, h: int, face_box: np.ndarray | None, max_wris
 def extract_landmarks(frames: np.ndarray, *, fps: float = 0.0, pose: bool = True, hands: bool = True,
                       segmentation: bool = False, max_num_faces: int = 4, mirrored: bool = False,
                       max_hand_distance: float = 8.0, min_confidence: float = 0.5,
-                      name: str = "clip", graphs: LandmarkGraphs | None = None) -> ClipLandmarks:
+                      name: str = "clip") -> ClipLandmarks:
   """Runs the MediaPipe graphs over consecutive frames of one clip.
 
   Args:
@@ -257,8 +212,6 @@ def extract_landmarks(frames: np.ndarray, *, fps: float = 0.0, pose: bool = True
     max_hand_distance: hands whose wrist is further than this many face sizes from the tracked face
       belong to someone else and are dropped.
     name: used in messages.
-    graphs: open graphs to reuse (reset first; their settings must match); None = open and close
-      graphs for this clip.
 
   Raises:
     LandmarkError: if no frame has a face.
@@ -279,10 +232,8 @@ def extract_landmarks(frames: np.ndarray, *, fps: float = 0.0, pose: bool = True
   seg = np.zeros((t, h, w), np.uint8) if segmentation else None
 
   tracked: np.ndarray | None = None  # last box of the tracked face
-  settings = {"max_num_faces": max_num_faces, "pose": pose, "hands": hands, "segmentation": segmentation,
-              "min_confidence": min_confidence}
-  with (contextlib.nullcontext(graphs.fresh(**settings)) if graphs is not None
-        else mediapipe_graphs(**settings)) as graphs:
+  with mediapipe_graphs(max_num_faces=max_num_faces, pose=pose, hands=hands, segmentation=segmentation,
+                        min_confidence=min_confidence) as graphs:
     for i in range(t):
       image = np.ascontiguousarray(frames[i])
       res = graphs["face"].process(image)

@@ -85,7 +85,7 @@ def process_video(path: str | os.PathLike, work_dir: str | os.PathLike, config: 
       arr = np.stack(frames)
       try:
         lm = landmarks.extract_landmarks(arr, fps=config.fps, segmentation=True,
-                                         name=f"{path.name}[{seg_index}]", graphs=annotator.landmark_graphs)
+                                         name=f"{path.name}[{seg_index}]")
       except landmarks.LandmarkError:
         status["frames_dropped_no_face"] += len(frames)
         return

@@ -126,23 +126,3 @@ def test_clip_without_face_raises(tmp_path):
   write_video(path, (rng.integers(90, 110, (64, 64, 3), dtype=np.uint8) for _ in range(4)), fps=25)
   with pytest.raises(lmk.LandmarkError, match="no face"):
     lmk.extract_video_landmarks(path, hands=False, pose=False)
-
-
-def test_reused_graphs_give_the_landmarks_of_fresh_ones():
-  """A preprocessing worker reuses its graphs (`LandmarkGraphs`, reset per clip): a clip after another
-  gets exactly the landmarks of freshly opened graphs (no tracking state carried over), and graphs of
-  other settings are refused."""
-  image = read_image(require(media_dir() / "portraits" / "3DDFA_V2__examples_inputs_trump_hillary.jpg",
-                              "two-person portrait"))
-  frames, _ = _two_person_sequence(image, n=4)
-  fresh = lmk.extract_landmarks(frames, hands=False, segmentation=True)
-  with lmk.LandmarkGraphs(hands=False, segmentation=True) as graphs:
-    # The other face first: tracking would carry it over.
-    lmk.extract_landmarks(frames[::-1].copy(), hands=False, segmentation=True, graphs=graphs)
-    reused = lmk.extract_landmarks(frames, hands=False, segmentation=True, graphs=graphs)
-    with pytest.raises(ValueError, match="opened with"):
-      lmk.extract_landmarks(frames, segmentation=True, graphs=graphs)
-  for field in ("face", "face_valid", "face_box", "pose", "pose_valid", "segmentation"):
-    np.testing.assert_array_equal(getattr(reused, field), getattr(fresh, field), err_msg=field)
-  with pytest.raises(ValueError, match="closed"):
-    graphs.fresh(**graphs.settings)
