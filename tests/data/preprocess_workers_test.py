@@ -49,7 +49,8 @@ _PARENT = """
 import concurrent.futures, multiprocessing, os, sys, time
 from data.preprocess import _die_with_parent
 if __name__ == "__main__":
-  pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+  # fork, not preprocessing's spawn: the same initializer without importing the package twice
+  pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"),
                                                 initializer=_die_with_parent)
   print(pool.submit(os.getpid).result(), flush=True)
   pool.submit(time.sleep, 120)
