@@ -182,17 +182,13 @@ def motion_quality(checkpoint: str | None = None, *, hop: int = LOW_LATENCY["hop
     step = jax.jit(lambda p, st, b, spec=spec: stream_step.motion_step(spec, p, st, b), donate_argnums=1)
     unit = math.lcm(spec.window, hop)  # both settings cover the same frames, the audio all of their steps
     num = (int(seconds * stream_spec.FPS) - lookahead) // unit * unit // spec.step_frames
-    size = stream_spec.block_samples(spec)
     runs = {}
     for scale in (1.0, 0.5, 2.0):
       state = stream_step.init_motion_state(spec, default_style(spec.window) * scale, jax.random.key(seed),
                                             ref, reference_valid=False)
       chunks = []
-      for i in range(num):
-        c0, c1 = stream_spec.step_bounds(i, spec)
-        buf = np.zeros(size, np.float32)
-        buf[:c1 - c0] = audio[c0:c1]
-        state, m = step({"motion_face": pf}, state, buf)
+      for block in stream_spec.step_blocks(audio, spec, num):
+        state, m = step({"motion_face": pf}, state, block)
         chunks.append(np.asarray(m[0]))
       runs[scale] = np.concatenate(chunks)[None]  # (1, N, 58) normalised
     motion = runs[1.0]

@@ -14,6 +14,7 @@ import dataclasses
 import fractions
 
 import jax.numpy as jnp
+import numpy as np
 
 from chatanyone_jax.audio import whisper
 from chatanyone_jax.audio.encoder import AudioEncoder, ExternalFeatureAdapter
@@ -213,3 +214,16 @@ def block_samples(spec: StreamSpec) -> int:
   """
   k = spec.step_frames + spec.lookahead
   return int(-(-k * spec.spf.numerator // spec.spf.denominator))
+
+
+def step_blocks(audio: np.ndarray, spec: StreamSpec, num_steps: int):
+  """The audio blocks of steps 0 .. num_steps - 1 of a stream of one whole clip `audio` ((samples,) 16 kHz):
+  step i's samples (`step_bounds`) at the start of a `block_samples` array, zeros after them (also past
+  the clip's end: a stream that goes on in silence)."""
+  size = block_samples(spec)
+  for i in range(num_steps):
+    c0, c1 = step_bounds(i, spec)
+    block = np.zeros(size, np.float32)
+    piece = np.asarray(audio[c0:c1], np.float32)
+    block[:piece.size] = piece
+    yield block

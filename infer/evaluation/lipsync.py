@@ -274,7 +274,6 @@ def _stream_lipsync(workdir, config, params, norm, data, *, split, split_file, m
   style = default_style(t)
   template = tp.load_head_template()
   step = jax.jit(lambda p, st, b: stream_step.motion_step(spec, p, st, b), donate_argnums=1)
-  size = stream_spec.block_samples(spec)
   std, mean = jnp.asarray(norm["motion_std"]), jnp.asarray(norm["motion_mean"])
   opening_of = jax.jit(lambda m, identity: tp.mouth_opening(template, (m * std + mean)[:, :tp.NUM_EXP],
                                                             identity))
@@ -282,15 +281,10 @@ def _stream_lipsync(workdir, config, params, norm, data, *, split, split_file, m
   def drive(audio: np.ndarray, n: int, identity: np.ndarray, i: int) -> np.ndarray:
     state = stream_step.init_motion_state(spec, style, jax.random.fold_in(jax.random.key(seed), i), ref,
                                           reference_valid=False)
-    chunks, k = [], 0
-    while sum(c.shape[0] for c in chunks) < n:
-      c0, c1 = stream_spec.step_bounds(k, spec)
-      buf = np.zeros(size, np.float32)
-      piece = audio[c0:c1]
-      buf[:piece.size] = piece  # after the clip: silence, as a stream that goes on
-      state, m = step({"motion_face": pf}, state, jnp.asarray(buf))
+    chunks = []
+    for block in stream_spec.step_blocks(audio, spec, -(-n // spec.step_frames)):
+      state, m = step({"motion_face": pf}, state, jnp.asarray(block))
       chunks.append(np.asarray(m[0]))
-      k += 1
     motion = np.concatenate(chunks)[:n]
     return np.asarray(opening_of(jnp.asarray(motion), jnp.asarray(identity)))
 

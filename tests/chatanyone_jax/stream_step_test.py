@@ -70,6 +70,13 @@ def test_step_bounds_of_hops_and_lookahead():
   assert all(b[1] == c[0] for b, c in zip(bounds, bounds[1:], strict=False))
   assert all(b[1] == round(((i + 1) * 8 + 2) * spf) for i, b in enumerate(bounds))
   assert max(b - a for a, b in bounds) <= stream_spec.block_samples(spec)
+  # A whole clip's blocks: each step's samples, then zeros (also past the clip's end, 7000 samples here).
+  audio = np.random.default_rng(0).normal(size=7000).astype(np.float32)
+  blocks = list(stream_spec.step_blocks(audio, spec, 3))
+  assert [b.shape for b in blocks] == [(5334,)] * 3
+  arrived = [b[:c1 - c0] for b, (c0, c1) in zip(blocks, bounds, strict=False)]
+  np.testing.assert_array_equal(np.concatenate(arrived), np.pad(audio, (0, bounds[2][1] - 7000)))
+  assert not any(b[c1 - c0:].any() for b, (c0, c1) in zip(blocks, bounds, strict=False))
   # The step's audio state: lead c_i - a_i and phase a_i mod 160, with a_i = round(i · hop · spf).
   audio = stream_step.init_audio_state(spec)
   fn = jax.jit(lambda st, i: stream_step.advance_audio(spec, st, i, jnp.zeros(5334, jnp.float32))[0])
