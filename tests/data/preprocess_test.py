@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from data import decode, pipelines, preprocess, records
-from data.encoding import decode_image
+from data.encoding import decode_image, unpack_bytes
 from data.landmarks import LandmarkError, extract_landmarks
 from infer.media import write_video
 from tests import fixtures
@@ -273,3 +273,22 @@ def test_audio_and_video_start_offsets_are_reconciled():
   path = require(media_dir() / "videos" / "video-retalking__examples_face_1.mp4", "shared media video")
   assert decode.stream_start_offset(path) == pytest.approx(0.033, abs=1e-3)
   assert decode.stream_start_offset(media_dir() / "videos" / CLIPS[0]) == 0.0
+
+
+def test_face_only_keeps_the_face_and_skips_the_body(prepared, tmp_path):
+  # --face-only runs the face mesh alone: the same face annotation as the full run, no body or hands.
+  videos, out, _ = prepared
+  name = pathlib.Path(CLIPS[1]).stem  # upper body with a visible hand
+  config = preprocess.PreprocessConfig(body_size=BODY, head_size=HEAD, max_seconds=2.0, min_frames=50,
+                                       face_only=True)
+  status = preprocess.process_video(videos / CLIPS[1], tmp_path, config)
+  assert status["status"] == "done" and status["frames_kept"] == 60
+  clip = pathlib.Path(name) / "clip_000_00.npz"
+  with np.load(tmp_path / clip) as fast, np.load(out / "work" / clip) as full:
+    assert full["hand_present"].any() and full["body_visibility"].max() > 0.5
+    assert not fast["hand_present"].any() and not fast["body_kp"].any() and not fast["body_visibility"].any()
+    np.testing.assert_allclose(fast["face"], full["face"], atol=1e-3)
+    np.testing.assert_allclose(fast["exp"], full["exp"], atol=1e-4)
+    np.testing.assert_array_equal(fast["head_box"], full["head_box"])
+    masks = np.stack([decode_image(b) for b in unpack_bytes(fast["mask_png"], fast["mask_png_offsets"])])
+    assert masks[..., 0].any() and not masks[..., 1:].any()  # the face mask only
