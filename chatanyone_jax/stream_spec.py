@@ -69,6 +69,10 @@ class StreamSpec:
       the last H emitted frames) and emits its first hop frames (`stream_step`).
     lookahead: L, video frames of audio after the emitted frames that a step waits for (0 <= L <=
       T - hop); the window's audio after that is silence (zeros). A step's audio is `step_bounds`.
+    mask_unheard_audio: with hop < T, the window's frames after hop + L get the face model's null audio
+      token (FaceMotionDiT `audio_valid`) instead of the tokens of the zeros: for a face model trained
+      with look-ahead augmentation (config.lookahead_prob > 0, `data.lookahead`), which tells "not heard
+      yet" from silence; `infer.models.build_spec` sets it from the face model's config.
   """
   mode: str
   face: FaceMotionDiT
@@ -96,6 +100,7 @@ class StreamSpec:
   speech_context: int = 0
   hop: int | None = None
   lookahead: int = 0
+  mask_unheard_audio: bool = False
 
   def __post_init__(self):
     if self.render_dtype not in RENDER_DTYPES:

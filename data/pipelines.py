@@ -25,6 +25,8 @@ from PIL import Image
 from data import records
 from data.crops import face_mask
 from data.encoding import decode_image
+from data.lookahead import audio_valid as lookahead_valid
+from data.lookahead import lookahead_audio
 from data.silence import SILENCE_RAMP, LipGap, silence_audio, silence_span
 
 # ---------------------------------------------------------------- helpers
@@ -251,49 +253,57 @@ class CutWindow(grain.RandomMapTransform):
   into the clip's most closed mouth (the frame of least inner-lip gap) and back, SILENCE_RAMP frames each
   way, the pose untouched. The training clips are nearly all speech: without it the model never sees a
   pause and keeps talking through one. With cached speech features it needs `silent_speech_features`,
-  the cache of the silenced audio (`data.speech_features`, silent=True).
+  the cache of the silenced audio (`data.speech_features`, variant "silent").
+
+  Look-ahead augmentation (`lookahead_prob` > 0; `data.lookahead`): with that probability (among the
+  windows not silenced) a window's audio is zeros after its fixed cut, as the low-latency stream's audio
+  after its look-ahead, and "audio_valid" is False there; with cached speech features it needs
+  `lookahead_speech_features` (variant "lookahead").
   """
 
   def __init__(self, clips_source, config: MotionWindowConfig, samples_per_frame: float, cache: int = 256,
                speech_features: str | os.PathLike | None = None, silence_prob: float = 0.0,
-               silent_speech_features: str | os.PathLike | None = None):
-    if not 0.0 <= silence_prob <= 1.0:
-      raise ValueError(f"silence_prob is a probability (0 = off), got {silence_prob}")
-    if silence_prob > 0 and speech_features is not None and silent_speech_features is None:
-      raise ValueError("silence augmentation with cached speech features needs the cache of the silenced "
-                       "audio (data.speech_features.ensure(..., silent=True))")
+               silent_speech_features: str | os.PathLike | None = None, lookahead_prob: float = 0.0,
+               lookahead_speech_features: str | os.PathLike | None = None):
+    for name, prob, variant in (("silence_prob", silence_prob, silent_speech_features),
+                                ("lookahead_prob", lookahead_prob, lookahead_speech_features)):
+      if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"{name} is a probability (0 = off), got {prob}")
+      if prob > 0 and speech_features is not None and variant is None:
+        what, cache = (("the silenced audio", "silent") if name == "silence_prob" else
+                       ("the audio cut after each window's look-ahead", "lookahead"))
+        raise ValueError(f"{name} > 0 with cached speech features needs the cache of {what} "
+                         f"(data.speech_features.ensure(..., variant={cache!r}))")
     self.clips = clips_source
     self.config = config
     self.spf = samples_per_frame
     self.cache = cache
-    self.speech_path = None if speech_features is None else str(speech_features)
-    self.silent_path = None if silent_speech_features is None else str(silent_speech_features)
+    self.speech_paths = {None: speech_features, "silent": silent_speech_features,
+                         "lookahead": lookahead_speech_features}
+    self.speech_paths = {k: str(v) for k, v in self.speech_paths.items() if v is not None}
+    self.speech_path = self.speech_paths.get(None)
     self.silence_prob = float(silence_prob)
+    self.lookahead_prob = float(lookahead_prob)
     self._read = functools.lru_cache(maxsize=cache)(self._read_clip)
-    self._speech = None
-    self._silent = None
+    self._speech = {}
     self._lip_gap = None
 
   def __getstate__(self):
     state = dict(self.__dict__)
     del state["_read"]
-    state["_speech"] = state["_silent"] = None  # memory-mapped again in each worker
+    state["_speech"] = {}  # memory-mapped again in each worker
     return state
 
   def __setstate__(self, state):
     self.__dict__.update(state)
     self._read = functools.lru_cache(maxsize=state.get("cache", 256))(self._read_clip)
 
-  def speech(self, row: int, silent: bool = False) -> np.ndarray:
-    """The cached speech features of a window row (`data.speech_features`), float32; silent: of the row's
-    audio with its silence span."""
-    if silent:
-      if self._silent is None:
-        self._silent = np.load(self.silent_path, mmap_mode="r")
-      return np.asarray(self._silent[row], np.float32)
-    if self._speech is None:
-      self._speech = np.load(self.speech_path, mmap_mode="r")
-    return np.asarray(self._speech[row], np.float32)
+  def speech(self, row: int, variant: str | None = None) -> np.ndarray:
+    """The cached speech features of a window row (`data.speech_features`), float32; variant "silent": of
+    the row's audio with its silence span, "lookahead": cut after its look-ahead."""
+    if variant not in self._speech:
+      self._speech[variant] = np.load(self.speech_paths[variant], mmap_mode="r")
+    return np.asarray(self._speech[variant][row], np.float32)
 
   def closed_mouth(self, clip: dict) -> np.ndarray:
     """(n_exp,) the expression of the clip's frame with the least inner-lip gap."""
@@ -344,11 +354,17 @@ class CutWindow(grain.RandomMapTransform):
     r = self.reference_start(n, s, rng)
     ref = np.clip(np.arange(r, r + t), 0, n - 1)
     silent = self.silence_prob > 0 and rng.random() < self.silence_prob
+    ahead = not silent and self.lookahead_prob > 0 and rng.random() < self.lookahead_prob
     exp, window = clip["exp"][take], motion[take]
+    heard = np.ones((t,), bool)
     if silent:
       exp, audio = self.silence(item["row"], clip, exp, audio)
       window[:, :exp.shape[-1]] = exp  # motion = exp ⊕ pose
-    extra = {} if self.speech_path is None else {"speech": self.speech(item["row"], silent)}
+    elif ahead:
+      audio = lookahead_audio(audio, item["row"], self.config, 0, self.spf)
+      heard = lookahead_valid(item["row"], self.config)
+    variant = "silent" if silent else "lookahead" if ahead else None
+    extra = {} if self.speech_path is None else {"speech": self.speech(item["row"], variant)}
     return {**extra,
         "motion": window, "exp": exp, "pose": clip["pose"][take],
         "scale": clip["scale"][take], "head_kp": clip["head_kp"][take], "body_kp": clip["body_kp"][take],
@@ -357,7 +373,7 @@ class CutWindow(grain.RandomMapTransform):
         "identity": np.asarray(clip["identity"], np.float32),
         "ref_motion": motion[ref], "ref_exp": clip["exp"][ref], "ref_valid": np.bool_(n >= t),
         "clip_index": np.int32(c), "start": np.int32(s), "ref_start": np.int32(r),
-        "silenced": np.bool_(silent),
+        "silenced": np.bool_(silent), "audio_valid": heard,
     }
 
 
@@ -366,7 +382,8 @@ def motion_windows(root: str | os.PathLike, *, batch_size: int, split: str = "tr
                    num_epochs: int | None = None, worker_count: int = 0,
                    shard_options: grain.ShardOptions | None = None,
                    speech_features: str | os.PathLike | None = None, silence_prob: float = 0.0,
-                   silent_speech_features: str | os.PathLike | None = None) -> grain.DataLoader:
+                   silent_speech_features: str | os.PathLike | None = None, lookahead_prob: float = 0.0,
+                   lookahead_speech_features: str | os.PathLike | None = None) -> grain.DataLoader:
   """Batches of motion windows with their audio for stage 1: T + H consecutive frames of one clip.
 
   The first H frames are the history, the last T the window to generate. Keys (B = batch_size):
@@ -385,13 +402,16 @@ def motion_windows(root: str | os.PathLike, *, batch_size: int, split: str = "tr
       config), the cached features of each window
     silenced (B,) bool: the window has its silence span (`CutWindow`, silence_prob; then the silenced
       audio's features come from silent_speech_features)
+    audio_valid (B, T) bool: the frames of the generated window whose audio is heard (False after the cut
+      of look-ahead augmentation, lookahead_prob; its features then come from lookahead_speech_features)
   """
   meta = records.read_meta(root)
   clips = records.data_source(root, "clips", split)
   index = WindowIndex(meta["clip_frames"][split], config, name=f"{records.records_dir(root)}:{split}")
   spf = meta["sample_rate"] / meta["fps"]
   cut = CutWindow(clips, config, spf, speech_features=speech_features, silence_prob=silence_prob,
-                  silent_speech_features=silent_speech_features)
+                  silent_speech_features=silent_speech_features, lookahead_prob=lookahead_prob,
+                  lookahead_speech_features=lookahead_speech_features)
   return make_loader(index, [cut], batch_size=batch_size, seed=seed,
                      shuffle=shuffle,
                      num_epochs=num_epochs, worker_count=worker_count, shard_options=shard_options)

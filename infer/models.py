@@ -197,4 +197,5 @@ def build_spec(configs: dict, options: StreamOptions = StreamOptions()) -> Strea
                     noise_scale=options.noise_scale,
                     render_batch=options.render_batch, render_dtype=options.render_dtype,
                     seam_frames=options.seam_frames, speech=face.speech_encoder,
-                    speech_context=face.speech_context, hop=options.hop, lookahead=options.lookahead, **kw)
+                    speech_context=face.speech_context, hop=options.hop, lookahead=options.lookahead,
+                    mask_unheard_audio=face.config.get("lookahead_prob", 0.0) > 0, **kw)

@@ -91,26 +91,29 @@ class MotionTask(Task):
       raise ValueError(f"records at {c.data_dir} are {meta.get('fps')} fps / {meta.get('sample_rate')} Hz; "
                        f"the motion tasks expect {FPS} fps / {SAMPLE_RATE} Hz")
     cfg = self.window_config()
-    silence = c.get("silence_prob", 0.0)
+    silence, ahead = c.get("silence_prob", 0.0), c.get("lookahead_prob", 0.0)
     return pipelines.motion_windows(c.data_dir, batch_size=batch_size, split=c.split, seed=seed, config=cfg,
                                     worker_count=c.worker_count, shard_options=shard_options,
                                     speech_features=self.speech_cache(c.split), silence_prob=silence,
-                                    silent_speech_features=self.speech_cache(c.split, silent=True)
-                                    if silence > 0 else None)
+                                    silent_speech_features=self.speech_cache(c.split, "silent")
+                                    if silence > 0 else None, lookahead_prob=ahead,
+                                    lookahead_speech_features=self.speech_cache(c.split, "lookahead")
+                                    if ahead > 0 else None)
 
   def window_config(self) -> pipelines.MotionWindowConfig:
     c = self.config
     return pipelines.MotionWindowConfig(window=c.window, history=c.history, stride=c.stride,
                                         short_min_frames=c.get("short_min_frames", 0))
 
-  def speech_cache(self, split: str, silent: bool = False) -> str | None:
-    """Path of the split's cached speech features (built when missing; silent: of the audio with silence
-    spans, config.silence_prob), None without a frozen encoder."""
+  def speech_cache(self, split: str, variant: str | None = None) -> str | None:
+    """Path of the split's cached speech features (built when missing; variant "silent": of the audio with
+    silence spans, config.silence_prob; "lookahead": cut after the look-ahead, config.lookahead_prob), None
+    without a frozen encoder."""
     if self.speech_encoder is None:
       return None
     from data import speech_features
     return str(speech_features.ensure(self.config.data_dir, split, self.window_config(), self.speech_context,
-                                      silent=silent))
+                                      variant=variant))
 
   def frames_per_example(self) -> int:
     return int(self.config.window)
@@ -135,7 +138,8 @@ class MotionFace(MotionTask):
   """AudioEncoder + FaceMotionDiT, the ε-loss of `face_batch_loss` on normalised 58-D motion.
 
   Model batch (adapt): "motion" (B, H+T, 58) raw exp ⊕ pose (first H frames = history), "audio" (B, L)
-  16 kHz samples of the last T frames, "ref_motion" (B, T, 58) a reference window of the same clip.
+  16 kHz samples of the last T frames, "ref_motion" (B, T, 58) a reference window of the same clip,
+  "audio_valid" (B, T) the frames whose audio is heard (all but after the cut of look-ahead augmentation).
   Inside the step: motion normalised per dimension with state["norm"] (dataset mean / std), log-mel of the
   audio, style controls of the normalised target (as `style_controls` at inference); in training the
   history / reference replaced by their learned null embeddings with probability p_history_drop /
@@ -215,7 +219,8 @@ class MotionFace(MotionTask):
     out = {"motion": np.asarray(batch["motion"], np.float32),
            "ref_motion": np.asarray(batch["ref_motion"], np.float32),
            "valid": np.asarray(batch["valid"], np.float32), "ref_valid": np.asarray(batch["ref_valid"],
-                                                                                    np.float32)}
+                                                                                    np.float32),
+           "audio_valid": np.asarray(batch["audio_valid"], np.float32)}
     out["audio"] = _window_audio(np.asarray(batch["audio"]), self.config.history, self.config.window)
     if "speech" in batch:  # cached features of a Whisper front end (`speech_cache`)
       out["speech"] = np.asarray(batch["speech"], np.float32)
@@ -227,7 +232,7 @@ class MotionFace(MotionTask):
     spec = {"motion": f(batch_size, c.history + c.window, MOTION_DIM),
             "audio": f(batch_size, self.window_samples), "ref_motion": f(batch_size, c.window, MOTION_DIM),
             "valid": f(batch_size, c.history + c.window),
-            "ref_valid": f(batch_size)}
+            "ref_valid": f(batch_size), "audio_valid": f(batch_size, c.window)}
     if self.speech_encoder is not None:
       n = whisper.num_window_features(self.window_samples, self.speech_context)
       spec["speech"] = f(batch_size, n, self.speech_encoder.width)
@@ -284,6 +289,8 @@ class MotionFace(MotionTask):
     out = {"motion": target, "history": motion[:, :c.history], "style": style_controls(target),
            "history_valid": keep(k_hist, c.p_history_drop) & jnp.all(valid[:, :c.history], axis=1),
            "mask": valid[:, c.history:], **speech}
+    if "audio_valid" in batch:  # look-ahead augmentation (config.lookahead_prob): frames not heard yet
+      out["audio_valid"] = batch["audio_valid"] > 0.5
     if c.use_reference:
       ref = (batch["ref_motion"] - norm["motion_mean"]) / norm["motion_std"]
       out["reference"] = ref[..., :self.dit_config.ref_dim]

@@ -202,11 +202,19 @@ def _either(drop: jax.Array | None, valid: jax.Array | None) -> jax.Array | None
   return off if drop is None else jnp.asarray(drop, bool) | off
 
 
+def _frames_off(drop: jax.Array | None, valid: jax.Array) -> jax.Array:
+  """Per-frame "use the null embedding" (B, T): the sample's drop (B,) or the frame's ~valid (B, T)."""
+  off = ~jnp.asarray(valid, bool)
+  return off if drop is None else jnp.asarray(drop, bool)[:, None] | off
+
+
 def _select(drop: jax.Array | None, null: jax.Array, value: jax.Array) -> jax.Array:
-  """Per-sample switch: null where drop (B,) is True, else value; null broadcasts against value."""
+  """Switch: null where drop is True, else value; drop is per sample (B,) or per frame (B, T), and null
+  broadcasts against value."""
   if drop is None:
     return value
-  d = jnp.asarray(drop, bool).reshape((-1,) + (1,) * (value.ndim - 1))
+  drop = jnp.asarray(drop, bool)
+  d = drop.reshape(drop.shape + (1,) * (value.ndim - drop.ndim))
   return jnp.where(d, jnp.broadcast_to(null.astype(value.dtype), value.shape), value)
 
 
@@ -227,7 +235,8 @@ class FaceMotionDiT(nn.Module):
   def __call__(self, x_t: jax.Array, t: jax.Array, audio: jax.Array, history: jax.Array, style: jax.Array,
                reference: jax.Array | None = None, *, drop: jax.Array | None = None,
                history_valid: jax.Array | None = None,
-               reference_valid: jax.Array | None = None) -> jax.Array:
+               reference_valid: jax.Array | None = None,
+               audio_valid: jax.Array | None = None) -> jax.Array:
     """Predicts the noise of one window.
 
     Args:
@@ -245,6 +254,10 @@ class FaceMotionDiT(nn.Module):
       reference_valid: optional (B,) bool, False = no reference video: the
         reference tokens are the learned null reference (pass any array of the
         reference's shape, e.g. zeros).
+      audio_valid: optional (B, T) bool, False = that frame's audio has not been heard yet (the
+        low-latency stream knows only the first hop + look-ahead frames of a window): its audio token is
+        the learned null audio, as a dropped condition's, so the model tells "not heard yet" from
+        silence. Training shows it with look-ahead augmentation (`data.lookahead`). None = all heard.
 
     Returns:
       (B, T, motion_dim) float32 ε prediction, or x̂0 with config.prediction "x0" (exactly 0 at init).
@@ -263,7 +276,8 @@ class FaceMotionDiT(nn.Module):
     c = TimestepEmbedder(d, cfg.time_embed_dim, dtype=self.dtype, name="t_embed")(t) + s  # (B, D)
 
     # Contexts (B, M, D): audio tokens and history.
-    a = _select(drop, null("null_audio", (d,)), dense(d, "audio_proj")(audio)) + pos[h:]  # (B, T, D)
+    no_audio = drop if audio_valid is None else _frames_off(drop, audio_valid)  # (B,) or (B, T)
+    a = _select(no_audio, null("null_audio", (d,)), dense(d, "audio_proj")(audio)) + pos[h:]  # (B, T, D)
     hist = dense(d, "history_proj")(history)  # (B, H, D)
     no_hist = _either(drop, history_valid)
     hist = _select(no_hist, null("null_history", (h, d)), hist) + pos[:h]  # (B, H, D)
@@ -272,7 +286,7 @@ class FaceMotionDiT(nn.Module):
     seg = null("segment", (2, d))
     x = dense(d, "input_proj")(x_t) + pos[h:] + seg[0]  # (B, T, D)
     if cfg.audio_add:  # frame-aligned audio (zero for a dropped condition)
-      x = x + _select(drop, jnp.zeros((d,)), dense(d, "audio_add")(audio))
+      x = x + _select(no_audio, jnp.zeros((d,)), dense(d, "audio_add")(audio))
     if reference is not None:
       r = dense(d, "ref_proj")(reference)  # (B, T_ref, D)
       r = _select(_either(drop, reference_valid), null("null_ref", (d,)), r)

@@ -55,6 +55,7 @@ class FaceConditions(NamedTuple):
   reference: optional (B, T_ref, ref_dim) reference expression sequence.
   history_valid: optional (B,) bool; False = no history (first window).
   reference_valid: optional (B,) bool; False = no reference video (the null reference is used).
+  audio_valid: optional (B, T) bool; False = that frame's audio not heard yet (the null audio is used).
   """
   audio: jax.Array
   history: jax.Array
@@ -62,12 +63,14 @@ class FaceConditions(NamedTuple):
   reference: jax.Array | None = None
   history_valid: jax.Array | None = None
   reference_valid: jax.Array | None = None
+  audio_valid: jax.Array | None = None
 
 
 def _apply(model: nn.Module, params, x: jax.Array, t: jax.Array, cond: FaceConditions,
            drop: jax.Array) -> jax.Array:
   return model.apply({"params": params}, x, t, cond.audio, cond.history, cond.style, cond.reference,
-                     drop=drop, history_valid=cond.history_valid, reference_valid=cond.reference_valid)
+                     drop=drop, history_valid=cond.history_valid, reference_valid=cond.reference_valid,
+                     audio_valid=cond.audio_valid)
 
 
 def make_denoise_fn(model: nn.Module, params, cond: FaceConditions, *, guidance: bool = True) -> DenoiseFn:
@@ -244,8 +247,8 @@ def face_motion_loss(params, batch: dict, rng: jax.Array, *, model: nn.Module,
     params: FaceMotionDiT parameters.
     batch: "motion" (B, T, 58) clean target window, "audio" (B, T, audio_dim),
       "history" (B, H, 58), "style" (B, num_style); optional "reference"
-      (B, T_ref, ref_dim), "history_valid" (B,) bool (False at clip starts) and
-      "mask" (B, T) valid frames.
+      (B, T_ref, ref_dim), "history_valid" (B,) bool (False at clip starts), "audio_valid" (B, T)
+      bool (False: audio not heard yet) and "mask" (B, T) valid frames.
     rng: PRNG key; each sample drops all its conditions with probability
       model.config.p_drop.
 
@@ -256,7 +259,7 @@ def face_motion_loss(params, batch: dict, rng: jax.Array, *, model: nn.Module,
   x0 = batch["motion"]
   drop = jax.random.bernoulli(k_drop, model.config.p_drop, (x0.shape[0],))
   cond = FaceConditions(batch["audio"], batch["history"], batch["style"], batch.get("reference"),
-                        batch.get("history_valid"), batch.get("reference_valid"))
+                        batch.get("history_valid"), batch.get("reference_valid"), batch.get("audio_valid"))
   mask = batch.get("mask")
   return diffusion_loss(schedule, lambda x, t: _apply(model, params, x, t, cond, drop), x0, k_diff,
                         None if mask is None else mask[..., None], prediction=model.config.prediction)

@@ -32,7 +32,8 @@ from chatanyone_jax.motion.upper_body_motion import UpperBodyMotion
 TrainState = dict  # {"params", "opt_state", "ema", "step"}
 
 # Keys of a face batch passed through to `face_motion_loss` when present.
-_FACE_KEYS = ("motion", "history", "style", "reference", "history_valid", "reference_valid", "mask")
+_FACE_KEYS = ("motion", "history", "style", "reference", "history_valid", "reference_valid", "audio_valid",
+              "mask")
 
 
 class FaceModels(NamedTuple):
@@ -144,7 +145,7 @@ def face_batch_loss(params, batch: dict, rng: jax.Array, *, model: FaceModels,
       "features" (B, T_f, D_f) speech-model features of the window (an ExternalFeatureAdapter front end),
       or "audio_tokens" (B, T, audio_dim); "motion" (B, T, 58) normalised target; "history" (B, H, 58);
       "style" (B, num_style); optional "reference" (B, T_ref, ref_dim), "history_valid" (B,) bool,
-      "reference_valid" (B,) bool, "mask" (B, T).
+      "reference_valid" (B,) bool, "audio_valid" (B, T) bool, "mask" (B, T).
     rng: PRNG key.
 
   Returns:

@@ -175,6 +175,32 @@ def test_window_speech_carries_whisper_context(latency):
     dataclasses.replace(spec, speech=None)
 
 
+def test_unheard_audio_is_masked_for_a_face_model_trained_for_it():
+  """A face model trained with look-ahead augmentation (config.lookahead_prob > 0) gets the null audio token
+  on the frames after hop + L of each low-latency window (its spec's mask_unheard_audio); models trained
+  without it are not masked."""
+  params, configs = random_params("head")
+  configs.pop("clip_x0", None)
+  trained = {**configs, "motion_face": configs["motion_face"].copy_and_resolve_references()}
+  trained["motion_face"].lookahead_prob = 0.5
+  low = StreamOptions(mode="head", hop=4, lookahead=2)
+  assert build_spec(trained, low).mask_unheard_audio and not build_spec(configs, low).mask_unheard_audio
+  audio = read_audio(ASSETS_SPEECH, SR)[SR // 2:SR // 2 + 3 * 8534]
+  style = jnp.zeros((1, 2), jnp.float32)
+
+  def motion(spec, steps=2):
+    step = jax.jit(lambda st, b: stream_step.motion_step(spec, params, st, b))
+    state = stream_step.init_motion_state(spec, style, jax.random.key(0), jnp.zeros((1, 16, 52)), False)
+    out = []
+    for block in stream_spec.step_blocks(audio, spec, steps):
+      state, m = step(state, jnp.asarray(block))
+      out.append(np.asarray(m[0]))
+    return np.concatenate(out)
+
+  masked, plain = build_spec(trained, low), build_spec(configs, low)
+  assert np.abs(motion(masked) - motion(plain)).max() > 1e-3  # the mask reaches the sampled motion
+
+
 def test_face_oval_is_mediapipe_and_polygon_mask_fills_it():
   from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from data import pipelines, records, silence
+from data import lookahead, pipelines, records, silence
 from tests import fixtures
 from train import tasks
 from train.configs import motion_body, motion_face
@@ -94,6 +94,38 @@ def test_silence_augmentation_quiets_a_span_and_closes_the_mouth(short_records):
   assert len(spans) > 1  # one span per row, not one for all
   with pytest.raises(ValueError, match="silenced"):
     pipelines.motion_windows(short_records, batch_size=1, config=CFG, silence_prob=0.5,
+                             speech_features="x.npy")
+
+
+def test_lookahead_augmentation_cuts_the_audio_and_marks_the_unheard_frames(short_records):
+  """lookahead_prob 1: each window's audio is zeros from its fixed cut on (frame H + c of the row, as the
+  stream's audio after hop + L) and audio_valid marks its first c frames; motion and the rest untouched."""
+  plain = pipelines.motion_windows(short_records, batch_size=1, config=CFG, shuffle=False, num_epochs=1)
+  ahead = pipelines.motion_windows(short_records, batch_size=1, config=CFG, shuffle=False, num_epochs=1,
+                                   lookahead_prob=1.0)
+  spf = 16000 / 30
+  cuts = set()
+  for row, (p, q) in enumerate(zip(plain, ahead, strict=True)):
+    p, q = jax.tree.map(lambda x: x[0], p), jax.tree.map(lambda x: x[0], q)
+    c = lookahead.lookahead_cut(row, CFG)
+    cuts.add(c)
+    assert lookahead.KNOWN_FRAMES[0] <= c < CFG.window and not bool(q["silenced"])
+    np.testing.assert_array_equal(q["audio_valid"], np.arange(CFG.window) < c)
+    assert p["audio_valid"].all()
+    lo = round((CFG.history + c) * spf)
+    np.testing.assert_array_equal(q["audio"][:lo], p["audio"][:lo])
+    assert not q["audio"][lo:].any() and q["audio"].size == p["audio"].size
+    for key in ("motion", "exp", "pose", "valid", "ref_motion"):
+      np.testing.assert_array_equal(q[key], p[key])
+  assert len(cuts) > 1  # one cut per row, not one for all
+  # Silence and look-ahead never meet in one window: a silenced window is heard to its end.
+  both = pipelines.motion_windows(short_records, batch_size=9, config=CFG, shuffle=False, num_epochs=1,
+                                  silence_prob=0.5, lookahead_prob=1.0)
+  b = next(iter(both))
+  assert b["silenced"].any() and not b["silenced"].all()
+  np.testing.assert_array_equal(b["audio_valid"].all(1), b["silenced"])
+  with pytest.raises(ValueError, match="lookahead_prob > 0 with cached speech features"):
+    pipelines.motion_windows(short_records, batch_size=1, config=CFG, lookahead_prob=0.5,
                              speech_features="x.npy")
 
 

@@ -128,13 +128,14 @@ def test_motion_face_whisper_trains_on_cached_window_features(motion_records, tm
   streaming step's window policy, `whisper.window_features` of 2 s of context + the window), the loader
   serves each drawn window its row, the adapter trains, and the checkpoint holds no encoder weights; a
   cache built for other settings is refused."""
-  from data import records, silence, speech_features, whisper_weights
+  from data import lookahead, records, silence, speech_features, whisper_weights
   from data.pipelines import WindowIndex
   from tests.helpers import require_module
 
   require_module(whisper_weights.PACKAGE, whisper_weights.INSTALL_HINT)
   config = motion_face.get_config("tiny_whisper")
-  config.update(data_dir=str(motion_records), progress=False, num_steps=2, log_every=1, silence_prob=0.5)
+  config.update(data_dir=str(motion_records), progress=False, num_steps=2, log_every=1, silence_prob=0.5,
+                lookahead_prob=0.5)
   state = trainer.train_and_evaluate(config, tmp_path)
   assert int(state["step"]) == 2 and set(state["params"]) == {"audio", "face"}
   assert "norm_in" in state["params"]["audio"] and "conv0" not in state["params"]["audio"]  # the adapter
@@ -158,7 +159,7 @@ def test_motion_face_whisper_trains_on_cached_window_features(motion_records, tm
   assert not first[:task.speech_context - 4 * 534].any() and first[-100:].any()  # zeros before the clip
   # Silence augmentation's cache: the same rows' features with each row's span of faint noise.
   silent = np.load(speech_features.ensure(motion_records, "train", cfg, task.speech_context,
-                                          build_missing=False, silent=True))
+                                          build_missing=False, variant="silent"))
   assert silent.shape == cache.shape
   spf = 16000 / 30
   for row in (0, len(index) - 1):
@@ -171,12 +172,25 @@ def test_motion_face_whisper_trains_on_cached_window_features(motion_records, tm
     expected = np.asarray(front_end(speech, jnp.asarray(quiet)[None]))[0]
     np.testing.assert_allclose(silent[row], expected, atol=2e-2, rtol=1e-2)
     assert np.abs(silent[row].astype(np.float32) - cache[row]).max() > 0.1
-  # A loaded batch carries its rows' features (a silenced window: the silenced audio's).
+  # Look-ahead augmentation's cache: the same rows' features of the audio cut after each row's look-ahead.
+  ahead = np.load(speech_features.ensure(motion_records, "train", cfg, task.speech_context,
+                                         build_missing=False, variant="lookahead"))
+  for row in (0, len(index) - 1):
+    audio = speech_features.row_audio(clip, index[row]["start"], cfg, task.speech_context)
+    cut = lookahead.lookahead_audio(audio, row, cfg, cfg.history - task.speech_context / spf, spf)
+    lo = task.speech_context + round(lookahead.lookahead_cut(row, cfg) * spf)
+    np.testing.assert_array_equal(cut[:lo], audio[:lo])
+    assert not cut[lo:].any() and audio[lo:].any()
+    expected = np.asarray(front_end(speech, jnp.asarray(cut)[None]))[0]
+    np.testing.assert_allclose(ahead[row], expected, atol=2e-2, rtol=1e-2)
+  # A loaded batch carries its rows' features (a silenced window: the silenced audio's; a cut one: the cut
+  # audio's).
   batch = next(iter(task.loader(8, seed=0)))
-  assert 0 < batch["silenced"].sum() < 8
+  cut_rows = ~batch["audio_valid"].all(1)
+  assert 0 < batch["silenced"].sum() < 8 and cut_rows.any() and not (cut_rows & batch["silenced"]).any()
   for b in range(8):
     row = [i for i in range(len(index)) if index[i]["start"] == batch["start"][b]][0]
-    features = silent[row] if batch["silenced"][b] else cache[row]
+    features = silent[row] if batch["silenced"][b] else ahead[row] if cut_rows[b] else cache[row]
     np.testing.assert_array_equal(batch["speech"][b], features.astype(np.float32))
   # A cache of other window settings is not silently reused.
   other = speech_features.cache_name("train", cfg, task.speech_context).replace("S2", "S3")

@@ -32,6 +32,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Windows trained with a span of silence (faint noise) and the mouth closing in it
   # (data.pipelines.CutWindow): the training clips are nearly all speech.
   c.silence_prob = 0.0
+  # Windows trained as the low-latency stream sees them (data.lookahead): audio only up to a random cut
+  # (4-24 frames), the rest zeros and marked unheard (FaceMotionDiT audio_valid), the target unchanged.
+  c.lookahead_prob = 0.0
   c.model = ml_collections.ConfigDict({
       "variant": "base",  # sizes of FaceMotionDiT and its AudioEncoder: face_motion_dit.VARIANTS
       "dit": {"p_drop": 0.1},  # FaceMotionConfig fields over the variant's (window / history from above)

@@ -1,5 +1,6 @@
 """FaceMotionDiT: shapes, AdaLN-Zero init, gradients, reference tokens, condition dropout, full size."""
 
+import dataclasses
 import functools
 
 import jax
@@ -115,6 +116,32 @@ def test_reference_valid_false_uses_the_null_reference(face_model, face_params_p
   o_drop = np.asarray(f(r, jnp.ones((B,), bool), jnp.ones((B,), bool)))
   o_null = np.asarray(f(r, jnp.zeros((B,), bool), jnp.ones((B,), bool)))
   np.testing.assert_array_equal(o_drop, o_null)  # dropped anyway: reference_valid changes nothing
+
+
+@pytest.mark.parametrize("audio_add", [False, True])
+def test_audio_valid_false_uses_the_null_audio_per_frame(audio_add):
+  # The low-latency stream's unheard frames: their audio tokens are the null audio (and no frame-aligned
+  # audio is added), whatever the audio is.
+  model = FaceMotionDiT(dataclasses.replace(FaceMotionConfig.tiny(), audio_add=audio_add))
+  params = perturb(jax.jit(model.init_params, static_argnums=(1, 2))(jax.random.key(0), B, REF_LEN))
+  cfg = model.config
+  x, t, a, h, s, r = _inputs(cfg)
+  a2 = _inputs(cfg, seed=1)[2]
+  f = jax.jit(lambda audio, heard, drop: model.apply(
+      {"params": params}, x, t, audio, h, s, r, drop=drop, audio_valid=heard))
+  keep = jnp.zeros((B,), bool)
+  cut = cfg.window // 2
+  heard = jnp.broadcast_to(jnp.arange(cfg.window) < cut, (B, cfg.window))
+  late = a.at[:, cut:].set(a2[:, cut:])  # other audio on the unheard frames only
+  np.testing.assert_array_equal(np.asarray(f(a, heard, keep)), np.asarray(f(late, heard, keep)))
+  assert np.abs(np.asarray(f(a, None, keep)) - np.asarray(f(late, None, keep))).max() > 1e-4
+  early = a.at[:, :cut].set(a2[:, :cut])  # the heard frames still matter
+  assert np.abs(np.asarray(f(a, heard, keep)) - np.asarray(f(early, heard, keep))).max() > 1e-4
+  # All heard is no mask at all; a dropped sample ignores the audio and the mask alike.
+  np.testing.assert_array_equal(np.asarray(f(a, jnp.ones((B, cfg.window), bool), keep)),
+                                np.asarray(f(a, None, keep)))
+  drop = jnp.ones((B,), bool)
+  np.testing.assert_array_equal(np.asarray(f(a, heard, drop)), np.asarray(f(a2, None, drop)))
 
 
 def test_style_controls():
