@@ -164,6 +164,13 @@ class StreamSpec:
     """Frames each step emits: hop, or T for whole windows."""
     return self.window if self.hop is None else self.hop
 
+  def heard_frames(self) -> np.ndarray | None:
+    """(1, T) bool: the frames of a window whose audio a step has heard (its first hop + L) when the face
+    model masks the others (mask_unheard_audio, hop < T); else None, every frame's audio tokens used."""
+    if not self.mask_unheard_audio or self.step_frames >= self.window:
+      return None
+    return np.arange(self.window)[None] < self.step_frames + self.lookahead
+
   @property
   def spf(self) -> fractions.Fraction:
     """Audio samples per video frame (16000 / 30 = 1600 / 3)."""

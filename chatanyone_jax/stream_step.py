@@ -353,12 +353,8 @@ def face_window(spec: StreamSpec, params: Params, state: State,
   pf = params["motion_face"]
   face_in = mel if spec.speech is None else window_speech(spec, params, x, start)  # (1, M | n, ...)
   tokens = spec.face_audio.apply({"params": pf["params"]["audio"]}, face_in, num_tokens=t_win)  # (1, T, Da)
-  # Frames after hop + L: audio not heard yet (zeros), the null audio token for a model trained for it.
-  heard = None
-  if spec.mask_unheard_audio and hop < t_win:
-    heard = jnp.arange(t_win)[None] < hop + spec.lookahead  # (1, T)
   cond = FaceConditions(tokens, state["history"], state["style"], state.get("reference"),
-                        state["history_valid"], state.get("reference_valid"), heard)
+                        state["history_valid"], state.get("reference_valid"), spec.heard_frames())
   # With hop < T the windows overlap: each frame starts from its own noise in every window that holds it
   # (`anchored_noise`), not from fresh noise per window (which made the emitted frames come from unrelated
   # samples: more frame-to-frame motion, benchmarks/RESULTS.md "Face motion of the stream").

@@ -177,8 +177,8 @@ def test_window_speech_carries_whisper_context(latency):
 
 def test_unheard_audio_is_masked_for_a_face_model_trained_for_it():
   """A face model trained with look-ahead augmentation (config.lookahead_prob > 0) gets the null audio token
-  on the frames after hop + L of each low-latency window (its spec's mask_unheard_audio); models trained
-  without it are not masked."""
+  on the frames after hop + L of each low-latency window (its spec's mask_unheard_audio); whole windows
+  and models trained without it are not masked."""
   params, configs = random_params("head")
   configs.pop("clip_x0", None)
   trained = {**configs, "motion_face": configs["motion_face"].copy_and_resolve_references()}
@@ -198,6 +198,9 @@ def test_unheard_audio_is_masked_for_a_face_model_trained_for_it():
     return np.concatenate(out)
 
   masked, plain = build_spec(trained, low), build_spec(configs, low)
+  np.testing.assert_array_equal(masked.heard_frames(), np.arange(16)[None] < 4 + 2)
+  assert plain.heard_frames() is None
+  assert build_spec(trained, StreamOptions(mode="head")).heard_frames() is None  # whole windows
   assert np.abs(motion(masked) - motion(plain)).max() > 1e-3  # the mask reaches the sampled motion
 
 
