@@ -177,14 +177,16 @@ class AvatarHandler(AsyncAudioVideoStreamHandler):
       await asyncio.sleep(1 / FPS)
       return np.zeros((64, 64, 3), np.uint8)
     t0 = self._start_clock()
-    # fastrtc paces frames by int(90000 / 30) = 2999 ticks, 0.03 % fast: follow the clock instead, so that
-    # unit n leaves at t0 + n / 30 like its audio (repeat a unit when ahead, skip units after a stall).
+    # fastrtc stamps frame k with pts k · int(90000 / 30) = k · 2999 ticks, 0.03 % fast, and the audio with
+    # its sample count: repeat a unit when the frames run ahead of the clock, so that unit n keeps the play
+    # time n / 30 of its audio. Never skip units when late (a stalled event loop): the frames after a skip
+    # would carry the pts of earlier units and play ahead of their audio at the receiver (the audio skips
+    # nothing); late frames leave at once with their own pts instead.
     clock_unit = int((time.monotonic() - t0) * FPS)
     n = self.video_frame
     if n > clock_unit + 1:  # video_emit(n) comes one frame period early; more than that is drift
       n -= 1
     else:
-      n = max(n, clock_unit - 3)
       self.video_frame = n + 1
     frame = self.timeline.video(n)
     self.timeline.prune(n, self.audio_chunk * AUDIO_CHUNK // self.timeline.samples_per_frame)

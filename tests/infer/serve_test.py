@@ -363,6 +363,31 @@ def test_webrtc_client_receives_aligned_video_and_audio(server):
   assert stats["active"] == 0 and stats["peer_connections"] == 0 and not stats["sessions"]
 
 
+def test_webrtc_video_never_skips_units_when_late(monkeypatch):
+  # fastrtc stamps the k-th frame with pts k · 2999 whenever it leaves: a unit skipped after a stall would
+  # put every later frame ahead of its audio at the receiver. Late frames go out in order; frames ahead of
+  # the clock repeat a unit (fastrtc's 2999-tick pts run 0.03 % fast).
+  from infer import live_webrtc
+  from infer.timeline import Timeline
+
+  clock = [100.0]
+  monkeypatch.setattr(live_webrtc.time, "monotonic", lambda: clock[0])
+  handler = live_webrtc.AvatarHandler(server=None)
+  handler.timeline = Timeline(np.zeros((2, 2, 3), np.uint8))
+  handler.ready.set()
+
+  def emit_at(t: float) -> int:
+    clock[0] = 100.0 + t
+    asyncio.run(handler.video_emit())
+    return handler.timeline.read_position - 1  # the unit just read
+
+  units = [emit_at(k / 30) for k in range(3)]
+  units += [emit_at(1.0) for _ in range(5)]  # a 0.9-s stall: the next units leave at once, none skipped
+  assert units == list(range(8)), units
+  handler.video_frame = 40  # ahead of the clock (unit 30 at t = 1 s): the unit is shown again
+  assert [emit_at(1.0) for _ in range(2)] == [39, 39]
+
+
 def test_webrtc_hang_up_mid_stream_and_no_face(server):
   pytest.importorskip("aiortc")
   settings = {"portrait": server.avatar.bundled_portrait, "mode": "head"}
