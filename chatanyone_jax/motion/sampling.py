@@ -39,7 +39,9 @@ CLIP_X0 = 4.0
 # Scale of the face-motion samplers' starting noise at inference (`ddim_sample`'s noise_scale; 1 = the
 # plain sample). Smaller scales raised the bundled face model's held-out lip sync with whole windows (0.306
 # / 0.325 / 0.341 at 1 / 0.5 / 0 on 58 clips, within about one standard error) but not with the low-latency
-# hop (0.197 / 0.193), and their cost in expression variety is unmeasured: 1 stays (benchmarks/RESULTS.md).
+# hop (0.197 / 0.193), at a cost in motion: at 0 the expression's spread is 0.33 against the truth's 0.52
+# (0.50 at 1) and its frame-to-frame change a third of the truth's (44 held-out windows): 1 stays
+# (benchmarks/RESULTS.md).
 NOISE_SCALE = 1.0
 # Frames over which each new face-motion window is joined to the motion before it at inference
 # (`join_window`; the stream, the CLI, `generate_long`).
