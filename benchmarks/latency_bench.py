@@ -156,8 +156,10 @@ def _energy(audio: np.ndarray, frames: int) -> np.ndarray:
 
 def motion_quality(checkpoint: str | None = None, *, hop: int = LOW_LATENCY["hop"],
                    lookahead: int = LOW_LATENCY["lookahead"], seconds: float = 12.0,
-                   seed: int = 0, speech: str | None = None) -> dict[str, dict]:
-  """Seams, jitter, lips and style of the stream's face motion, whole windows vs hop (module docstring)."""
+                   seed: int = 0, speech: str | None = None,
+                   seam_frames: int | None = None) -> dict[str, dict]:
+  """Seams, jitter, lips and style of the stream's face motion, whole windows vs hop (module docstring);
+  seam_frames: the hop's joins (None: LOW_LATENCY's)."""
   import jax.numpy as jnp
 
   from chatanyone_jax.motion.face_motion_dit import style_controls
@@ -173,7 +175,9 @@ def motion_quality(checkpoint: str | None = None, *, hop: int = LOW_LATENCY["hop
   seconds = min(seconds, audio.size / SAMPLE_RATE)
   template = load_head_template()
   out = {}
-  for name, latency in (("whole", {}), ("hop", {"hop": hop, "lookahead": lookahead})):
+  hop_options = {"hop": hop, "lookahead": lookahead,
+                 "seam_frames": LOW_LATENCY["seam_frames"] if seam_frames is None else seam_frames}
+  for name, latency in (("whole", {}), ("hop", hop_options)):
     spec = build_spec(configs, StreamOptions(mode="head", seed=seed, **latency))
     pf = params["motion_face"]
     ref = None
@@ -197,7 +201,8 @@ def motion_quality(checkpoint: str | None = None, *, hop: int = LOW_LATENCY["hop
     opening = np.asarray(tp.mouth_opening(template, jnp.asarray(raw[:, :tp.NUM_EXP])))
     energy = _energy(audio, len(opening))
     style = {k: np.asarray(style_controls(jnp.asarray(v)))[0].tolist() for k, v in runs.items()}
-    out[name] = {"hop": spec.step_frames, "lookahead": spec.lookahead, "frames": motion.shape[1],
+    out[name] = {"hop": spec.step_frames, "lookahead": spec.lookahead, "seam_frames": spec.seam_frames,
+                 "frames": motion.shape[1],
                  "seam_boundary": float(boundary), "seam_inside": float(inside),
                  "jitter": float(np.abs(np.diff(motion[0], axis=0)).mean()),
                  "opening_energy_corr": float(np.corrcoef(opening, energy)[0, 1]),
@@ -230,7 +235,8 @@ def run(*, modes: Sequence[str] = ("head", "upper"), hop: int = LOW_LATENCY["hop
   results = []
   for mode in modes:
     base = StreamOptions(mode=mode, render_dtype=dtype, **({"num_steps": steps} if steps else {}))
-    for options in (base, dataclasses.replace(base, hop=hop, lookahead=lookahead)):
+    for options in (base, dataclasses.replace(base, hop=hop, lookahead=lookahead,
+                                              seam_frames=LOW_LATENCY["seam_frames"])):
       r = measure(mode, options, full=full, checkpoint=checkpoint, seconds=seconds, inputs=inputs)
       logging.info("%s: %s", r.config, {k: round(v, 3) for k, v in r.summary().items()})
       results.append(r)
@@ -264,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> list[Latency]:
                  "(`python -m benchmarks.gpu_wheels`), for a machine without MediaPipe or PyAV")
   p.add_argument("--seed", type=int, default=0, help="--motion: the streams' seed")
   p.add_argument("--speech", help="--motion: speech file (default: the bundled speech)")
+  p.add_argument("--seam-frames", type=int, help="--motion: the hop's joins (default: LOW_LATENCY's)")
   p.add_argument("--motion", action="store_true",
                  help="instead: seams, jitter, lips and style of a trained motion_face, whole windows vs hop")
   a = p.parse_args(argv)
@@ -271,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> list[Latency]:
   logging.getLogger("infer.models").setLevel(logging.WARNING)
   if a.motion:
     out = motion_quality(a.checkpoint, hop=a.hop, lookahead=a.lookahead, seconds=a.seconds or 12.0,
-                         speech=a.speech, seed=a.seed)
+                         speech=a.speech, seed=a.seed, seam_frames=a.seam_frames)
     print(f"\nface motion of the stream on {harness.device_name()}\n")
     for name, d in out.items():
       print(name, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()})

@@ -22,7 +22,7 @@ import numpy as np
 
 from chatanyone_jax.stream_spec import MODES
 from infer.live import LiveError, LiveModels, LiveStream, PortraitCache, content_id
-from infer.options import StreamOptions, Style
+from infer.options import LOW_LATENCY, StreamOptions, Style
 from infer.streaming import ASSETS, ASSETS_PORTRAIT
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,9 @@ class ServeConfig:
     ice_servers: RTCIceServer dicts for the page (e.g. a TURN server); the server uses `server_ice_servers`.
     warmup: compile every mode's step at start-up (the first session then starts without compiling).
     jpeg_quality: of the WebSocket frames (default; a client may ask for another).
-    hop, lookahead: the stream's step (`infer.options.StreamOptions`; None = whole motion windows; the CLI's
-      --latency low sets `infer.options.LOW_LATENCY`).
+    hop, lookahead, seam_frames: the stream's step and joins (`infer.options.StreamOptions`; hop None =
+      whole motion windows); `infer.options.LOW_LATENCY` by default, the CLI's --latency window for whole
+      windows.
   """
   checkpoint: str | None = None
   random_weights: bool = False
@@ -57,8 +58,9 @@ class ServeConfig:
   server_ice_servers: list = dataclasses.field(default_factory=list)
   warmup: bool = True
   jpeg_quality: int = 80
-  hop: int | None = None
-  lookahead: int = 0
+  hop: int | None = LOW_LATENCY["hop"]
+  lookahead: int = LOW_LATENCY["lookahead"]
+  seam_frames: int = LOW_LATENCY["seam_frames"]
 
 
 def rss_mb() -> float:
@@ -109,7 +111,7 @@ class AvatarServer:
     self.config = config
     if models is None:
       modes = config.modes or MODES
-      options = StreamOptions(hop=config.hop, lookahead=config.lookahead)
+      options = StreamOptions(hop=config.hop, lookahead=config.lookahead, seam_frames=config.seam_frames)
       models = (LiveModels.random(modes, options) if config.random_weights
                 else LiveModels.load(config.checkpoint, options))
     if config.modes:

@@ -24,7 +24,7 @@ from data.media import MediaError, read_audio
 from infer.avatar import load_portrait
 from infer.media import write_video
 from infer.models import default_checkpoint
-from infer.options import LOW_LATENCY, StreamOptions, Style
+from infer.options import LOW_LATENCY, WHOLE_WINDOWS, StreamOptions, Style
 from infer.streaming import FPS, SAMPLE_RATE, audio_chunks, num_output_frames, stream
 
 DEFAULTS, STYLE_DEFAULTS = StreamOptions(), Style()  # the flags' defaults are infer.stream's
@@ -57,8 +57,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                       f"{DEFAULTS.guidance_scale:g}: clearer style controls and reference transfer, one "
                       "extra batched model call per step)")
   p.add_argument("--seed", type=int, default=DEFAULTS.seed)
-  p.add_argument("--seam-frames", type=int, default=DEFAULTS.seam_frames,
-                 help="frames over which each 1.33 s motion window is joined to the previous one (0 = off)")
+  p.add_argument("--seam-frames", type=int,
+                 help="frames over which each motion window is joined to the frames before it (0 = off; "
+                      f"default {DEFAULTS.seam_frames}, {LOW_LATENCY['seam_frames']} with --latency low)")
   p.add_argument("--latency", choices=("window", "low"), default="window",
                  help="window (default): one 1.33 s motion window per step; low: a step every "
                       f"{LOW_LATENCY['hop']} frames with {LOW_LATENCY['lookahead']} frames of audio "
@@ -74,6 +75,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   return p.parse_args(argv)
 
 
+def stream_options(args: argparse.Namespace) -> StreamOptions:
+  """The `StreamOptions` of the command line: --latency's preset (`LOW_LATENCY` or `WHOLE_WINDOWS`), then
+  --hop, --lookahead and --seam-frames over it."""
+  if args.steps < 1:
+    raise ValueError(f"--steps must be >= 1, got {args.steps}")
+  if args.guidance < 0:
+    raise ValueError(f"--guidance must be >= 0 (1 = no guidance), got {args.guidance}")
+  if args.seam_frames is not None and args.seam_frames < 0:
+    raise ValueError(f"--seam-frames must be >= 0, got {args.seam_frames}")
+  latency = dict(LOW_LATENCY if args.latency == "low" else WHOLE_WINDOWS)
+  for key in ("hop", "lookahead", "seam_frames"):
+    if getattr(args, key) is not None:
+      latency[key] = getattr(args, key)
+  return StreamOptions(mode=args.mode, refine=not args.no_refine, seed=args.seed, num_steps=args.steps,
+                       guidance_scale=args.guidance, render_dtype="bfloat16" if args.bf16 else "float32",
+                       **latency)
+
+
 def run(args: argparse.Namespace) -> int:
   """Writes the video; returns the number of frames."""
   from tqdm import tqdm
@@ -82,20 +101,7 @@ def run(args: argparse.Namespace) -> int:
     args.checkpoint = default_checkpoint()
     if args.checkpoint is None:
       raise ValueError(NO_CHECKPOINT)
-  if args.steps < 1:
-    raise ValueError(f"--steps must be >= 1, got {args.steps}")
-  if args.guidance < 0:
-    raise ValueError(f"--guidance must be >= 0 (1 = no guidance), got {args.guidance}")
-  if args.seam_frames < 0:
-    raise ValueError(f"--seam-frames must be >= 0, got {args.seam_frames}")
-  latency = dict(LOW_LATENCY) if args.latency == "low" else {"hop": None, "lookahead": 0}
-  if args.hop is not None:
-    latency["hop"] = args.hop
-  if args.lookahead is not None:
-    latency["lookahead"] = args.lookahead
-  options = StreamOptions(mode=args.mode, refine=not args.no_refine, seed=args.seed, num_steps=args.steps,
-                          guidance_scale=args.guidance, render_dtype="bfloat16" if args.bf16 else "float32",
-                          seam_frames=args.seam_frames, **latency)
+  options = stream_options(args)
   style = Style(amplitude=args.amplitude, pose_range=args.pose_range, reference_video=args.reference)
   audio = read_audio(args.audio, SAMPLE_RATE)
   total = num_output_frames(audio.size)

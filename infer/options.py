@@ -29,9 +29,16 @@ def _is_real(x) -> bool:
   return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
-# The low-latency setting (`StreamOptions.hop`, `.lookahead`; the CLI's --latency low): a step every 8
-# frames (267 ms) with 2 frames (67 ms) of audio look-ahead.
-LOW_LATENCY = {"hop": 8, "lookahead": 2}
+# The low-latency setting (`StreamOptions.hop`, `.lookahead`, `.seam_frames`; the CLI's --latency low, the
+# live server's default): a step every 8 frames (267 ms) with 2 frames (67 ms) of audio look-ahead, each
+# step's window joined to the frames before it over 2 frames. The 8-frame join of whole windows, redone
+# every 8 frames, made every emitted frame mostly the continuation of the last step's motion: on 58 held-out
+# clips the bundled face model's mouth follows the speech at 0.261 with a join of 2 (0.212 with 8, measured
+# earlier in its training; 0.279 with none, but its steps then jump: boundary change 1.8x the change inside
+# steps, against 0.66x with 2 and 0.59x for whole windows); benchmarks/RESULTS.md, issue 24.
+LOW_LATENCY = {"hop": 8, "lookahead": 2, "seam_frames": 2}
+# Whole motion windows (the `StreamOptions` default; the CLI's --latency window).
+WHOLE_WINDOWS = {"hop": None, "lookahead": 0, "seam_frames": SEAM_FRAMES}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,6 +1,7 @@
 """The live avatar server: a FastAPI app with a fastrtc WebRTC stream, a PCM WebSocket and a page.
 
-  python -m infer.serve [--checkpoint DIR] [--host 127.0.0.1] [--port 8000] [--max-sessions 2] [--latency low]
+  python -m infer.serve [--checkpoint DIR] [--host 127.0.0.1] [--port 8000] [--max-sessions 2]
+                        [--latency low|window]
 
   /                 the page: pick or upload a portrait, talk (or play a file), see and hear the avatar live
   /webrtc/offer     fastrtc's `Stream` (audio in, audio + video out), mounted on the app
@@ -51,7 +52,7 @@ from infer.live import LiveError, LiveModels
 from infer.live_server import AvatarServer, ServeConfig, Settings
 from infer.live_webrtc import AvatarHandler
 from infer.live_websocket import ws_session
-from infer.options import LOW_LATENCY
+from infer.options import LOW_LATENCY, WHOLE_WINDOWS
 from infer.streaming import ASSETS
 
 __all__ = ["ServeConfig", "create_app", "main", "parse_args"]
@@ -171,10 +172,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--mode", action="append", choices=MODES, help="serve only this mode (repeatable)")
   p.add_argument("--ice-servers", default="[]",
                  help="JSON list of RTCIceServer dicts for the page, e.g. a TURN server (README: Live)")
-  p.add_argument("--latency", choices=("window", "low"), default="window",
-                 help="window (default): a step per 1.33 s motion window; low: a step every "
-                      f"{LOW_LATENCY['hop']} frames with {LOW_LATENCY['lookahead']} frames of look-ahead "
-                      "(infer.options.LOW_LATENCY)")
+  p.add_argument("--latency", choices=("low", "window"), default="low",
+                 help=f"low (default): a step every {LOW_LATENCY['hop']} frames with "
+                      f"{LOW_LATENCY['lookahead']} frames of look-ahead, 300 ms of algorithmic latency "
+                      "(infer.options.LOW_LATENCY); window: a step per 1.33 s motion window (fewer, larger "
+                      "steps: more frames per second on a CPU, 1.3 s later)")
   p.add_argument("--no-warmup", action="store_true", help="compile each mode on its first session instead")
   p.add_argument("--random-weights", action="store_true",
                  help="smoke test: random tiny networks instead of a checkpoint (the frames are noise)")
@@ -190,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   config = ServeConfig(checkpoint=args.checkpoint, random_weights=args.random_weights,
                        modes=tuple(args.mode) if args.mode else None, max_sessions=args.max_sessions,
                        ice_servers=ice, server_ice_servers=ice, warmup=not args.no_warmup,
-                       **(LOW_LATENCY if args.latency == "low" else {}))
+                       **(LOW_LATENCY if args.latency == "low" else WHOLE_WINDOWS))
   app = create_app(config)
   log.info("serving on http://%s:%d/", args.host, args.port)
   uvicorn.run(app, host=args.host, port=args.port)

@@ -37,7 +37,14 @@ from chatanyone_jax import template as tp
 from chatanyone_jax.audio import MelConfig, log_mel_spectrogram
 from chatanyone_jax.audio import num_frames as num_mel_frames
 from chatanyone_jax.eval import lipsync
-from chatanyone_jax.motion.sampling import CLIP_X0, DDIM_STEPS, GUIDANCE_SCALE, NOISE_SCALE, generate_long
+from chatanyone_jax.motion.sampling import (
+  CLIP_X0,
+  DDIM_STEPS,
+  GUIDANCE_SCALE,
+  NOISE_SCALE,
+  SEAM_FRAMES,
+  generate_long,
+)
 from data import records
 from data.splits import SPLIT_FILE, read_rows
 from infer.avatar import default_style
@@ -172,7 +179,7 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
                   num_steps: int = DDIM_STEPS, guidance_scale: float = GUIDANCE_SCALE, seed: int = 0,
                   clip_x0: float | None = CLIP_X0, curves: list[dict] | None = None,
                   insert_silence_s: float = 1.0, noise_scale: float = NOISE_SCALE,
-                  hop: int | None = None, lookahead: int = 0) -> dict:
+                  hop: int | None = None, lookahead: int = 0, seam_frames: int = SEAM_FRAMES) -> dict:
   """A FaceMotionDiT workdir (or its export) driven by each clip's speech alone (module docstring): the
   correlation of the generated mouth opening with the true one, per source and over all clips, and the
   silence measures of the generated opening, in the clips' own silences ("predicted_*") and in
@@ -181,13 +188,13 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
   hop None: whole windows (`generate_long`). hop H (1 .. T) with `lookahead` L: the stream's own face
   motion (`stream_step.motion_step`, `StreamOptions(hop=H, lookahead=L)`), the audio fed step by step as
   a live stream receives it, so the score is the one a low-latency stream gets (H = T, L = 0 is the
-  stream with whole windows)."""
+  stream with whole windows). seam_frames: of the joins between windows (`sampling.join_window`)."""
   config, task, params, norm = load_motion_face(workdir)
   if hop is not None:
     return _stream_lipsync(workdir, config, params, norm, data, split=split, split_file=split_file,
                            max_clips=max_clips, num_steps=num_steps, guidance_scale=guidance_scale,
                            seed=seed, clip_x0=clip_x0, curves=curves, insert_silence_s=insert_silence_s,
-                           noise_scale=noise_scale, hop=hop, lookahead=lookahead)
+                           noise_scale=noise_scale, hop=hop, lookahead=lookahead, seam_frames=seam_frames)
   t = int(config.window)
   spf = tasks.SAMPLE_RATE / tasks.FPS
   n_win_samples = int(round(t * spf))
@@ -206,7 +213,7 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
     ref = jnp.zeros((1, t, dit.config.ref_dim)) if has_ref else None
     motion = generate_long(dit, params["face"], tokens, style, key, schedule=task.schedule, reference=ref,
                            num_steps=num_steps, guidance_scale=guidance_scale, clip_x0=clip_x0,
-                           noise_scale=noise_scale,
+                           noise_scale=noise_scale, seam_frames=seam_frames,
                            reference_valid=jnp.zeros((1,), bool) if has_ref else None)
     motion = motion[0] * norm["motion_std"] + norm["motion_mean"]
     return tp.mouth_opening(template, motion[:, :tp.NUM_EXP], identity)
@@ -222,7 +229,7 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
     return np.asarray(opening)[:n]
 
   return {"workdir": str(workdir), "num_steps": num_steps, "guidance_scale": guidance_scale,
-          "noise_scale": noise_scale, "insert_silence_s": insert_silence_s,
+          "noise_scale": noise_scale, "seam_frames": seam_frames, "insert_silence_s": insert_silence_s,
           **_drive_scores(drive, curves, split_file, insert_silence_s)}
 
 
@@ -252,7 +259,7 @@ def _drive_scores(drive, curves: list[dict], split_file, insert_silence_s: float
 
 def _stream_lipsync(workdir, config, params, norm, data, *, split, split_file, max_clips, num_steps,
                     guidance_scale, seed, clip_x0, curves, insert_silence_s, noise_scale, hop,
-                    lookahead) -> dict:
+                    lookahead, seam_frames) -> dict:
   """`model_lipsync` through the stream's face motion (hop, look-ahead)."""
   from chatanyone_jax import stream_spec, stream_step
   from infer.models import build_spec, speech_params
@@ -262,7 +269,8 @@ def _stream_lipsync(workdir, config, params, norm, data, *, split, split_file, m
   if not 1 <= hop <= t:
     raise ValueError(f"hop must be in [1, {t}] (the model's window), got {hop}")
   options = StreamOptions(mode="head", num_steps=num_steps, guidance_scale=guidance_scale,
-                          clip_x0=clip_x0, hop=hop, lookahead=lookahead, noise_scale=noise_scale)
+                          clip_x0=clip_x0, hop=hop, lookahead=lookahead, noise_scale=noise_scale,
+                          seam_frames=seam_frames)
   # A head spec: the renderer is never run (motion_step), any head preset names it.
   spec = build_spec({"motion_face": config, "render": "tiny_head512"}, options)
   pf = {"params": params, "norm": norm}
@@ -290,7 +298,7 @@ def _stream_lipsync(workdir, config, params, norm, data, *, split, split_file, m
 
   curves = clip_curves(data, split, max_clips) if curves is None else curves
   return {"workdir": str(workdir), "num_steps": num_steps, "guidance_scale": guidance_scale,
-          "noise_scale": noise_scale, "hop": hop, "lookahead": lookahead,
+          "noise_scale": noise_scale, "hop": hop, "lookahead": lookahead, "seam_frames": seam_frames,
           "insert_silence_s": insert_silence_s, **_drive_scores(drive, curves, split_file, insert_silence_s)}
 
 
@@ -310,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  help="drive the model as the stream does with this hop (frames per step; default: whole "
                       "windows without the stream)")
   p.add_argument("--lookahead", type=int, default=0, help="with --hop: frames of audio look-ahead")
+  p.add_argument("--seam-frames", type=int, default=SEAM_FRAMES,
+                 help=f"frames over which each window joins the motion before it (default {SEAM_FRAMES})")
   p.add_argument("--no-baselines", action="store_true", help="score the model only (faster)")
   p.add_argument("--out", help="also write the report to this JSON file")
   args = p.parse_args(argv)
@@ -323,7 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.motion:
       report["model"] = model_lipsync(args.motion, args.data, split=args.split, num_steps=args.steps,
                                       guidance_scale=args.guidance, curves=curves,
-                                      noise_scale=args.noise_scale, hop=args.hop, lookahead=args.lookahead)
+                                      noise_scale=args.noise_scale, hop=args.hop, lookahead=args.lookahead,
+                                      seam_frames=args.seam_frames)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

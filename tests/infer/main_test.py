@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from chatanyone_jax.motion.sampling import SEAM_FRAMES
 from data.media import read_audio, read_video
 from infer import main as cli
 from infer.models import load_checkpoint
-from infer.options import StreamOptions
+from infer.options import LOW_LATENCY, StreamOptions
 from infer.smoke import random_params
 from infer.streaming import ASSETS_PORTRAIT, ASSETS_SPEECH, stream
 from tests.helpers import REPO, SMOKE_STREAM, write_wav
@@ -46,6 +47,22 @@ def test_cli_writes_h264_with_audio(tmp_path, speech_wav, capsys):
     (stream,) = container.streams.audio
     assert stream.codec_context.name == "aac" and stream.rate == SR
     assert container.streams.video[0].codec_context.name == "h264"
+
+
+def test_cli_latency_presets_and_overrides():
+  from infer.main import parse_args, stream_options
+
+  base = ["--image", "p.png", "--audio", "a.wav", "--out", "o.mp4"]
+  o = stream_options(parse_args(base))
+  assert (o.hop, o.lookahead, o.seam_frames) == (None, 0, SEAM_FRAMES)  # whole windows by default
+  o = stream_options(parse_args(base + ["--latency", "low"]))
+  assert (o.hop, o.lookahead, o.seam_frames) == (LOW_LATENCY["hop"], LOW_LATENCY["lookahead"], 2)
+  o = stream_options(parse_args(base + ["--latency", "low", "--hop", "6", "--lookahead", "4", "--seam-frames",
+                                        "0"]))
+  assert (o.hop, o.lookahead, o.seam_frames) == (6, 4, 0)
+  assert stream_options(parse_args(base + ["--seam-frames", "3"])).seam_frames == 3
+  with pytest.raises(ValueError, match="--seam-frames must be >= 0"):
+    stream_options(parse_args(base + ["--seam-frames", "-1"]))
 
 
 def test_cli_silent_audio(tmp_path):

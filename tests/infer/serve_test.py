@@ -461,3 +461,10 @@ def test_serve_command_line():
                      "--ice-servers", '[{"urls": "turn:turn.example.org:3478"}]'])
   assert (args.host, args.port, args.mode, args.max_sessions) == ("127.0.0.1", 9000, ["head"], 3)
   assert json.loads(args.ice_servers)[0]["urls"].startswith("turn:")
+  # Low latency by default (issue 24), as the server's config; whole windows on request.
+  from infer.live_server import ServeConfig
+  from infer.options import LOW_LATENCY
+
+  assert args.latency == "low" and parse_args(["--latency", "window"]).latency == "window"
+  c = ServeConfig()
+  assert {"hop": c.hop, "lookahead": c.lookahead, "seam_frames": c.seam_frames} == LOW_LATENCY

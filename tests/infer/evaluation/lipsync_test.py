@@ -7,6 +7,7 @@ import pytest
 
 from chatanyone_jax import template as tp
 from chatanyone_jax.eval.lipsync import MEL_PENALTIES, MEL_PENALTY
+from chatanyone_jax.motion.sampling import SEAM_FRAMES
 from data import records, splits
 from infer.evaluation import lipsync
 from tests import fixtures
@@ -96,8 +97,9 @@ def test_model_driven_by_speech_alone_is_scored_like_the_baseline(split_data, tm
     kw = dict(split_file=split_file, num_steps=2)
     stream_whole = lipsync.model_lipsync(tmp_path / "motion_face", data, hop=t, insert_silence_s=0, **kw)
     hop = lipsync.model_lipsync(tmp_path / "motion_face", data, hop=4, lookahead=2, insert_silence_s=0.5,
-                                **kw)
-  assert (stream_whole["hop"], hop["hop"], hop["lookahead"]) == (t, 4, 2)
+                                seam_frames=2, **kw)
+  assert (stream_whole["hop"], hop["hop"], hop["lookahead"], hop["seam_frames"]) == (t, 4, 2, 2)
+  assert stream_whole["seam_frames"] == report["seam_frames"] == SEAM_FRAMES
   assert hop["clips"] == 2 and -1 <= hop["correlation"] <= 1
   assert hop["correlation"] != stream_whole["correlation"]
   assert hop["inserted_silence_ratio"] >= 0
