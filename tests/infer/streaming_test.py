@@ -187,7 +187,8 @@ def test_low_latency_stream_is_causal_chunk_invariant_and_compiles_once(portrait
     mixed = np.concatenate([clip[:start], other[SR:SR + 20800 - start]])
     out = np.stack(list(stream(portrait, [mixed], **kw)))
     diff = np.abs(out.astype(np.int16) - whole).mean(axis=(1, 2, 3))
-    assert np.all(diff[:8] == 0) == same and diff[8:].min() > 0.05, (start, diff)
+    # Every later frame changes (the first of a step least: it continues the frames before it).
+    assert np.all(diff[:8] == 0) == same and diff[8:].min() > 0 and diff[8:].mean() > 0.5, (start, diff)
 
 
 @pytest.mark.slow
