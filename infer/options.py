@@ -33,8 +33,8 @@ def _is_real(x) -> bool:
 # live server's default): a step every 8 frames (267 ms) with 2 frames (67 ms) of audio look-ahead, each
 # step's window joined to the frames before it over 2 frames. The 8-frame join of whole windows, redone
 # every 8 frames, made every emitted frame mostly the continuation of the last step's motion: on 58 held-out
-# clips the bundled face model's mouth follows the speech at 0.261 with a join of 2 (0.212 with 8, measured
-# earlier in its training; 0.279 with none, but its steps then jump: boundary change 1.8x the change inside
+# clips the bundled face model's mouth follows the speech at 0.261 with a join of 2 against 0.221 with 8
+# (paired +0.040 ± 0.020; 0.279 with none, but its steps then jump: boundary change 1.8x the change inside
 # steps, against 0.66x with 2 and 0.59x for whole windows); benchmarks/RESULTS.md, issue 24.
 LOW_LATENCY = {"hop": 8, "lookahead": 2, "seam_frames": 2}
 # Whole motion windows (the `StreamOptions` default; the CLI's --latency window).
