@@ -50,6 +50,11 @@ def test_bundled_checkpoint_serves_both_modes_and_is_compact():
   assert configs["render"] == presets.get("small_head")
   _, configs = models.load_checkpoint(root, "upper")
   assert configs["render"] == presets.get("small_upper")
+  # The face model was trained for the low-latency stream: its unheard frames get the null audio there.
+  from infer.options import LOW_LATENCY, StreamOptions
+
+  low = models.build_spec(configs, StreamOptions(**LOW_LATENCY))
+  assert low.mask_unheard_audio and low.heard_frames().sum() == LOW_LATENCY["hop"] + LOW_LATENCY["lookahead"]
 
 
 def test_make_demo_animates_the_portrait_with_the_bundled_models_in_both_modes(bundled_demo):
