@@ -278,10 +278,8 @@ class CutWindow(grain.RandomMapTransform):
     self.config = config
     self.spf = samples_per_frame
     self.cache = cache
-    self.speech_paths = {None: speech_features, "silent": silent_speech_features,
-                         "lookahead": lookahead_speech_features}
-    self.speech_paths = {k: str(v) for k, v in self.speech_paths.items() if v is not None}
-    self.speech_path = self.speech_paths.get(None)
+    paths = {None: speech_features, "silent": silent_speech_features, "lookahead": lookahead_speech_features}
+    self.speech_paths = {k: str(v) for k, v in paths.items() if v is not None}  # cache variant -> .npy
     self.silence_prob = float(silence_prob)
     self.lookahead_prob = float(lookahead_prob)
     self._read = functools.lru_cache(maxsize=cache)(self._read_clip)
@@ -364,7 +362,7 @@ class CutWindow(grain.RandomMapTransform):
       audio = lookahead_audio(audio, item["row"], self.config, 0, self.spf)
       heard = lookahead_valid(item["row"], self.config)
     variant = "silent" if silent else "lookahead" if ahead else None
-    extra = {} if self.speech_path is None else {"speech": self.speech(item["row"], variant)}
+    extra = {"speech": self.speech(item["row"], variant)} if None in self.speech_paths else {}
     return {**extra,
         "motion": window, "exp": exp, "pose": clip["pose"][take],
         "scale": clip["scale"][take], "head_kp": clip["head_kp"][take], "body_kp": clip["body_kp"][take],

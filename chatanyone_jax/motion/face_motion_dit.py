@@ -195,17 +195,15 @@ class TimestepEmbedder(nn.Module):
 
 
 def _either(drop: jax.Array | None, valid: jax.Array | None) -> jax.Array | None:
-  """Per-sample "use the null embedding": drop | ~valid, either may be None (= all False / all True)."""
+  """Where to use the null embedding: drop | ~valid, either may be None (= all False / all True); drop is
+  per sample (B,), valid per sample (B,) or per frame (B, T) (the result then per frame)."""
   if valid is None:
     return drop
   off = ~jnp.asarray(valid, bool)
-  return off if drop is None else jnp.asarray(drop, bool) | off
-
-
-def _frames_off(drop: jax.Array | None, valid: jax.Array) -> jax.Array:
-  """Per-frame "use the null embedding" (B, T): the sample's drop (B,) or the frame's ~valid (B, T)."""
-  off = ~jnp.asarray(valid, bool)
-  return off if drop is None else jnp.asarray(drop, bool)[:, None] | off
+  if drop is None:
+    return off
+  drop = jnp.asarray(drop, bool)
+  return drop.reshape(drop.shape + (1,) * (off.ndim - drop.ndim)) | off
 
 
 def _select(drop: jax.Array | None, null: jax.Array, value: jax.Array) -> jax.Array:
@@ -276,7 +274,7 @@ class FaceMotionDiT(nn.Module):
     c = TimestepEmbedder(d, cfg.time_embed_dim, dtype=self.dtype, name="t_embed")(t) + s  # (B, D)
 
     # Contexts (B, M, D): audio tokens and history.
-    no_audio = drop if audio_valid is None else _frames_off(drop, audio_valid)  # (B,) or (B, T)
+    no_audio = _either(drop, audio_valid)  # (B,) or, with audio_valid, (B, T)
     a = _select(no_audio, null("null_audio", (d,)), dense(d, "audio_proj")(audio)) + pos[h:]  # (B, T, D)
     hist = dense(d, "history_proj")(history)  # (B, H, D)
     no_hist = _either(drop, history_valid)
