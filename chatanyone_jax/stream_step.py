@@ -29,7 +29,7 @@ from chatanyone_jax.render.face_refine import mask_face, paste_back
 from chatanyone_jax.render.keypoints import control_keypoints
 from chatanyone_jax.render.motion_extractor import MotionExtractor
 from chatanyone_jax.render.presets import RendererConfig
-from chatanyone_jax.render.spade_generator import SPADEDecoder
+from chatanyone_jax.render.spade_generator import SPADEDecoder, skip_inputs
 from chatanyone_jax.render.warping_network import WarpingNetwork
 from chatanyone_jax.stream_spec import RENDER_DTYPES, StreamSpec
 from chatanyone_jax.template.hands import decode_hands, palm_size, render_hands
@@ -53,13 +53,13 @@ def _affine(points: jax.Array, a: jax.Array) -> jax.Array:
   return points * a[0] + a[1]
 
 
-def _apply(module: nn.Module, variables: dict, name: str, *args) -> Any:
+def _apply(module: nn.Module, variables: dict, name: str, *args, **kwargs) -> Any:
   """A renderer part in inference mode with its params / batch_stats (as `render.train_step.reconstruct`)."""
   v = {"params": variables["params"][name]}
   stats = variables.get("batch_stats", {}).get(name)
   if stats:
     v["batch_stats"] = stats
-  return module.apply(v, *args)
+  return module.apply(v, *args, **kwargs)
 
 
 def _nets(cfg: RendererConfig, dtype=None) -> dict[str, nn.Module]:
@@ -71,7 +71,7 @@ def _nets(cfg: RendererConfig, dtype=None) -> dict[str, nn.Module]:
 
 def render_frames(cfg: RendererConfig, variables: dict, volume: jax.Array, kp_source: jax.Array,
                   kp_driving: jax.Array, inject: jax.Array | None, batch: int | None,
-                  dtype: str = "float32") -> jax.Array:
+                  dtype: str = "float32", source: jax.Array | None = None) -> jax.Array:
   """The renderer's per-frame part, G(W(volume, kp_driving, kp_source)[, inject]), for T frames.
 
   Args:
@@ -81,6 +81,7 @@ def render_frames(cfg: RendererConfig, variables: dict, volume: jax.Array, kp_so
     inject: optional (T, Hi, Wi, 3) G's injection image (hands, or the face-masked head crop).
     batch: frames per W + G call (`lax.map` groups, bounds memory); None = all T at once.
     dtype: compute dtype of W and G, "float32" or "bfloat16" (parameters stay float32).
+    source: (1, H, W, 3) the source image F saw; required by a G with the source skip.
 
   Returns:
     (T, Ho, Wo, 3) float32 frames in [0, 1].
@@ -92,8 +93,9 @@ def render_frames(cfg: RendererConfig, variables: dict, volume: jax.Array, kp_so
     b = kp_d.shape[0]
     vol = jnp.broadcast_to(volume, (b,) + volume.shape[1:])
     kp_s = jnp.broadcast_to(kp_source, (b,) + kp_source.shape[1:])
-    warped = _apply(nets["W"], variables, "W", vol, kp_d, kp_s)["out"]
-    return _apply(nets["G"], variables, "G", warped, inj).astype(jnp.float32)
+    warped = _apply(nets["W"], variables, "W", vol, kp_d, kp_s)
+    skip = skip_inputs(cfg.spade_generator, source, warped) if source is not None else {}
+    return _apply(nets["G"], variables, "G", warped["out"], inj, **skip).astype(jnp.float32)
 
   if batch is None or batch >= kp_driving.shape[0]:
     return frames((kp_driving, inject))
@@ -205,7 +207,7 @@ def init_state(spec: StreamSpec, params: Params, avatar: dict[str, jax.Array], k
   kp_affine = f32(avatar["kp_affine"])
   kp_head = _affine(head_units, kp_affine)
   kp_source, implicit, _ = control_keypoints(spec.renderer, m_out, kp_head)
-  av = {"volume": volume, "kp_source": kp_source, "kp_affine": kp_affine, **src}
+  av = {"volume": volume, "kp_source": kp_source, "kp_affine": kp_affine, "source_image": image, **src}
   if spec.mode == "upper":
     t_src = src["pose"][:, None, 3:6]  # (1, 1, 3)
     s_src = src["scale"][:, None, None]
@@ -221,6 +223,7 @@ def init_state(spec: StreamSpec, params: Params, avatar: dict[str, jax.Array], k
     r_out = _apply(fnets["M"], fvars, "M", r_image)
     r_kp, r_offset, _ = control_keypoints(spec.refine, r_out, _affine(head_units, r_affine))
     av.update(refine_volume=_apply(fnets["F"], fvars, "F", r_image), refine_kp_source=r_kp,
+              refine_image=r_image,
               refine_head_offset=r_offset, refine_affine=r_affine, refine_box=f32(avatar["refine_box"]))
   h = spec.history
   state = {
@@ -460,7 +463,7 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
     inject = None
     head_offset = jnp.zeros_like(kp_head[:hop])
   frames = render_frames(spec.renderer, rvars, av["volume"], av["kp_source"], kp_driving, inject,
-                         spec.render_batch, spec.render_dtype)  # (hop, Ho, Wo, 3) in [0, 1]
+                         spec.render_batch, spec.render_dtype, av["source_image"])  # (hop, Ho, Wo, 3)
 
   if spec.refine is not None:
     # --- Face refine on the head crop of the emitted frames, pasted back.
@@ -474,7 +477,7 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
     background = mask_face(crop, polygon_mask(oval_px, (hr, wr)))
     kp_r = _affine(head_units[:hop], av["refine_affine"]) + av["refine_head_offset"] + head_offset
     refined = render_frames(spec.refine, params["face_refine"], av["refine_volume"], av["refine_kp_source"],
-                            kp_r, background, spec.render_batch, spec.render_dtype)
+                            kp_r, background, spec.render_batch, spec.render_dtype, av["refine_image"])
     frames = paste_back(frames, refined, box, spec.refine_feather)
 
   return {**state, **face_state, **body_state}, to_uint8(frames)

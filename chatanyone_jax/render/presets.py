@@ -82,6 +82,11 @@ class SPADEDecoderConfig:
   hand_block_expansion: int = 32  # hand encoder channels at the finest (4x) scale, doubled per coarser one
   hand_max_features: int = 128
   hand_hidden: int = 64  # width of each injection's shared conv
+  # Source skip (not in LivePortrait or the paper; `spade_generator.SPADEDecoder`): G also predicts a
+  # per-pixel alpha and the output is alpha G + (1 - alpha) (the source image warped in 2-D by W's flow).
+  # At zero flow the skip is the bilinear upsampling of the source, so training starts from the
+  # copy-the-source baseline and learns to move and replace pixels, not to redraw a sharp frame.
+  source_skip: bool = False
 
   @property
   def input_channels(self) -> int:
@@ -307,6 +312,20 @@ small_upper = dataclasses.replace(
 
 small_face_refine = dataclasses.replace(_small, spade_generator=_small_injection)
 
+
+def with_source_skip(config: RendererConfig) -> RendererConfig:
+  """`config` with G's source skip on (`SPADEDecoderConfig.source_skip`)."""
+  return dataclasses.replace(config, spade_generator=dataclasses.replace(config.spade_generator,
+                                                                         source_skip=True))
+
+
+# The small presets with the source skip: the renderers of the second round of CPU campaigns (the
+# `small` variants of the training configs). The plain ones stay for the checkpoints trained with them.
+small_head_skip = with_source_skip(small_head)
+small_upper_skip = with_source_skip(small_upper)
+tiny_head512_skip = with_source_skip(tiny_head512)
+tiny_upper512x768_skip = with_source_skip(tiny_upper512x768)
+
 PRESETS: dict[str, RendererConfig] = {
     "liveportrait": liveportrait,
     "reference_reduced": reference_reduced,
@@ -321,6 +340,10 @@ PRESETS: dict[str, RendererConfig] = {
     "small_upper": small_upper,
     "small_head": small_head,
     "small_face_refine": small_face_refine,
+    "small_head_skip": small_head_skip,
+    "small_upper_skip": small_upper_skip,
+    "tiny_head512_skip": tiny_head512_skip,
+    "tiny_upper512x768_skip": tiny_upper512x768_skip,
 }
 
 KEYPOINT_LAYOUTS = ("implicit", "hybrid_body", "head_offset")

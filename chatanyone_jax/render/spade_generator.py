@@ -4,6 +4,9 @@ fc conv -> 6 SPADE residual blocks -> (x2, SPADE block) x 2 -> LeakyReLU ->
 conv -> pixel shuffle -> sigmoid. The warped feature map itself is the
 segmentation map of every SPADE (resized to each block's resolution).
 
+With `config.source_skip` (not LivePortrait's) a second head predicts a per-pixel alpha, and the image is
+alpha G + (1 - alpha) S, S = the source image warped in 2-D by W's flow (`source_skip_image`).
+
 Spectral norm (LivePortrait wraps the residual blocks' convs in it): for
 inference a checkpoint converts to plain convs holding the effective weight
 (`spectral_norm=False`, the default); for training `spectral_norm=True` uses
@@ -19,11 +22,35 @@ import jax.numpy as jnp
 
 from chatanyone_jax.layers.blocks import conv
 from chatanyone_jax.layers.norm import SPADE
+from chatanyone_jax.ops.grid_sample import grid_sample
+from chatanyone_jax.ops.heatmaps import make_coordinate_grid
 from chatanyone_jax.ops.resample import pixel_shuffle, upsample_nearest
 from chatanyone_jax.render.hand_injection import HandEncoder, HandInjection
 from chatanyone_jax.render.presets import SPADEDecoderConfig
 
 SN_EPS = 1e-12
+# The alpha head's starting logit: G's output begins as 12 % of the image, the warped source 88 %.
+SKIP_ALPHA_OFFSET = -2.0
+
+
+def source_skip_image(source: jax.Array, flow: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """The source image (B, Hs, Ws, 3) warped by W's 2-D flow (B, h, w, 2) at G's output size (Ho, Wo).
+
+  The flow (a sampling grid in `make_coordinate_grid` units, whose identity is linspace(-1, 1)) is
+  upsampled as a displacement from that identity and added to the output's pixel-centre grid, clamped
+  to the outermost pixel centres: at zero displacement this is exactly the bilinear upsampling of the
+  source (copying the source frame).
+  """
+  h, w = flow.shape[1:3]
+  ho, wo = size
+  disp = flow - make_coordinate_grid((h, w), flow.dtype)
+  disp = jax.image.resize(disp, (disp.shape[0], ho, wo, 2), "linear")
+  hs, ws = source.shape[1:3]
+  centres = lambda n: (2 * jnp.arange(n, dtype=flow.dtype) + 1) / n - 1
+  gx, gy = jnp.meshgrid(centres(wo), centres(ho))  # (Ho, Wo)
+  grid = jnp.stack([gx, gy], axis=-1) + disp
+  lim = jnp.asarray([1 - 1 / ws, 1 - 1 / hs], flow.dtype)
+  return grid_sample(source.astype(jnp.float32), jnp.clip(grid, -lim, lim).astype(jnp.float32))
 
 
 def _l2_normalize(x: jax.Array, eps: float = SN_EPS) -> jax.Array:
@@ -32,6 +59,17 @@ def _l2_normalize(x: jax.Array, eps: float = SN_EPS) -> jax.Array:
 
 def _random_unit(key: jax.Array, n: int) -> jax.Array:
   return _l2_normalize(jax.random.normal(key, (n,), jnp.float32))
+
+
+def skip_inputs(config: SPADEDecoderConfig, source: jax.Array, warped: dict) -> dict[str, jax.Array]:
+  """G's keyword inputs of the source skip: {source, flow} when `config.source_skip`, else {}.
+
+  source: the source image (B, Hs, Ws, 3) W's volume came from; warped: W's output dict.
+  """
+  if not config.source_skip:
+    return {}
+  b = warped["flow"].shape[0]
+  return {"source": jnp.broadcast_to(source, (b,) + source.shape[1:]), "flow": warped["flow"]}
 
 
 class SpectralConv(nn.Module):
@@ -136,6 +174,9 @@ class SPADEDecoder(nn.Module):
   LivePortrait parameters keep their names; the branch adds `hand_encoder` and
   `hand_inject_{0,1,2}`. Without the flag (or with `hand_image=None`, which
   then skips the branch) this is LivePortrait's G unchanged.
+
+  With `config.source_skip` the call also needs `source` (B, Hs, Ws, 3), the source image in [0, 1], and
+  `flow` (B, H, W, 2), W's 2-D flow; `conv_alpha` adds the alpha head (module docstring).
   """
   config: SPADEDecoderConfig = SPADEDecoderConfig()
   spectral_norm: bool = False
@@ -143,9 +184,13 @@ class SPADEDecoder(nn.Module):
 
   @nn.compact
   def __call__(self, feature: jax.Array, hand_image: jax.Array | None = None, *,
+               source: jax.Array | None = None, flow: jax.Array | None = None,
                train: bool = False) -> jax.Array:
     cfg = self.config
     cin = cfg.input_channels
+    if cfg.source_skip and (source is None or flow is None):
+      raise ValueError("this decoder has the source skip (config.source_skip): pass source= (the source "
+                       "image) and flow= (W's output 'flow')")
     if feature.shape[-1] != cin:
       raise ValueError(f"feature has {feature.shape[-1]} channels, the decoder expects {cin}")
     if hand_image is not None and not cfg.hand_injection:
@@ -177,9 +222,20 @@ class SPADEDecoder(nn.Module):
     self.sow("intermediates", "up_1_out", x)
     x = inject(x, 0)
     x = nn.leaky_relu(x, 0.2)
-    if cfg.upscale is None or cfg.upscale <= 1:
-      x = conv(3, 2, 3, name="conv_img", dtype=self.dtype)(x)
-    else:  # LivePortrait: conv to 3 * 2^2 channels -> PixelShuffle(2), whatever the upscale value
-      x = pixel_shuffle(conv(3 * 4, 2, 3, name="conv_img", dtype=self.dtype)(x), 2)
-    self.sow("intermediates", "conv_img_out", x)
-    return jax.nn.sigmoid(x.astype(jnp.float32))
+    shuffle = cfg.upscale is not None and cfg.upscale > 1  # LivePortrait: conv -> PixelShuffle(2)
+
+    def head(channels, name, **kwargs):
+      r2 = 4 if shuffle else 1
+      y = nn.Conv(channels * r2, (3, 3), padding=[(1, 1)] * 2, name=name, dtype=self.dtype, **kwargs)(x)
+      return pixel_shuffle(y, 2) if shuffle else y
+
+    image = head(3, "conv_img")
+    self.sow("intermediates", "conv_img_out", image)
+    image = jax.nn.sigmoid(image.astype(jnp.float32))
+    if not cfg.source_skip:
+      return image
+    # A zero kernel: alpha starts at sigmoid(SKIP_ALPHA_OFFSET) everywhere (the kernel still gets gradients).
+    alpha_logit = head(1, "conv_alpha", kernel_init=nn.initializers.zeros)
+    alpha = jax.nn.sigmoid(alpha_logit.astype(jnp.float32) + SKIP_ALPHA_OFFSET)
+    self.sow("intermediates", "skip_alpha", alpha)
+    return alpha * image + (1 - alpha) * source_skip_image(source, flow, image.shape[1:3])

@@ -34,7 +34,7 @@ from chatanyone_jax.render.discriminator import MultiScaleDiscriminator
 from chatanyone_jax.render.keypoints import control_keypoints
 from chatanyone_jax.render.motion_extractor import MotionExtractor
 from chatanyone_jax.render.presets import RendererConfig, keypoint_layout
-from chatanyone_jax.render.spade_generator import SPADEDecoder
+from chatanyone_jax.render.spade_generator import SPADEDecoder, skip_inputs
 from chatanyone_jax.render.warping_network import WarpingNetwork
 
 RendererTrainState = dict[str, Any]
@@ -93,9 +93,10 @@ def init_train_state(config: RendererConfig, key: jax.Array, image_shape: Sequen
   volume = jax.eval_shape(lambda: nets["F"].apply(v_f, image))
   kp = jnp.zeros((1, config.warping_network.num_kp, 3), jnp.float32)
   v_w = nets["W"].init(k_w, jnp.zeros(volume.shape, volume.dtype), kp, kp)
-  feat = jax.eval_shape(lambda: nets["W"].apply(v_w, jnp.zeros(volume.shape, volume.dtype), kp, kp)["out"])
+  warped = jax.eval_shape(lambda: nets["W"].apply(v_w, jnp.zeros(volume.shape, volume.dtype), kp, kp))
+  feat, flow = (jnp.zeros(warped[k].shape, warped[k].dtype) for k in ("out", "flow"))
   hand = jnp.zeros((1, h, w, 3), jnp.float32) if config.spade_generator.hand_injection else None
-  v_g = nets["G"].init(k_g, jnp.zeros(feat.shape, feat.dtype), hand)
+  v_g = nets["G"].init(k_g, feat, hand, **skip_inputs(config.spade_generator, image, {"flow": flow}))
   v_d = nets["D"].init(k_d, jnp.zeros((1, *config.output_size, 3), jnp.float32))
   gen = {name: _split(v) for name, v in zip(GEN_PARTS, (v_f, v_m, v_w, v_g), strict=True)}
   gen_params = {n: p for n, (p, _) in gen.items()}
@@ -237,7 +238,8 @@ def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
     volume, stats["F"] = apply_gen("F", gen_params, stats, source)
     w_out, stats["W"] = apply_gen("W", gen_params, stats, volume, control_d, control_s)
     hand = batch.get("hand_image") if config.spade_generator.hand_injection else None
-    pred, stats["G"] = apply_gen("G", gen_params, stats, w_out["out"], hand)
+    pred, stats["G"] = apply_gen("G", gen_params, stats, w_out["out"], hand,
+                                 **skip_inputs(config.spade_generator, source, w_out))
 
     # The power-iteration update of D's spectral-norm vectors is D's own (kept from disc_loss only).
     d_out, _ = apply_disc(disc["params"], disc["batch_stats"], jnp.concatenate([target, pred]))
@@ -335,11 +337,11 @@ def reconstruct(config: RendererConfig, gen_params: Any, gen_batch_stats: Any, s
   """
   nets = networks(config)
 
-  def apply(name, *args):
+  def apply(name, *args, **kwargs):
     variables = {"params": gen_params[name]}
     if gen_batch_stats[name]:
       variables["batch_stats"] = gen_batch_stats[name]
-    return nets[name].apply(variables, *args)
+    return nets[name].apply(variables, *args, **kwargs)
 
   b = source.shape[0]
   m_out = apply("M", jnp.concatenate([source, driving]))
@@ -347,4 +349,4 @@ def reconstruct(config: RendererConfig, gen_params: Any, gen_batch_stats: Any, s
   control = control_keypoints(config, m_out, head)[0]
   w_out = apply("W", apply("F", source), control[b:], control[:b])
   hand = hand_image if config.spade_generator.hand_injection else None
-  return apply("G", w_out["out"], hand)
+  return apply("G", w_out["out"], hand, **skip_inputs(config.spade_generator, source, w_out))

@@ -147,7 +147,8 @@ class WarpingNetwork(nn.Module):
 
   Inputs: feature_3d (B, D, H, W, C), kp_driving and kp_source (B, K, 3).
   Returns dict occlusion_map (B, H, W, 1) (None without occlusion estimation),
-  deformation (B, D, H, W, 3) and out (B, H, W, block_expansion * 2^num_down_blocks).
+  deformation (B, D, H, W, 3), flow (B, H, W, 2): the deformation's (x, y) averaged over depth (the 2-D
+  sampling grid of G's source skip), and out (B, H, W, block_expansion * 2^num_down_blocks).
   """
   config: WarpingNetworkConfig = WarpingNetworkConfig()
   dtype: jnp.dtype | None = None
@@ -172,4 +173,5 @@ class WarpingNetwork(nn.Module):
     out = conv(feats, 2, 1, name="fourth", dtype=self.dtype)(out)
     if cfg.flag_use_occlusion_map and occlusion_map is not None:
       out = out * occlusion_map.astype(out.dtype)
-    return {"occlusion_map": occlusion_map, "deformation": deformation, "out": out}
+    return {"occlusion_map": occlusion_map, "deformation": deformation,
+            "flow": jnp.mean(deformation[..., :2], axis=1), "out": out}

@@ -18,8 +18,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.render_config("head512", crop="head", region=None, face_refine=False)
   if arg == "tiny":
     common.shrink_render_for_cpu(c, "tiny_head512")
-  elif arg == "small":
+  elif arg == "small":  # with G's source skip (render.presets.with_source_skip)
+    common.small_render_for_cpu(c, "small_head_skip")
+  elif arg == "small_plain":  # LivePortrait's G (the first round of CPU campaigns; the skip's ablation)
     common.small_render_for_cpu(c, "small_head")
   elif arg:
-    raise ValueError(f"unknown render_head512 variant {arg!r} (have: tiny, small)")
+    raise ValueError(f"unknown render_head512 variant {arg!r} (have: tiny, small, small_plain)")
   return c

@@ -19,8 +19,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.render_config("upper512x768", crop="body", region="hand", face_refine=False)
   if arg == "tiny":
     common.shrink_render_for_cpu(c, "tiny_upper512x768")
-  elif arg == "small":
+  elif arg == "small":  # with G's source skip (render.presets.with_source_skip)
+    common.small_render_for_cpu(c, "small_upper_skip")
+  elif arg == "small_plain":  # LivePortrait's G (the first round of CPU campaigns; the skip's ablation)
     common.small_render_for_cpu(c, "small_upper")
   elif arg:
-    raise ValueError(f"unknown render_upper512x768 variant {arg!r} (have: tiny, small)")
+    raise ValueError(f"unknown render_upper512x768 variant {arg!r} (have: tiny, small, small_plain)")
   return c

@@ -1,6 +1,9 @@
 """G (SPADE decoder) vs LivePortrait's PyTorch reference, spectral norm, and trainability."""
 
+import dataclasses
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -8,7 +11,9 @@ from chatanyone_jax.convert import liveportrait as convert
 from chatanyone_jax.layers import torch_compat as tc
 from chatanyone_jax.ops.resample import upsample_nearest
 from chatanyone_jax.render import presets
-from chatanyone_jax.render.spade_generator import SPADEDecoder, SPADEResnetBlock, SpectralConv
+from chatanyone_jax.ops.heatmaps import make_coordinate_grid
+from chatanyone_jax.render.spade_generator import (SKIP_ALPHA_OFFSET, SPADEDecoder, SPADEResnetBlock,
+                                                   SpectralConv, source_skip_image)
 from tests.chatanyone_jax.render import util
 
 REF = "G_spade_decoder"
@@ -118,3 +123,37 @@ def test_tiny_shapes_and_gradients():
   assert np.all(np.isfinite(y)) and float(y.min()) > 0 and float(y.max()) < 1
   util.assert_gradients_reach_every_parameter(grads)
   assert not upd, "the plain decoder has no state"
+
+
+def test_source_skip_at_zero_flow_is_copying_the_source_and_a_flow_moves_it():
+  """The skip image at W's identity grid is the bilinear upsampling of the source (the copy-the-source
+  baseline, exactly); a flow of one source pixel to the right samples the next column."""
+  src = jax.random.uniform(jax.random.key(0), (2, 16, 12, 3))
+  identity = jnp.broadcast_to(make_coordinate_grid((4, 3)), (2, 4, 3, 2))
+  upsampled = source_skip_image(src, identity, (32, 24))
+  np.testing.assert_allclose(upsampled, jax.image.resize(src, (2, 32, 24, 3), "linear"), atol=1e-5)
+  moved = source_skip_image(src, identity.at[..., 0].add(2 / 12), (16, 12))
+  np.testing.assert_allclose(moved[:, :, :-1], src[:, :, 1:], atol=1e-5)
+  np.testing.assert_allclose(moved[:, :, -1], src[:, :, -1], atol=1e-5)  # clamped at the border
+
+
+def test_source_skip_decoder_starts_near_the_warped_source_and_trains_both_heads():
+  cfg = dataclasses.replace(presets.tiny.spade_generator, source_skip=True)
+  model = SPADEDecoder(cfg)
+  x = jax.random.normal(jax.random.key(0), (2, 8, 8, cfg.input_channels))
+  src = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+  flow = jnp.broadcast_to(make_coordinate_grid((8, 8)), (2, 8, 8, 2))
+  with pytest.raises(ValueError, match="source skip"):
+    model.init(jax.random.key(2), x)
+  v = jax.jit(lambda: model.init(jax.random.key(2), x, source=src, flow=flow))()
+  y = model.apply(v, x, source=src, flow=flow)
+  assert y.shape == (2, 64, 64, 3)
+  skip = jax.image.resize(src, (2, 64, 64, 3), "linear")
+  # alpha starts at sigmoid(SKIP_ALPHA_OFFSET) = 0.12 everywhere and G's image is in (0, 1).
+  alpha = float(jax.nn.sigmoid(SKIP_ALPHA_OFFSET))
+  assert 0 < float(jnp.max(jnp.abs(y - skip))) <= alpha + 1e-6
+  v = util.random_variables(model, x, source=src, flow=flow)
+  grads = jax.grad(lambda p, f: util.weighted_sum(model.apply({"params": p}, x, source=src, flow=f)),
+                   argnums=(0, 1))(v["params"], flow)
+  util.assert_gradients_reach_every_parameter(grads[0])
+  assert float(jnp.abs(grads[1]).sum()) > 0, "the flow gets a gradient through the skip"

@@ -145,7 +145,8 @@ def test_rejects_unknown_loss_weight():
 
 
 @pytest.mark.parametrize("name,region", [("tiny_head512", None), ("tiny_upper512x768", "hand"),
-                                         ("tiny_face_refine", "face")])
+                                         ("tiny_face_refine", "face"), ("tiny_head512_skip", None),
+                                         ("tiny_upper512x768_skip", "hand")])
 def test_chatanyone_layout_steps_trace(name, region):
   """The tiny head512 / upper512x768 / face_refine trace with their batches (they run in tests/train)."""
   cfg = presets.get(name)
@@ -158,7 +159,7 @@ def test_chatanyone_layout_steps_trace(name, region):
            "hand_mask": f32(b, *cfg.output_size, 1), "face_mask": f32(b, *cfg.output_size, 1)}
   if cfg.spade_generator.hand_injection:
     batch["hand_image"] = f32(b, *cfg.image_size, 3)
-  if name == "tiny_upper512x768":
+  if name.startswith("tiny_upper512x768"):
     kb = presets.K_BODY
     batch.update(body_kp_source=f32(b, kb, 3), body_kp_driving=f32(b, kb, 3),
                  body_visibility_source=f32(b, kb), body_visibility_driving=f32(b, kb))
