@@ -40,7 +40,7 @@ from chatanyone_jax.render.presets import (
   SPADEDecoderConfig,
   WarpingNetworkConfig,
 )
-from chatanyone_jax.render.spade_generator import SPADEDecoder
+from chatanyone_jax.render.spade_generator import SPADEDecoder, skip_inputs
 from chatanyone_jax.render.warping_network import WarpingNetwork
 
 # Peak dense throughput from the vendors' spec sheets (no sparsity), FLOP/s.
@@ -122,6 +122,10 @@ class Renderer:
     return self.cfg.spade_generator.hand_injection
 
   @property
+  def has_skip(self) -> bool:
+    return self.cfg.spade_generator.source_skip
+
+  @property
   def pastes_back(self) -> bool:
     return self.name == "face_refine"
 
@@ -136,13 +140,16 @@ class Renderer:
     return jax.ShapeDtypeStruct((batch, *vol.shape[1:]), vol.dtype)
 
   def frame_input_shapes(self, batch: int) -> dict[str, jax.ShapeDtypeStruct]:
-    """Inputs of `frame` besides the variables: volume, kp_driving, kp_source[, injection image][, frame]."""
+    """Inputs of `frame` besides the variables: volume, kp_driving, kp_source[, injection image][, frame]
+    [, source image (G's source skip)]."""
     kp = jax.ShapeDtypeStruct((batch, self.cfg.warping_network.num_kp, 3), jnp.float32)
     shapes = {"volume": self.volume_shape(batch), "kp_driving": kp, "kp_source": kp}
     if self.has_injection:
       shapes["inject"] = self.source_shape(batch)
     if self.pastes_back:
       shapes["frame"] = jax.ShapeDtypeStruct((batch, *PASTE_FRAME, 3), self._image_dtype())
+    if self.has_skip:
+      shapes["source"] = self.source_shape(batch)
     return shapes
 
   def variable_shapes(self) -> dict[str, Any]:
@@ -153,10 +160,13 @@ class Renderer:
     """Per source: F."""
     return self.F.apply(variables["F"], source)
 
-  def frame(self, variables, volume, kp_driving, kp_source, inject=None, frame=None):
-    """Per frame: W (+ G's injection encoder) + G [+ paste-back into `frame`]."""
-    feat = self.W.apply(variables["W"], volume, kp_driving, kp_source)["out"]
-    image = self.G.apply(variables["G"], feat, inject)
+  def frame(self, variables, inputs):
+    """Per frame: W (+ G's injection encoder) + G [+ its source skip] [+ paste-back into inputs["frame"]];
+    inputs as `frame_input_shapes`."""
+    warped = self.W.apply(variables["W"], inputs["volume"], inputs["kp_driving"], inputs["kp_source"])
+    skip = skip_inputs(self.cfg.spade_generator, inputs["source"], warped) if self.has_skip else {}
+    image = self.G.apply(variables["G"], warped["out"], inputs.get("inject"), **skip)
+    frame = inputs.get("frame")
     if frame is None:
       return image
     # The crop covers the frame's central 512 x 512 (x0, y0, x1, y1), feathered.
@@ -181,7 +191,8 @@ def _variable_shapes(r: Renderer) -> tuple[dict[str, Any], jax.ShapeDtypeStruct]
   # W's output (B, H, W, block_expansion 2^num_down_blocks) at the volume's H, W (WarpingNetwork).
   feat = jax.ShapeDtypeStruct((1, *vol.shape[2:4], wcfg.block_expansion * 2 ** wcfg.num_down_blocks),
                               jnp.float32)
-  v_g = jax.eval_shape(r.G.init, key, feat, img if r.has_injection else None)
+  skip = {"source": img, "flow": jax.ShapeDtypeStruct((1, *vol.shape[2:4], 2), jnp.float32)} if r.has_skip else {}
+  v_g = jax.eval_shape(lambda f, i, s: r.G.init(key, f, i, **s), feat, img if r.has_injection else None, skip)
   return {"F": v_f, "W": v_w, "G": v_g}, vol
 
 
@@ -244,7 +255,7 @@ def flops_per_frame(preset_name: str, batch: int = 1) -> dict[str, FlopCount]:
   var = r.variable_shapes()
   f = cost_flops(r.appearance, {"F": var["F"]}, r.source_shape(batch))
   frame_vars = {"W": var["W"], "G": var["G"]}
-  fr = cost_flops(r.frame, frame_vars, *r.frame_input_shapes(batch).values())
+  fr = cost_flops(r.frame, frame_vars, r.frame_input_shapes(batch))
   return {"F": FlopCount(preset_name, "F (per source)", batch, f, _num_params(var["F"])),
           "frame": FlopCount(preset_name, frame_part_label(r), batch, fr,
                              _num_params(var["W"]) + _num_params(var["G"]))}
@@ -350,7 +361,7 @@ def time_preset(name: str, dtype=jnp.float32, *, batch: int = 1, iters: int = 10
   out_h, out_w = r.cfg.output_size
   cfg = (f"{_label(name)}, {frame_part_label(r)}, {out_h}x{out_w} out, K={r.cfg.warping_network.num_kp}, "
          f"B={batch}, {dname}{dnote}")
-  frame_args = ({"W": variables["W"], "G": variables["G"]}, *inputs.values())
+  frame_args = ({"W": variables["W"], "G": variables["G"]}, inputs)
   t_fr = harness.time_jitted(frame_fn, frame_args, name="render frame", config=cfg, iters=iters,
                              warmup=warmup, min_time_s=min_time_s)
   t_fr.throughput = f"{batch / (t_fr.median_ms / 1e3):.1f} frames/s"

@@ -133,9 +133,9 @@ def profile_renderer(task, state: dict, batch: dict) -> dict[str, float]:
   params, stats = state["gen"]["params"], state["gen"]["batch_stats"]
   disc = state["disc"]
 
-  def apply(name, p, *args):
+  def apply(name, p, *args, **kw):
     s = disc["batch_stats"] if name == "D" else stats[name]
-    kw = {} if name == "M" else {"train": True}
+    kw = kw if name == "M" else {**kw, "train": True}
     if s:
       return nets[name].apply({"params": p, "batch_stats": s}, *args, mutable=["batch_stats"], **kw)[0]
     return nets[name].apply({"params": p}, *args, **kw)
@@ -144,9 +144,11 @@ def profile_renderer(task, state: dict, batch: dict) -> dict[str, float]:
   b = src.shape[0]
   kp = jax.random.uniform(jax.random.key(2), (b, r.warping_network.num_kp, 3), minval=-0.5, maxval=0.5)
   volume = apply("F", params["F"], src)
-  feature = apply("W", params["W"], volume, kp, 0.9 * kp)["out"]
+  warped = apply("W", params["W"], volume, kp, 0.9 * kp)
+  feature = warped["out"]
   hand = (batch["hand_image"],) if r.spade_generator.hand_injection else ()
-  pred = apply("G", params["G"], feature, *hand)
+  skip = train_step.skip_inputs(r.spade_generator, src, warped)
+  pred = apply("G", params["G"], feature, *hand, **skip)
   ms = {"F": _grad_ms(lambda p, x: apply("F", p, x), (params["F"], src)),
         "M (source + driving)": _grad_ms(lambda p, x: apply("M", p, x),
                                          (params["M"], jnp.concatenate([src, drv])))}
@@ -155,7 +157,7 @@ def profile_renderer(task, state: dict, batch: dict) -> dict[str, float]:
     ms["equivariance (M on the warped driving)"] = _grad_ms(
         lambda p, x: apply("M", p, losses.warp_image(x, tps)), (params["M"], drv))
   ms["W"] = _grad_ms(lambda p, v: apply("W", p, v, kp, 0.9 * kp)["out"], (params["W"], volume))
-  ms["G"] = _grad_ms(lambda p, f, *h: apply("G", p, f, *h), (params["G"], feature, *hand))
+  ms["G"] = _grad_ms(lambda p, f, *h: apply("G", p, f, *h, **skip), (params["G"], feature, *hand))
   ms["D, generator side (real + fake)"] = _grad_ms(
       lambda x: apply("D", disc["params"], jnp.concatenate([target, x])), (pred,))
   ms["D update (real + fake)"] = _grad_ms(lambda p: apply("D", p, jnp.concatenate([target, pred])),

@@ -47,8 +47,16 @@ def test_bf16_frame_traces():
   shapes = r.frame_input_shapes(1)
   assert shapes["volume"].dtype == jnp.bfloat16 and list(shapes) == ["volume", "kp_driving", "kp_source",
                                                                      "inject", "frame"]
-  out = jax.eval_shape(r.frame, {"W": var["W"], "G": var["G"]}, *shapes.values())
+  out = jax.eval_shape(r.frame, {"W": var["W"], "G": var["G"]}, shapes)
   assert out.shape == (1, *render_bench.PASTE_FRAME, 3)
+
+
+def test_source_skip_frame_takes_the_source_image():
+  r = render_bench.Renderer("tiny_head512_skip", render_bench.config("tiny_head512_skip"))
+  shapes = r.frame_input_shapes(2)
+  assert list(shapes) == ["volume", "kp_driving", "kp_source", "source"]
+  out = jax.eval_shape(r.frame, {"W": r.variable_shapes()["W"], "G": r.variable_shapes()["G"]}, shapes)
+  assert out.shape == (2, *r.cfg.output_size, 3)
 
 
 def test_unknown_config_and_gpu_flag_on_cpu():

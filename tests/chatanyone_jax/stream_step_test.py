@@ -266,3 +266,35 @@ def test_head_state_and_render_batches():
     f32, b16 = np.asarray(render(kp, None)), np.asarray(render16(kp))
   assert f32.shape == (6, 64, 64, 3) and f32.std() > 0.01  # the frames are not blank
   assert b16.dtype == np.float32 and 0 < np.abs(b16 - f32).mean() < 0.02, np.abs(b16 - f32).mean()
+
+
+def test_render_frames_with_the_source_skip():
+  """A renderer with G's source skip renders from the avatar's source image: at the source keypoints W's
+  flow is the identity, so a G whose alpha head is fresh (alpha 0.12 everywhere) is within 0.12 of the
+  upsampled source; without the source image G says what it needs."""
+  from chatanyone_jax.render import presets
+  from chatanyone_jax.render.spade_generator import SKIP_ALPHA_OFFSET
+  from tests.chatanyone_jax.render.util import random_variables
+
+  cfg = presets.tiny_head512_skip
+  nets = stream_step._nets(cfg)
+  source = jax.random.uniform(jax.random.key(1), (1, *cfg.image_size, 3))
+  v_f = random_variables(nets["F"], source)
+  volume = nets["F"].apply(v_f, source)
+  kp = 0.5 * jax.random.normal(jax.random.key(2), (1, 32, 3))
+  v_w = random_variables(nets["W"], volume, kp, kp)
+  warped = nets["W"].apply(v_w, volume, kp, kp)
+  v_g = random_variables(nets["G"], warped["out"], source=source, flow=warped["flow"])
+  v_g["params"]["conv_alpha"] = jax.tree.map(jnp.zeros_like, v_g["params"]["conv_alpha"])  # as initialised
+  rvars = {"params": {"F": v_f["params"], "W": v_w["params"], "G": v_g["params"]},
+           "batch_stats": {"F": v_f.get("batch_stats", {}), "W": v_w.get("batch_stats", {}), "G": {}}}
+  kp_driving = jnp.broadcast_to(kp, (3, 32, 3))
+  with fast_compile():
+    frames = np.asarray(jax.jit(lambda: stream_step.render_frames(cfg, rvars, volume, kp, kp_driving, None,
+                                                                  None, source=source))())
+  upsampled = np.asarray(jax.image.resize(source, (1, *cfg.output_size, 3), "linear"))
+  assert frames.shape == (3, *cfg.output_size, 3)
+  assert np.abs(frames - upsampled).max() <= float(jax.nn.sigmoid(SKIP_ALPHA_OFFSET)) + 1e-5
+  assert np.abs(frames - upsampled).max() > 1e-3  # G's image is in it too
+  with pytest.raises(ValueError, match="source skip"):
+    stream_step.render_frames(cfg, rvars, volume, kp, kp_driving, None, None)

@@ -9,11 +9,16 @@ import pytest
 
 from chatanyone_jax.convert import liveportrait as convert
 from chatanyone_jax.layers import torch_compat as tc
+from chatanyone_jax.ops.heatmaps import make_coordinate_grid
 from chatanyone_jax.ops.resample import upsample_nearest
 from chatanyone_jax.render import presets
-from chatanyone_jax.ops.heatmaps import make_coordinate_grid
-from chatanyone_jax.render.spade_generator import (SKIP_ALPHA_OFFSET, SPADEDecoder, SPADEResnetBlock,
-                                                   SpectralConv, source_skip_image)
+from chatanyone_jax.render.spade_generator import (
+  SKIP_ALPHA_OFFSET,
+  SPADEDecoder,
+  SPADEResnetBlock,
+  SpectralConv,
+  source_skip_image,
+)
 from tests.chatanyone_jax.render import util
 
 REF = "G_spade_decoder"
