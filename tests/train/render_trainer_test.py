@@ -20,6 +20,7 @@ import pytest
 from chatanyone_jax.render import presets
 from data import records, splits
 from train import checkpoint, metrics, parallel, tasks, trainer
+from train import evaluate as train_evaluate
 from train.configs import face_refine, render_head512, render_upper512x768
 
 HELDOUT_STEPS = 60
@@ -120,6 +121,22 @@ def test_render_head512_trains_checkpoints_resumes_exactly_and_beats_its_start(s
   events = max((a / "tensorboard").glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime)
   sheet = ("eval/heldout_frames/source_target_generated_copy", ho, 4 * wo)  # one clip: one row
   assert sheet in metrics.read_image_tags(events)[HELDOUT_STEPS]
+  # The same evaluation outside training (`python -m train.evaluate`) on the final checkpoint's EMA weights.
+  scalars, images, step = train_evaluate.evaluate(a)
+  assert step == HELDOUT_STEPS and set(images) == {"eval/heldout_frames/source_target_generated_copy"}
+  np.testing.assert_allclose(scalars["eval/heldout_frames/l1"], trained, rtol=1e-4)
+  fewer, _, _ = train_evaluate.evaluate(a, frames_per_clip=2)
+  assert fewer["eval/heldout_frames/copy_source_l1"] != row["eval/heldout_frames/copy_source_l1"]
+
+
+def test_evaluate_cli_says_what_is_missing(motion_records, tmp_path, capsys):
+  assert train_evaluate.main(["--workdir", str(tmp_path)]) == 2  # not a workdir
+  assert "not a `python -m train.main` workdir" in capsys.readouterr().err
+  c = _config(render_head512, motion_records, num_steps=1)
+  c.data_dir = str(tmp_path / "moved")
+  checkpoint.save_config(tmp_path, c)
+  assert train_evaluate.main(["--workdir", str(tmp_path)]) == 2
+  assert "pass --data-dir" in capsys.readouterr().err
 
 
 def test_workdir_of_another_model_is_refused(motion_records, tmp_path):
