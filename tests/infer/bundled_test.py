@@ -47,7 +47,7 @@ def test_bundled_checkpoint_serves_both_modes_and_is_compact():
     assert export["step"] > 0 and not list((root / name).glob("*opt*")), name  # EMA weights, no optimiser
   from chatanyone_jax.render import presets
   _, configs = models.load_checkpoint(root, "head")  # mode head reads render_head/, not render/
-  assert configs["render"] == presets.get("small_head")
+  assert configs["render"] == presets.get("small_head_skip")
   _, configs = models.load_checkpoint(root, "upper")
   assert configs["render"] == presets.get("small_upper")
   # The face model was trained for the low-latency stream: its unheard frames get the null audio there.
