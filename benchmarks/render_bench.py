@@ -191,7 +191,8 @@ def _variable_shapes(r: Renderer) -> tuple[dict[str, Any], jax.ShapeDtypeStruct]
   # W's output (B, H, W, block_expansion 2^num_down_blocks) at the volume's H, W (WarpingNetwork).
   feat = jax.ShapeDtypeStruct((1, *vol.shape[2:4], wcfg.block_expansion * 2 ** wcfg.num_down_blocks),
                               jnp.float32)
-  skip = {"source": img, "flow": jax.ShapeDtypeStruct((1, *vol.shape[2:4], 2), jnp.float32)} if r.has_skip else {}
+  flow = jax.ShapeDtypeStruct((1, *vol.shape[2:4], 2), jnp.float32)
+  skip = {"source": img, "flow": flow} if r.has_skip else {}
   v_g = jax.eval_shape(lambda f, i, s: r.G.init(key, f, i, **s), feat, img if r.has_injection else None, skip)
   return {"F": v_f, "W": v_w, "G": v_g}, vol
 

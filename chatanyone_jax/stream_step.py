@@ -91,8 +91,7 @@ def render_frames(cfg: RendererConfig, variables: dict, volume: jax.Array, kp_so
   def frames(args):
     kp_d, inj = args
     b = kp_d.shape[0]
-    vol = jnp.broadcast_to(volume, (b,) + volume.shape[1:])
-    kp_s = jnp.broadcast_to(kp_source, (b,) + kp_source.shape[1:])
+    vol, kp_s = (jnp.broadcast_to(x, (b,) + x.shape[1:]) for x in (volume, kp_source))
     warped = _apply(nets["W"], variables, "W", vol, kp_d, kp_s)
     skip = skip_inputs(cfg.spade_generator, source, warped) if source is not None else {}
     return _apply(nets["G"], variables, "G", warped["out"], inj, **skip).astype(jnp.float32)
@@ -223,8 +222,8 @@ def init_state(spec: StreamSpec, params: Params, avatar: dict[str, jax.Array], k
     r_out = _apply(fnets["M"], fvars, "M", r_image)
     r_kp, r_offset, _ = control_keypoints(spec.refine, r_out, _affine(head_units, r_affine))
     av.update(refine_volume=_apply(fnets["F"], fvars, "F", r_image), refine_kp_source=r_kp,
-              refine_image=r_image,
-              refine_head_offset=r_offset, refine_affine=r_affine, refine_box=f32(avatar["refine_box"]))
+              refine_image=r_image, refine_head_offset=r_offset, refine_affine=r_affine,
+              refine_box=f32(avatar["refine_box"]))
   h = spec.history
   state = {
       "window": jnp.zeros((), jnp.int32),
