@@ -135,7 +135,8 @@ def test_full_size_preset_params_and_shapes(manifest, name):
   for key, shape in entry["outputs"].items():
     want[key] = tuple(shape) if key in ("deformation", "pitch", "yaw", "roll", "t", "exp", "scale", "kp") \
         else _channels_last(shape)
-  assert {k: tuple(v.shape) for k, v in out.items()} == want
+  assert set(out) - set(want) <= {"flow"}  # W's 2-D flow (G's source skip) is ours, not LivePortrait's
+  assert {k: tuple(v.shape) for k, v in out.items() if k in want} == want
 
 
 # ---- stitching / retargeting MLPs vs the PyTorch reference ----------------------------------------------
