@@ -35,6 +35,7 @@ from benchmarks.harness import Timing, append_rows, format_row
 from benchmarks.render_bench import cost_flops
 from chatanyone_jax import losses
 from chatanyone_jax.render import train_step
+from chatanyone_jax.render.spade_generator import skip_inputs
 from train import parallel, tasks, trainer
 
 CONFIGS = ("render_head512", "render_upper512x768", "face_refine", "motion_face", "motion_body")
@@ -147,7 +148,7 @@ def profile_renderer(task, state: dict, batch: dict) -> dict[str, float]:
   warped = apply("W", params["W"], volume, kp, 0.9 * kp)
   feature = warped["out"]
   hand = (batch["hand_image"],) if r.spade_generator.hand_injection else ()
-  skip = train_step.skip_inputs(r.spade_generator, src, warped)
+  skip = skip_inputs(r.spade_generator, src, warped)
   pred = apply("G", params["G"], feature, *hand, **skip)
   ms = {"F": _grad_ms(lambda p, x: apply("F", p, x), (params["F"], src)),
         "M (source + driving)": _grad_ms(lambda p, x: apply("M", p, x),

@@ -33,7 +33,7 @@ def evaluate(workdir: str | pathlib.Path, *, data_dir: str | None = None, splits
       config.data_dir = str(data_dir)
     if config.get("evals") is None:
       raise ValueError(f"{workdir}: task {config.task!r} has no held-out evaluation (config.evals)")
-    config.evals.every = max(1, config.evals.every)
+    config.evals.every = max(1, config.evals.every)  # make_evaluator builds none for a run with evals off
     for key, value in (("splits", tuple(splits) if splits else None), ("max_clips", max_clips),
                        ("frames_per_clip", frames_per_clip)):
       if value is not None:
