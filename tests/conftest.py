@@ -65,10 +65,14 @@ def demo_run(tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture(autouse=True)
-def _demo_programs_compile_fast(request):
+def _shared_programs_compile_fast(request):
   """Tests on the demo's outputs run its programs a few times: they compile as the demo fixture did
-  (`fast_compile`), so that its entries in the persistent compilation cache serve them."""
-  if "demo_run" not in request.fixturenames:
+  (`fast_compile`), so that its entries in the persistent compilation cache serve them. The same for the
+  streaming tests with random tiny models (`tests.helpers.SMOKE_STREAM`): each stream step they compile
+  runs a few windows (measured: tests/infer/streaming_test.py 214 s -> 173 s, beside a training run), and
+  one setting for the whole group keeps its in-process jit caches shared."""
+  groups = {m.args[0] for m in request.node.iter_markers("xdist_group") if m.args}
+  if "demo_run" not in request.fixturenames and "smoke_stream" not in groups:
     yield
     return
   with fast_compile():

@@ -51,6 +51,9 @@ def configs(data_dir: str) -> dict:
            batch_size=4, data_shards=2, image_every=0)
   for c in (m, r):
     c.mesh.data, c.mesh.fsdp = 1, 1
+    # The schedule's length is part of the step program: fixed, the resumed runs (one step more) and the
+    # endless one reuse the compiled motion step (the persistent cache) instead of compiling their own.
+    c.lr_decay_steps = MOTION_STEPS + 1
   return {"motion": m, "render": r}
 
 
