@@ -49,7 +49,7 @@ def test_bundled_checkpoint_serves_both_modes_and_is_compact():
   _, configs = models.load_checkpoint(root, "head")  # mode head reads render_head/, not render/
   assert configs["render"] == presets.get("small_head_skip")
   _, configs = models.load_checkpoint(root, "upper")
-  assert configs["render"] == presets.get("small_upper")
+  assert configs["render"] == presets.get("small_upper_skip")
   # The face model was trained for the low-latency stream: its unheard frames get the null audio there.
   from infer.options import LOW_LATENCY, StreamOptions
 
