@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from chatanyone_jax.stream_step import to_uint8
 from train import checkpoint, export, tasks
 
 
@@ -78,8 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "eval.json").write_text(json.dumps({"workdir": str(args.workdir), "step": step, **scalars},
                                               indent=1))
     for tag, sheet in images.items():
-      image = np.clip(np.round(np.asarray(sheet) * 255), 0, 255).astype(np.uint8)
-      Image.fromarray(image).save(out / (tag.replace("/", "_") + ".png"))
+      Image.fromarray(np.asarray(to_uint8(sheet))).save(out / (tag.replace("/", "_") + ".png"))
     print(f"wrote {out / 'eval.json'}")
   return 0
 

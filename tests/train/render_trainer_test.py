@@ -16,6 +16,7 @@ import json
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from chatanyone_jax.render import presets
 from data import records, splits
@@ -130,9 +131,14 @@ def _trains_checkpoints_resumes_exactly_and_beats_its_start(split_records, tmp_p
   sheet = ("eval/heldout_frames/source_target_generated_copy", ho, 4 * wo)  # one clip: one row
   assert sheet in metrics.read_image_tags(events)[HELDOUT_STEPS]
   # The same evaluation outside training (`python -m train.evaluate`) on the final checkpoint's EMA weights.
-  scalars, images, step = train_evaluate.evaluate(a)
-  assert step == HELDOUT_STEPS and set(images) == {"eval/heldout_frames/source_target_generated_copy"}
+  out = tmp_path / "eval"
+  assert train_evaluate.main(["--workdir", str(a), "--out", str(out)]) == 0
+  scalars = json.loads((out / "eval.json").read_text())
+  assert scalars["step"] == HELDOUT_STEPS
   np.testing.assert_allclose(scalars["eval/heldout_frames/l1"], trained, rtol=1e-4)
+  (png,) = out.glob("*.png")  # the contact sheet: one row (one clip), source | target | generated | copy
+  assert png.name == "eval_heldout_frames_source_target_generated_copy.png"
+  assert np.asarray(Image.open(png)).shape == (ho, 4 * wo, 3)
   fewer, _, _ = train_evaluate.evaluate(a, frames_per_clip=2)
   assert fewer["eval/heldout_frames/copy_source_l1"] != row["eval/heldout_frames/copy_source_l1"]
 
