@@ -7,6 +7,10 @@ wants more. Prints the scores and writes them (and the contact sheets as PNG) to
 
   python -m train.evaluate --workdir ~/runs/head_skip --max-clips 58 --frames-per-clip 8 --out DIR
   python -m train.evaluate --workdir infer/assets/checkpoint/render_head --data-dir ~/data/camp
+
+With --refine (a face-refine workdir or export) and a body renderer as --workdir it also runs the face-refine
+ablation (`train.render_eval.RefineAblation`): the body renderer's frames with and without the refine pasted
+back, on the same pairs.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from chatanyone_jax.stream_step import to_uint8
-from train import checkpoint, export, tasks
+from train import checkpoint, export, render_eval, tasks
 
 
 def evaluate(workdir: str | pathlib.Path, *, data_dir: str | None = None, splits: Sequence[str] | None = None,
@@ -52,6 +56,23 @@ def evaluate(workdir: str | pathlib.Path, *, data_dir: str | None = None, splits
   return scalars, images, int(weights["step"])
 
 
+def refine_ablation(workdir: str | pathlib.Path, refine: str | pathlib.Path, *, data_dir: str | None = None,
+                    splits: Sequence[str] | None = None, max_clips: int | None = None,
+                    frames_per_clip: int | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  """`render_eval.RefineAblation` of the body renderer in `workdir` with the face refine in `refine` (each a
+  workdir or an export) on the held-out splits of the body renderer's records (or of `data_dir`)."""
+  config = checkpoint.load_config(workdir)
+  ev = config.get("evals") or {}
+  data_dir = str(data_dir or config.get("data_dir") or "")
+  if not data_dir or not pathlib.Path(data_dir).exists():
+    raise FileNotFoundError(f"records {data_dir!r} not found: pass --data-dir (body records with head crops)")
+  body_task, refine_task = tasks.get_task(config), tasks.get_task(checkpoint.load_config(refine))
+  ablation = render_eval.RefineAblation(
+      body_task, refine_task, data_dir, tuple(splits or ev.get("splits", ("heldout_frames", "validation"))),
+      max_clips or ev.get("max_clips", 16), frames_per_clip or ev.get("frames_per_clip", 4))
+  return ablation.run(export.load_weights(workdir), export.load_weights(refine))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   p = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
   p.add_argument("--workdir", required=True, help="a `python -m train.main` workdir or a train.export folder")
@@ -59,12 +80,18 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--splits", help="comma-separated records splits (default: the config's evals.splits)")
   p.add_argument("--max-clips", type=int, help="clips per split (default: the config's)")
   p.add_argument("--frames-per-clip", type=int, help="driving frames per clip (default: the config's)")
+  p.add_argument("--refine", help="a face-refine workdir or export: also run the face-refine ablation")
   p.add_argument("--out", help="writes eval.json and the contact sheets (PNG) here")
   args = p.parse_args(argv)
   try:
     scalars, images, step = evaluate(args.workdir, data_dir=args.data_dir,
                                      splits=args.splits.split(",") if args.splits else None,
                                      max_clips=args.max_clips, frames_per_clip=args.frames_per_clip)
+    if args.refine:
+      more, sheets = refine_ablation(args.workdir, args.refine, data_dir=args.data_dir,
+                                     splits=args.splits.split(",") if args.splits else None,
+                                     max_clips=args.max_clips, frames_per_clip=args.frames_per_clip)
+      scalars, images = {**scalars, **more}, {**images, **sheets}
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -76,8 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval.json").write_text(json.dumps({"workdir": str(args.workdir), "step": step, **scalars},
-                                              indent=1))
+    info = {"workdir": str(args.workdir), "step": step}
+    if args.refine:
+      info["refine"] = str(args.refine)
+    (out / "eval.json").write_text(json.dumps({**info, **scalars}, indent=1))
     for tag, sheet in images.items():
       Image.fromarray(np.asarray(to_uint8(sheet))).save(out / (tag.replace("/", "_") + ".png"))
     print(f"wrote {out / 'eval.json'}")

@@ -15,6 +15,7 @@ metrics.jsonl) and a contact sheet per split: source | target | generated | copy
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +23,8 @@ import ml_collections
 import numpy as np
 
 from chatanyone_jax import metrics
-from chatanyone_jax.render import train_step
+from chatanyone_jax.render import face_refine, train_step
+from chatanyone_jax.stream_step import crop_frames
 from data import pipelines, records
 
 log = logging.getLogger(__name__)
@@ -149,4 +151,111 @@ class RenderEvaluator:
       rows = [int(np.flatnonzero(clip_ids == c)[-1]) for c in clips]  # each clip's last (latest) pair
       sheet = [np.concatenate([cp[j], batch["driving_target"][j], pred[j], cp[j]], axis=1) for j in rows]
       images[f"eval/{split}/source_target_generated_copy"] = np.concatenate(sheet, axis=0)
+    return scalars, images
+
+
+def _head_box_in_body(driving: dict, output_size: tuple[int, int]) -> np.ndarray:
+  """The driving frame's head crop as (x0, y0, x1, y1) pixels of its body crop at `output_size` (H, W)."""
+  hb, bb = np.asarray(driving["head_box"], np.float32), np.asarray(driving["body_box"], np.float32)
+  h, w = output_size
+  scale = np.array([w / (bb[2] - bb[0]), h / (bb[3] - bb[1])] * 2, np.float32)
+  return (hb - bb[[0, 1, 0, 1]]) * scale
+
+
+class RefineAblation:
+  """The face-refine ablation: the body renderer's frames with and without the face refine pasted back.
+
+  On the same held-out pairs as `RenderEvaluator` (records with body and head crops), the body renderer
+  reconstructs the driving body crop; the face refine network then reconstructs the driving head crop from
+  the source head crop, the head keypoints and, as its injection image, the head crop of the *generated*
+  frame with the face masked out (what `stream_step` feeds it), and its output is pasted back
+  (`face_refine.paste_back`, feather as `StreamSpec.refine_feather`). Scores (face_l1 over the frames
+  that show a face, as `RenderEvaluator`): in the body frame, face_l1 / l1 / psnr without and with the
+  refine; in the head crop at the refine's output size, face_l1 of the body renderer's head region
+  (resampled) against the refine's output.
+  """
+
+  def __init__(self, body_task, refine_task, data_dir: str, splits: Sequence[str], max_clips: int,
+               frames_per_clip: int, batch_size: int = 8, feather: float = 0.1, sheet_rows: int = 6):
+    body, refine = body_task.renderer, refine_task.renderer
+    if body_task.config.crop != "body" or not refine_task.config.face_refine:
+      raise ValueError("the refine ablation takes a body renderer (crop='body') and a face-refine network "
+                       f"(face_refine=True); got crop={body_task.config.crop!r} and face_refine="
+                       f"{refine_task.config.face_refine}")
+    meta = records.read_meta(data_dir)
+    if not meta.get("body_size"):
+      raise ValueError(f"records at {data_dir} have no body crops (meta.json body_size)")
+    decoders = {
+        name: pipelines.DecodePair(pipelines.RenderPairConfig(crop=crop, input_size=r.image_size,
+                                                              output_size=r.output_size),
+                                   pipelines.crop_size(meta, crop), meta["head_size"])
+        for name, crop, r in (("body", "body", body), ("head", "head", refine))}
+    self.batch_size, self.sheet_rows = batch_size, sheet_rows
+    self.batches: dict[str, dict] = {}
+    for split in splits:
+      pairs = eval_pairs(data_dir, split, max_clips, frames_per_clip)
+      if not pairs:
+        log.warning("refine ablation: split %r has no clips in %s; skipped", split, data_dir)
+        continue
+      batch = {}
+      for name, task in (("body", body_task), ("head", refine_task)):
+        decoded = [decoders[name].map({"source": s, "driving": d}) for s, d, _ in pairs]
+        adapted = task.adapt({k: np.stack([p[k] for p in decoded]) for k in decoded[0]})
+        batch.update({f"{name}/{k}": v for k, v in adapted.items()})
+        batch[f"{name}/face_mask"] = np.stack([p["face_mask"] for p in decoded]).astype(np.float32)
+      batch["box"] = np.stack([_head_box_in_body(d, body.output_size) for _, d, _ in pairs])
+      self.batches[split] = batch
+    hr, wr = refine.image_size
+
+    def face_l1(x, target, mask):
+      area = 3.0 * jnp.sum(mask, axis=(1, 2, 3))
+      inside = jnp.sum(mask * jnp.abs(x - target), axis=(1, 2, 3)) / jnp.maximum(area, 1.0)
+      return jnp.where(area >= 3.0 * MIN_REGION_PIXELS, inside, jnp.nan)
+
+    def score(bp, bs, rp, rs, b):
+      g = lambda p: {k[len(p):]: v for k, v in b.items() if k.startswith(p)}
+      bb, hb = g("body/"), g("head/")
+      head = (bb["kp_head_source"], bb["kp_head_driving"]) if body.num_kp_head else None
+      frame = jnp.clip(train_step.reconstruct(body, bp, bs, bb["source"], bb["driving"],
+                                              bb.get("hand_image"), head), 0.0, 1.0)
+      face_in = jax.image.resize(hb["face_mask"], (hb["face_mask"].shape[0], hr, wr, 1), "linear")
+      background = face_refine.mask_face(crop_frames(frame, b["box"], (hr, wr)), face_in)
+      refined = jnp.clip(train_step.reconstruct(refine, rp, rs, hb["source"], hb["driving"], background,
+                                                (hb["kp_head_source"], hb["kp_head_driving"])), 0.0, 1.0)
+      pasted = face_refine.paste_back(frame, refined, b["box"], feather)
+      target = bb["driving_target"]
+      out = {}
+      for name, x in (("no_refine", frame), ("refine", pasted)):
+        out[f"{name}/face_l1"] = face_l1(x, target, bb["face_mask"])
+        out[f"{name}/l1"] = jnp.mean(jnp.abs(x - target), axis=(1, 2, 3))
+        out[f"{name}/psnr"] = metrics.psnr(x, target)
+      head_region = crop_frames(frame, b["box"], refine.output_size)
+      out["no_refine/head_face_l1"] = face_l1(head_region, hb["driving_target"], hb["face_mask"])
+      out["refine/head_face_l1"] = face_l1(refined, hb["driving_target"], hb["face_mask"])
+      sheet = jnp.concatenate([hb["driving_target"], head_region, refined], axis=2)
+      return out, sheet
+
+    self._score = jax.jit(score)
+
+  def run(self, body_weights: dict, refine_weights: dict) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """({"refine_ablation/<split>/{no_refine,refine}/<metric>": value}, {tag: target | body | refined
+    head crops}) for `train.export.load_weights` dicts of the two networks."""
+    args = (body_weights["params"], body_weights.get("batch_stats", {}),
+            refine_weights["params"], refine_weights.get("batch_stats", {}))
+    scalars, images = {}, {}
+    for split, batch in self.batches.items():
+      n = len(batch["box"])
+      parts, sheets = {}, []
+      for i in range(0, n, self.batch_size):
+        part = {k: v[i:i + self.batch_size] for k, v in batch.items()}
+        out, sheet = jax.device_get(self._score(*args, part))
+        for k, v in out.items():
+          parts.setdefault(k, []).append(v)
+        sheets.append(sheet)
+      for k, v in parts.items():
+        v = np.concatenate(v)
+        if np.isfinite(v).any():
+          scalars[f"refine_ablation/{split}/{k}"] = float(np.nanmean(v))
+      rows = np.linspace(0, n - 1, min(self.sheet_rows, n)).round().astype(int)
+      images[f"refine_ablation/{split}/target_body_refined"] = np.concatenate(np.concatenate(sheets)[rows], 0)
     return scalars, images

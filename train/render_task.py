@@ -17,6 +17,7 @@ resumed run repeats the randomness of an uninterrupted one.
 from __future__ import annotations
 
 import logging
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -175,14 +176,21 @@ class RenderTask(Task):
     return init
 
   def initial_params(self, state: dict, mesh_shardings) -> dict:
-    """Applies `config.init_from` (a converted LivePortrait checkpoint) to a freshly initialised state."""
+    """Applies `config.init_from` to a freshly initialised state: a converted LivePortrait checkpoint, or
+    another renderer of this project (a `train.export` folder or a training workdir: its EMA generator,
+    e.g. the trained head renderer warm-starting the face refine, whose F / M / W and most of G match)."""
     path = self.config.get("init_from")
     if not path:
       return state
-    tree = load_liveportrait_checkpoint(path)
-    unknown = set(tree) - set(LIVEPORTRAIT_PARTS) - {"stitching_retargeting", "stitching", "lip", "eye"}
-    if unknown:
-      raise ValueError(f"{path}: unexpected networks {sorted(unknown)} in the converted checkpoint")
+    from train import export  # export -> tasks -> this module
+
+    if export.is_export(path) or (pathlib.Path(path) / "config.json").is_file():
+      weights = export.load_weights(path)
+      tree = {name: {"params": weights["params"].get(part, {}),
+                     "batch_stats": weights.get("batch_stats", {}).get(part, {})}
+              for name, part in LIVEPORTRAIT_PARTS.items()}
+    else:
+      tree = load_liveportrait_checkpoint(path)
     gen = jax.device_get(state["gen"])
     total_copied = total_kept = 0
     for name, part in LIVEPORTRAIT_PARTS.items():

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from chatanyone_jax.render import presets
 from data import media
 from infer import demo
 from infer.models import WORKDIRS, load_checkpoint
@@ -58,6 +59,32 @@ def test_demo_trains_and_writes_video_with_speech_sheet_and_summary(demo_run):
   with Image.open(tmp_path / "preview.webp") as im:  # animated, 160 rows high (WebP merges repeated frames)
     assert im.size[1] == demo.PREVIEW_HEIGHT and 1 < im.n_frames <= (len(frames) + 1) // 2
   assert np.abs(frames.astype(int) - frames[:1]).mean() > 0.5  # the avatar moves
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("demo")
+def test_refine_ablation_scores_the_demo_renderer_with_and_without_its_face_refine(demo_run, capsys):
+  from train import evaluate as train_evaluate
+
+  runs, out = demo_run / "runs", demo_run / "ablation"
+  assert train_evaluate.main(["--workdir", str(runs / "render"), "--refine", str(runs / "face_refine"),
+                              "--data-dir", str(demo_run / "data"), "--splits", "train", "--max-clips", "1",
+                              "--frames-per-clip", "3", "--out", str(out)]) == 0
+  scores = json.loads((out / "eval.json").read_text())
+  assert scores["refine"] == str(runs / "face_refine")
+  for metric in ("face_l1", "l1", "psnr", "head_face_l1"):
+    ours, base = (scores[f"refine_ablation/train/{k}/{metric}"] for k in ("refine", "no_refine"))
+    assert np.isfinite(ours) and np.isfinite(base), metric
+  # The paste-back changes the face and little else: the whole frame's L1 moves less than the face's.
+  prefix = "refine_ablation/train/"
+  face = abs(scores[prefix + "refine/face_l1"] - scores[prefix + "no_refine/face_l1"])
+  whole = abs(scores[prefix + "refine/l1"] - scores[prefix + "no_refine/l1"])
+  assert face > whole > 0
+  sheet = media.read_image(out / "refine_ablation_train_target_body_refined.png")
+  preset = json.loads((runs / "face_refine" / "config.json").read_text())["model"]["preset"]
+  h, w = presets.get(preset).output_size
+  assert sheet.shape == (3 * h, 3 * w, 3)  # a row per pair: target | body renderer's head | refined
+  assert "refine_ablation/train/refine/face_l1" in capsys.readouterr().out
 
 
 def test_preview_is_the_first_seconds_at_half_rate_and_side_by_side_keeps_the_first_height():

@@ -63,3 +63,28 @@ def test_merge_matching_copies_only_equal_names_and_shapes():
   np.testing.assert_array_equal(merged["a"]["w"], 1)
   np.testing.assert_array_equal(merged["b"], 0)
   np.testing.assert_array_equal(merged["c"], 0)
+
+
+def test_init_from_a_renderer_export_warm_starts_the_face_refine(tmp_path):
+  # The bundled head renderer (small_head_skip) into small_face_refine: F, M and W have the same networks,
+  # G shares all but the skip (head) and the injection branch (refine); the rest keeps its init.
+  from train import export
+  from train.configs import face_refine
+
+  c = face_refine.get_config("small")
+  c.update(data_dir="unused", init_from="infer/assets/checkpoint/render_head")
+  task = tasks.get_task(c)
+  shapes = export.expected_shapes(c)
+  gen = jax.tree.map(lambda s: np.full(s.shape, 7.0, s.dtype), shapes)
+  new = jax.device_get(task.initial_params({"gen": gen, "ema": gen["params"], "disc": {}}, DEVICE))
+  head = export.load_weights(c.init_from)
+  for part in ("F", "M", "W"):
+    for coll in ("params", "batch_stats"):
+      jax.tree.map(np.testing.assert_array_equal, new["gen"][coll][part], head[coll][part])
+    jax.tree.map(np.testing.assert_array_equal, new["ema"][part], head["params"][part])
+  g = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(new["gen"]["params"]["G"])}
+  g_head = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(head["params"]["G"])}
+  shared = [k for k in g if k in g_head]
+  assert shared and len(shared) < len(g)
+  for k in g:
+    np.testing.assert_array_equal(g[k], g_head[k] if k in shared else 7.0, err_msg=k)
