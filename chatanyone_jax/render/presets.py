@@ -323,6 +323,7 @@ def with_source_skip(config: RendererConfig) -> RendererConfig:
 # `small` variants of the training configs). The plain ones stay for the checkpoints trained with them.
 small_head_skip = with_source_skip(small_head)
 small_upper_skip = with_source_skip(small_upper)
+small_face_refine_skip = with_source_skip(small_face_refine)  # both: the masked-crop injection and the skip
 # The hand-injection ablation (paper Table 1 at CPU scale): small_upper_skip with LivePortrait's G branch
 # only, nothing injected; trained with the same recipe and budget and scored by the in-loop hand_l1.
 small_upper_skip_no_hands = dataclasses.replace(
@@ -347,6 +348,7 @@ PRESETS: dict[str, RendererConfig] = {
     "small_face_refine": small_face_refine,
     "small_head_skip": small_head_skip,
     "small_upper_skip": small_upper_skip,
+    "small_face_refine_skip": small_face_refine_skip,
     "small_upper_skip_no_hands": small_upper_skip_no_hands,
     "tiny_head512_skip": tiny_head512_skip,
     "tiny_upper512x768_skip": tiny_upper512x768_skip,

@@ -18,8 +18,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.render_config("face_refine", crop="head", region="face", face_refine=True)
   if arg == "tiny":
     common.shrink_render_for_cpu(c, "tiny_face_refine")
-  elif arg == "small":
+  elif arg == "small":  # with G's source skip, as the other renderers' small variants
+    common.small_render_for_cpu(c, "small_face_refine_skip")
+  elif arg == "small_plain":  # without the skip
     common.small_render_for_cpu(c, "small_face_refine")
   elif arg:
-    raise ValueError(f"unknown face_refine variant {arg!r} (have: tiny, small)")
+    raise ValueError(f"unknown face_refine variant {arg!r} (have: tiny, small, small_plain)")
   return c
