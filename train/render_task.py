@@ -207,7 +207,7 @@ class RenderTask(Task):
       raise ValueError(f"init_from={path}: no array matches preset {self.config.model.preset} "
                        "(was it converted for another renderer?)")
     state = {**state, "gen": {**state["gen"], "params": gen["params"], "batch_stats": gen["batch_stats"]},
-             "ema": gen["params"]}
+             "ema": jax.tree.map(np.array, gen["params"])}  # its own buffers: the step donates both
     return jax.device_put(state, mesh_shardings)
 
   def with_weights(self, state: dict, weights: dict) -> dict:

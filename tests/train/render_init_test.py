@@ -76,7 +76,11 @@ def test_init_from_a_renderer_export_warm_starts_the_face_refine(tmp_path):
   task = tasks.get_task(c)
   shapes = export.expected_shapes(c)
   gen = jax.tree.map(lambda s: np.full(s.shape, 7.0, s.dtype), shapes)
-  new = jax.device_get(task.initial_params({"gen": gen, "ema": gen["params"], "disc": {}}, DEVICE))
+  state = task.initial_params({"gen": gen, "ema": gen["params"], "disc": {}}, DEVICE)
+  # The EMA is a copy, not the same buffers: the train step donates both (donating one buffer twice fails).
+  pointers = lambda t: {x.unsafe_buffer_pointer() for x in jax.tree.leaves(t)}
+  assert not pointers(state["ema"]) & pointers(state["gen"]["params"])
+  new = jax.device_get(state)
   head = export.load_weights(c.init_from)
   for part in ("F", "M", "W"):
     for coll in ("params", "batch_stats"):
