@@ -190,7 +190,9 @@ def init_state(spec: StreamSpec, params: Params, avatar: dict[str, jax.Array], k
   `train.tasks.MotionBody` builds its δ target from the first frame, and t_src / s_src the source's
   template translation / scale; δ = 0, s = s_src, t = t_src reproduce the source keypoints exactly.
   Layout "head_offset" (head renderer, face refine): X = head-template keypoints (head-crop grid) +
-  ΔX_src (M on the source crop) + the generated ΔX_head (zero in head mode, which has no body model).
+  ΔX_src (M on the source crop). UpperBodyMotion's ΔX_head output is not used: `train.tasks.MotionBody`
+  trains it on zeros (the records hold no stage-2 offsets), so its samples are noise, in grid units of
+  the order of 1 where its normalisation keeps the unit scale of a constant target.
   The head-template keypoints use the source's template scale (FaceMotionDiT predicts pose and
   expression, not scale).
   """
@@ -456,11 +458,9 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
     radius = jnp.maximum(spec.hand_radius * palm_size(hand_lm), spec.hand_min_radius * wi)
     hands = render_hands(hand_lm, present, hi, wi, radius_px=radius)  # (hop, Hi, Wi, 3)
     inject = hands if spec.renderer.spade_generator.hand_injection else None
-    head_offset = parts["head_offset"]  # (hop, 32, 3)
   else:
     kp_driving = kp_head[:hop] + av["head_offset"]
     inject = None
-    head_offset = jnp.zeros_like(kp_head[:hop])
   frames = render_frames(spec.renderer, rvars, av["volume"], av["kp_source"], kp_driving, inject,
                          spec.render_batch, spec.render_dtype, av["source_image"])  # (hop, Ho, Wo, 3)
 
@@ -474,7 +474,7 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
     oval = _affine(oval, av["refine_affine"])[..., :2]  # head-crop grid units
     oval_px = (oval + 1.0) * 0.5 * jnp.asarray([wr, hr], jnp.float32)
     background = mask_face(crop, polygon_mask(oval_px, (hr, wr)))
-    kp_r = _affine(head_units[:hop], av["refine_affine"]) + av["refine_head_offset"] + head_offset
+    kp_r = _affine(head_units[:hop], av["refine_affine"]) + av["refine_head_offset"]  # not ΔX_head (above)
     refined = render_frames(spec.refine, params["face_refine"], av["refine_volume"], av["refine_kp_source"],
                             kp_r, background, spec.render_batch, spec.render_dtype, av["refine_image"])
     frames = paste_back(frames, refined, box, spec.refine_feather)

@@ -121,6 +121,18 @@ def test_stream_upper_counts_chunking_compiles_and_audio(upper, portrait, speech
   diff = np.abs(frames_other.astype(np.int16) - whole[:16]).mean(axis=(1, 2, 3))
   assert diff.min() > 0.05 and diff.mean() > 1.0, diff  # every frame differs, on average by > 1 level
 
+  # UpperBodyMotion's ΔX_head is trained on zeros (train.tasks.MotionBody): its samples are noise and must
+  # not move the face refine's keypoints (the bundled body model's put them about 3 grid units off and the
+  # refined face came out black). The first window, with that output de-normalised 50 times larger: the
+  # same frames.
+  assert seed3.refine and "face_refine" in params
+  k = 3 * 32  # head_offset comes first in UpperBodyLayout
+  norm = params["motion_body"]["norm"]
+  std = np.concatenate([np.full(k, 50.0, np.float32), np.asarray(norm["target_std"])[k:]])
+  loud = {**params, "motion_body": {**params["motion_body"], "norm": {**norm, "target_std": std}}}
+  first = np.stack(list(stream(portrait, [clip[:8533]], options=seed3, params=loud, configs=configs)))
+  np.testing.assert_array_equal(first, whole[:16])
+
 
 def test_no_face_is_a_clear_error(upper):
   grey = np.full((256, 256, 3), 128, np.uint8)
