@@ -42,7 +42,7 @@ def test_bundled_checkpoint_serves_both_modes_and_is_compact():
   assert models.checkpoint_modes(root) == ("upper", "head")
   size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
   assert size < 40e6, f"bundled checkpoint is {size / 1e6:.1f} MB (budget about 40 MB)"
-  for name in ("motion_face", "motion_body", "render", "render_head"):
+  for name in ("motion_face", "motion_body", "render", "render_head", "face_refine"):
     export = json.loads((root / name / "export.json").read_text())
     assert export["step"] > 0 and not list((root / name).glob("*opt*")), name  # EMA weights, no optimiser
   from chatanyone_jax.render import presets
@@ -50,6 +50,7 @@ def test_bundled_checkpoint_serves_both_modes_and_is_compact():
   assert configs["render"] == presets.get("small_head_skip")
   _, configs = models.load_checkpoint(root, "upper")
   assert configs["render"] == presets.get("small_upper_skip")
+  assert configs["face_refine"] == presets.get("small_face_refine_skip")  # upper mode refines the face
   # The face model was trained for the low-latency stream: its unheard frames get the null audio there.
   from infer.options import LOW_LATENCY, StreamOptions
 
@@ -70,9 +71,11 @@ def test_make_demo_animates_the_portrait_with_the_bundled_models_in_both_modes(b
   assert both.shape[1:3] == (h, w_upper + round(w_head * h / h_head / 2) * 2)
   sheet = media.read_image(s["outputs"]["contact_sheet"])
   assert sheet.shape == (h, 8 * both.shape[2], 3)
-  # A person talks: MediaPipe finds a face in every frame of the head video, and the mouth moves.
-  opening = frame_mouth_opening(videos["head"])
-  assert np.isfinite(opening).all() and np.nanstd(opening) > 1e-3
+  # A person talks: MediaPipe finds a face in every frame of both videos (upper: the refined face pasted
+  # into the body frame), and the mouth moves.
+  for mode, frames in videos.items():
+    opening = frame_mouth_opening(frames)
+    assert np.isfinite(opening).all() and np.nanstd(opening) > 1e-3, mode
 
 
 def test_an_unseen_portrait_keeps_its_face_and_is_closer_to_itself_than_to_another_person(speech):
