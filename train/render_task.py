@@ -5,8 +5,9 @@ multi-scale discriminator, one GAN step) from the generic trainer. The config (`
 render_config`) names model.preset (a `render.presets` preset: image sizes and keypoint layout decide the
 batch), crop ("body" / "head"), region (None / "hand" / "face" term), face_refine (G's injection image is
 the driving head crop with its face masked out, Fig. 4), loss_weights, optional vgg_weights (perceptual
-terms) and init_from (a converted LivePortrait checkpoint: arrays with matching names and shapes are
-copied, the rest keeps its random init; `python -m train.convert liveportrait` writes it).
+terms) and init_from (a converted LivePortrait checkpoint, `python -m train.convert liveportrait`, or an
+export / workdir of this project's renderers: arrays with matching names and shapes are copied, the rest
+keeps its random init).
 
 Initialisation: `render.train_step.init_train_state` with M's stem bias drawn at STEM_BIAS_STD (flat crop
 padding otherwise blows up M's gradient) and, for the "head_offset" layout, M's offset head at zero. Train
@@ -30,7 +31,7 @@ from chatanyone_jax.convert.state_dict import load_state_dict
 from chatanyone_jax.render import presets, train_step
 from chatanyone_jax.vgg19 import VGG19Features, convert_vgg19
 from data import pipelines, records
-from train import optim
+from train import checkpoint, optim
 from train.convert import load_liveportrait_checkpoint
 from train.render_eval import RenderEvaluator
 from train.task_base import Task
@@ -175,17 +176,19 @@ class RenderTask(Task):
 
     return init
 
-  def initial_params(self, state: dict, mesh_shardings) -> dict:
+  def initial_params(self, state: dict, mesh_shardings, load_weights=None) -> dict:
     """Applies `config.init_from` to a freshly initialised state: a converted LivePortrait checkpoint, or
-    another renderer of this project (a `train.export` folder or a training workdir: its EMA generator,
-    e.g. the trained head renderer warm-starting the face refine, whose F / M / W and most of G match)."""
+    another renderer of this project (a `train.export` folder or a training workdir, read by
+    `load_weights`, `train.export.load_weights`, which the trainer passes: its EMA generator, e.g. the
+    trained head renderer warm-starting the face refine, whose F / M / W and most of G match)."""
     path = self.config.get("init_from")
     if not path:
       return state
-    from train import export  # export -> tasks -> this module
-
-    if export.is_export(path) or (pathlib.Path(path) / "config.json").is_file():
-      weights = export.load_weights(path)
+    if (pathlib.Path(path) / checkpoint.CONFIG_FILE).is_file():  # an export or a workdir of this project
+      if load_weights is None:
+        raise ValueError(f"init_from={path} is an export or a workdir: pass load_weights "
+                         "(train.export.load_weights)")
+      weights = load_weights(path)
       tree = {name: {"params": weights["params"].get(part, {}),
                      "batch_stats": weights.get("batch_stats", {}).get(part, {})}
               for name, part in LIVEPORTRAIT_PARTS.items()}

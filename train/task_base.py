@@ -10,7 +10,7 @@ A task is built from the run's config and gives the trainer
   * `init_params(rng, spec)` and `loss(params, batch, rng, norm)`: pure and jittable;
   * `make_init` / `make_step` (+ `state_metrics`): the pure state initialiser and train step, by default
     built from those (the renderer's GAN overrides them: `train.render_task`);
-  * `initial_params(state, shardings)`: a hook to load pretrained weights into a fresh state;
+  * `initial_params(state, shardings, load_weights)`: a hook to load pretrained weights into a fresh state;
     `with_weights(state, weights)`: a fresh state with exported weights (`trainer.warm_start`);
   * `make_summary()` / `summaries(arrays)`: optional TensorBoard images;
   * `resolve_model(model)`: config.model with every architecture choice spelt out (resuming checks it).
@@ -72,7 +72,7 @@ class Task:
     step does not report itself; pure."""
     return {}
 
-  def initial_params(self, state: dict, shardings) -> dict:
+  def initial_params(self, state: dict, shardings, load_weights=None) -> dict:
     return state
 
   def with_weights(self, state: dict, weights: dict) -> dict:

@@ -329,7 +329,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   else:
     norm = _estimate_norm(task, config)
     state = prog.compile_init()(prog.init_key, jax.device_put(norm, prog.replicated))
-    state = task.initial_params(state, prog.state_shardings)
+    state = task.initial_params(state, prog.state_shardings, load_weights=export.load_weights)
     if config.get("warm_start"):
       state = warm_start(task, config, state, prog.state_shardings)
 

@@ -76,7 +76,10 @@ def test_init_from_a_renderer_export_warm_starts_the_face_refine(tmp_path):
   task = tasks.get_task(c)
   shapes = export.expected_shapes(c)
   gen = jax.tree.map(lambda s: np.full(s.shape, 7.0, s.dtype), shapes)
-  state = task.initial_params({"gen": gen, "ema": gen["params"], "disc": {}}, DEVICE)
+  fresh = {"gen": gen, "ema": gen["params"], "disc": {}}
+  with pytest.raises(ValueError, match="pass load_weights"):
+    task.initial_params(fresh, DEVICE)
+  state = task.initial_params(fresh, DEVICE, load_weights=export.load_weights)
   # The EMA is a copy, not the same buffers: the train step donates both (donating one buffer twice fails).
   pointers = lambda t: {x.unsafe_buffer_pointer() for x in jax.tree.leaves(t)}
   assert not pointers(state["ema"]) & pointers(state["gen"]["params"])

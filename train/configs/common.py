@@ -93,8 +93,9 @@ def render_config(preset: str, *, crop: str, region: str | None, face_refine: bo
   # A torchvision VGG-19 state dict (.pth / .safetensors / .npz) for L_Per (and the region term); None:
   # discriminator feature matching and an L1 region term instead (no weights are downloaded).
   c.vgg_weights = config_dict.placeholder(str)
-  # A converted LivePortrait checkpoint (python -m train.convert liveportrait --out DIR): arrays
-  # with matching names and shapes start from it.
+  # A converted LivePortrait checkpoint (python -m train.convert liveportrait --out DIR), or an export /
+  # workdir of another renderer of this project (e.g. the head renderer for the face refine): arrays with
+  # matching names and shapes start from it.
   c.init_from = config_dict.placeholder(str)
   c.batch_size = 32  # global (the paper: 8 A100)
   c.num_steps = 300_000
