@@ -27,11 +27,10 @@ from chatanyone_jax.stream_step import to_uint8
 from train import checkpoint, export, render_eval, tasks
 
 
-def evaluate(workdir: str | pathlib.Path, *, data_dir: str | None = None, splits: Sequence[str] | None = None,
-             max_clips: int | None = None, frames_per_clip: int | None = None
-             ) -> tuple[dict[str, float], dict[str, np.ndarray], int]:
-  """(scalars, contact sheets, step) of the weights in `workdir` (a workdir or an export) on the held-out
-  splits of its config's records (or of `data_dir`); None keeps the config's value."""
+def _eval_config(workdir: str | pathlib.Path, data_dir: str | None, splits: Sequence[str] | None,
+                 max_clips: int | None, frames_per_clip: int | None):
+  """The config of `workdir` with its evaluation on (`config.evals`) and the given overrides (None keeps
+  the config's value); raises when it has none or its records are missing."""
   config = checkpoint.load_config(workdir)
   with config.unlocked():
     if data_dir is not None:
@@ -46,6 +45,15 @@ def evaluate(workdir: str | pathlib.Path, *, data_dir: str | None = None, splits
   if not config.get("data_dir") or not pathlib.Path(config.data_dir).exists():
     raise FileNotFoundError(f"records {config.get('data_dir')!r} of {workdir} not found: pass --data-dir "
                             "(the `python -m data.preprocess` output the model was trained on)")
+  return config
+
+
+def evaluate(workdir: str | pathlib.Path, *, data_dir: str | None = None, splits: Sequence[str] | None = None,
+             max_clips: int | None = None, frames_per_clip: int | None = None
+             ) -> tuple[dict[str, float], dict[str, np.ndarray], int]:
+  """(scalars, contact sheets, step) of the weights in `workdir` (a workdir or an export) on the held-out
+  splits of its config's records (or of `data_dir`); None keeps the config's value."""
+  config = _eval_config(workdir, data_dir, splits, max_clips, frames_per_clip)
   task = tasks.get_task(config)
   evaluator = task.make_evaluator()
   if evaluator is None:
@@ -60,16 +68,12 @@ def refine_ablation(workdir: str | pathlib.Path, refine: str | pathlib.Path, *, 
                     splits: Sequence[str] | None = None, max_clips: int | None = None,
                     frames_per_clip: int | None = None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
   """`render_eval.RefineAblation` of the body renderer in `workdir` with the face refine in `refine` (each a
-  workdir or an export) on the held-out splits of the body renderer's records (or of `data_dir`)."""
-  config = checkpoint.load_config(workdir)
-  ev = config.get("evals") or {}
-  data_dir = str(data_dir or config.get("data_dir") or "")
-  if not data_dir or not pathlib.Path(data_dir).exists():
-    raise FileNotFoundError(f"records {data_dir!r} not found: pass --data-dir (body records with head crops)")
-  body_task, refine_task = tasks.get_task(config), tasks.get_task(checkpoint.load_config(refine))
-  ablation = render_eval.RefineAblation(
-      body_task, refine_task, data_dir, tuple(splits or ev.get("splits", ("heldout_frames", "validation"))),
-      max_clips or ev.get("max_clips", 16), frames_per_clip or ev.get("frames_per_clip", 4))
+  workdir or an export) on the pairs `evaluate` scores (same arguments)."""
+  config = _eval_config(workdir, data_dir, splits, max_clips, frames_per_clip)
+  ev = config.evals
+  refine_task = tasks.get_task(checkpoint.load_config(refine))
+  ablation = render_eval.RefineAblation(tasks.get_task(config), refine_task, config.data_dir, ev.splits,
+                                        ev.max_clips, ev.frames_per_clip)
   return ablation.run(export.load_weights(workdir), export.load_weights(refine))
 
 

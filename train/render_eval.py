@@ -24,6 +24,7 @@ import numpy as np
 
 from chatanyone_jax import metrics
 from chatanyone_jax.render import face_refine, train_step
+from chatanyone_jax.stream_spec import StreamSpec
 from chatanyone_jax.stream_step import crop_frames
 from data import pipelines, records
 
@@ -69,6 +70,14 @@ REGIONS = ("face", "hand")  # region errors (face_l1, hand_l1): the face-refine 
 MIN_REGION_PIXELS = 16  # a frame's region counts when its mask covers at least this many output pixels
 
 
+def region_l1(x: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
+  """Per image mean |x - target| inside `mask` (B, H, W, 1); NaN where the mask covers fewer than
+  MIN_REGION_PIXELS pixels (a frame without the region)."""
+  area = 3.0 * jnp.sum(mask, axis=(1, 2, 3))
+  inside = jnp.sum(mask * jnp.abs(x - target), axis=(1, 2, 3)) / jnp.maximum(area, 1.0)
+  return jnp.where(area >= 3.0 * MIN_REGION_PIXELS, inside, jnp.nan)
+
+
 class RenderEvaluator:
   """Scores the EMA generator of a `train.render_task.RenderTask` state on fixed held-out pairs."""
 
@@ -107,12 +116,9 @@ class RenderEvaluator:
         err = jnp.abs(x - target)
         out = {"l1": jnp.mean(err, axis=(1, 2, 3)), "psnr": metrics.psnr(x, target),
                "ssim": metrics.ssim(x, target, 1.0)}
-        for region in REGIONS:  # mean |error| inside the region (NaN where a frame has none of it)
+        for region in REGIONS:
           if f"eval_{region}_mask" in batch:
-            m = batch[f"eval_{region}_mask"]
-            area = 3.0 * jnp.sum(m, axis=(1, 2, 3))
-            inside = jnp.sum(m * err, axis=(1, 2, 3)) / jnp.maximum(area, 1.0)
-            out[f"{region}_l1"] = jnp.where(area >= 3.0 * MIN_REGION_PIXELS, inside, jnp.nan)
+            out[f"{region}_l1"] = region_l1(x, target, batch[f"eval_{region}_mask"])
         return out
 
       return per(pred), per(copy), pred, copy
@@ -176,7 +182,8 @@ class RefineAblation:
   """
 
   def __init__(self, body_task, refine_task, data_dir: str, splits: Sequence[str], max_clips: int,
-               frames_per_clip: int, batch_size: int = 8, feather: float = 0.1, sheet_rows: int = 6):
+               frames_per_clip: int, batch_size: int = 8, feather: float = StreamSpec.refine_feather,
+               sheet_rows: int = 6):
     body, refine = body_task.renderer, refine_task.renderer
     if body_task.config.crop != "body" or not refine_task.config.face_refine:
       raise ValueError("the refine ablation takes a body renderer (crop='body') and a face-refine network "
@@ -207,11 +214,6 @@ class RefineAblation:
       self.batches[split] = batch
     hr, wr = refine.image_size
 
-    def face_l1(x, target, mask):
-      area = 3.0 * jnp.sum(mask, axis=(1, 2, 3))
-      inside = jnp.sum(mask * jnp.abs(x - target), axis=(1, 2, 3)) / jnp.maximum(area, 1.0)
-      return jnp.where(area >= 3.0 * MIN_REGION_PIXELS, inside, jnp.nan)
-
     def score(bp, bs, rp, rs, b):
       g = lambda p: {k[len(p):]: v for k, v in b.items() if k.startswith(p)}
       bb, hb = g("body/"), g("head/")
@@ -226,12 +228,12 @@ class RefineAblation:
       target = bb["driving_target"]
       out = {}
       for name, x in (("no_refine", frame), ("refine", pasted)):
-        out[f"{name}/face_l1"] = face_l1(x, target, bb["face_mask"])
+        out[f"{name}/face_l1"] = region_l1(x, target, bb["face_mask"])
         out[f"{name}/l1"] = jnp.mean(jnp.abs(x - target), axis=(1, 2, 3))
         out[f"{name}/psnr"] = metrics.psnr(x, target)
       head_region = crop_frames(frame, b["box"], refine.output_size)
-      out["no_refine/head_face_l1"] = face_l1(head_region, hb["driving_target"], hb["face_mask"])
-      out["refine/head_face_l1"] = face_l1(refined, hb["driving_target"], hb["face_mask"])
+      out["no_refine/head_face_l1"] = region_l1(head_region, hb["driving_target"], hb["face_mask"])
+      out["refine/head_face_l1"] = region_l1(refined, hb["driving_target"], hb["face_mask"])
       sheet = jnp.concatenate([hb["driving_target"], head_region, refined], axis=2)
       return out, sheet
 

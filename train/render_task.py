@@ -194,6 +194,9 @@ class RenderTask(Task):
               for name, part in LIVEPORTRAIT_PARTS.items()}
     else:
       tree = load_liveportrait_checkpoint(path)
+      unknown = set(tree) - set(LIVEPORTRAIT_PARTS) - {"stitching_retargeting", "stitching", "lip", "eye"}
+      if unknown:
+        raise ValueError(f"{path}: unexpected networks {sorted(unknown)} in the converted checkpoint")
     gen = jax.device_get(state["gen"])
     total_copied = total_kept = 0
     for name, part in LIVEPORTRAIT_PARTS.items():

@@ -85,6 +85,10 @@ def test_refine_ablation_scores_the_demo_renderer_with_and_without_its_face_refi
   h, w = presets.get(preset).output_size
   assert sheet.shape == (3 * h, 3 * w, 3)  # a row per pair: target | body renderer's head | refined
   assert "refine_ablation/train/refine/face_l1" in capsys.readouterr().out
+  # A --refine that is not a face-refine network: a clear error, no scores.
+  assert train_evaluate.main(["--workdir", str(runs / "render"), "--refine", str(runs / "render"),
+                              "--splits", "train"]) == 2
+  assert "face-refine network" in capsys.readouterr().err
 
 
 def test_preview_is_the_first_seconds_at_half_rate_and_side_by_side_keeps_the_first_height():

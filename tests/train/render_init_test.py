@@ -55,6 +55,14 @@ def test_init_from_wrong_folder_is_a_clear_error(tmp_path):
     task.initial_params({}, DEVICE)  # fails on the folder, before touching the state
 
 
+def test_init_from_a_checkpoint_with_unknown_networks_is_a_clear_error(tmp_path):
+  tree = {"not_a_network": {"params": {"w": np.ones(2)}}}
+  ckpt = convert.save_liveportrait_checkpoint(tmp_path / "odd", tree, {"source": "test"})
+  _, task = _task(ckpt)
+  with pytest.raises(ValueError, match="unexpected networks.*not_a_network"):
+    task.initial_params({}, DEVICE)
+
+
 def test_merge_matching_copies_only_equal_names_and_shapes():
   target = {"a": {"w": np.zeros((2, 3))}, "b": np.zeros(4), "c": np.zeros(2)}
   source = {"a": {"w": np.ones((2, 3))}, "b": np.ones(5), "d": np.ones(2)}
