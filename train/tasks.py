@@ -12,6 +12,8 @@ before variants existed spell every size out and name no variant: `resolve_model
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -30,7 +32,13 @@ from chatanyone_jax.motion.face_motion_dit import (
   style_controls,
 )
 from chatanyone_jax.motion.sampling import FaceConditions, sample_window
-from chatanyone_jax.motion.train_step import FaceModels, body_batch_loss, face_batch_loss, style_augment
+from chatanyone_jax.motion.train_step import (
+  FaceModels,
+  body_batch_loss,
+  curve_loss,
+  face_batch_loss,
+  style_augment,
+)
 from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMotion, dummy_upper_body_inputs
 from data import pipelines, records
 from train import plots
@@ -302,7 +310,21 @@ class MotionFace(MotionTask):
   def loss(self, params, batch: dict, rng: jax.Array, norm: dict) -> jax.Array:
     k_batch, k_loss = jax.random.split(rng)
     return face_batch_loss(params, self.model_batch(batch, k_batch, norm, train=True), k_loss,
-                           model=self.models, schedule=self.schedule)
+                           model=self.models, schedule=self.schedule, x0_loss=self.mouth_loss(norm))
+
+  def mouth_loss(self, norm: dict):
+    """The lip loss (`curve_loss` of the mouth opening, weight config.mouth_loss_weight) on the predicted
+    clean motion, or None (weight 0, the default)."""
+    weight = float(self.config.get("mouth_loss_weight", 0.0))
+    if weight <= 0:
+      return None
+    if self.dit_config.prediction != "x0":
+      raise ValueError("config.mouth_loss_weight needs an x0-predicting DiT (config.model.dit.prediction "
+                       f"'x0'), got {self.dit_config.prediction!r}")
+    template = tp.load_head_template()
+    raw = lambda m: m * norm["motion_std"] + norm["motion_mean"]
+    opening = lambda m: tp.mouth_opening(template, raw(m)[..., :NUM_EXP])
+    return functools.partial(curve_loss, curve=opening, weight=weight)
 
   def make_summary(self):
     """A DDIM sample (EMA params, 10 steps) of the first window of the batch next to its ground truth."""

@@ -92,13 +92,15 @@ PREDICTIONS = ("epsilon", "x0")  # what the network outputs: the noise (paper Eq
 
 def diffusion_loss(schedule: NoiseSchedule, eps_fn: Callable[[jax.Array, jax.Array], jax.Array],
                    x0: jax.Array, key: jax.Array, mask: jax.Array | None = None,
-                   prediction: str = "epsilon") -> jax.Array:
+                   prediction: str = "epsilon", x0_loss: Callable | None = None) -> jax.Array:
   """One Monte-Carlo sample of Eq. 1: t ~ U{0..T-1}, ε ~ N(0, I), ||ε - eps_fn(x_t, t)||².
 
   Args:
     eps_fn: (x_t (B, ...), t (B,) int32) -> ε prediction (B, ...), closing over
       params and conditions (with condition dropout already applied for CFG).
     x0: (B, ...) clean motion; key: PRNG key; mask: as `epsilon_mse`.
+    x0_loss: optional (predicted x0, x0, mask) -> () term added to the loss (prediction "x0" only), e.g.
+      `chatanyone_jax.motion.train_step.curve_loss` of the mouth opening.
 
   Returns:
     () float32.
@@ -111,8 +113,12 @@ def diffusion_loss(schedule: NoiseSchedule, eps_fn: Callable[[jax.Array, jax.Arr
   # "x0": the network predicts the clean sample, ||x0 - f(x_t, t)||² (MDM, EDGE). Against ε-prediction this
   # weights the high-noise steps up by (1 - ᾱ_t) / ᾱ_t, exactly where only the conditions (the audio) can
   # tell the network what x0 is.
+  if x0_loss is not None and prediction != "x0":
+    raise ValueError(f"x0_loss needs prediction='x0' (the network's clean sample), got {prediction!r}")
   target = x0 if prediction == "x0" else eps
-  return epsilon_mse(eps_fn(q_sample(schedule, x0, t, eps), t), target, mask)
+  pred = eps_fn(q_sample(schedule, x0, t, eps), t)
+  loss = epsilon_mse(pred, target, mask)
+  return loss if x0_loss is None else loss + x0_loss(pred, x0, mask)
 
 
 def ddim_timesteps(num_train_steps: int, num_steps: int) -> np.ndarray:

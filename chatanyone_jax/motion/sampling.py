@@ -242,7 +242,7 @@ def seam_statistic(motion: jax.Array, window: int) -> tuple[jax.Array, jax.Array
 
 
 def face_motion_loss(params, batch: dict, rng: jax.Array, *, model: nn.Module,
-                     schedule: NoiseSchedule) -> jax.Array:
+                     schedule: NoiseSchedule, x0_loss=None) -> jax.Array:
   """Paper Eq. 1 for FaceMotionDiT with condition dropout (bind model / schedule with functools.partial).
 
   Args:
@@ -253,6 +253,7 @@ def face_motion_loss(params, batch: dict, rng: jax.Array, *, model: nn.Module,
       bool (False: audio not heard yet) and "mask" (B, T) valid frames.
     rng: PRNG key; each sample drops all its conditions with probability
       model.config.p_drop.
+    x0_loss: optional extra term on the predicted clean motion (`diffusion_loss`).
 
   Returns:
     () float32 loss.
@@ -264,4 +265,5 @@ def face_motion_loss(params, batch: dict, rng: jax.Array, *, model: nn.Module,
                         batch.get("history_valid"), batch.get("reference_valid"), batch.get("audio_valid"))
   mask = batch.get("mask")
   return diffusion_loss(schedule, lambda x, t: _apply(model, params, x, t, cond, drop), x0, k_diff,
-                        None if mask is None else mask[..., None], prediction=model.config.prediction)
+                        None if mask is None else mask[..., None], prediction=model.config.prediction,
+                        x0_loss=x0_loss)

@@ -11,6 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from chatanyone_jax import template as tp
 from train import checkpoint, metrics, optim, tasks, trainer
 from train.configs import motion_body, motion_face
 from train.task_base import Task
@@ -135,7 +136,7 @@ def test_motion_face_whisper_trains_on_cached_window_features(motion_records, tm
   require_module(whisper_weights.PACKAGE, whisper_weights.INSTALL_HINT)
   config = motion_face.get_config("tiny_whisper")
   config.update(data_dir=str(motion_records), progress=False, num_steps=2, log_every=1, silence_prob=0.5,
-                lookahead_prob=0.5)
+                lookahead_prob=0.5, mouth_loss_weight=1.0)  # the lip loss too
   state = trainer.train_and_evaluate(config, tmp_path)
   assert int(state["step"]) == 2 and set(state["params"]) == {"audio", "face"}
   assert "norm_in" in state["params"]["audio"] and "conv0" not in state["params"]["audio"]  # the adapter
@@ -323,3 +324,20 @@ def test_resume_on_grown_records_keeps_the_state_and_restarts_the_data(motion_re
   rows = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == [1, 2, 3]
   jax.tree.map(np.testing.assert_array_equal, state["norm"], first["norm"])  # the run's statistics kept
+
+
+def test_lip_loss_is_the_mouth_opening_and_needs_x0_prediction():
+  """config.mouth_loss_weight: `curve_loss` of the template's mouth opening of the de-normalised motion
+  (zero when the prediction moves no expression); an ε-predicting face model is refused."""
+  c = motion_face.get_config("tiny_whisper")
+  c.mouth_loss_weight = 2.0
+  norm = {"motion_mean": jnp.zeros((58,)), "motion_std": jnp.full((58,), 0.5)}
+  loss = tasks.get_task(c).mouth_loss(norm)
+  x0 = jnp.asarray(np.random.default_rng(0).normal(size=(2, 6, 58)), jnp.float32)
+  pose_only = x0.at[..., tp.NUM_EXP:].add(1.0)
+  assert float(loss(pose_only, x0, None)) < 1e-8 < float(loss(x0.at[..., :tp.NUM_EXP].add(0.5), x0, None))
+  assert tasks.get_task(motion_face.get_config("tiny_whisper")).mouth_loss(norm) is None  # weight 0
+  c = motion_face.get_config("tiny")
+  c.mouth_loss_weight = 1.0
+  with pytest.raises(ValueError, match="mouth_loss_weight needs an x0-predicting DiT"):
+    tasks.get_task(c).mouth_loss(norm)

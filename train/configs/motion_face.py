@@ -35,6 +35,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Windows trained as the low-latency stream sees them (data.lookahead): audio only up to a random cut
   # (4-24 frames), the rest zeros and marked unheard (FaceMotionDiT audio_valid), the target unchanged.
   c.lookahead_prob = 0.0
+  # The lip loss (chatanyone_jax.motion.train_step.curve_loss): the mouth opening of the predicted clean
+  # motion against the target's, in units of its batch variance, times this weight (x0-prediction only).
+  c.mouth_loss_weight = 0.0
   c.model = ml_collections.ConfigDict({
       "variant": "base",  # sizes of FaceMotionDiT and its AudioEncoder: face_motion_dit.VARIANTS
       "dit": {"p_drop": 0.1},  # FaceMotionConfig fields over the variant's (window / history from above)

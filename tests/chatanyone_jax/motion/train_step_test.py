@@ -13,7 +13,7 @@ import optax
 import pytest
 
 from chatanyone_jax.audio import AudioEncoder
-from chatanyone_jax.motion.diffusion import cosine_schedule
+from chatanyone_jax.motion.diffusion import cosine_schedule, diffusion_loss, epsilon_mse
 from chatanyone_jax.motion.face_motion_dit import (
   FaceMotionConfig,
   FaceMotionDiT,
@@ -24,6 +24,7 @@ from chatanyone_jax.motion.sampling import GUIDANCE_SCALE
 from chatanyone_jax.motion.train_step import (
   FaceModels,
   body_batch_loss,
+  curve_loss,
   face_batch_loss,
   init_train_state,
   motion_windows,
@@ -214,3 +215,30 @@ def test_style_augment_scales_the_style_controls_exactly():
     same, ones = style_augment(motion, jax.random.key(1), window=t_win, **kw)
     np.testing.assert_allclose(np.asarray(same), np.asarray(motion), atol=1e-5)
     assert np.all(np.asarray(ones) == 1.0)
+
+
+def test_curve_loss_is_the_curves_error_over_its_batch_variance_added_to_the_x0_loss():
+  """The lip loss's form (`curve_loss`; the face task's curve is the mouth opening): weight · MSE of the
+  curves over the counted frames / the target curve's variance there; zero on the target; gradients only
+  through the curve's dimensions and counted frames; added by `diffusion_loss` to the x0 loss only."""
+  rng = np.random.default_rng(0)
+  x0 = jnp.asarray(rng.normal(size=(2, 5, 3)), jnp.float32)
+  pred = x0 + 0.3 * jnp.asarray(rng.normal(size=(2, 5, 3)), jnp.float32)
+  mask = np.ones((2, 5, 1), np.float32)
+  mask[1, 3:] = 0
+  curve = lambda m: 2.0 * m[..., 0] + 1.0
+  got = curve_loss(pred, x0, jnp.asarray(mask), curve=curve, weight=3.0)
+  keep = mask[..., 0] > 0
+  a, b = np.asarray(curve(pred))[keep], np.asarray(curve(x0))[keep]
+  np.testing.assert_allclose(float(got), 3.0 * np.mean((a - b) ** 2) / b.var(), rtol=1e-5)
+  assert float(curve_loss(x0, x0, None, curve=curve, weight=3.0)) == 0.0
+  g = np.asarray(jax.grad(lambda p: curve_loss(p, x0, jnp.asarray(mask), curve=curve, weight=1.0))(pred))
+  assert np.all(g[..., 1:] == 0) and np.all(g[1, 3:] == 0) and np.all(g[0, :, 0] != 0)
+
+  schedule = cosine_schedule(50)
+  term = lambda p, x, m: curve_loss(p, x, m, curve=curve, weight=3.0)
+  with_term = diffusion_loss(schedule, lambda x, t: pred, x0, jax.random.key(0), prediction="x0",
+                             x0_loss=term)
+  np.testing.assert_allclose(float(with_term), float(epsilon_mse(pred, x0) + term(pred, x0, None)), rtol=1e-6)
+  with pytest.raises(ValueError, match="x0_loss needs prediction='x0'"):
+    diffusion_loss(schedule, lambda x, t: pred, x0, jax.random.key(0), x0_loss=term)
