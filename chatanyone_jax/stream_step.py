@@ -445,7 +445,8 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
                              av["appearance"])
 
     target_n = ddim_sample(denoise, cosine_schedule(spec.body_diffusion_steps), (1, t_win, layout.dim),
-                           k_body, num_steps=spec.num_steps, eta=spec.eta, clip_x0=spec.clip_x0)
+                           k_body, num_steps=spec.num_steps, eta=spec.eta, clip_x0=spec.clip_x0,
+                           prediction=spec.body.config.prediction)
     if hop < t_win:  # a new body window every hop: join it to the body motion emitted before
       target_n = join_window(state["body_history"], target_n, min(spec.seam_frames, t_win),
                              state["history_valid"])

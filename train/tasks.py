@@ -447,7 +447,7 @@ class MotionBody(MotionTask):
       eps_fn = lambda x, t: self.model.apply({"params": params["body"]}, x, t, mb["head_kp"], mb["audio"],
                                              mb["appearance"])
       x = ddim_sample(eps_fn, self.schedule, mb["target"].shape, jax.random.key(0), num_steps=10,
-                      clip_x0=4.0)
+                      clip_x0=4.0, prediction=self.body_config.prediction)
       raw = lambda m: m[0] * norm["target_std"] + norm["target_mean"]
       return {"sample": raw(x), "target": batch["target"][0]}
 

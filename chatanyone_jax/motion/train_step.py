@@ -192,7 +192,7 @@ def curve_loss(pred_x0: jax.Array, x0: jax.Array, mask: jax.Array | None, *,
 
 def body_batch_loss(params, batch: dict, rng: jax.Array, *, model: UpperBodyMotion,
                     schedule: NoiseSchedule) -> jax.Array:
-  """ε-loss of one upper-body batch (the model has no condition dropout).
+  """ε-loss (or x0-loss, model.config.prediction) of one upper-body batch (no condition dropout).
 
   batch: "target" (B, T, layout.dim) packed normalised target, "head_kp" (B, T, K_h, 3),
   "audio" (B, T, audio_dim), "appearance" (B, N_app, app_dim); optional "mask" (B, T).
@@ -200,7 +200,8 @@ def body_batch_loss(params, batch: dict, rng: jax.Array, *, model: UpperBodyMoti
   eps_fn = lambda x, t: model.apply({"params": params}, x, t, batch["head_kp"], batch["audio"],
                                     batch["appearance"])
   mask = batch.get("mask")
-  return diffusion_loss(schedule, eps_fn, batch["target"], rng, None if mask is None else mask[..., None])
+  return diffusion_loss(schedule, eps_fn, batch["target"], rng, None if mask is None else mask[..., None],
+                        prediction=model.config.prediction)
 
 
 # --------------------------------------------------------------------------------------------- windows

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from chatanyone_jax.layers import AdaLNZeroFinal
+from chatanyone_jax.motion.diffusion import PREDICTIONS
 from chatanyone_jax.motion.face_motion_dit import DiTBlock, TimestepEmbedder, variant_sizes
 from chatanyone_jax.ops import sinusoidal_positions
 from chatanyone_jax.template.hands import HANDS_DIM
@@ -78,6 +79,11 @@ class UpperBodyConfig:
     window: T frames per window (as FaceMotionDiT).
     audio_dim: width of the audio tokens; app_dim: width of the appearance tokens.
     time_embed_dim: width of the sinusoidal timestep features.
+    prediction: what the network outputs, "epsilon" (the paper's Eq. 1) or "x0" (the clean window, as
+      FaceMotionConfig's); the samplers read it from here. With "epsilon" a briefly trained model's x̂0
+      at the noisy steps is its ε error times up to 1/√ᾱ_T: the bundled CPU-scale body model sampled
+      every frame independently at the clip bound (body keypoints jumping by a quarter of the crop from
+      frame to frame).
   """
   layout: UpperBodyLayout = UpperBodyLayout()
   num_layers: int = 2
@@ -88,6 +94,11 @@ class UpperBodyConfig:
   audio_dim: int = 256
   app_dim: int = 256
   time_embed_dim: int = 256
+  prediction: str = "epsilon"
+
+  def __post_init__(self):
+    if self.prediction not in PREDICTIONS:
+      raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
 
   @classmethod
   def tiny(cls, **overrides) -> UpperBodyConfig:

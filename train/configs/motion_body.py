@@ -22,9 +22,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     common.shrink_for_cpu(c)
     c.window, c.history, c.stride = 16, 4, 2
     c.model.variant = "tiny"
-  elif arg == "small":
+  elif arg in ("small", "small_x0"):
     common.small_motion_for_cpu(c)
     c.model.variant = "small"
+    if arg == "small_x0":
+      # The network predicts the clean window (UpperBodyConfig.prediction): an ε-trained small model's
+      # samples jumped from frame to frame at the x̂0 clip (RESULTS.md).
+      c.model.body = {"prediction": "x0"}
   elif arg:
-    raise ValueError(f"unknown motion_body variant {arg!r} (have: tiny, small)")
+    raise ValueError(f"unknown motion_body variant {arg!r} (have: tiny, small, small_x0)")
   return c
