@@ -138,6 +138,16 @@ def test_body_step():
     losses.append(float(m["loss"]))
   assert step._cache_size() == 1 and int(state["step"]) == 3
   assert np.all(np.isfinite(losses)) and float(m["grad_norm"]) > 0
+  # The prediction type (UpperBodyConfig.prediction) sets the loss's target: the zero-initialised network
+  # outputs 0, so its x0-loss is the target's mean square and its ε-loss the noise's (about 1).
+  target = 3.0 * batch["target"]
+  params = model.init(jax.random.key(0), *dummy_upper_body_inputs(cfg, 1))["params"]  # (the step donated)
+  for prediction, expected in (("x0", float(jnp.mean(target ** 2))), ("epsilon", 1.0)):
+    m = UpperBodyMotion(UpperBodyConfig.tiny(prediction=prediction))
+    loss = body_batch_loss(params, {**batch, "target": target}, jax.random.key(2), model=m, schedule=SCHED)
+    np.testing.assert_allclose(float(loss), expected, rtol=0.1 if prediction == "epsilon" else 1e-5)
+  with pytest.raises(ValueError, match="prediction must be one of"):
+    UpperBodyConfig.tiny(prediction="v")
 
 
 def test_motion_windows_per_frame_audio():
