@@ -440,10 +440,8 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
     layout = spec.body.config.layout
     body_tokens = spec.body_audio.apply({"params": pb["params"]["audio"]}, mel, num_tokens=t_win)
 
-    def denoise(x, t):
-      return spec.body.apply({"params": pb["params"]["body"]}, x, t, kp_head[None], body_tokens,
-                             av["appearance"])
-
+    denoise = lambda x, t: spec.body.apply({"params": pb["params"]["body"]}, x, t, kp_head[None], body_tokens,
+                                           av["appearance"])
     target_n = ddim_sample(denoise, cosine_schedule(spec.body_diffusion_steps), (1, t_win, layout.dim),
                            k_body, num_steps=spec.num_steps, eta=spec.eta, clip_x0=spec.clip_x0,
                            prediction=spec.body.config.prediction)
