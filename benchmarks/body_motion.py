@@ -70,7 +70,7 @@ def evaluate(workdir: str | os.PathLike, data: str | os.PathLike, split: str = "
   w = motion_windows(config, task, data, split)
   if max_windows is not None:
     w = {k: v[:max_windows] for k, v in w.items()}
-  mb = task._model_batch(params, {k: jnp.asarray(w[k]) for k in ("target", "head_kp", "audio", "identity")},
+  mb = task.model_batch(params, {k: jnp.asarray(w[k]) for k in ("target", "head_kp", "audio", "identity")},
                          norm)
 
   @jax.jit

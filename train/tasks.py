@@ -431,7 +431,9 @@ class MotionBody(MotionTask):
             "body": self.model.init(k_body, *dummy_upper_body_inputs(self.body_config, 1, 1))["params"],
             "appearance": self.appearance.init(k_app, spec["identity"].shape[-1])}
 
-  def _model_batch(self, params, batch: dict, norm: dict) -> dict:
+  def model_batch(self, params, batch: dict, norm: dict) -> dict:
+    """The normalised `body_batch_loss` batch of an adapted batch (target, head_kp, audio tokens,
+    appearance)."""
     tokens = self.audio.apply({"params": params["audio"]}, log_mel_spectrogram(batch["audio"]),
                               num_tokens=self.config.window)  # (B, T, audio_dim)
     return {"target": (batch["target"] - norm["target_mean"]) / norm["target_std"],
@@ -443,7 +445,7 @@ class MotionBody(MotionTask):
 
     def sample(state: dict, batch: dict) -> dict:
       norm, params = state["norm"], state["ema"]
-      mb = self._model_batch(params, jax.tree.map(lambda x: x[:1], batch), norm)
+      mb = self.model_batch(params, jax.tree.map(lambda x: x[:1], batch), norm)
       eps_fn = lambda x, t: self.model.apply({"params": params["body"]}, x, t, mb["head_kp"], mb["audio"],
                                              mb["appearance"])
       x = ddim_sample(eps_fn, self.schedule, mb["target"].shape, jax.random.key(0), num_steps=10,
@@ -465,7 +467,7 @@ class MotionBody(MotionTask):
     return {"motion/sample_vs_ground_truth": plots.curves_image(panels)}
 
   def loss(self, params, batch: dict, rng: jax.Array, norm: dict) -> jax.Array:
-    return body_batch_loss(params["body"], self._model_batch(params, batch, norm), rng, model=self.model,
+    return body_batch_loss(params["body"], self.model_batch(params, batch, norm), rng, model=self.model,
                            schedule=self.schedule)
 
 

@@ -167,8 +167,8 @@ def face_batch_loss(params, batch: dict, rng: jax.Array, *, model: FaceModels,
 def curve_loss(pred_x0: jax.Array, x0: jax.Array, mask: jax.Array | None, *,
                curve: Callable[[jax.Array], jax.Array], weight: float) -> jax.Array:
   """weight · mean squared error of a per-frame curve of the predicted clean motion against the same curve
-  of the target, in units of the target curve's variance over the batch's counted frames: scale-free, so
-  that weight 1 makes the curve count as much as the whole ε / x0 loss of a well-trained model does.
+  of the target, in units of the target curve's variance over the batch's counted frames (scale-free: the
+  same weight serves curves of any unit).
 
   The lip loss of the face model (`config.mouth_loss_weight`): curve = the mouth opening of the
   de-normalised expression (`chatanyone_jax.template.mouth_opening`). The x0 loss spreads its weight
@@ -182,7 +182,7 @@ def curve_loss(pred_x0: jax.Array, x0: jax.Array, mask: jax.Array | None, *,
   Returns:
     () float32.
   """
-  a, b = curve(pred_x0.astype(jnp.float32)), jax.lax.stop_gradient(curve(x0.astype(jnp.float32)))
+  a, b = curve(pred_x0.astype(jnp.float32)), curve(x0.astype(jnp.float32))
   w = jnp.ones_like(b) if mask is None else jnp.broadcast_to(mask[..., 0].astype(jnp.float32), b.shape)
   n = jnp.maximum(jnp.sum(w), 1.0)
   mean = jnp.sum(b * w) / n
