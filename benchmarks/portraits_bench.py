@@ -61,14 +61,16 @@ def animate_portrait(path: pathlib.Path, audio: np.ndarray, options: StreamOptio
   return row
 
 
-def to_markdown(rows: list[dict], mode: str, seconds: float) -> str:
+def to_markdown(rows: list[dict], mode: str, seconds: float, total: int | None = None) -> str:
+  """The table; with `total` above len(rows) it opens with "Partial run (k of total portraits)"."""
   n = len(rows)
   found = sum(r["found"] for r in rows)
   animated = sum(r["found"] and r["face_frames"] == r["frames"] for r in rows)
   kept = sum(r["kept"] for r in rows)
-  lines = [f"Mode {mode}, {seconds:g} s of the bundled speech: face found in {found} of {n} portraits, "
-           f"a face in every generated frame in {animated}, identity kept (mean dlib distance < "
-           f"{SAME_PERSON}) in {kept}.", "",
+  partial = [f"Partial run ({n} of {total} portraits).", ""] if total is not None and total > n else []
+  lines = [*partial, f"Mode {mode}, {seconds:g} s of the bundled speech: face found in {found} of {n} "
+           f"portraits, a face in every generated frame in {animated}, identity kept (mean dlib distance "
+           f"< {SAME_PERSON}) in {kept}.", "",
            "| portrait | face found | frames with a face | identity distance | kept | error |",
            "|---|---|---|---|---|---|"]
   for r in rows:
@@ -106,13 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   models = load_checkpoint(checkpoint, a.mode)
   rows = []
-  for q in paths:
+  out = pathlib.Path(a.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  for q in paths:  # the table is rewritten after every portrait: a stopped run keeps what it finished
     rows.append(animate_portrait(q, audio, options, models, analyzer))
     print(rows[-1], flush=True)
-  text = to_markdown(rows, a.mode, a.seconds)
-  pathlib.Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-  pathlib.Path(a.out).write_text(text)
-  print(text)
+    out.write_text(to_markdown(rows, a.mode, a.seconds, total=len(paths)))
+  print(out.read_text())
   return 0
 
 
