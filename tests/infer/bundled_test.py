@@ -86,11 +86,10 @@ def test_make_demo_animates_the_portrait_with_the_bundled_models_in_both_modes(b
     assert change.mean() < 6 and change.max() < 15, (mode, change.round(1))
 
 
-def test_an_unseen_portrait_keeps_its_face_and_is_closer_to_itself_than_to_another_person(speech):
-  """A head shot from ../shared never seen in training: a face in every generated frame, and dlib's face
-  descriptors of the frames on average closer to the portrait's than to another person's (OTHER). Issue
-  20's bar, every frame within dlib's same-person distance (0.6), is not met by the CPU-scale models
-  (MODEL_CARD.md): this is the weaker property they have."""
+def test_an_unseen_portrait_keeps_its_face_and_identity(speech):
+  """A head shot from ../shared never seen in training: a face in every generated frame, every frame within
+  dlib's same-person distance of the portrait (issue 20's bar; measured 0.45-0.50 on this second, at most
+  0.53 over the bundled speech's 5 s), and the frames closer to the portrait than to another person."""
   image = media.read_image(require(media_dir() / UNSEEN, "an unseen portrait (CHATANYONE_MEDIA_DIR)"))
   audio = media.read_audio(speech)
   with fast_compile():
@@ -103,4 +102,5 @@ def test_an_unseen_portrait_keeps_its_face_and_is_closer_to_itself_than_to_anoth
   assert found["found"].all()
   to_source = np.linalg.norm(found["descriptors"] - source, axis=-1)
   to_other = np.linalg.norm(found["descriptors"] - other, axis=-1)
+  assert (to_source < SAME_PERSON).all(), to_source.round(3)
   assert to_source.mean() < to_other.mean(), (to_source.round(3), to_other.round(3))
