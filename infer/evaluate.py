@@ -51,8 +51,11 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, *, split: s
              tables: Sequence[str] = TABLES, backends: Backends | None = None, weights_dir: str | None = None,
              max_clips: int | None = None, max_frames: int | None = None, num_steps: int = 10, seed: int = 0,
              batch_size: int = 8, mode: str | None = None, out: str | os.PathLike | None = None,
-             guidance_scale: float = GUIDANCE_SCALE) -> dict:
-  """Runs the chosen tables (module docstring); writes OUT/eval.json and OUT/eval.md when out is given."""
+             guidance_scale: float = GUIDANCE_SCALE, source_offsets: bool = False) -> dict:
+  """Runs the chosen tables (module docstring); writes OUT/eval.json and OUT/eval.md when out is given.
+
+  source_offsets: Table 1 with the stream's keypoints (`self_reenactment`).
+  """
   bad = [t for t in tables if t not in TABLES]
   if bad:
     raise ValueError(f"unknown tables {bad}: choose from {TABLES}")
@@ -65,7 +68,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, *, split: s
                   "device": jax.devices()[0].device_kind, "seconds": {}}
   steps = {"1": ("table1", lambda: self_reenactment(checkpoint, data, split, b, max_clips=max_clips,
                                                     max_frames=max_frames, batch_size=batch_size,
-                                                    mode=mode)),
+                                                    mode=mode, source_offsets=source_offsets)),
            "3": ("table3", lambda: audio_driven(checkpoint, data, split, b, mode=mode, max_clips=max_clips,
                                                 max_frames=max_frames, num_steps=num_steps, seed=seed,
                                                 guidance_scale=guidance_scale)),
@@ -108,6 +111,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                       "infer.stream)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--batch-size", type=int, default=8, help="renderer frames per call (Table 1)")
+  p.add_argument("--source-offsets", action="store_true",
+                 help="Table 1 as the stream drives a head / face-refine renderer: the driving frames move "
+                      "the head-template keypoints only, the implicit offsets stay the source's")
   p.add_argument("--out", default="outputs/eval", help="writes eval.json and eval.md here")
   return p.parse_args(argv)
 
@@ -127,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = evaluate(checkpoint, args.data, split=args.split, tables=tables, backends=b,
                       max_clips=args.max_clips, max_frames=args.max_frames, num_steps=args.steps,
                       seed=args.seed, batch_size=args.batch_size, mode=args.mode, out=args.out,
-                      guidance_scale=args.guidance)
+                      guidance_scale=args.guidance, source_offsets=args.source_offsets)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

