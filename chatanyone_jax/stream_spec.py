@@ -21,6 +21,7 @@ from chatanyone_jax.audio.encoder import AudioEncoder, ExternalFeatureAdapter
 from chatanyone_jax.audio.melspec import MelConfig
 from chatanyone_jax.audio.melspec import num_frames as num_mel_frames
 from chatanyone_jax.motion.face_motion_dit import FaceMotionDiT
+from chatanyone_jax.motion.lip_regressor import LipRegressor
 from chatanyone_jax.motion.sampling import DDIM_STEPS, GUIDANCE_SCALE, NOISE_SCALE, SEAM_FRAMES
 from chatanyone_jax.motion.upper_body_motion import UpperBodyMotion
 from chatanyone_jax.render.presets import RendererConfig, keypoint_layout
@@ -73,6 +74,9 @@ class StreamSpec:
       token (FaceMotionDiT `audio_valid`) instead of the tokens of the zeros: for a face model trained
       with look-ahead augmentation (config.lookahead_prob > 0, `data.lookahead`), which tells "not heard
       yet" from silence; `infer.models.build_spec` sets it from the face model's config.
+    lip: the lip regressor (`chatanyone_jax.motion.lip_regressor`; params["motion_lip"]): each frame's
+      mouth comes from it (`blend_mouth`), the rest of the expression from FaceMotionDiT. It reads the
+      face model's speech-encoder features, so it needs `speech`. None = the DiT's mouth.
   """
   mode: str
   face: FaceMotionDiT
@@ -101,12 +105,16 @@ class StreamSpec:
   hop: int | None = None
   lookahead: int = 0
   mask_unheard_audio: bool = False
+  lip: LipRegressor | None = None
 
   def __post_init__(self):
     if self.render_dtype not in RENDER_DTYPES:
       raise ValueError(f"render_dtype must be one of {sorted(RENDER_DTYPES)}, got {self.render_dtype!r}")
     if self.mode not in MODES:
       raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+    if self.lip is not None and self.speech is None:
+      raise ValueError("the lip regressor reads the face model's speech-encoder features: it needs a face "
+                       "model with a Whisper front end (speech)")
     if self.guidance_scale < 0:
       raise ValueError(f"guidance_scale must be >= 0 (1 = no guidance), got {self.guidance_scale}")
     if self.noise_scale < 0:

@@ -22,10 +22,10 @@ from chatanyone_jax.audio import whisper
 from chatanyone_jax.audio.melspec import log_mel_spectrogram
 from chatanyone_jax.motion.diffusion import cosine_schedule, ddim_sample
 from chatanyone_jax.motion.face_motion_dit import NUM_EXP
+from chatanyone_jax.motion.lip_regressor import mouth_from_speech
 from chatanyone_jax.motion.sampling import FaceConditions, anchored_noise, join_window, sample_window
-from chatanyone_jax.ops.grid_sample import grid_sample
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
-from chatanyone_jax.render.face_refine import mask_face, paste_back
+from chatanyone_jax.render.face_refine import crop_frames, mask_face, paste_back, polygon_mask
 from chatanyone_jax.render.keypoints import control_keypoints
 from chatanyone_jax.render.motion_extractor import MotionExtractor
 from chatanyone_jax.render.presets import RendererConfig
@@ -103,37 +103,6 @@ def render_frames(cfg: RendererConfig, variables: dict, volume: jax.Array, kp_so
                      batch_size=batch)
 
 
-def polygon_mask(points: jax.Array, size: tuple[int, int]) -> jax.Array:
-  """Even-odd fill of closed polygons: points (B, V, 2) pixels -> (B, H, W, 1) float32 {0, 1} mask.
-
-  Pixel (i, j) is tested at its centre (j + 0.5, i + 0.5) (the `crop_coordinates` convention).
-  """
-  h, w = size
-  x0, y0 = points[..., 0], points[..., 1]  # (B, V)
-  x1, y1 = jnp.roll(x0, -1, axis=-1), jnp.roll(y0, -1, axis=-1)
-  px = (jnp.arange(w, dtype=jnp.float32) + 0.5)[None, None, :, None]  # (1, 1, W, 1)
-  py = (jnp.arange(h, dtype=jnp.float32) + 0.5)[None, :, None, None]  # (1, H, 1, 1)
-  e = lambda a: a[:, None, None, :]  # (B, 1, 1, V)
-  straddles = (e(y0) > py) != (e(y1) > py)  # (B, H, 1, V)
-  dy = e(y1) - e(y0)
-  x_cross = e(x0) + (py - e(y0)) * (e(x1) - e(x0)) / jnp.where(dy == 0, 1.0, dy)
-  crossings = jnp.sum(straddles & (px < x_cross), axis=-1)  # (B, H, W)
-  return (crossings % 2 == 1).astype(jnp.float32)[..., None]
-
-
-def crop_frames(frames: jax.Array, box: jax.Array, size: tuple[int, int]) -> jax.Array:
-  """Bilinear crop of `box` (B, 4) = (x0, y0, x1, y1) frame pixels of frames (B, Hf, Wf, C), at (h, w)."""
-  hf, wf = frames.shape[1:3]
-  h, w = size
-  u = (jnp.arange(w, dtype=jnp.float32) + 0.5) / w  # (w,) in (0, 1) across the crop
-  v = (jnp.arange(h, dtype=jnp.float32) + 0.5) / h
-  x0, y0, x1, y1 = (box[:, k, None] for k in range(4))
-  gx = 2 * (x0 + u[None] * (x1 - x0)) / wf - 1  # (B, w) frame grid units
-  gy = 2 * (y0 + v[None] * (y1 - y0)) / hf - 1  # (B, h)
-  grid = jnp.stack(jnp.broadcast_arrays(gx[:, None, :], gy[:, :, None]), axis=-1)  # (B, h, w, 2)
-  return grid_sample(frames, grid)
-
-
 def to_uint8(images: jax.Array) -> jax.Array:
   """[0, 1] float images -> uint8 (round to nearest)."""
   return jnp.clip(jnp.round(images * 255.0), 0, 255).astype(jnp.uint8)
@@ -175,7 +144,8 @@ def init_state(spec: StreamSpec, params: Params, avatar: dict[str, jax.Array], k
         motion, to which each new body window is joined the same way.
       rng: PRNG key.
       style: (1, 2) FaceMotionDiT style controls (expression amplitude, head-pose range; may be changed
-        between calls).
+        between calls); lip_gain (1,) (with spec.lip): the amplitude multiplier of the lip regressor's
+        mouth (avatar "lip_gain", default 1; `lip_regressor.mouth_from_speech`).
       reference: optional (1, T_ref, ref_dim) normalised reference expression sequence; reference_valid
         (1,) bool (False: no reference video, zeros in `reference`, and a model with the reference
         input uses its learned null reference; both absent for a model without that input).
@@ -238,6 +208,8 @@ def init_state(spec: StreamSpec, params: Params, avatar: dict[str, jax.Array], k
       "style": f32(avatar["style"]).reshape(1, -1),
       "avatar": av,
   }
+  if spec.lip is not None:  # the style's amplitude multiplier for the lip regressor's mouth
+    state["lip_gain"] = f32(avatar.get("lip_gain", 1.0)).reshape(1)
   if avatar.get("reference") is not None:
     state["reference"] = f32(avatar["reference"])
     state["reference_valid"] = jnp.ones((1,), bool)
@@ -368,6 +340,9 @@ def face_window(spec: StreamSpec, params: Params, state: State,
                  clip_x0=spec.clip_x0, noise_scale=spec.noise_scale)
   motion_n = sample_window(spec.face, pf["params"]["face"], cond, k_face, x_T=x_T,
                            schedule=cosine_schedule(spec.face_diffusion_steps), **sampler)
+  if spec.lip is not None:
+    motion_n = mouth_from_speech(spec.lip, params["motion_lip"], pf["norm"], face_in, motion_n,
+                                 float(spec.fps), state.get("lip_gain", 1.0))
   motion_n = join_window(state["history"], motion_n, min(spec.seam_frames, t_win), state["history_valid"])
   history = jnp.concatenate([state["history"], motion_n[:, :hop]], axis=1)[:, -spec.history:]
   new = {"window": i + 1, "audio": audio_state, "history": history, "history_valid": jnp.ones((1,), bool)}
@@ -413,7 +388,8 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
     audio block ─► window audio (`advance_audio`) ─► log-mel (`window_mel`) ─► AudioEncoder tokens (face
       and body model's; a face model with a speech encoder: Whisper features of the window,
       `window_speech`, ─► its adapter)
-      ─► FaceMotionDiT DDIM window (history = last H frames, style, reference) ─► `join_window`
+      ─► FaceMotionDiT DDIM window (history = last H frames, style, reference) ─► [spec.lip] the mouth
+         from the lip regressor (`lip_regressor.mouth_from_speech`) ─► `join_window`
       ─► first hop frames ─► de-normalise ─► head-template keypoints (`project_keypoints`)
       ─► [upper] UpperBodyMotion DDIM window (head keypoints of the whole window; with hop < T joined
          to the emitted body motion by `join_window`) ─► ΔX_head, body δ, s, t, hands ─► X_full ─► W ─► G

@@ -408,6 +408,8 @@ class LiveStream:
         raise LiveError("bad_style", str(e)) from e
       state = dict(self._session.state)
       state["style"] = jnp.asarray(avatar["style"], jnp.float32).reshape(1, -1)
+      if "lip_gain" in state:
+        state["lip_gain"] = jnp.asarray(avatar["lip_gain"], jnp.float32).reshape(1)
       if "reference" in state:
         if avatar.get("reference") is not None:
           state["reference"] = jnp.asarray(avatar["reference"], jnp.float32)

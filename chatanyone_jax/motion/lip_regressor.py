@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from chatanyone_jax.audio import whisper
@@ -94,3 +95,18 @@ def mouth_blend_matrix(template: HeadTemplate, mouth: tuple[str, ...] = MOUTH_KE
 def blend_mouth(exp: jax.Array, exp_lip: jax.Array, matrix: jax.Array) -> jax.Array:
   """The sampled expression (..., n_exp) with the mouth of exp_lip (`mouth_blend_matrix`)."""
   return exp + (exp_lip - exp) @ matrix
+
+
+def mouth_from_speech(model: LipRegressor, lip: dict, motion_norm: dict, features: jax.Array,
+                      motion_n: jax.Array, fps: float, gain: jax.Array | float = 1.0) -> jax.Array:
+  """Normalised face motion (B, T, 58) (FaceMotionDiT's, de-normalised with motion_norm["motion_mean"] /
+  ["motion_std"]) with each frame's mouth from the regressor run on the window's speech-encoder features
+  (B, n, D) at 50 Hz: `blend_mouth` with lip["blend"] (`mouth_blend_matrix`); lip: {"params", "norm",
+  "blend"}. gain: the style's expression-amplitude multiplier (B,) or a scalar, applied to the regressed
+  expression about its training mean (the DiT gets it through its style controls)."""
+  mean, std = motion_norm["motion_mean"], motion_norm["motion_std"]
+  exp_lip = predict_exp(model, lip["params"], features, fps, motion_n.shape[1], lip["norm"])
+  exp_lip = lip["norm"]["exp_mean"] + jnp.reshape(gain, (-1, 1, 1)) * (exp_lip - lip["norm"]["exp_mean"])
+  motion = motion_n * std + mean
+  exp = blend_mouth(motion[..., :NUM_EXP], exp_lip, lip["blend"])
+  return (motion.at[..., :NUM_EXP].set(exp) - mean) / std

@@ -6,7 +6,9 @@ head keypoints (template keypoints + implicit offsets, Eq. 2) and G decodes
 it. G's AdaIN injection branch (the one that carries I_hand in the body
 renderer, Eq. 5) receives the head crop of the generated frame with the face
 masked out, so the refined face blends with its surroundings. The refined
-crop is pasted back into the full frame with a feathered mask.
+crop is pasted back into the full frame with a feathered mask. `crop_frames`
+cuts the head crop out of generated frames and `polygon_mask` fills the face
+oval that `mask_face` blanks (the streaming step and the held-out evaluation).
 """
 
 from __future__ import annotations
@@ -97,3 +99,34 @@ def paste_back(frame: jax.Array, face: jax.Array, box: jax.Array, feather: float
   resampled = grid_sample(face, coords.astype(face.dtype))
   m = paste_mask(frame.shape[1:3], box, feather, crop_mask).astype(frame.dtype)
   return frame * (1 - m) + resampled * m
+
+
+def polygon_mask(points: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """Even-odd fill of closed polygons: points (B, V, 2) pixels -> (B, H, W, 1) float32 {0, 1} mask.
+
+  Pixel (i, j) is tested at its centre (j + 0.5, i + 0.5) (the `crop_coordinates` convention).
+  """
+  h, w = size
+  x0, y0 = points[..., 0], points[..., 1]  # (B, V)
+  x1, y1 = jnp.roll(x0, -1, axis=-1), jnp.roll(y0, -1, axis=-1)
+  px = (jnp.arange(w, dtype=jnp.float32) + 0.5)[None, None, :, None]  # (1, 1, W, 1)
+  py = (jnp.arange(h, dtype=jnp.float32) + 0.5)[None, :, None, None]  # (1, H, 1, 1)
+  e = lambda a: a[:, None, None, :]  # (B, 1, 1, V)
+  straddles = (e(y0) > py) != (e(y1) > py)  # (B, H, 1, V)
+  dy = e(y1) - e(y0)
+  x_cross = e(x0) + (py - e(y0)) * (e(x1) - e(x0)) / jnp.where(dy == 0, 1.0, dy)
+  crossings = jnp.sum(straddles & (px < x_cross), axis=-1)  # (B, H, W)
+  return (crossings % 2 == 1).astype(jnp.float32)[..., None]
+
+
+def crop_frames(frames: jax.Array, box: jax.Array, size: tuple[int, int]) -> jax.Array:
+  """Bilinear crop of `box` (B, 4) = (x0, y0, x1, y1) frame pixels of frames (B, Hf, Wf, C), at (h, w)."""
+  hf, wf = frames.shape[1:3]
+  h, w = size
+  u = (jnp.arange(w, dtype=jnp.float32) + 0.5) / w  # (w,) in (0, 1) across the crop
+  v = (jnp.arange(h, dtype=jnp.float32) + 0.5) / h
+  x0, y0, x1, y1 = (box[:, k, None] for k in range(4))
+  gx = 2 * (x0 + u[None] * (x1 - x0)) / wf - 1  # (B, w) frame grid units
+  gy = 2 * (y0 + v[None] * (y1 - y0)) / hf - 1  # (B, h)
+  grid = jnp.stack(jnp.broadcast_arrays(gx[:, None, :], gy[:, :, None]), axis=-1)  # (B, h, w, 2)
+  return grid_sample(frames, grid)

@@ -3,7 +3,8 @@
 Columns: FID, CSIM, Sync (SyncNet confidence on the face crops), Diversity (temporal variance of
 normalised face landmarks), LMD (mouth landmark distance to the ground truth), MouthCorr (the correlation
 of stage 1's mouth opening, driven by each clip's speech alone, with the true one:
-`infer.evaluation.lipsync.model_lipsync`) and VideoMouthCorr (the same on the videos: MediaPipe's mouth
+`infer.evaluation.lipsync.model_lipsync`, with the checkpoint's lip regressor when it has one) and
+VideoMouthCorr (the same on the videos: MediaPipe's mouth
 opening on the generated frames against the real ones, `infer.evaluation.mouth`; per clip in the
 report). A "ground truth" row scores the real frames the same way, for scale, and "loudness baseline"
 and "log-mel baseline" rows give the MouthCorr of the audio-only baselines fitted on the records' "train"
@@ -127,9 +128,11 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
   rows["ours"].update(FID=frechet(real_inception, ours.inception, b.inception, "FID"), LMD=ours.mean("LMD"),
                       VideoMouthCorr=ours.mean("VideoMouthCorr"))
   curves = lipsync.clip_curves(data, split, max_clips)
+  lip = pathlib.Path(checkpoint) / "motion_lip"  # as the stream: the lip regressor's mouth when there is one
   rows["ours"]["MouthCorr"] = lipsync.model_lipsync(
       pathlib.Path(checkpoint) / "motion_face", data, split=split, num_steps=num_steps, seed=seed,
-      guidance_scale=guidance_scale, curves=curves, split_file=None, insert_silence_s=0.0)["correlation"]
+      guidance_scale=guidance_scale, curves=curves, split_file=None, insert_silence_s=0.0,
+      lip=lip if "motion_lip" in configs else None)["correlation"]
   fit = lipsync.clip_curves(data, "train", max_clips)
   rows["loudness baseline"] = {"MouthCorr": lipsync.loudness_baseline(
       data, fit_split="train", eval_split=split, max_clips=max_clips, curves=curves, fit_curves=fit,

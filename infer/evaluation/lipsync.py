@@ -15,8 +15,8 @@ model driven by each clip's speech with a second of silence inserted gives the s
 (`--hop H --lookahead L`) the model is driven through the stream's own face motion, step by step, so the
 scores are those of a low-latency stream.
 
-  python -m infer.evaluation.lipsync --data RECORDS [--motion WORKDIR] [--split validation] [--out F.json]
-      [--hop H [--lookahead L]] [--guidance G] [--noise-scale S]
+  python -m infer.evaluation.lipsync --data RECORDS [--motion WORKDIR [--lip WORKDIR]] [--split validation]
+      [--out F.json] [--hop H [--lookahead L]] [--guidance G] [--noise-scale S]
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from chatanyone_jax import template as tp
 from chatanyone_jax.audio import MelConfig, log_mel_spectrogram
 from chatanyone_jax.audio import num_frames as num_mel_frames
 from chatanyone_jax.eval import lipsync
+from chatanyone_jax.motion.lip_regressor import blend_mouth, predict_exp
 from chatanyone_jax.motion.sampling import (
   CLIP_X0,
   DDIM_STEPS,
@@ -48,7 +49,7 @@ from chatanyone_jax.motion.sampling import (
 from data import records
 from data.splits import SPLIT_FILE, read_rows
 from infer.avatar import default_style
-from infer.evaluation.scoring import load_motion_face
+from infer.evaluation.scoring import load_motion_face, load_motion_lip
 from train import tasks
 
 
@@ -179,7 +180,8 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
                   num_steps: int = DDIM_STEPS, guidance_scale: float = GUIDANCE_SCALE, seed: int = 0,
                   clip_x0: float | None = CLIP_X0, curves: list[dict] | None = None,
                   insert_silence_s: float = 1.0, noise_scale: float = NOISE_SCALE,
-                  hop: int | None = None, lookahead: int = 0, seam_frames: int = SEAM_FRAMES) -> dict:
+                  hop: int | None = None, lookahead: int = 0, seam_frames: int = SEAM_FRAMES,
+                  lip: str | os.PathLike | None = None) -> dict:
   """A FaceMotionDiT workdir (or its export) driven by each clip's speech alone (module docstring): the
   correlation of the generated mouth opening with the true one, per source and over all clips, and the
   silence measures of the generated opening, in the clips' own silences ("predicted_*") and in
@@ -188,13 +190,19 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
   hop None: whole windows (`generate_long`). hop H (1 .. T) with `lookahead` L: the stream's own face
   motion (`stream_step.motion_step`, `StreamOptions(hop=H, lookahead=L)`), the audio fed step by step as
   a live stream receives it, so the score is the one a low-latency stream gets (H = T, L = 0 is the
-  stream with whole windows). seam_frames: of the joins between windows (`sampling.join_window`)."""
+  stream with whole windows). seam_frames: of the joins between windows (`sampling.join_window`).
+  lip: a motion_lip workdir or export: each frame's mouth from the lip regressor, as a stream of a
+  checkpoint with motion_lip/ (`stream_step.lip_mouth`)."""
   config, task, params, norm = load_motion_face(workdir)
+  lip_model = None if lip is None else load_motion_lip(lip)
   if hop is not None:
     return _stream_lipsync(workdir, config, params, norm, data, split=split, split_file=split_file,
                            max_clips=max_clips, num_steps=num_steps, guidance_scale=guidance_scale,
                            seed=seed, clip_x0=clip_x0, curves=curves, insert_silence_s=insert_silence_s,
-                           noise_scale=noise_scale, hop=hop, lookahead=lookahead, seam_frames=seam_frames)
+                           noise_scale=noise_scale, hop=hop, lookahead=lookahead, seam_frames=seam_frames,
+                           lip=lip_model)
+  if lip_model is not None and task.speech_encoder is None:
+    raise ValueError(f"{lip} reads Whisper features but {workdir} has a log-mel front end")
   t = int(config.window)
   spf = tasks.SAMPLE_RATE / tasks.FPS
   n_win_samples = int(round(t * spf))
@@ -216,7 +224,15 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
                            noise_scale=noise_scale, seam_frames=seam_frames,
                            reference_valid=jnp.zeros((1,), bool) if has_ref else None)
     motion = motion[0] * norm["motion_std"] + norm["motion_mean"]
-    return tp.mouth_opening(template, motion[:, :tp.NUM_EXP], identity)
+    exp = motion[:, :tp.NUM_EXP]
+    if lip_model is not None:  # the mouth from the lip regressor, window by window as the stream
+      w, ctx = task.window_samples, task.speech_context
+      x = jnp.concatenate([jnp.zeros((ctx,), jnp.float32), audio])
+      idx = np.arange(num_windows)[:, None] * w + np.arange(ctx + w)[None]
+      feats = task.front_end_input(encoder_vars, x[idx])  # (num_windows, n, D)
+      exp_lip = predict_exp(lip_model["model"], lip_model["params"], feats, tasks.FPS, t, lip_model["norm"])
+      exp = blend_mouth(exp, exp_lip.reshape(-1, exp.shape[-1]), lip_model["blend"])
+    return tp.mouth_opening(template, exp, identity)
 
   curves = clip_curves(data, split, max_clips) if curves is None else curves
 
@@ -228,9 +244,9 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
                        jax.random.fold_in(jax.random.key(seed), i))
     return np.asarray(opening)[:n]
 
-  return {"workdir": str(workdir), "num_steps": num_steps, "guidance_scale": guidance_scale,
-          "noise_scale": noise_scale, "seam_frames": seam_frames, "insert_silence_s": insert_silence_s,
-          **_drive_scores(drive, curves, split_file, insert_silence_s)}
+  return {"workdir": str(workdir), "lip": None if lip is None else str(lip), "num_steps": num_steps,
+          "guidance_scale": guidance_scale, "noise_scale": noise_scale, "seam_frames": seam_frames,
+          "insert_silence_s": insert_silence_s, **_drive_scores(drive, curves, split_file, insert_silence_s)}
 
 
 def _drive_scores(drive, curves: list[dict], split_file, insert_silence_s: float) -> dict:
@@ -259,7 +275,7 @@ def _drive_scores(drive, curves: list[dict], split_file, insert_silence_s: float
 
 def _stream_lipsync(workdir, config, params, norm, data, *, split, split_file, max_clips, num_steps,
                     guidance_scale, seed, clip_x0, curves, insert_silence_s, noise_scale, hop,
-                    lookahead, seam_frames) -> dict:
+                    lookahead, seam_frames, lip=None) -> dict:
   """`model_lipsync` through the stream's face motion (hop, look-ahead)."""
   from chatanyone_jax import stream_spec, stream_step
   from infer.models import build_spec, speech_params
@@ -272,11 +288,17 @@ def _stream_lipsync(workdir, config, params, norm, data, *, split, split_file, m
                           clip_x0=clip_x0, hop=hop, lookahead=lookahead, noise_scale=noise_scale,
                           seam_frames=seam_frames)
   # A head spec: the renderer is never run (motion_step), any head preset names it.
-  spec = build_spec({"motion_face": config, "render": "tiny_head512"}, options)
+  configs = {"motion_face": config, "render": "tiny_head512"}
+  if lip is not None:
+    configs["motion_lip"] = lip["config"]
+  spec = build_spec(configs, options)
   pf = {"params": params, "norm": norm}
   speech = speech_params(config)
   if speech is not None:
     pf["speech"] = speech
+  motion_params = {"motion_face": pf}
+  if lip is not None:
+    motion_params["motion_lip"] = {k: lip[k] for k in ("params", "norm", "blend")}
   has_ref = "ref_proj" in params["face"]
   ref = jnp.zeros((1, spec.window, spec.face.config.ref_dim), jnp.float32) if has_ref else None
   style = default_style(t)
@@ -291,14 +313,15 @@ def _stream_lipsync(workdir, config, params, norm, data, *, split, split_file, m
                                           reference_valid=False)
     chunks = []
     for block in stream_spec.step_blocks(audio, spec, -(-n // spec.step_frames)):
-      state, m = step({"motion_face": pf}, state, jnp.asarray(block))
+      state, m = step(motion_params, state, jnp.asarray(block))
       chunks.append(np.asarray(m[0]))
     motion = np.concatenate(chunks)[:n]
     return np.asarray(opening_of(jnp.asarray(motion), jnp.asarray(identity)))
 
   curves = clip_curves(data, split, max_clips) if curves is None else curves
-  return {"workdir": str(workdir), "num_steps": num_steps, "guidance_scale": guidance_scale,
-          "noise_scale": noise_scale, "hop": hop, "lookahead": lookahead, "seam_frames": seam_frames,
+  return {"workdir": str(workdir), "lip": None if lip is None else lip["path"],
+          "num_steps": num_steps, "guidance_scale": guidance_scale, "noise_scale": noise_scale, "hop": hop,
+          "lookahead": lookahead, "seam_frames": seam_frames,
           "insert_silence_s": insert_silence_s, **_drive_scores(drive, curves, split_file, insert_silence_s)}
 
 
@@ -320,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--lookahead", type=int, default=0, help="with --hop: frames of audio look-ahead")
   p.add_argument("--seam-frames", type=int, default=SEAM_FRAMES,
                  help=f"frames over which each window joins the motion before it (default {SEAM_FRAMES})")
+  p.add_argument("--lip", help="with --motion: a motion_lip workdir or export whose lip regressor gives the "
+                               "mouth (as a checkpoint with motion_lip/ streams)")
   p.add_argument("--no-baselines", action="store_true", help="score the model only (faster)")
   p.add_argument("--out", help="also write the report to this JSON file")
   args = p.parse_args(argv)
@@ -334,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       report["model"] = model_lipsync(args.motion, args.data, split=args.split, num_steps=args.steps,
                                       guidance_scale=args.guidance, curves=curves,
                                       noise_scale=args.noise_scale, hop=args.hop, lookahead=args.lookahead,
-                                      seam_frames=args.seam_frames)
+                                      seam_frames=args.seam_frames, lip=args.lip)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -17,6 +17,8 @@ from PIL import Image
 
 from chatanyone_jax.eval.faces import identity_similarity
 from chatanyone_jax.eval.frechet import frechet_distance_features
+from chatanyone_jax.motion.lip_regressor import mouth_blend_matrix
+from chatanyone_jax.template import load_head_template
 from data import records
 from infer.evaluation.backends import NA_WEIGHTS, Backends
 from train import checkpoint as ckpt
@@ -45,6 +47,20 @@ def load_motion_face(workdir: str | os.PathLike):
   loaded = load_weights(workdir)
   return (config, tasks.get_task(config), jax.tree.map(jnp.asarray, loaded["params"]),
           jax.tree.map(jnp.asarray, loaded["norm"]))
+
+
+def load_motion_lip(workdir: str | os.PathLike) -> dict:
+  """{"path", "config", "model" (LipRegressor), "params", "norm", "blend"} of a motion_lip workdir or export:
+  what `infer.models.load_checkpoint` gives a stream (device arrays)."""
+  workdir = pathlib.Path(workdir)
+  config = ckpt.load_config(workdir)
+  if config.get("task") != "motion_lip":
+    raise ValueError(f"{workdir} holds a {config.get('task')!r} run, not motion_lip")
+  loaded = load_weights(workdir)
+  blend = mouth_blend_matrix(load_head_template())
+  return {"path": str(workdir), "config": config, "model": tasks.get_task(config).model,
+          "params": jax.tree.map(jnp.asarray, loaded["params"]),
+          "norm": jax.tree.map(jnp.asarray, loaded["norm"]), "blend": jnp.asarray(blend)}
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:

@@ -17,7 +17,9 @@ import pytest
 
 from chatanyone_jax import stream_spec, stream_step
 from chatanyone_jax.audio import log_mel_spectrogram, whisper
+from chatanyone_jax.render import face_refine
 from chatanyone_jax.template import load_head_template
+from chatanyone_jax.template import mouth_opening as tp_mouth_opening
 from chatanyone_jax.template.head_template import project_keypoints
 from data.media import read_audio, read_image
 from infer.models import build_spec
@@ -120,6 +122,62 @@ def _window_inputs(spec, audio, steps):
     yield x, start, phase, c1
 
 
+def test_lip_regressor_gives_the_stream_its_mouth():
+  """With a lip regressor (motion_lip) the stream's face motion is FaceMotionDiT's sample (same key) with the
+  mouth of the regressor run on the window's Whisper features put in by `blend_mouth`: pose untouched,
+  the mouth opening the regressor's; `StreamOptions(lip=False)` streams without it; a log-mel face model
+  cannot take one."""
+  from data import whisper_weights
+  from infer.models import speech_params
+  from train import tasks
+  from train.configs import motion_face, motion_lip
+
+  require_module(whisper_weights.PACKAGE, whisper_weights.INSTALL_HINT)
+  from chatanyone_jax.motion.lip_regressor import blend_mouth, mouth_blend_matrix, predict_exp
+
+  configs = {**_configs("head"), "motion_face": motion_face.get_config("tiny_whisper"),
+             "motion_lip": motion_lip.get_config("tiny")}
+  spec = build_spec(configs, StreamOptions(mode="head"))
+  assert spec.lip is not None and build_spec(configs, StreamOptions(mode="head", lip=False)).lip is None
+  plain = dataclasses.replace(spec, lip=None)
+  face, lip = tasks.get_task(configs["motion_face"]), tasks.get_task(configs["motion_lip"])
+  k1, k2 = jax.random.split(jax.random.key(0))
+  face_params = jax.jit(lambda k: face.init_params(k, face.batch_spec(1)))(k1)
+  std = np.concatenate([np.full(52, 0.5), [4.0, 4.0, 2.0], [0.02] * 3]).astype(np.float32)
+  norm = {"motion_mean": np.zeros(58, np.float32), "motion_std": std}
+  lip_norm = {"feature_mean": np.zeros(384, np.float32), "feature_std": np.full(384, 0.5, np.float32),
+              "exp_mean": np.zeros(52, np.float32), "exp_std": np.ones(52, np.float32)}
+  lip_params = jax.jit(lambda k: lip.init_params(k, lip.batch_spec(1)))(k2)
+  template = load_head_template()
+  encoder = speech_params(configs["motion_face"])
+  params = {"motion_face": {"params": face_params, "norm": norm, "speech": encoder},
+            "motion_lip": {"params": lip_params, "norm": lip_norm, "blend": mouth_blend_matrix(template)}}
+  audio = read_audio(ASSETS_SPEECH, SR)[:8534]
+  block = np.zeros(stream_spec.block_samples(spec), np.float32)
+  c0, c1 = stream_spec.step_bounds(0, spec)
+  block[:c1 - c0] = audio[c0:c1]
+  style = np.zeros((1, 2), np.float32)
+  out = {}
+  for name, s in (("lip", spec), ("plain", plain)):
+    ref = np.zeros((1, 16, 52), np.float32)
+    state = stream_step.init_motion_state(s, style, jax.random.key(3), ref, False)
+    out[name] = np.asarray(jax.jit(lambda p, st, b, s=s: stream_step.motion_step(s, p, st, b))(
+        params, state, jnp.asarray(block))[1][0])
+  c = spec.speech_context
+  received = jnp.asarray(np.concatenate([np.zeros(c, np.float32), audio[:8533]]))[None]
+  features = whisper.window_features(spec.speech, encoder, received, c)
+  exp_lip = np.asarray(predict_exp(spec.lip, lip_params, features, 30.0, 16, lip_norm))[0]
+  raw = lambda m: m * std
+  expected = np.asarray(blend_mouth(raw(out["plain"])[:, :52], exp_lip, params["motion_lip"]["blend"]))
+  np.testing.assert_allclose(raw(out["lip"])[:, :52], expected, atol=1e-4)
+  np.testing.assert_allclose(out["lip"][:, 52:], out["plain"][:, 52:], atol=1e-6)  # the pose is the DiT's
+  opening = lambda e: np.asarray(tp_mouth_opening(template, e))
+  np.testing.assert_allclose(opening(raw(out["lip"])[:, :52]), opening(exp_lip), rtol=0.1, atol=0.02)
+  configs["motion_face"] = motion_face.get_config("tiny")
+  with pytest.raises(ValueError, match="log-mel"):
+    build_spec(configs, StreamOptions(mode="head"))
+
+
 @pytest.mark.parametrize("latency", [{}, {"hop": 8, "lookahead": 2}])
 def test_window_mel_equals_whole_clip_log_mel(latency):
   """Window i's mel = whole-clip frames [floor(a_i / hop), + M) of the audio received so far (silence after
@@ -213,7 +271,7 @@ def test_face_oval_is_mediapipe_and_polygon_mask_fills_it():
   # A 10 x 6 px rectangle and a triangle: even-odd fill at pixel centres.
   rect = jnp.array([[[2.0, 3.0], [12.0, 3.0], [12.0, 9.0], [2.0, 9.0]]])
   tri = jnp.array([[[0.0, 0.0], [16.0, 0.0], [0.0, 16.0]]])
-  m = np.asarray(stream_step.polygon_mask(jnp.concatenate([rect, tri[:, [0, 1, 2, 2]]]), (16, 16)))[..., 0]
+  m = np.asarray(face_refine.polygon_mask(jnp.concatenate([rect, tri[:, [0, 1, 2, 2]]]), (16, 16)))[..., 0]
   assert m[0].sum() == 60 and m[0, 3:9, 2:12].all()
   assert m[1].sum() == 16 * 15 / 2  # pixel centres (j + .5, i + .5) with i + j + 1 < 16
 

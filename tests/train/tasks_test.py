@@ -70,8 +70,8 @@ def test_other_variant_or_size_is_refused(tmp_path):
 
 
 def test_registry():
-  assert tasks.TASKS == {"motion_face": tasks.MotionFace, "motion_body": tasks.MotionBody,
-                         "render": render_task.RenderTask}
+  assert tasks.TASKS == {"motion_face": tasks.MotionFace, "motion_lip": tasks.MotionLip,
+                         "motion_body": tasks.MotionBody, "render": render_task.RenderTask}
   c = render_head512.get_config("tiny")
   assert isinstance(tasks.get_task(c), render_task.RenderTask)
   c.task = "motion_hands"

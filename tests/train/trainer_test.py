@@ -203,6 +203,49 @@ def test_motion_face_whisper_trains_on_cached_window_features(motion_records, tm
   assert "speech" not in checkpoint.load_params(tmp_path)["params"]
 
 
+def test_motion_lip_trains_on_the_face_models_windows_and_exports(motion_records, tmp_path):
+  """The lip regressor: the face model's cached Whisper windows (the same cache files), the window's
+  expression as target (unheard frames of look-ahead windows left out), statistics of the features at the
+  frame rate and of the expression; its export loads for a stream and a log-mel config is refused."""
+  from data import whisper_weights
+  from tests.helpers import require_module
+  from train import export
+  from train.configs import motion_lip
+
+  require_module(whisper_weights.PACKAGE, whisper_weights.INSTALL_HINT)
+  config = motion_lip.get_config("tiny")
+  config.update(data_dir=str(motion_records), progress=False, num_steps=3, log_every=1, silence_prob=0.5,
+                lookahead_prob=0.5)
+  task = tasks.get_task(config)
+  assert task.window_config() == tasks.get_task(motion_face.get_config("tiny_whisper")).window_config()
+  state = trainer.train_and_evaluate(config, tmp_path / "run")
+  assert int(state["step"]) == 3 and set(state["params"]) == {"conv"}
+  assert state["params"]["conv"]["kernel"].shape == (5, 384, tp.NUM_EXP)
+  norm = jax.device_get(state["norm"])
+  assert {k: v.shape for k, v in norm.items()} == {"feature_mean": (384,), "feature_std": (384,),
+                                                    "exp_mean": (52,), "exp_std": (52,)}
+  assert (norm["feature_std"] > 0).all() and (norm["exp_std"] > 0).all()
+  rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert len(rows) == 3 and all(np.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in rows)
+  # The loss: squared error of the normalised expression over the heard, valid frames of the window only.
+  batch = task.adapt(next(iter(task.loader(8, seed=0))))
+  params = jax.device_get(state["ema"])
+  pred = np.asarray(task.predict(params, jnp.asarray(batch["speech"]), norm))
+  h = config.history
+  target = (batch["motion"][:, h:, :52] - norm["exp_mean"]) / norm["exp_std"]
+  mask = (batch["valid"][:, h:] > 0.5) & (batch["audio_valid"] > 0.5)
+  assert 0 < mask.sum() < mask.size  # look-ahead windows have unheard frames
+  expected = ((pred - target) ** 2).mean(-1)[mask].mean()
+  loss = float(task.loss(params, jax.tree.map(jnp.asarray, batch), jax.random.key(0), norm))
+  np.testing.assert_allclose(loss, expected, rtol=1e-4)
+  export.export(tmp_path / "run", tmp_path / "export")
+  loaded = export.load_weights(tmp_path / "export")
+  np.testing.assert_allclose(loaded["params"]["conv"]["kernel"], params["conv"]["kernel"], rtol=1e-6)
+  config.model.speech_features = "log_mel"
+  with pytest.raises(ValueError, match="whisper_tiny_en"):
+    tasks.get_task(config)
+
+
 def test_missing_data_dir_fails_before_compiling(tmp_path, monkeypatch):
   def no_compile(*a, **k):
     raise AssertionError("compiled before validating the data dir")
