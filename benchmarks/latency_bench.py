@@ -187,6 +187,7 @@ def motion_quality(checkpoint: str | None = None, *, hop: int = LOW_LATENCY["hop
   for name, latency in (("whole", {}), ("hop", hop_options)):
     spec = build_spec(configs, StreamOptions(mode="head", seed=seed, **latency))
     pf = params["motion_face"]
+    motion_params = {k: params[k] for k in ("motion_face", "motion_lip") if k in params}
     ref = None
     if "ref_proj" in pf["params"]["face"]:
       ref = jnp.zeros((1, spec.window, spec.face.config.ref_dim), jnp.float32)
@@ -197,9 +198,11 @@ def motion_quality(checkpoint: str | None = None, *, hop: int = LOW_LATENCY["hop
     for scale in (1.0, 0.5, 2.0):
       state = stream_step.init_motion_state(spec, default_style(spec.window) * scale, jax.random.key(seed),
                                             ref, reference_valid=False)
+      if spec.lip is not None:  # the lip regressor's mouth scales with the amplitude too, as in the stream
+        state["lip_gain"] = jnp.full((1,), scale, jnp.float32)
       chunks = []
       for block in stream_spec.step_blocks(audio, spec, num):
-        state, m = step({"motion_face": pf}, state, block)
+        state, m = step(motion_params, state, block)
         chunks.append(np.asarray(m[0]))
       runs[scale] = np.concatenate(chunks)[None]  # (1, N, 58) normalised
     motion = runs[1.0]

@@ -2,11 +2,12 @@
 
   python -m infer.main --image portrait.jpg --audio speech.wav --out out.mp4 [--checkpoint runs/]
       [--mode upper|head] [--amplitude X] [--pose-range X] [--reference ref.mp4] [--no-refine]
-      [--steps N] [--guidance G] [--seed S]
+      [--no-lip] [--steps N] [--guidance G] [--seed S]
 
 --checkpoint is a directory of `python -m train.main` workdirs: motion_face/, motion_body/ (mode
-upper), render/ (an upper512x768- or head512-family renderer), optionally render_head/ (mode head) and
-face_refine/; by default the trained models bundled in infer/assets/checkpoint/ (MODEL_CARD.md there).
+upper), render/ (an upper512x768- or head512-family renderer), optionally render_head/ (mode head),
+face_refine/ and motion_lip/ (the mouth from a lip regressor; --no-lip: the face model's own); by
+default the trained models bundled in infer/assets/checkpoint/ (MODEL_CARD.md there).
 --random-weights runs the whole pipeline with random tiny networks instead: a smoke test of the
 installation, its output is meaningless. The audio may be any format / rate / channel count (it is
 decoded to 16 kHz mono) and is fed to the generator in chunks, as a live stream would be.
@@ -51,6 +52,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                  help="head-pose range (1 = typical, 0 = still)")
   p.add_argument("--reference", help="reference video whose expressions set the speaking style")
   p.add_argument("--no-refine", action="store_true", help="skip the face-refine pass")
+  p.add_argument("--no-lip", action="store_true",
+                 help="the face model's own mouth instead of the checkpoint's lip regressor (motion_lip/)")
   p.add_argument("--steps", type=int, default=DEFAULTS.num_steps, help="DDIM steps of the motion samplers")
   p.add_argument("--guidance", type=float, default=DEFAULTS.guidance_scale,
                  help="classifier-free guidance of the face motion (1 = off; default "
@@ -88,7 +91,8 @@ def stream_options(args: argparse.Namespace) -> StreamOptions:
   for key in ("hop", "lookahead", "seam_frames"):
     if getattr(args, key) is not None:
       latency[key] = getattr(args, key)
-  return StreamOptions(mode=args.mode, refine=not args.no_refine, seed=args.seed, num_steps=args.steps,
+  return StreamOptions(mode=args.mode, refine=not args.no_refine, lip=not args.no_lip, seed=args.seed,
+                       num_steps=args.steps,
                        guidance_scale=args.guidance, render_dtype="bfloat16" if args.bf16 else "float32",
                        **latency)
 

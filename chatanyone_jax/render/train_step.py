@@ -327,6 +327,18 @@ def make_train_step(config: RendererConfig, gen_tx: optax.GradientTransformation
                               perceptual_fn=perceptual_fn, region=region), donate_argnums=0)
 
 
+def reenactment_keypoints(config: RendererConfig, m_out: dict[str, jax.Array], kp_head: jax.Array | None,
+                          source_offsets: bool = False) -> jax.Array:
+  """W's control keypoints (2B, K, 3) of M's outputs on [sources; drivings] (`control_keypoints`); with
+  source_offsets (layout "head_offset") the drivings' keypoints are their head keypoints plus the
+  sources' implicit offsets (`reconstruct`)."""
+  control, offsets, _ = control_keypoints(config, m_out, kp_head)
+  if not source_offsets:
+    return control
+  b = control.shape[0] // 2
+  return jnp.concatenate([control[:b], kp_head[b:] + offsets[:b]])
+
+
 def reconstruct(config: RendererConfig, gen_params: Any, gen_batch_stats: Any, source: jax.Array,
                 driving: jax.Array, hand_image: jax.Array | None = None,
                 kp_head: tuple[jax.Array, jax.Array] | None = None,
@@ -339,6 +351,8 @@ def reconstruct(config: RendererConfig, gen_params: Any, gen_batch_stats: Any, s
     ΔX_src instead of M's on the driving frame, as the stream does (`stream_step.init_state`), so only the
     explicit head keypoints move the face.
   """
+  if source_offsets and keypoint_layout(config) != "head_offset":
+    raise ValueError("source_offsets needs a 'head_offset' renderer (head or face refine)")
   nets = networks(config)
 
   def apply(name, *args, **kwargs):
@@ -350,11 +364,7 @@ def reconstruct(config: RendererConfig, gen_params: Any, gen_batch_stats: Any, s
   b = source.shape[0]
   m_out = apply("M", jnp.concatenate([source, driving]))
   head = jnp.concatenate(kp_head) if config.num_kp_head else None
-  control, offsets, _ = control_keypoints(config, m_out, head)
-  if source_offsets:
-    if keypoint_layout(config) != "head_offset":
-      raise ValueError("source_offsets needs a 'head_offset' renderer (head or face refine)")
-    control = jnp.concatenate([control[:b], kp_head[1] + offsets[:b]])
+  control = reenactment_keypoints(config, m_out, head, source_offsets)
   w_out = apply("W", apply("F", source), control[b:], control[:b])
   hand = hand_image if config.spade_generator.hand_injection else None
   return apply("G", w_out["out"], hand, **skip_inputs(config.spade_generator, source, w_out))

@@ -44,13 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Scale the fitted map so that its mouth moves as much within a window as the training clips' mouths:
   # least squares shrinks it to a fraction (the renderer then shows next to no motion).
   c.lip_match_variance = True
-  c.batch_size = 64
-  c.num_steps = 20_000
-  c.learning_rate = 1e-3
-  c.warmup_steps = 200
-  c.weight_decay = 0.05
-  c.checkpoint_every = 1_000
-  c.image_every = 0
+  # Gradient training (`train.main`): a linear model, so a high learning rate and a little weight decay.
+  c.update(batch_size=64, num_steps=20_000, learning_rate=1e-3, warmup_steps=200, weight_decay=0.05,
+           checkpoint_every=1_000, image_every=0)
   if arg == "tiny":
     common.shrink_for_cpu(c)
     c.window, c.history, c.stride = 16, 4, 2

@@ -172,3 +172,24 @@ def test_chatanyone_layout_steps_trace(name, region):
 def test_rejects_unknown_region():
   with pytest.raises(ValueError, match="region must be"):
     train_step.make_step_fn(presets.tiny, optax.adam(1e-3), optax.adam(1e-3), region="feet")
+
+
+def test_source_offsets_drive_the_face_by_its_keypoints_alone():
+  """`reconstruct(source_offsets=True)` (Table 1 `--source-offsets`, the stream's keypoints): the driving
+  frames' control keypoints are their head keypoints plus the sources' implicit offsets, so the driving
+  image reaches W only through its head keypoints. Head layouts only."""
+  cfg = presets.get("tiny_head512")
+  b, k = 2, presets.K_HEAD
+  keys = jax.random.split(jax.random.key(0), 2)
+  m_out = {"exp": jax.random.normal(keys[0], (2 * b, k * 3))}  # M's offsets of [sources; drivings]
+  kp_head = jax.random.normal(keys[1], (2 * b, k, 3))
+  offsets = m_out["exp"].reshape(2 * b, k, 3)
+  own = train_step.reenactment_keypoints(cfg, m_out, kp_head)
+  stream = train_step.reenactment_keypoints(cfg, m_out, kp_head, source_offsets=True)
+  np.testing.assert_allclose(np.asarray(own), np.asarray(kp_head + offsets), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(stream[:b]), np.asarray(own[:b]))  # the sources unchanged
+  np.testing.assert_allclose(np.asarray(stream[b:]), np.asarray(kp_head[b:] + offsets[:b]), atol=1e-6)
+  source = jnp.zeros((1, *cfg.image_size, 3))
+  with pytest.raises(ValueError, match="head_offset"):
+    train_step.reconstruct(presets.get("tiny_upper512x768"), {}, {}, source, source, source_offsets=True,
+                           kp_head=(jnp.zeros((1, k, 3)),) * 2)
