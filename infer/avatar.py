@@ -227,7 +227,7 @@ def prepare_avatar(image: np.ndarray | Portrait, spec: StreamSpec, params: dict,
     avatar["reference"], base = _reference(style.reference_video, spec, params["motion_face"]["norm"])
   multipliers = np.array([style.amplitude, style.pose_range], np.float32)
   avatar["style"] = (base * multipliers)[None].astype(np.float32)
-  avatar["lip_gain"] = np.array([style.amplitude], np.float32)  # the lip regressor's mouth (`lip_mouth`)
+  avatar["lip_gain"] = np.array([style.amplitude], np.float32)  # the lip regressor's mouth amplitude
   if spec.mode == "upper":
     app = AppearanceEmbedding(spec.body.config.app_dim)
     avatar["appearance"] = np.asarray(app.apply(params["motion_body"]["params"]["appearance"],

@@ -138,10 +138,15 @@ class MotionFace(MotionTask):
                   num_windows: int) -> jax.Array:
     """Audio tokens (1, num_windows · T, audio_dim) of a clip's audio (L >= num_windows · W samples) cut into
     consecutive windows of W samples, each with its left context (zeros before the clip), as a stream."""
+    return self.window_tokens(params, speech_params, self.clip_windows(audio, num_windows)).reshape(
+        1, num_windows * self.config.window, -1)
+
+  def clip_windows(self, audio: jax.Array, num_windows: int) -> jax.Array:
+    """(num_windows, speech_context + W) samples: a clip's audio (L >= num_windows · W samples) cut into
+    consecutive windows of W samples, each after its left context (zeros before the clip), as a stream."""
     w, ctx = self.window_samples, self.speech_context
     x = jnp.concatenate([jnp.zeros((ctx,), jnp.float32), jnp.asarray(audio, jnp.float32)])
-    idx = np.arange(num_windows)[:, None] * w + np.arange(ctx + w)[None]
-    return self.window_tokens(params, speech_params, x[idx]).reshape(1, num_windows * self.config.window, -1)
+    return x[np.arange(num_windows)[:, None] * w + np.arange(ctx + w)[None]]
 
   @classmethod
   def resolve_model(cls, model: dict) -> dict:

@@ -37,7 +37,7 @@ from chatanyone_jax import template as tp
 from chatanyone_jax.audio import MelConfig, log_mel_spectrogram
 from chatanyone_jax.audio import num_frames as num_mel_frames
 from chatanyone_jax.eval import lipsync
-from chatanyone_jax.motion.lip_regressor import blend_mouth, predict_exp
+from chatanyone_jax.motion.lip_regressor import mouth_from_speech
 from chatanyone_jax.motion.sampling import (
   CLIP_X0,
   DDIM_STEPS,
@@ -192,7 +192,7 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
   a live stream receives it, so the score is the one a low-latency stream gets (H = T, L = 0 is the
   stream with whole windows). seam_frames: of the joins between windows (`sampling.join_window`).
   lip: a motion_lip workdir or export: each frame's mouth from the lip regressor, as a stream of a
-  checkpoint with motion_lip/ (`stream_step.lip_mouth`)."""
+  checkpoint with motion_lip/ (`lip_regressor.mouth_from_speech`)."""
   config, task, params, norm = load_motion_face(workdir)
   lip_model = None if lip is None else load_motion_lip(lip)
   if hop is not None:
@@ -223,16 +223,13 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
                            num_steps=num_steps, guidance_scale=guidance_scale, clip_x0=clip_x0,
                            noise_scale=noise_scale, seam_frames=seam_frames,
                            reference_valid=jnp.zeros((1,), bool) if has_ref else None)
-    motion = motion[0] * norm["motion_std"] + norm["motion_mean"]
-    exp = motion[:, :tp.NUM_EXP]
     if lip_model is not None:  # the mouth from the lip regressor, window by window as the stream
-      w, ctx = task.window_samples, task.speech_context
-      x = jnp.concatenate([jnp.zeros((ctx,), jnp.float32), audio])
-      idx = np.arange(num_windows)[:, None] * w + np.arange(ctx + w)[None]
-      feats = task.front_end_input(encoder_vars, x[idx])  # (num_windows, n, D)
-      exp_lip = predict_exp(lip_model["model"], lip_model["params"], feats, tasks.FPS, t, lip_model["norm"])
-      exp = blend_mouth(exp, exp_lip.reshape(-1, exp.shape[-1]), lip_model["blend"])
-    return tp.mouth_opening(template, exp, identity)
+      feats = task.front_end_input(encoder_vars, task.clip_windows(audio, num_windows))  # (windows, n, D)
+      windows = motion.reshape(num_windows, t, -1)
+      motion = mouth_from_speech(lip_model["model"], lip_model, norm, feats, windows, tasks.FPS).reshape(
+          motion.shape)
+    motion = motion[0] * norm["motion_std"] + norm["motion_mean"]
+    return tp.mouth_opening(template, motion[:, :tp.NUM_EXP], identity)
 
   curves = clip_curves(data, split, max_clips) if curves is None else curves
 

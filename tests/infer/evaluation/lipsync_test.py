@@ -105,6 +105,12 @@ def test_model_driven_by_speech_alone_is_scored_like_the_baseline(split_data, tm
   assert hop["inserted_silence_ratio"] >= 0
   with pytest.raises(ValueError, match="hop must be in"):
     lipsync.model_lipsync(tmp_path / "motion_face", data, hop=t + 1, **kw)
+  # A lip regressor reads Whisper features: with this log-mel face model it is refused, whole or streamed.
+  lip = _random_lip_export(tmp_path / "motion_lip")
+  with pytest.raises(ValueError, match="log-mel"):
+    lipsync.model_lipsync(tmp_path / "motion_face", data, lip=lip, **kw)
+  with pytest.raises(ValueError, match="log-mel"):
+    lipsync.model_lipsync(tmp_path / "motion_face", data, hop=4, lip=lip, **kw)
 
   out = tmp_path / "lipsync.json"
   with fast_compile():
@@ -116,3 +122,18 @@ def test_model_driven_by_speech_alone_is_scored_like_the_baseline(split_data, tm
   assert printed["baseline"]["fit_clips"] == 2 and printed["mel_baseline"]["fit_clips"] == 2
   assert lipsync.main(["--data", str(tmp_path / "missing")]) == 2
   assert "error:" in capsys.readouterr().err
+
+
+def _random_lip_export(out):
+  """A motion_lip export (`train.export` layout) with random weights: loadable, meaningless."""
+  import jax
+
+  from train import export, tasks
+  from train.configs import motion_lip
+
+  config = motion_lip.get_config("tiny")
+  task = tasks.get_task(config)
+  params = task.init_params(jax.random.key(0), task.batch_spec(1))
+  norm = {k: np.ones(v.shape, np.float32) for k, v in task.norm_spec().items()}
+  export.write_export(out, config, {"params": jax.device_get(params), "norm": norm}, step=0, source="test")
+  return out
