@@ -14,8 +14,9 @@ metrics.jsonl) and a contact sheet per split: source | target | generated | copy
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -77,6 +78,32 @@ def region_l1(x: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.where(area >= 3.0 * MIN_REGION_PIXELS, inside, jnp.nan)
 
 
+@functools.lru_cache(maxsize=4)
+def _scorer(r) -> Callable:
+  """The jitted scoring of RenderEvaluator for renderer config `r` (one per config in a process: an
+  evaluator built again, e.g. by a resumed run or `train.evaluate`, reuses its traced and compiled
+  program)."""
+
+  def score(params, batch_stats, batch):
+    head = (batch["kp_head_source"], batch["kp_head_driving"]) if r.num_kp_head else None
+    pred = jnp.clip(train_step.reconstruct(r, params, batch_stats, batch["source"], batch["driving"],
+                                           batch.get("hand_image"), head), 0.0, 1.0)
+    target = batch["driving_target"]
+    copy = jax.image.resize(batch["source"], target.shape, "bilinear")
+    def per(x):
+      err = jnp.abs(x - target)
+      out = {"l1": jnp.mean(err, axis=(1, 2, 3)), "psnr": metrics.psnr(x, target),
+             "ssim": metrics.ssim(x, target, 1.0)}
+      for region in REGIONS:
+        if f"eval_{region}_mask" in batch:
+          out[f"{region}_l1"] = region_l1(x, target, batch[f"eval_{region}_mask"])
+      return out
+
+    return per(pred), per(copy), pred, copy
+
+  return jax.jit(score)
+
+
 class RenderEvaluator:
   """Scores the EMA generator of a `train.render_task.RenderTask` state on fixed held-out pairs."""
 
@@ -103,26 +130,7 @@ class RenderEvaluator:
           batch[f"eval_{region}_mask"] = np.stack([p[f"{region}_mask"] for p in decoded]).astype(np.float32)
       self.batches[split] = (batch, np.array([c for _, _, c in pairs]))
       log.info("evals: %d pairs of %d clips in %r", len(pairs), len(set(c for *_, c in pairs)), split)
-    r = self.renderer
-
-    def score(params, batch_stats, batch):
-      head = (batch["kp_head_source"], batch["kp_head_driving"]) if r.num_kp_head else None
-      pred = jnp.clip(train_step.reconstruct(r, params, batch_stats, batch["source"], batch["driving"],
-                                             batch.get("hand_image"), head), 0.0, 1.0)
-      target = batch["driving_target"]
-      copy = jax.image.resize(batch["source"], target.shape, "bilinear")
-      def per(x):
-        err = jnp.abs(x - target)
-        out = {"l1": jnp.mean(err, axis=(1, 2, 3)), "psnr": metrics.psnr(x, target),
-               "ssim": metrics.ssim(x, target, 1.0)}
-        for region in REGIONS:
-          if f"eval_{region}_mask" in batch:
-            out[f"{region}_l1"] = region_l1(x, target, batch[f"eval_{region}_mask"])
-        return out
-
-      return per(pred), per(copy), pred, copy
-
-    self._score = jax.jit(score)
+    self._score = _scorer(self.renderer)
 
   @property
   def splits(self) -> list[str]:

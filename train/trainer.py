@@ -127,7 +127,8 @@ class Program:
   init: pure init(rng, norm) -> state; abstract: its ShapeDtypeStructs; init_key: the key it runs with;
   step: jitted step(state, batch, guard) -> (state, metrics, guard) (`guard_nonfinite`; state and guard
   donated); new_guard(): the initial guard, sharded (it holds one batch on the device); spec: the global
-  batch's ShapeDtypeStructs.
+  batch's ShapeDtypeStructs; summary: jitted summary(state, batch) -> images of the task (`Task.make_summary`)
+  or None.
   """
   init: Callable
   abstract: Any
@@ -137,17 +138,55 @@ class Program:
   replicated: jax.sharding.Sharding
   step: Callable
   spec: dict
+  summary: Callable | None = None
+  compiled: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
   def compile_init(self) -> Callable:
-    """`init`, jitted with the state shardings. On CPU without XLA's backend optimisations: init graphs
-    (threefry for every parameter) otherwise take minutes to compile there, and they run once."""
-    lowered = jax.jit(self.init, out_shardings=self.state_shardings).lower
-    options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-    return lambda *args: lowered(*args).compile(options)(*args)
+    """`init`, jitted with the state shardings, compiled once per Program. On CPU without XLA's backend
+    optimisations: init graphs (threefry for every parameter) otherwise take minutes to compile there, and
+    they run once."""
+    def run(*args):
+      if "init" not in self.compiled:
+        options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+        self.compiled["init"] = jax.jit(self.init, out_shardings=self.state_shardings).lower(
+            *args).compile(options)
+      return self.compiled["init"](*args)
+    return run
 
   def new_guard(self) -> dict:
     sh = {"ok": self.replicated, "batch": {k: self.batch_sharding for k in self.spec}}
     return jax.jit(lambda: new_guard(self.spec), out_shardings=sh)()
+
+
+# Config keys that only steer the loop (how long, what it logs and saves, where it starts from), never the
+# programs `build` makes: two configs that differ only in these share one Program (`cached_build`).
+LOOP_KEYS = ("num_steps", "log_every", "checkpoint_every", "keep_checkpoints", "progress", "image_every",
+             "evals", "restore_data", "warm_start", "warm_start_step", "stats_batches", "worker_count")
+_PROGRAMS: dict = {}  # cached_build's programs, the most recent last
+_MAX_PROGRAMS = 4
+
+
+def program_key(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> str:
+  """What `build` depends on: the config without LOOP_KEYS (num_steps as the schedule's length it sets,
+  `optim.learning_rate_schedule`), the mesh's devices and axes, the process count."""
+  c = json.loads(config.to_json_best_effort())
+  c["lr_decay_steps"] = c.get("lr_decay_steps") or c.get("num_steps")
+  for key in LOOP_KEYS:
+    c.pop(key, None)
+  devices = [d.id for d in mesh.devices.flat]
+  return json.dumps([c, dict(mesh.shape), devices, jax.process_count()], sort_keys=True, default=str)
+
+
+def cached_build(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Program:
+  """`build`, reusing the Program of an earlier call in this process whose config differs only in
+  LOOP_KEYS (a resumed run, more steps, another workdir): its step is traced, lowered and compiled once,
+  not again per call (about 10-30 s per call for a renderer on CPU). The last _MAX_PROGRAMS are kept."""
+  key = program_key(config, mesh)
+  prog = _PROGRAMS.pop(key, None) or build(task, config, mesh)
+  _PROGRAMS[key] = prog
+  while len(_PROGRAMS) > _MAX_PROGRAMS:
+    _PROGRAMS.pop(next(iter(_PROGRAMS)))
+  return prog
 
 
 def build(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> Program:
@@ -166,7 +205,10 @@ def build(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
   guarded = guard_nonfinite(task.make_step(tx, schedule, config.ema_decay, step_key), task.state_metrics)
   step = jax.jit(guarded, in_shardings=(state_sh, batch_sh, guard_sh),
                  out_shardings=(state_sh, repl, guard_sh), donate_argnums=(0, 2))
-  return Program(init, abstract, init_key, state_sh, batch_sh, repl, step, spec)
+  summary = task.make_summary()
+  if summary is not None:
+    summary = jax.jit(summary, in_shardings=(state_sh, batch_sh), out_shardings=repl)
+  return Program(init, abstract, init_key, state_sh, batch_sh, repl, step, spec, summary)
 
 
 def warm_start(task: Task, config: ml_collections.ConfigDict, state: dict, shardings) -> dict:
@@ -308,7 +350,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                      f"the mesh {dict(mesh.shape)}")
   task = tasks.get_task(config)
   iterator = data_iterator(task, config, config.seed)  # checks the windows fit the clips
-  prog = build(task, config, mesh)
+  prog = cached_build(task, config, mesh)
 
   mngr = checkpoint.manager(workdir, config.keep_checkpoints)
   latest = mngr.latest_step()
@@ -333,10 +375,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     if config.get("warm_start"):
       state = warm_start(task, config, state, prog.state_shardings)
 
-  summary_fn = task.make_summary()
-  if summary_fn is not None:
-    summary_fn = jax.jit(summary_fn, in_shardings=(prog.state_shardings, prog.batch_sharding),
-                         out_shardings=prog.replicated)
+  summary_fn = prog.summary
   evaluator = task.make_evaluator()
   writer = metrics.MetricWriter(workdir, enabled=lead)
   step = int(state["step"])

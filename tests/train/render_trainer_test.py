@@ -120,7 +120,7 @@ def _trains_checkpoints_resumes_exactly_and_beats_its_start(split_records, tmp_p
   row = _rows(a)[-1]
   assert row["step"] == HELDOUT_STEPS and "eval/validation/l1" not in row  # no such split: skipped
   task = tasks.get_task(long)
-  prog = trainer.build(task, long, parallel.make_mesh(long.mesh))
+  prog = trainer.cached_build(task, long, parallel.make_mesh(long.mesh))
   untrained, _ = task.make_evaluator().run(prog.compile_init()(prog.init_key, {}))
   trained = row["eval/heldout_frames/l1"]
   print(f"held-out L1: untrained {untrained['eval/heldout_frames/l1']:.4f}, trained {HELDOUT_STEPS} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 
@@ -12,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from chatanyone_jax import template as tp
-from train import checkpoint, metrics, optim, tasks, trainer
+from train import checkpoint, metrics, optim, parallel, tasks, trainer
 from train.configs import motion_body, motion_face
 from train.task_base import Task
 
@@ -94,11 +95,15 @@ def test_resume_equals_uninterrupted(motion_records, tmp_path):
   kw = dict(lr_decay_steps=4, log_every=1, checkpoint_every=100)
   first = trainer.train_and_evaluate(_config(motion_face, motion_records, num_steps=2, **kw), tmp_path / "a")
   assert int(first["step"]) == 2
+  config = _config(motion_face, motion_records, num_steps=4, **kw)
+  program = trainer.cached_build(tasks.get_task(config), config, parallel.make_mesh(config.mesh))
   resumed = _host(trainer.train_and_evaluate(_config(motion_face, motion_records, num_steps=4, **kw),
                                              tmp_path / "a"))
   straight = _host(trainer.train_and_evaluate(_config(motion_face, motion_records, num_steps=4, **kw),
                                               tmp_path / "b"))
   assert int(resumed["step"]) == int(straight["step"]) == 4
+  # All three runs (2 steps, and 4 steps twice) used one Program: one trace and compile of the step.
+  assert program.step._cache_size() == 1 and "init" in program.compiled
   rows = lambda d: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
   ra, rb = rows(tmp_path / "a"), rows(tmp_path / "b")
   assert [r["step"] for r in ra] == [1, 2, 3, 4] == [r["step"] for r in rb]
@@ -110,6 +115,25 @@ def test_resume_equals_uninterrupted(motion_records, tmp_path):
   moved = jax.tree.leaves(jax.tree.map(lambda x, y: np.abs(x - y).max(), _host(first["params"]),
                                        straight["params"]))
   assert max(moved) > 0
+
+
+def test_program_key_ignores_only_what_steers_the_loop():
+  c = motion_face.get_config("tiny")
+  mesh = parallel.make_mesh(c.mesh)
+  key = trainer.program_key(c, mesh)
+  other = copy.deepcopy(c)
+  other.update(log_every=7, checkpoint_every=9, progress=not c.progress, image_every=3, keep_checkpoints=1)
+  assert trainer.program_key(other, mesh) == key
+  for change in (dict(learning_rate=0.5), dict(batch_size=2 * c.batch_size), dict(seed=c.seed + 1),
+                 dict(num_steps=c.num_steps + 1)):  # num_steps is the schedule's length when not set apart
+    changed = copy.deepcopy(c)
+    changed.update(change)
+    assert trainer.program_key(changed, mesh) != key, change
+  fixed = copy.deepcopy(c)
+  fixed.lr_decay_steps = c.num_steps
+  longer = copy.deepcopy(fixed)
+  longer.num_steps = 10 * c.num_steps
+  assert trainer.program_key(fixed, mesh) == trainer.program_key(longer, mesh) == key
 
 
 def test_motion_body_trains(motion_records, tmp_path):
