@@ -17,6 +17,7 @@ frame's (`reconstruct`), so the rendered face moves only as far as the explicit 
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import time
@@ -72,6 +73,24 @@ def _pair_inputs(renderer, pair: dict, injection: bool) -> dict:
   return out
 
 
+@functools.lru_cache(maxsize=4)
+def _render_fn(renderer, source_offsets: bool):
+  """The jitted reconstruction of `renderer` (a RendererConfig): one trace and compile per renderer in a
+  process, however many evaluations run it."""
+
+  @jax.jit
+  def render(params, stats, inputs):
+    return jnp.clip(reconstruct(renderer, params, stats, inputs["source"], inputs["driving"],
+                                inputs.get("hand_image"), inputs.get("kp_head"), source_offsets), 0.0, 1.0)
+
+  return render
+
+
+@jax.jit
+def _score(x, y):
+  return metrics.psnr(x, y), metrics.ssim(x, y, 1.0)
+
+
 def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, split: str, b: Backends, *,
                      max_clips: int | None = None, max_frames: int | None = None, batch_size: int = 8,
                      mode: str | None = None, source_offsets: bool = False) -> dict:
@@ -95,12 +114,8 @@ def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, spl
   params = jax.device_put(loaded["params"])
   stats = jax.device_put(loaded["batch_stats"])
 
-  @jax.jit
-  def render(params, stats, inputs):
-    return jnp.clip(reconstruct(renderer, params, stats, inputs["source"], inputs["driving"],
-                                inputs.get("hand_image"), inputs.get("kp_head"), source_offsets), 0.0, 1.0)
-
-  score = jax.jit(lambda x, y: (metrics.psnr(x, y), metrics.ssim(x, y, 1.0)))
+  render = _render_fn(renderer, source_offsets)
+  score = _score
   ours, copy = Accumulator(), Accumulator()
   real_inception, real_i3d = [], []
   render_time, render_frames, skipped = 0.0, 0, {}
