@@ -175,6 +175,38 @@ def _head_box_in_body(driving: dict, output_size: tuple[int, int]) -> np.ndarray
   return (hb - bb[[0, 1, 0, 1]]) * scale
 
 
+@functools.lru_cache(maxsize=4)
+def _ablation_scorer(body, refine, feather: float) -> Callable:
+  """RefineAblation's jitted scoring for a body renderer and a face-refine config (one per pair in a
+  process, as `_scorer`)."""
+  hr, wr = refine.image_size
+
+  def score(bp, bs, rp, rs, b):
+    g = lambda p: {k[len(p):]: v for k, v in b.items() if k.startswith(p)}
+    bb, hb = g("body/"), g("head/")
+    head = (bb["kp_head_source"], bb["kp_head_driving"]) if body.num_kp_head else None
+    frame = jnp.clip(train_step.reconstruct(body, bp, bs, bb["source"], bb["driving"],
+                                            bb.get("hand_image"), head), 0.0, 1.0)
+    face_in = jax.image.resize(hb["face_mask"], (hb["face_mask"].shape[0], hr, wr, 1), "linear")
+    background = face_refine.mask_face(face_refine.crop_frames(frame, b["box"], (hr, wr)), face_in)
+    refined = jnp.clip(train_step.reconstruct(refine, rp, rs, hb["source"], hb["driving"], background,
+                                              (hb["kp_head_source"], hb["kp_head_driving"])), 0.0, 1.0)
+    pasted = face_refine.paste_back(frame, refined, b["box"], feather)
+    target = bb["driving_target"]
+    out = {}
+    for name, x in (("no_refine", frame), ("refine", pasted)):
+      out[f"{name}/face_l1"] = region_l1(x, target, bb["face_mask"])
+      out[f"{name}/l1"] = jnp.mean(jnp.abs(x - target), axis=(1, 2, 3))
+      out[f"{name}/psnr"] = metrics.psnr(x, target)
+    head_region = face_refine.crop_frames(frame, b["box"], refine.output_size)
+    out["no_refine/head_face_l1"] = region_l1(head_region, hb["driving_target"], hb["face_mask"])
+    out["refine/head_face_l1"] = region_l1(refined, hb["driving_target"], hb["face_mask"])
+    sheet = jnp.concatenate([hb["driving_target"], head_region, refined], axis=2)
+    return out, sheet
+
+  return jax.jit(score)
+
+
 class RefineAblation:
   """The face-refine ablation: the body renderer's frames with and without the face refine pasted back.
 
@@ -219,32 +251,7 @@ class RefineAblation:
         batch[f"{name}/face_mask"] = np.stack([p["face_mask"] for p in decoded]).astype(np.float32)
       batch["box"] = np.stack([_head_box_in_body(d, body.output_size) for _, d, _ in pairs])
       self.batches[split] = batch
-    hr, wr = refine.image_size
-
-    def score(bp, bs, rp, rs, b):
-      g = lambda p: {k[len(p):]: v for k, v in b.items() if k.startswith(p)}
-      bb, hb = g("body/"), g("head/")
-      head = (bb["kp_head_source"], bb["kp_head_driving"]) if body.num_kp_head else None
-      frame = jnp.clip(train_step.reconstruct(body, bp, bs, bb["source"], bb["driving"],
-                                              bb.get("hand_image"), head), 0.0, 1.0)
-      face_in = jax.image.resize(hb["face_mask"], (hb["face_mask"].shape[0], hr, wr, 1), "linear")
-      background = face_refine.mask_face(face_refine.crop_frames(frame, b["box"], (hr, wr)), face_in)
-      refined = jnp.clip(train_step.reconstruct(refine, rp, rs, hb["source"], hb["driving"], background,
-                                                (hb["kp_head_source"], hb["kp_head_driving"])), 0.0, 1.0)
-      pasted = face_refine.paste_back(frame, refined, b["box"], feather)
-      target = bb["driving_target"]
-      out = {}
-      for name, x in (("no_refine", frame), ("refine", pasted)):
-        out[f"{name}/face_l1"] = region_l1(x, target, bb["face_mask"])
-        out[f"{name}/l1"] = jnp.mean(jnp.abs(x - target), axis=(1, 2, 3))
-        out[f"{name}/psnr"] = metrics.psnr(x, target)
-      head_region = face_refine.crop_frames(frame, b["box"], refine.output_size)
-      out["no_refine/head_face_l1"] = region_l1(head_region, hb["driving_target"], hb["face_mask"])
-      out["refine/head_face_l1"] = region_l1(refined, hb["driving_target"], hb["face_mask"])
-      sheet = jnp.concatenate([hb["driving_target"], head_region, refined], axis=2)
-      return out, sheet
-
-    self._score = jax.jit(score)
+    self._score = _ablation_scorer(body, refine, feather)
 
   def run(self, body_weights: dict, refine_weights: dict) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """({"refine_ablation/<split>/{no_refine,refine}/<metric>": value}, {tag: target | body | refined
