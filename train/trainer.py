@@ -128,7 +128,7 @@ class Program:
   step: jitted step(state, batch, guard) -> (state, metrics, guard) (`guard_nonfinite`; state and guard
   donated); new_guard(): the initial guard, sharded (it holds one batch on the device); spec: the global
   batch's ShapeDtypeStructs; summary: jitted summary(state, batch) -> images of the task (`Task.make_summary`)
-  or None.
+  or None; jitted_init: `init` jitted with the state shardings (`compile_init`).
   """
   init: Callable
   abstract: Any
@@ -139,19 +139,13 @@ class Program:
   step: Callable
   spec: dict
   summary: Callable | None = None
-  compiled: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+  jitted_init: Callable | None = None
 
   def compile_init(self) -> Callable:
-    """`init`, jitted with the state shardings, compiled once per Program. On CPU without XLA's backend
+    """`init`, jitted with the state shardings (one compile per Program). On CPU without XLA's backend
     optimisations: init graphs (threefry for every parameter) otherwise take minutes to compile there, and
     they run once."""
-    def run(*args):
-      if "init" not in self.compiled:
-        options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-        self.compiled["init"] = jax.jit(self.init, out_shardings=self.state_shardings).lower(
-            *args).compile(options)
-      return self.compiled["init"](*args)
-    return run
+    return self.jitted_init
 
   def new_guard(self) -> dict:
     sh = {"ok": self.replicated, "batch": {k: self.batch_sharding for k in self.spec}}
@@ -208,7 +202,9 @@ def build(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
   summary = task.make_summary()
   if summary is not None:
     summary = jax.jit(summary, in_shardings=(state_sh, batch_sh), out_shardings=repl)
-  return Program(init, abstract, init_key, state_sh, batch_sh, repl, step, spec, summary)
+  options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+  jitted_init = jax.jit(init, out_shardings=state_sh, compiler_options=options)
+  return Program(init, abstract, init_key, state_sh, batch_sh, repl, step, spec, summary, jitted_init)
 
 
 def warm_start(task: Task, config: ml_collections.ConfigDict, state: dict, shardings) -> dict:

@@ -115,7 +115,6 @@ def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, spl
   stats = jax.device_put(loaded["batch_stats"])
 
   render = _render_fn(renderer, source_offsets)
-  score = _score
   ours, copy = Accumulator(), Accumulator()
   real_inception, real_i3d = [], []
   render_time, render_frames, skipped = 0.0, 0, {}
@@ -142,7 +141,7 @@ def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, spl
         source_target = jnp.broadcast_to(target[:1], target.shape)
       scored = np.arange(i0, i0 + n) > 0  # not the source frame itself (module docstring)
       for acc, x in ((ours, out), (copy, source_target)):
-        p, s = score(x, target)
+        p, s = _score(x, target)
         acc.add("PSNR", np.asarray(p)[:n][scored])
         acc.add("SSIM", np.asarray(s)[:n][scored])
       gen.append(to_uint8(np.asarray(out)[:n]))
