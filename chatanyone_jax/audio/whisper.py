@@ -10,6 +10,7 @@ inference (benchmarks/RESULTS.md, "Whisper tiny.en encoder features").
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -169,7 +170,28 @@ def num_window_features(window_samples: int, context: int) -> int:
   return total - context // SAMPLES_PER_OUTPUT
 
 
-def window_features(encoder: WhisperEncoder, params: dict, audio: jax.Array, context: int) -> jax.Array:
+def encoder_layers(encoder: WhisperEncoder, params: dict, mel: jax.Array,
+                   layers: Sequence[int | None]) -> tuple[jax.Array, ...]:
+  """The encoder's outputs at `layers` from one pass: None = its final output (after ln_post); k in
+  1 .. num_layers = the residual stream after its first k blocks (no LayerNorm). On held-out speakers a
+  linear map of the middle blocks' features predicts the mouth better than the final ones
+  (benchmarks/RESULTS.md, "Whisper layers for the lip regressor")."""
+  bad = [k for k in layers if k is not None and not 1 <= k <= encoder.num_layers]
+  if bad:
+    raise ValueError(f"Whisper layers must be None (the final output) or 1 .. {encoder.num_layers}, got "
+                     f"{bad}")
+  taps = {f"block{k - 1}" for k in layers if k is not None}
+  if not taps:
+    out = encoder.apply(params, mel)
+    return tuple(out for _ in layers)
+  out, state = encoder.apply(params, mel, mutable=["intermediates"],
+                             capture_intermediates=lambda m, method: method == "__call__" and m.name in taps)
+  inter = state["intermediates"]
+  return tuple(out if k is None else inter[f"block{k - 1}"]["__call__"][0] for k in layers)
+
+
+def window_features(encoder: WhisperEncoder, params: dict, audio: jax.Array, context: int,
+                    layer: int | None = None) -> jax.Array:
   """Whisper features of a window from its audio with `context` samples of left context before it.
 
   The one function that training (`data.speech_features`, cached per training window), the streaming
@@ -183,11 +205,18 @@ def window_features(encoder: WhisperEncoder, params: dict, audio: jax.Array, con
     encoder: the `WhisperEncoder`; params: its {"params": ...} variables (frozen).
     audio: (B, context + W) 16-kHz samples, zeros where the stream had not started.
     context: left context in samples, a multiple of 320 (`context_samples`).
+    layer: which output (`encoder_layers`): None = the final one.
 
   Returns:
     (B, num_window_features(W, context), width) float32.
   """
+  return window_layers(encoder, params, audio, context, (layer,))[0]
+
+
+def window_layers(encoder: WhisperEncoder, params: dict, audio: jax.Array, context: int,
+                  layers: Sequence[int | None]) -> tuple[jax.Array, ...]:
+  """`window_features` at several `layers` (`encoder_layers`) from one pass of the encoder."""
   if context % SAMPLES_PER_OUTPUT:
     raise ValueError(f"context {context} is not a multiple of {SAMPLES_PER_OUTPUT} samples")
-  features = encoder.apply(params, log_mel_spectrogram(audio))
-  return features[:, context // SAMPLES_PER_OUTPUT:]
+  outs = encoder_layers(encoder, params, log_mel_spectrogram(audio), layers)
+  return tuple(x[:, context // SAMPLES_PER_OUTPUT:] for x in outs)

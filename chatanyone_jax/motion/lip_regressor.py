@@ -9,7 +9,8 @@ coefficients while a generative model does the rest: on held-out speakers a line
 Whisper features beats the DiT's mouth by a wide margin. So stage 1 keeps the DiT for everything (head
 pose, eyes, brows, blinks, style, reference) and takes the mouth from the regressor:
 
-  features (B, n, D) of the window (the face model's frozen speech encoder) ─► video frame rate
+  features (B, n, D) of the window (the face model's frozen speech encoder, its final output or the
+    output of one of its blocks: `LipRegressor.speech_layer`) ─► video frame rate
     (`whisper.features_to_frames`) ─► standardised (norm "feature_mean" / "feature_std") ─► LipRegressor
     (a 1-D convolution over 2 · context + 1 frames; linear unless `hidden`) ─► normalised expression
     ─► de-normalised ("exp_mean" / "exp_std")
@@ -46,10 +47,14 @@ class LipRegressor(nn.Module):
     hidden: width of one hidden GELU layer after the convolution; 0 = a linear map (the default: on
       about 2,000 training clips a nonlinear map overfits, benchmarks/RESULTS.md).
     out_dim: expression coefficients (the head template's 52).
+    speech_layer: which of the speech encoder's outputs it reads (`whisper.encoder_layers`): None = the
+      final one (what the face model reads), k = the residual stream after the first k blocks (the
+      stream computes both in one pass of the encoder).
   """
   context: int = 2
   hidden: int = 0
   out_dim: int = NUM_EXP
+  speech_layer: int | None = None
 
   @nn.compact
   def __call__(self, features: jax.Array) -> jax.Array:

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from chatanyone_jax import template as tp
-from chatanyone_jax.audio import MelConfig, log_mel_spectrogram
+from chatanyone_jax.audio import MelConfig, log_mel_spectrogram, whisper
 from chatanyone_jax.audio import num_frames as num_mel_frames
 from chatanyone_jax.eval import lipsync
 from chatanyone_jax.motion.lip_regressor import mouth_from_speech
@@ -224,7 +224,9 @@ def model_lipsync(workdir: str | os.PathLike, data: str | os.PathLike, *, split:
                            noise_scale=noise_scale, seam_frames=seam_frames,
                            reference_valid=jnp.zeros((1,), bool) if has_ref else None)
     if lip_model is not None:  # the mouth from the lip regressor, window by window as the stream
-      feats = task.front_end_input(encoder_vars, task.clip_windows(audio, num_windows))  # (windows, n, D)
+      feats = whisper.window_features(  # (windows, n, D) of the encoder output the regressor reads
+          task.speech_encoder, encoder_vars, task.clip_windows(audio, num_windows), task.speech_context,
+          lip_model["model"].speech_layer)
       windows = motion.reshape(num_windows, t, -1)
       motion = mouth_from_speech(lip_model["model"], lip_model, norm, feats, windows, tasks.FPS).reshape(
           motion.shape)

@@ -17,6 +17,7 @@ import pytest
 
 from chatanyone_jax import stream_spec, stream_step
 from chatanyone_jax.audio import log_mel_spectrogram, whisper
+from chatanyone_jax.motion.lip_regressor import LipRegressor
 from chatanyone_jax.render import face_refine
 from chatanyone_jax.template import load_head_template
 from chatanyone_jax.template import mouth_opening as tp_mouth_opening
@@ -202,8 +203,8 @@ def test_window_mel_equals_whole_clip_log_mel(latency):
 def test_window_speech_carries_whisper_context(latency):
   """A Whisper face model in the stream: window i's features = `whisper.window_features` of the
   speech_context samples before a_i (zeros before the stream) and its first W samples (silence after
-  c_{i+1}), as the training cache (`data.speech_features`) computes them; and the spec and parameters come
-  from the config."""
+  c_{i+1}), as the training cache (`data.speech_features`) computes them, and a lip regressor's of the
+  block it reads from the same pass; and the spec and parameters come from the config."""
   from data import whisper_weights
   from infer.models import speech_params
   from train.configs import motion_face
@@ -216,8 +217,12 @@ def test_window_speech_carries_whisper_context(latency):
   assert speech_params(_configs("head")["motion_face"]) is None  # log-mel models have none
   params = {"motion_face": {"speech": encoder_params}}
   audio = read_audio(ASSETS_SPEECH, SR)[:6 * 8534]
-  fn = jax.jit(lambda x, start: stream_step.window_speech(spec, params, x, start))
-  whole = jax.jit(lambda a: whisper.window_features(spec.speech, encoder_params, a, spec.speech_context))
+  lip_spec = dataclasses.replace(spec, lip=LipRegressor(speech_layer=2))
+  fn = jax.jit(lambda x, start: stream_step.window_speech(lip_spec, params, x, start))
+  whole = jax.jit(lambda a: whisper.window_layers(spec.speech, encoder_params, a, spec.speech_context,
+                                                  (None, 2)))
+  x0, start0, _, _ = next(_window_inputs(spec, audio, 1))
+  assert jax.eval_shape(lambda x, s: stream_step.window_speech(spec, params, x, s), x0, start0)[1] is None
   c = spec.speech_context
   steps = 5 if not latency else 9  # the context fills up over several windows (2 s = 3.75 tiny windows)
   for i, (x, start, _, c1) in enumerate(_window_inputs(spec, audio, steps)):
@@ -225,10 +230,12 @@ def test_window_speech_carries_whisper_context(latency):
       continue
     received = np.concatenate([np.zeros(c, np.float32), np.where(np.arange(audio.size) < c1, audio, 0.0)])
     a = stream_spec.frame_sample(i * spec.step_frames, spec.spf)
-    features = fn(x, start)
-    expected = whole(received[None, a:a + c + spec.window_samples])
+    features, lip = fn(x, start)
+    expected, expected_lip = whole(received[None, a:a + c + spec.window_samples])
     assert features.shape == (1, whisper.num_window_features(8533, 32000), 384) == expected.shape
     np.testing.assert_allclose(np.asarray(features), np.asarray(expected), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.asarray(lip), np.asarray(expected_lip), atol=1e-3, rtol=0)
+    assert np.abs(np.asarray(lip) - np.asarray(features)).max() > 1.0  # another layer's features
   with pytest.raises(ValueError, match="ExternalFeatureAdapter"):
     dataclasses.replace(spec, speech=None)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from chatanyone_jax import template as tp
 from chatanyone_jax.audio import whisper
@@ -54,6 +55,7 @@ def test_fit_lip_learns_the_training_mouth_and_exports(motion_records, tmp_path)
   loaded = export.load_weights(out)
   # In sample, the regressor's mouth follows the clip's (one clip: a fit, not a held-out score).
   task = tasks.get_task(config)
+  assert task.speech_layer == 2 and "-L2-" in task.speech_cache("train")  # its own cache of that block
   clip = records.data_source(motion_records, "clips", "train")[0]
   audio = np.asarray(clip["audio"], np.float32) / 32768.0
   w, ctx, t = task.window_samples, task.speech_context, config.window
@@ -71,6 +73,15 @@ def test_fit_lip_learns_the_training_mouth_and_exports(motion_records, tmp_path)
   assert np.corrcoef(opening, truth)[0, 1] > 0.5
 
 
+def test_speech_layer_out_of_range_is_refused():
+  config = motion_lip.get_config("tiny")
+  config.model.lip.speech_layer = 5  # Whisper tiny has 4 blocks
+  with pytest.raises(ValueError, match=r"speech_layer must be None .* or 1 \.\. 4"):
+    tasks.get_task(config)
+
+
 def whisper_features(task, audio: np.ndarray) -> jax.Array:
-  fn = jax.jit(lambda p, a: whisper.window_features(task.speech_encoder, p, a, task.speech_context))
+  # the encoder output the regressor reads (config.model.lip.speech_layer), as the stream computes it
+  fn = jax.jit(lambda p, a: whisper.window_features(task.speech_encoder, p, a, task.speech_context,
+                                                    task.speech_layer))
   return fn(task.speech_params(), jnp.asarray(audio))

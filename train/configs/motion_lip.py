@@ -35,7 +35,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict({
       "speech_features": "whisper_tiny_en",
       "speech_context_s": 2.0,
-      "lip": {"context": 2, "hidden": 0},  # LipRegressor: ±2 frames, linear
+      # LipRegressor: ±2 frames, linear, on the output of Whisper's second block (a linear map of it
+      # predicts the mouth of held-out speakers better than one of the final output, benchmarks/RESULTS.md)
+      "lip": {"context": 2, "hidden": 0, "speech_layer": 2},
   })
   # `python -m train.fit_lip` (the closed-form fit of the linear regressor): folds of people and the
   # ridge penalties (per training frame) its cross-validation picks from.

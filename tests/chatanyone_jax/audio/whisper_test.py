@@ -5,6 +5,7 @@ import functools
 import struct
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import librosa
@@ -95,6 +96,25 @@ def test_tiny_random_encoder_trains():
   assert out.shape == (2, 13, 32) and bool(jnp.isfinite(out).all())
   grads = jax.jit(jax.grad(loss))(variables["params"])
   assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+
+
+def test_encoder_layers_tap_the_residual_stream():
+  """`encoder_layers`: None = the final output; k = the residual stream after k blocks, so the last block's
+  through ln_post is the final output; one pass gives each as its own call would; other k are refused."""
+  module = whisper.WhisperEncoder(width=32, num_heads=2, num_layers=2, mlp_dim=64)
+  mel = jax.random.normal(jax.random.key(1), (2, 25, 80))
+  variables = jax.jit(module.init)(jax.random.key(0), mel)
+  final, first, last = whisper.encoder_layers(module, variables, mel, (None, 1, 2))
+  np.testing.assert_array_equal(np.asarray(final), np.asarray(module.apply(variables, mel)))
+  ln = nn.LayerNorm(epsilon=whisper.LAYER_NORM_EPS, use_fast_variance=False)
+  np.testing.assert_allclose(np.asarray(ln.apply({"params": variables["params"]["ln_post"]}, last)),
+                             np.asarray(final), atol=1e-5)
+  assert first.shape == final.shape and float(jnp.abs(first - last).max()) > 0.1
+  np.testing.assert_array_equal(np.asarray(whisper.encoder_layers(module, variables, mel, (1,))[0]),
+                                np.asarray(first))
+  for bad in (0, 3):
+    with pytest.raises(ValueError, match=r"None \(the final output\) or 1 .. 2"):
+      whisper.encoder_layers(module, variables, mel, (bad,))
 
 
 def test_features_to_frames_aligns_time():
