@@ -125,7 +125,8 @@ def _window_inputs(spec, audio, steps):
 
 def test_lip_regressor_gives_the_stream_its_mouth():
   """With a lip regressor (motion_lip) the stream's face motion is FaceMotionDiT's sample (same key) with the
-  mouth of the regressor run on the window's Whisper features put in by `blend_mouth`: pose untouched,
+  mouth of the regressor run on the window's Whisper features (of the block it reads) put in by
+  `blend_mouth`: pose untouched,
   the mouth opening the regressor's; `StreamOptions(lip=False)` streams without it; a log-mel face model
   cannot take one."""
   from data import whisper_weights
@@ -166,7 +167,8 @@ def test_lip_regressor_gives_the_stream_its_mouth():
         params, state, jnp.asarray(block))[1][0])
   c = spec.speech_context
   received = jnp.asarray(np.concatenate([np.zeros(c, np.float32), audio[:8533]]))[None]
-  features = whisper.window_features(spec.speech, encoder, received, c)
+  assert spec.lip.speech_layer == 2  # motion_lip.py's: the regressor reads Whisper's second block
+  features = whisper.window_features(spec.speech, encoder, received, c, spec.lip.speech_layer)
   exp_lip = np.asarray(predict_exp(spec.lip, lip_params, features, 30.0, 16, lip_norm))[0]
   raw = lambda m: m * std
   expected = np.asarray(blend_mouth(raw(out["plain"])[:, :52], exp_lip, params["motion_lip"]["blend"]))
