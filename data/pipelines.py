@@ -311,16 +311,17 @@ class CutWindow(grain.RandomMapTransform):
     return np.asarray(clip["exp"][int(np.argmin(gap))], np.float32)
 
   def silence(self, row: int, clip: dict, exp: np.ndarray, audio: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """(exp, audio) of a window with its silence span: the expression eased into the clip's closed mouth
-    inside the span (ramps of SILENCE_RAMP frames, none where the span ends with the window)."""
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(exp, audio, weight) of a window with its silence span: the expression eased into the clip's closed
+    mouth inside the span by weight (H+T,) in [0, 1] (ramps of SILENCE_RAMP frames, none where the span ends
+    with the window)."""
     a, b = silence_span(row, self.config)
     f = np.arange(exp.shape[0])
     w = np.clip(np.minimum((f - a + 1) / SILENCE_RAMP, (b - f) / SILENCE_RAMP), 0.0, 1.0)
     if b >= exp.shape[0]:
       w = np.where(f >= a, np.clip((f - a + 1) / SILENCE_RAMP, 0.0, 1.0), 0.0)
     exp = exp + w[:, None] * (self.closed_mouth(clip)[None] - exp)
-    return exp.astype(np.float32), silence_audio(audio, row, self.config, 0, self.spf)
+    return exp.astype(np.float32), silence_audio(audio, row, self.config, 0, self.spf), w.astype(np.float32)
 
   def _read_clip(self, c: int) -> dict:
     return self.clips[c]
@@ -355,8 +356,9 @@ class CutWindow(grain.RandomMapTransform):
     ahead = not silent and self.lookahead_prob > 0 and rng.random() < self.lookahead_prob
     exp, window = clip["exp"][take], motion[take]
     heard = np.ones((t,), bool)
+    quiet = np.zeros((length,), np.float32)
     if silent:
-      exp, audio = self.silence(item["row"], clip, exp, audio)
+      exp, audio, quiet = self.silence(item["row"], clip, exp, audio)
       window[:, :exp.shape[-1]] = exp  # motion = exp ⊕ pose
     elif ahead:
       audio = lookahead_audio(audio, item["row"], self.config, 0, self.spf)
@@ -371,7 +373,7 @@ class CutWindow(grain.RandomMapTransform):
         "identity": np.asarray(clip["identity"], np.float32),
         "ref_motion": motion[ref], "ref_exp": clip["exp"][ref], "ref_valid": np.bool_(n >= t),
         "clip_index": np.int32(c), "start": np.int32(s), "ref_start": np.int32(r),
-        "silenced": np.bool_(silent), "audio_valid": heard,
+        "silenced": np.bool_(silent), "silence": quiet, "audio_valid": heard,
     }
 
 
@@ -399,7 +401,8 @@ def motion_windows(root: str | os.PathLike, *, batch_size: int, split: str = "tr
     speech (B, n, D) float32: with speech_features (the .npy of `data.speech_features` for this split and
       config), the cached features of each window
     silenced (B,) bool: the window has its silence span (`CutWindow`, silence_prob; then the silenced
-      audio's features come from silent_speech_features)
+      audio's features come from silent_speech_features); silence (B, H+T) float32: how far each frame's
+      expression is eased into the closed mouth (1 inside the span, ramps at its ends, 0 elsewhere)
     audio_valid (B, T) bool: the frames of the generated window whose audio is heard (False after the cut
       of look-ahead augmentation, lookahead_prob; its features then come from lookahead_speech_features)
   """

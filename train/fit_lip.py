@@ -15,8 +15,13 @@ keypoints (`MOUTH_KEYPOINTS`, what the stream takes from the regressor) after re
 and rescaling each coordinate's prediction at best (the motion within a window, scale-free, as a per-clip
 correlation scores it; plain squared error rewards shrinking towards the mean), then the map is solved on
 all windows and (config.lip_match_variance) scaled about the mean so that its mouth moves as much as the
-training clips' ("gain" in the report). The normalisation statistics are `MotionLip.norm_stats` of the first
-config.stats_batches batches, as training's. Writes DIR as an export (`train.export`: config.json,
+training clips' ("gain" in the report). With a speech gate (config.model.lip.gate) a second ridge fit on
+the same features (same penalty) gives one more output, 1 on speech frames and 0 inside silence spans
+(`data.pipelines` "silence"), the expression is fitted on the speech frames alone (each frame weighted by 1
+- silence), and the gate's rest expression is the mean target wholly inside the spans (the clips' closed
+mouths); config.lip_gate_sharpness steepens the fitted gate about 1/2 (a least-squares fit of a 0/1 target
+stays between them where it should decide). The normalisation statistics are `MotionLip.norm_stats` of the
+first config.stats_batches batches, as training's. Writes DIR as an export (`train.export`: config.json,
 params.msgpack, export.json with the cross-validation table under "fit") that `infer.models` reads as
 motion_lip/.
 """
@@ -102,30 +107,47 @@ def fit(config: ml_collections.ConfigDict, split_file: str | None = str(SPLIT_FI
   loader = iter(task.loader(c.batch_size, seed=c.seed))
   raw = [next(loader) for _ in range(min(c.stats_batches, num_batches))]
   norm = task.norm_stats([task.adapt(b) for b in raw])
-  h, k = c.history, model.context
+  h, k, e = c.history, model.context, tasks.NUM_EXP
+  if model.gate and not c.get("silence_prob", 0.0) > 0:
+    raise ValueError("the speech gate (config.model.lip.gate) is fitted on silence augmentation's spans: set "
+                     "config.silence_prob > 0")
 
   @jax.jit
   def rows(batch):
     x = stack_context(jnp.asarray(task.frame_inputs(batch["speech"], norm)), k)
     x = jnp.concatenate([x, jnp.ones(x.shape[:2] + (1,), x.dtype)], axis=-1)  # the bias
-    y = (batch["motion"][:, h:, :tasks.NUM_EXP] - norm["exp_mean"]) / norm["exp_std"]
-    return x, y, (batch["valid"][:, h:] > 0.5) & (batch["audio_valid"] > 0.5)
+    y = (batch["motion"][:, h:, :e] - norm["exp_mean"]) / norm["exp_std"]
+    return x, y, (batch["valid"][:, h:] > 0.5) & (batch["audio_valid"] > 0.5), batch["silence"][:, h:]
 
   d = (2 * k + 1) * task.speech_encoder.width + 1
   xtx = np.zeros((c.lip_folds, d, d))
-  xty = np.zeros((c.lip_folds, d, tasks.NUM_EXP))
-  yty = np.zeros((c.lip_folds, tasks.NUM_EXP, tasks.NUM_EXP))
+  xty = np.zeros((c.lip_folds, d, e))
+  yty = np.zeros((c.lip_folds, e, e))
   count = np.zeros(c.lip_folds)
+  # The gate (one fit, no folds): the moments of every frame with its target 1 - silence (1 on speech, 0
+  # inside a silence span); the expression is then fitted on the speech frames alone (weights 1 - silence).
+  gxx, gxy, g_count = np.zeros((d, d)), np.zeros(d), 0.0
+  rest, rest_count = np.zeros(e), 0.0  # the gate's rest expression: the mean target inside silence spans
   # The same moments of each window's weighted mean: the cross-validation scores the error after removing
   # each window's mean (the motion within a window, what a per-clip correlation sees), not its level.
   bxx, bxy, byy = np.zeros_like(xtx), np.zeros_like(xty), np.zeros_like(yty)
   for i in range(num_batches):
     loaded = raw[i] if i < len(raw) else next(loader)
-    x, y, mask = (np.asarray(a, np.float64) for a in rows(task.adapt(loaded)))
+    x, y, mask, quiet = (np.asarray(a, np.float64) for a in rows(task.adapt(loaded)))
     clip, start = np.asarray(loaded["clip_index"]), np.asarray(loaded["start"])
     first = start + 2 * c.history  # the window's first generated frame in `frame_weights`' padded frames
     weight = np.stack([weight_of[cl][f:f + c.window] for cl, f in zip(clip, first, strict=True)])  # (B, T)
     fold = fold_of[clip]
+    if model.gate:
+      sel = mask > 0.5
+      xs, ws = x[sel], weight[sel]
+      gxx += xs.T @ (ws[:, None] * xs)
+      gxy += xs.T @ (ws * (1.0 - quiet[sel]))
+      g_count += ws.sum()
+      inside = sel & (quiet > 1.0 - 1e-3)  # wholly inside a span (the ramps left out)
+      rest += np.einsum("bt,bte->e", weight * inside, y)
+      rest_count += float((weight * inside).sum())
+      weight = weight * (1.0 - quiet)  # the expression: speech frames only
     for f in np.unique(fold):
       sel = (fold == f)[:, None] & (mask > 0.5)
       xs, ys, ws = x[sel], y[sel], weight[sel][:, None]
@@ -174,8 +196,8 @@ def fit(config: ml_collections.ConfigDict, split_file: str | None = str(SPLIT_FI
     best = sorted(c.lip_penalties)[len(c.lip_penalties) // 2]
     log.warning("the training frames are all in one fold of people: no cross-validation, penalty %g", best)
   a, b, n = xtx.sum(0), xty.sum(0), count.sum()
-  w = solve(a, b, n, best)
-  train_mse = (np.trace(w.T @ a @ w) - 2 * np.trace(w.T @ b) + np.trace(yty.sum(0))) / (n * tasks.NUM_EXP)
+  w = solve(a, b, n, best)  # (d, e)
+  train_mse = (np.trace(w.T @ a @ w) - 2 * np.trace(w.T @ b) + np.trace(yty.sum(0))) / (n * e)
   # A least-squares fit shrinks towards the mean where the speech says little: on held-out clips its mouth
   # moved 0.4 as far as the real one, too little for the renderer to show (benchmarks/RESULTS.md). With
   # config.lip_match_variance the prediction is scaled about the training mean so that the mouth
@@ -186,12 +208,23 @@ def fit(config: ml_collections.ConfigDict, split_file: str | None = str(SPLIT_FI
   y_mean = b[-1] / n  # the bias column's moments are the target's weighted sum
   w = w * gain
   w[-1] += (1.0 - gain) * y_mean
+  if model.gate:  # its column after the expression's, with the same penalty, steepened about 1/2
+    sharp = float(c.get("lip_gate_sharpness", 1.0))
+    g = solve(gxx, gxy[:, None], g_count, best) * sharp
+    g[-1] += 0.5 * (1.0 - sharp)
+    w = np.concatenate([w, g], axis=1)
   width = task.speech_encoder.width
-  params = {"conv": {"kernel": w[:-1].reshape(2 * k + 1, width, tasks.NUM_EXP).astype(np.float32),
+  params = {"conv": {"kernel": w[:-1].reshape(2 * k + 1, width, w.shape[1]).astype(np.float32),
                      "bias": w[-1].astype(np.float32)}}
   report = {"penalty": best, "cv": table, "train_mse": float(train_mse), "gain": gain,
             "frames": int(count.sum()),
             "windows": num_windows, "folds": int(c.lip_folds)}
+  if model.gate:
+    if rest_count == 0:
+      raise ValueError("no training frame lies inside a silence span: the gate's rest expression needs "
+                       "silence augmentation (config.silence_prob) on enough windows")
+    params["rest"] = (rest / rest_count).astype(np.float32)
+    report["rest_frames"] = rest_count
   return {"params": params, "norm": jax.device_get(norm)}, report
 
 

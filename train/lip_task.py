@@ -51,13 +51,17 @@ class MotionLip(MotionTask):
     """{"speech_features", "speech_context_s", "lip": LipRegressor fields} with the defaults spelt out."""
     return {"speech_features": model.get("speech_features", "whisper_tiny_en"),
             "speech_context_s": model.get("speech_context_s", whisper.CONTEXT_S),
-            "lip": {"context": 2, "hidden": 0, "speech_layer": None, **dict(model.get("lip", {}))}}
+            "lip": {"context": 2, "hidden": 0, "speech_layer": None, "gate": False,
+                    **dict(model.get("lip", {}))}}
 
   def adapt(self, batch: dict) -> dict:
     if "speech" not in batch:
       raise ValueError("the lip regressor trains on cached window features: build the loader with "
                        "speech_features (MotionLip.loader does)")
-    return {k: np.asarray(batch[k], np.float32) for k in ("motion", "valid", "audio_valid", "speech")}
+    out = {k: np.asarray(batch[k], np.float32) for k in ("motion", "valid", "audio_valid", "speech")}
+    # how far each frame is eased into the closed mouth by silence augmentation (`train.fit_lip`'s gate)
+    out["silence"] = np.asarray(batch.get("silence", np.zeros_like(out["valid"])), np.float32)
+    return out
 
   def batch_spec(self, batch_size: int) -> dict:
     c = self.config
@@ -65,7 +69,8 @@ class MotionLip(MotionTask):
     n = whisper.num_window_features(self.window_samples, self.speech_context)
     frames = c.history + c.window
     return {"motion": f(batch_size, frames, MOTION_DIM), "valid": f(batch_size, frames),
-            "audio_valid": f(batch_size, c.window), "speech": f(batch_size, n, self.speech_encoder.width)}
+            "audio_valid": f(batch_size, c.window), "speech": f(batch_size, n, self.speech_encoder.width),
+            "silence": f(batch_size, frames)}
 
   def norm_spec(self) -> dict:
     d = self.speech_encoder.width

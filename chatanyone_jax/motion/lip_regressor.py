@@ -12,7 +12,8 @@ pose, eyes, brows, blinks, style, reference) and takes the mouth from the regres
   features (B, n, D) of the window (the face model's frozen speech encoder, its final output or the
     output of one of its blocks: `LipRegressor.speech_layer`) ─► video frame rate
     (`whisper.features_to_frames`) ─► standardised (norm "feature_mean" / "feature_std") ─► LipRegressor
-    (a 1-D convolution over 2 · context + 1 frames; linear unless `hidden`) ─► normalised expression
+    (a 1-D convolution over 2 · context + 1 frames; linear unless `hidden`; with `gate`, eased into a
+    rest expression where it hears no speech) ─► normalised expression
     ─► de-normalised ("exp_mean" / "exp_std")
 
 `blend_mouth` then puts the regressed mouth into the sampled expression by least squares on the head
@@ -50,19 +51,31 @@ class LipRegressor(nn.Module):
     speech_layer: which of the speech encoder's outputs it reads (`whisper.encoder_layers`): None = the
       final one (what the face model reads), k = the residual stream after the first k blocks (the
       stream computes both in one pass of the encoder).
+    gate: a speech gate: one more output s = clip(·, 0, 1) of the same map, how surely the frame is heard
+      speech (fitted on the silence spans of silence augmentation, `train.fit_lip`), and a learned "rest"
+      expression (the closed mouth of those spans); the output is rest + s · (y - rest). A linear map that
+      must also close the mouth in pauses trades lip sync for it (benchmarks/RESULTS.md, "A speech gate").
   """
   context: int = 2
   hidden: int = 0
   out_dim: int = NUM_EXP
   speech_layer: int | None = None
+  gate: bool = False
 
   @nn.compact
   def __call__(self, features: jax.Array) -> jax.Array:
     k = (2 * self.context + 1,)
+    n = self.out_dim + int(self.gate)
     if self.hidden:
       x = nn.gelu(nn.Conv(self.hidden, k, padding="SAME", name="conv")(features))
-      return nn.Dense(self.out_dim, name="out")(x)
-    return nn.Conv(self.out_dim, k, padding="SAME", name="conv")(features)
+      h = nn.Dense(n, name="out")(x)
+    else:
+      h = nn.Conv(n, k, padding="SAME", name="conv")(features)
+    if not self.gate:
+      return h
+    rest = self.param("rest", nn.initializers.zeros, (self.out_dim,))
+    speech = jnp.clip(h[..., self.out_dim:], 0.0, 1.0)
+    return rest + speech * (h[..., :self.out_dim] - rest)
 
 
 def frame_features(features: jax.Array, fps: float, num_frames: int, norm: dict) -> jax.Array:

@@ -83,6 +83,9 @@ def test_silence_augmentation_quiets_a_span_and_closes_the_mouth(short_records):
     np.testing.assert_array_equal(q["exp"][~inside], p["exp"][~inside])
     np.testing.assert_allclose(q["exp"][a + 2], closed, atol=1e-6)  # closed after the ramp
     np.testing.assert_allclose(q["exp"][a], p["exp"][a] + (closed - p["exp"][a]) / 3, atol=1e-5)
+    # "silence" is the easing weight: the target is exp + silence · (closed - exp) on every frame
+    np.testing.assert_allclose(q["exp"], p["exp"] + q["silence"][:, None] * (closed - p["exp"]), atol=1e-5)
+    assert q["silence"][a + 2] == 1.0 and not q["silence"][~inside].any() and not p["silence"].any()
     np.testing.assert_array_equal(q["pose"], p["pose"])
     np.testing.assert_array_equal(q["motion"][:, :tp.NUM_EXP], q["exp"])
     spf = 16000 / 30

@@ -56,6 +56,16 @@ def test_fit_lip_learns_the_training_mouth_and_exports(motion_records, tmp_path)
   # In sample, the regressor's mouth follows the clip's (one clip: a fit, not a held-out score).
   task = tasks.get_task(config)
   assert task.speech_layer == 2 and "-L2-" in task.speech_cache("train")  # its own cache of that block
+  # The speech gate (the map's 53rd output): lower inside silence spans than on speech, in sample.
+  assert task.model.gate and loaded["params"]["conv"]["kernel"].shape[-1] == tp.NUM_EXP + 1
+  assert loaded["params"]["rest"].shape == (tp.NUM_EXP,) and report["rest_frames"] > 0
+  batch = task.adapt(next(iter(task.loader(16, seed=1))))
+  norm = jax.tree.map(jnp.asarray, loaded["norm"])
+  plain = LipRegressor(context=task.model.context, out_dim=tp.NUM_EXP + 1)
+  gate = np.asarray(plain.apply({"params": {"conv": loaded["params"]["conv"]}},
+                                task.frame_inputs(jnp.asarray(batch["speech"]), norm)))[..., -1]
+  quiet = batch["silence"][:, config.history:]
+  assert quiet.max() == 1.0 and gate[quiet == 1.0].mean() < gate[quiet == 0.0].mean() - 0.3
   clip = records.data_source(motion_records, "clips", "train")[0]
   audio = np.asarray(clip["audio"], np.float32) / 32768.0
   w, ctx, t = task.window_samples, task.speech_context, config.window
@@ -63,7 +73,6 @@ def test_fit_lip_learns_the_training_mouth_and_exports(motion_records, tmp_path)
   x = np.concatenate([np.zeros(ctx, np.float32), audio])
   idx = np.arange(n)[:, None] * w + np.arange(ctx + w)[None]
   features = whisper_features(task, x[idx])
-  norm = jax.tree.map(jnp.asarray, loaded["norm"])
   pred = np.asarray(task.predict(loaded["params"], features, norm)) * loaded["norm"]["exp_std"] + \
       loaded["norm"]["exp_mean"]
   template = tp.load_head_template()

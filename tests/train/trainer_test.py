@@ -243,8 +243,8 @@ def test_motion_lip_trains_on_the_face_models_windows_and_exports(motion_records
   task = tasks.get_task(config)
   assert task.window_config() == tasks.get_task(motion_face.get_config("tiny_whisper")).window_config()
   state = trainer.train_and_evaluate(config, tmp_path / "run")
-  assert int(state["step"]) == 3 and set(state["params"]) == {"conv"}
-  assert state["params"]["conv"]["kernel"].shape == (5, 384, tp.NUM_EXP)
+  assert int(state["step"]) == 3 and set(state["params"]) == {"conv", "rest"}  # with the speech gate
+  assert state["params"]["conv"]["kernel"].shape == (5, 384, tp.NUM_EXP + 1)
   norm = jax.device_get(state["norm"])
   assert {k: v.shape for k, v in norm.items()} == {"feature_mean": (384,), "feature_std": (384,),
                                                     "exp_mean": (52,), "exp_std": (52,)}

@@ -37,7 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "speech_context_s": 2.0,
       # LipRegressor: ±2 frames, linear, on the output of Whisper's second block (a linear map of it
       # predicts the mouth of held-out speakers better than one of the final output, benchmarks/RESULTS.md)
-      "lip": {"context": 2, "hidden": 0, "speech_layer": 2},
+      # The speech gate: the regressed mouth eased into a closed one where the map hears no speech.
+      "lip": {"context": 2, "hidden": 0, "speech_layer": 2, "gate": True},
   })
   # `python -m train.fit_lip` (the closed-form fit of the linear regressor): folds of people and the
   # ridge penalties (per training frame) its cross-validation picks from.
@@ -46,6 +47,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Scale the fitted map so that its mouth moves as much within a window as the training clips' mouths:
   # least squares shrinks it to a fraction (the renderer then shows next to no motion).
   c.lip_match_variance = True
+  # The speech gate's fit (ridge on 1 for speech, 0 in silence spans) steepened about 1/2 by this factor: at 1
+  # the mouth in inserted silence stayed 0.27 of its speaking opening, at 2 0.23 (bar 0.25), lip sync level
+  # (benchmarks/RESULTS.md, "A speech gate").
+  c.lip_gate_sharpness = 2.0
   # Gradient training (`train.main`): a linear model, so a high learning rate and a little weight decay.
   c.update(batch_size=64, num_steps=20_000, learning_rate=1e-3, warmup_steps=200, weight_decay=0.05,
            checkpoint_every=1_000, image_every=0)

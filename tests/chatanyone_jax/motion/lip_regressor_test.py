@@ -61,3 +61,20 @@ def test_lip_regressor_reads_context_frames_on_each_side(hidden):
   frames = (whisper.features_to_frames(features, 30.0, 20) - 0.5) / 2.0
   np.testing.assert_allclose(np.asarray(out), np.asarray(model.apply({"params": params}, frames) * 3.0 + 1.0),
                              atol=1e-5)
+
+
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_gate_eases_into_the_rest_expression_where_it_hears_no_speech(hidden):
+  """gate: the map's last output s, clipped to [0, 1], mixes the rest expression (s = 0) and the regressed
+  one (s = 1): rest + s · (y - rest)."""
+  model = LipRegressor(context=1, hidden=hidden, gate=True, out_dim=5)
+  x = 4.0 * jax.random.normal(jax.random.key(0), (2, 9, 7))
+  params = model.init(jax.random.key(1), x)["params"]
+  assert params["rest"].shape == (5,)
+  plain = LipRegressor(context=1, hidden=hidden, out_dim=6)  # the same map, the gate as a 6th output
+  h = plain.apply({"params": {k: v for k, v in params.items() if k != "rest"}}, x)
+  rest = jnp.arange(5.0)
+  out = model.apply({"params": {**params, "rest": rest}}, x)
+  s = np.clip(np.asarray(h[..., 5:]), 0, 1)
+  assert (s == 0).any() and (s == 1).any() and ((s > 0) & (s < 1)).any()  # every case of the clip
+  np.testing.assert_allclose(np.asarray(out), np.asarray(rest + s * (h[..., :5] - rest)), atol=1e-5)
