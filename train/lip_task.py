@@ -26,8 +26,9 @@ class MotionLip(MotionTask):
   of the loss, as the stream never emits them); with `LipRegressor.speech_layer` the features of that block
   of the encoder, cached apart. Batch (`adapt`): "motion" (B, H+T, 58) (only the window's
   T frames and their 52 expression coefficients are used), "valid" (B, H+T), "audio_valid" (B, T), "speech"
-  (B, n, 384). state["norm"]: "feature_mean" / "feature_std" (384,) of the features at the frame rate and
-  "exp_mean" / "exp_std" (52,) of the expression.
+  (B, n, 384), "silence" (B, H+T) (how far silence augmentation eased each frame shut: the speech gate's
+  target in `train.fit_lip`). state["norm"]: "feature_mean" / "feature_std" (384,) of the features at the
+  frame rate and "exp_mean" / "exp_std" (52,) of the expression.
   """
 
   name = "motion_lip"
@@ -41,10 +42,10 @@ class MotionLip(MotionTask):
                        "config.model.speech_features to 'whisper_tiny_en'")
     self.model = LipRegressor(**m["lip"])
     self.speech_layer = self.model.speech_layer
-    layers = self.speech_encoder.num_layers
-    if self.speech_layer is not None and not 1 <= self.speech_layer <= layers:
-      raise ValueError(f"config.model.lip.speech_layer must be None (the encoder's final output) or 1 .. "
-                       f"{layers} (after that many blocks), got {self.speech_layer}")
+    try:
+      whisper.check_layers(self.speech_encoder, (self.speech_layer,))
+    except ValueError as e:
+      raise ValueError(f"config.model.lip.speech_layer: {e}") from None
 
   @classmethod
   def resolve_model(cls, model: dict) -> dict:
@@ -58,10 +59,8 @@ class MotionLip(MotionTask):
     if "speech" not in batch:
       raise ValueError("the lip regressor trains on cached window features: build the loader with "
                        "speech_features (MotionLip.loader does)")
-    out = {k: np.asarray(batch[k], np.float32) for k in ("motion", "valid", "audio_valid", "speech")}
-    # how far each frame is eased into the closed mouth by silence augmentation (`train.fit_lip`'s gate)
-    out["silence"] = np.asarray(batch.get("silence", np.zeros_like(out["valid"])), np.float32)
-    return out
+    return {k: np.asarray(batch[k], np.float32)
+            for k in ("motion", "valid", "audio_valid", "speech", "silence")}
 
   def batch_spec(self, batch_size: int) -> dict:
     c = self.config

@@ -170,16 +170,21 @@ def num_window_features(window_samples: int, context: int) -> int:
   return total - context // SAMPLES_PER_OUTPUT
 
 
+def check_layers(encoder: WhisperEncoder, layers: Sequence[int | None]) -> None:
+  """Raises ValueError unless every layer is None (the final output) or 1 .. encoder.num_layers."""
+  bad = [k for k in layers if k is not None and not 1 <= k <= encoder.num_layers]
+  if bad:
+    raise ValueError(f"Whisper layers must be None (the final output) or 1 .. {encoder.num_layers}, got "
+                     f"{bad}")
+
+
 def encoder_layers(encoder: WhisperEncoder, params: dict, mel: jax.Array,
                    layers: Sequence[int | None]) -> tuple[jax.Array, ...]:
   """The encoder's outputs at `layers` from one pass: None = its final output (after ln_post); k in
   1 .. num_layers = the residual stream after its first k blocks (no LayerNorm). On held-out speakers a
   linear map of the middle blocks' features predicts the mouth better than the final ones
-  (benchmarks/RESULTS.md, "Whisper layers for the lip regressor")."""
-  bad = [k for k in layers if k is not None and not 1 <= k <= encoder.num_layers]
-  if bad:
-    raise ValueError(f"Whisper layers must be None (the final output) or 1 .. {encoder.num_layers}, got "
-                     f"{bad}")
+  (benchmarks/RESULTS.md, "Whisper layers for the lip regressor, and a speech gate")."""
+  check_layers(encoder, layers)
   taps = {f"block{k - 1}" for k in layers if k is not None}
   if not taps:
     out = encoder.apply(params, mel)

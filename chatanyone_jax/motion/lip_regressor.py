@@ -54,7 +54,8 @@ class LipRegressor(nn.Module):
     gate: a speech gate: one more output s = clip(·, 0, 1) of the same map, how surely the frame is heard
       speech (fitted on the silence spans of silence augmentation, `train.fit_lip`), and a learned "rest"
       expression (the closed mouth of those spans); the output is rest + s · (y - rest). A linear map that
-      must also close the mouth in pauses trades lip sync for it (benchmarks/RESULTS.md, "A speech gate").
+      must also close the mouth in pauses trades lip sync for it (benchmarks/RESULTS.md, "Whisper layers
+      for the lip regressor, and a speech gate").
   """
   context: int = 2
   hidden: int = 0

@@ -85,7 +85,7 @@ def test_fit_lip_learns_the_training_mouth_and_exports(motion_records, tmp_path)
 def test_speech_layer_out_of_range_is_refused():
   config = motion_lip.get_config("tiny")
   config.model.lip.speech_layer = 5  # Whisper tiny has 4 blocks
-  with pytest.raises(ValueError, match=r"speech_layer must be None .* or 1 \.\. 4"):
+  with pytest.raises(ValueError, match=r"speech_layer: Whisper layers must be None .* or 1 \.\. 4"):
     tasks.get_task(config)
 
 

@@ -49,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.lip_match_variance = True
   # The speech gate's fit (ridge on 1 for speech, 0 in silence spans) steepened about 1/2 by this factor: at 1
   # the mouth in inserted silence stayed 0.27 of its speaking opening, at 2 0.23 (bar 0.25), lip sync level
-  # (benchmarks/RESULTS.md, "A speech gate").
+  # (benchmarks/RESULTS.md, "Whisper layers for the lip regressor, and a speech gate").
   c.lip_gate_sharpness = 2.0
   # Gradient training (`train.main`): a linear model, so a high learning rate and a little weight decay.
   c.update(batch_size=64, num_steps=20_000, learning_rate=1e-3, warmup_steps=200, weight_decay=0.05,
