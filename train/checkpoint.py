@@ -78,9 +78,13 @@ CONFIG_FILE = "config.json"
 
 
 def save_config(workdir: str | os.PathLike, config) -> None:
-  """Writes the run's ConfigDict as `workdir/config.json` (read back by `load_config`)."""
+  """Writes the run's ConfigDict as `workdir/config.json` (read back by `load_config`), atomically: the
+  other processes of a multi-process run read it (`trainer.check_workdir`) while the first one writes it,
+  and must see the old file or the new one, never a part of it."""
   path = pathlib.Path(workdir).absolute() / CONFIG_FILE
-  path.write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  tmp = path.with_name(f"{CONFIG_FILE}.tmp-{os.getpid()}")
+  tmp.write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  os.replace(tmp, path)
 
 
 def load_config(workdir: str | os.PathLike):
