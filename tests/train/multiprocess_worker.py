@@ -2,6 +2,7 @@
 
   python -m tests.train.multiprocess_worker DATA ROOT   # with JAX_COORDINATOR_ADDRESS / _NUM_PROCESSES /
                                                         # _PROCESS_ID set, as `train.main` would run
+  python -m tests.train.multiprocess_worker --one-process DATA ROOT   # with 2 CPU devices (XLA_FLAGS)
 Starts through `train.parallel.maybe_initialize_distributed` (the launcher's code path), then
 1. trains the tiny motion config (parameters and optimiser state split over both processes, fsdp=2) for
    `MOTION_STEPS` steps and the tiny head renderer (data-parallel) for `RENDER_STEPS`, recording the rows
@@ -10,6 +11,10 @@ Starts through `train.parallel.maybe_initialize_distributed` (the launcher's cod
    1-process checkpoint restored on 2 processes);
 3. writes ROOT/result_<process>.json, then trains the motion config without end (ROOT/endless) until the
    test kills the other process.
+With --one-process it is the renderer's 1-process reference instead: the same data-parallel run (data=2)
+in one process over 2 local CPU devices (ROOT/one_render), so that the gradients are summed over the two
+halves of the batch as across the processes (on one device the same 4 rows summed in another order move
+Adam's steps on near-zero gradients by up to a learning rate).
 Every program is compiled without most XLA optimisations; programs that come back (steps 2 and 3 run the
 motion program of step 1 again) are read from the persistent compilation cache the test sets
 (JAX_COMPILATION_CACHE_DIR).
@@ -132,5 +137,18 @@ def main(data_dir: str, root: str) -> None:
   train(endless, root / "endless")  # until the test kills a process
 
 
+def one_process(data_dir: str, root: str) -> None:
+  root = pathlib.Path(root)
+  assert jax.process_count() == 1 and jax.device_count() == 2, (jax.process_count(), jax.device_count())
+  jax.config.update("jax_disable_most_optimizations", True)
+  rows: list = []
+  train(two_process_mesh("render", configs(data_dir)["render"]), root / "one_render", rows,
+        EXAMPLE_KEYS["render"])
+  (root / "result_one.json").write_text(json.dumps({"devices": jax.device_count(), "render": rows}))
+
+
 if __name__ == "__main__":
-  main(*sys.argv[1:])
+  if sys.argv[1] == "--one-process":
+    one_process(*sys.argv[2:])
+  else:
+    main(*sys.argv[1:])
