@@ -144,7 +144,7 @@ def one_process(data_dir: str, root: str) -> None:
   rows: list = []
   train(two_process_mesh("render", configs(data_dir)["render"]), root / "one_render", rows,
         EXAMPLE_KEYS["render"])
-  (root / "result_one.json").write_text(json.dumps({"devices": jax.device_count(), "render": rows}))
+  (root / "result_one.json").write_text(json.dumps({"render": rows}))
 
 
 if __name__ == "__main__":
