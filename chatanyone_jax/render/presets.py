@@ -53,6 +53,10 @@ class DenseMotionConfig:
   # The softmax-mask convolution (3-D) over the hourglass output; LivePortrait's is 7x7x7, the costliest
   # layer of a training step on CPU (the `small*` presets use 3x3x3).
   mask_kernel_size: int = 7
+  # Channels of the hourglass's last 3x3x3 convolution, which the mask and occlusion heads read: 0 keeps
+  # LivePortrait's layout (block_expansion + (K + 1)(1 + compress), the costliest layer of the small
+  # presets' training step on CPU: benchmarks/RESULTS.md).
+  decoder_features: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,6 +328,17 @@ def with_source_skip(config: RendererConfig) -> RendererConfig:
 small_head_skip = with_source_skip(small_head)
 small_upper_skip = with_source_skip(small_upper)
 small_face_refine_skip = with_source_skip(small_face_refine)  # both: the masked-crop injection and the skip
+
+
+def with_narrow_decoder(config: RendererConfig, features: int = 16) -> RendererConfig:
+  """`config` with W's hourglass ending in `features` channels (`DenseMotionConfig.decoder_features`)."""
+  wn = config.warping_network
+  return dataclasses.replace(config, warping_network=dataclasses.replace(
+      wn, dense_motion=dataclasses.replace(wn.dense_motion, decoder_features=features)))
+
+
+small_head_skip_narrow = with_narrow_decoder(small_head_skip)
+small_upper_skip_narrow = with_narrow_decoder(small_upper_skip)
 # The hand-injection ablation (paper Table 1 at CPU scale): small_upper_skip with LivePortrait's G branch
 # only, nothing injected; trained with the same recipe and budget and scored by the in-loop hand_l1.
 small_upper_skip_no_hands = dataclasses.replace(
@@ -347,6 +362,8 @@ PRESETS: dict[str, RendererConfig] = {
     "small_head": small_head,
     "small_face_refine": small_face_refine,
     "small_head_skip": small_head_skip,
+    "small_head_skip_narrow": small_head_skip_narrow,
+    "small_upper_skip_narrow": small_upper_skip_narrow,
     "small_upper_skip": small_upper_skip,
     "small_face_refine_skip": small_face_refine_skip,
     "small_upper_skip_no_hands": small_upper_skip_no_hands,

@@ -36,6 +36,7 @@ class Hourglass(nn.Module):
   block_expansion: int
   num_blocks: int = 3
   max_features: int = 256
+  out_features: int = 0  # channels of the last convolution; 0: block_expansion + Cin (LivePortrait)
   dtype: jnp.dtype | None = None
 
   @nn.compact
@@ -50,7 +51,7 @@ class Hourglass(nn.Module):
     for j, i in enumerate(reversed(range(n))):
       out = UpBlock3d(min(mf, be * 2 ** i), name=f"decoder_up_blocks_{j}", dtype=self.dtype)(out, train=train)
       out = jnp.concatenate([out, skips.pop()], axis=-1)
-    out = conv(out.shape[-1], 3, 3, name="decoder_conv", dtype=self.dtype)(out)
+    out = conv(self.out_features or out.shape[-1], 3, 3, name="decoder_conv", dtype=self.dtype)(out)
     return nn.relu(batch_norm(train, "decoder_norm", self.dtype)(out))
 
 
@@ -127,8 +128,8 @@ class DenseMotionNetwork(nn.Module):
     x = jnp.concatenate([heatmap[..., None].astype(deformed.dtype), deformed], axis=-1)
     x = x.reshape(b, d, h, w, -1)  # channel = k (1 + compress) + j
 
-    prediction = Hourglass(cfg.block_expansion, cfg.num_blocks, cfg.max_features, name="hourglass",
-                           dtype=self.dtype)(x, train=train)  # (B, D, H, W, F)
+    prediction = Hourglass(cfg.block_expansion, cfg.num_blocks, cfg.max_features, cfg.decoder_features,
+                           name="hourglass", dtype=self.dtype)(x, train=train)  # (B, D, H, W, F)
     self.sow("intermediates", "hourglass_out", prediction)
     mask = conv(k1, 3, cfg.mask_kernel_size, name="mask", dtype=self.dtype)(prediction)  # (B, D, H, W, K+1)
     self.sow("intermediates", "mask_logits", mask)

@@ -85,3 +85,31 @@ def test_tiny_presets_are_tiny():
   for cfg in (presets.tiny, presets.tiny_upper):
     assert max(cfg.image_size) <= 64
     assert cfg.spade_generator.input_channels <= 32 and cfg.discriminator.max_features <= 32
+
+
+
+@pytest.mark.parametrize("name", ["small_head_skip", "small_upper_skip"])
+def test_narrow_decoder_presets_narrow_only_the_hourglass_output(name):
+  """`with_narrow_decoder` (the `small_narrow` training configs): W's hourglass ends in 16 channels, the
+  mask and occlusion heads read those, and nothing else changes (same module tree, volume and output)."""
+  wide, narrow = presets.get(name), presets.get(name + "_narrow")
+  assert narrow == presets.with_narrow_decoder(wide, 16)
+  assert wide.warping_network.dense_motion.decoder_features == 0  # LivePortrait's layout
+  k = jax.random.key(0)
+  img = jax.ShapeDtypeStruct((1, *wide.image_size, 3), jnp.float32)
+  vol = jax.eval_shape(lambda x: AppearanceFeatureExtractor(wide.appearance_feature_extractor).apply(
+      AppearanceFeatureExtractor(wide.appearance_feature_extractor).init(k, x), x), img)
+  kp = jax.ShapeDtypeStruct((1, wide.warping_network.num_kp, 3), jnp.float32)
+  outs, dense = [], []
+  for cfg in (wide, narrow):
+    w = WarpingNetwork(cfg.warping_network)
+    out, v = jax.eval_shape(lambda f, a, b, w=w: w.init_with_output(k, f, a, b), vol, kp, kp)
+    outs.append(out["out"].shape)
+    dense.append(v["params"]["dense_motion_network"])
+  assert outs[0] == outs[1]
+  assert jax.tree.structure(dense[0]) == jax.tree.structure(dense[1])
+  k_in = dense[0]["hourglass"]["decoder_conv"]["kernel"].shape[-2]
+  assert dense[0]["hourglass"]["decoder_conv"]["kernel"].shape[-1] == k_in  # LivePortrait: in = out
+  assert dense[1]["hourglass"]["decoder_conv"]["kernel"].shape[-2:] == (k_in, 16)
+  assert dense[1]["mask"]["kernel"].shape[-2] == 16
+  assert num_params(dense[1]) < num_params(dense[0])
