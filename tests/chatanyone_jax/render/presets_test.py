@@ -87,7 +87,6 @@ def test_tiny_presets_are_tiny():
     assert cfg.spade_generator.input_channels <= 32 and cfg.discriminator.max_features <= 32
 
 
-
 @pytest.mark.parametrize("name", ["small_head_skip", "small_upper_skip"])
 def test_narrow_decoder_presets_narrow_only_the_hourglass_output(name):
   """`with_narrow_decoder` (the `small_narrow` training configs): W's hourglass ends in 16 channels, the
@@ -97,8 +96,8 @@ def test_narrow_decoder_presets_narrow_only_the_hourglass_output(name):
   assert wide.warping_network.dense_motion.decoder_features == 0  # LivePortrait's layout
   k = jax.random.key(0)
   img = jax.ShapeDtypeStruct((1, *wide.image_size, 3), jnp.float32)
-  vol = jax.eval_shape(lambda x: AppearanceFeatureExtractor(wide.appearance_feature_extractor).apply(
-      AppearanceFeatureExtractor(wide.appearance_feature_extractor).init(k, x), x), img)
+  f = AppearanceFeatureExtractor(wide.appearance_feature_extractor)
+  vol, _ = jax.eval_shape(lambda x: f.init_with_output(k, x), img)
   kp = jax.ShapeDtypeStruct((1, wide.warping_network.num_kp, 3), jnp.float32)
   outs, dense = [], []
   for cfg in (wide, narrow):

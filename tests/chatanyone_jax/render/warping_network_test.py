@@ -83,8 +83,9 @@ def test_rejects_wrong_keypoint_count():
     jax.eval_shape(lambda: WarpingNetwork(cfg).init(jax.random.key(0), feature, kp, kp))
 
 
-def test_tiny_shapes_and_gradients():
-  cfg = presets.tiny.warping_network
+@pytest.mark.parametrize("decoder_features", [0, 4])  # 4: the hourglass ends narrower (with_narrow_decoder)
+def test_tiny_shapes_and_gradients(decoder_features):
+  cfg = presets.with_narrow_decoder(presets.tiny, decoder_features).warping_network
   model = WarpingNetwork(cfg)
   k0, k1, k2 = jax.random.split(jax.random.key(0), 3)
   d, c = cfg.dense_motion.reshape_depth, cfg.reshape_channel
@@ -106,3 +107,5 @@ def test_tiny_shapes_and_gradients():
   assert all(np.all(np.isfinite(x)) for x in out.values())
   util.assert_gradients_reach_every_parameter(grads)
   assert jax.tree.structure(upd["batch_stats"]) == jax.tree.structure(v["batch_stats"])
+  kernel = v["params"][DM]["hourglass"]["decoder_conv"]["kernel"]
+  assert kernel.shape[-1] == (decoder_features or kernel.shape[-2])
