@@ -15,7 +15,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tests.helpers import fast_compile, reference_dir, require, write_wav  # noqa: E402
+from tests.helpers import fast_compile, reference_dir, require, write_wav, xla_flags  # noqa: E402
+
+os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""))  # read when the CPU backend starts
 
 
 @pytest.fixture(scope="session")

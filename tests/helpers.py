@@ -48,6 +48,19 @@ def fast_compile():
     jax.config.update("jax_disable_most_optimizations", before)
 
 
+# XLA:CPU flags of every test process: tests/conftest.py puts them in XLA_FLAGS, and the tests that start
+# JAX subprocesses with flags of their own add them through `xla_flags`. The elemental fusion emitters
+# (instead of XLA:CPU's newer MLIR fusion emitters) compile the tiny train steps faster and run them a little
+# slower: render_head512:tiny's step compiles in 10.3 s instead of 14.2 s and steps in 0.24 instead of 0.21 s
+# (`fast_compile`, 2-core Xeon, jax 0.10.2), and the suite compiles far more than it runs.
+TEST_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false",)
+
+
+def xla_flags(*flags: str) -> str:
+  """XLA_FLAGS for a test process: `flags` (empty strings ignored) and TEST_XLA_FLAGS."""
+  return " ".join(f for f in (*flags, *TEST_XLA_FLAGS) if f)
+
+
 def reference_dir() -> pathlib.Path:
   """Where ../shared/data/reference lives (override with CHATANYONE_REFERENCE_DIR)."""
   env = os.environ.get("CHATANYONE_REFERENCE_DIR")

@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests import fixtures
-from tests.helpers import REPO, fast_compile
+from tests.helpers import REPO, fast_compile, xla_flags
 from tests.train import multiprocess_worker as worker
 from train import checkpoint, tasks, trainer
 
@@ -104,7 +104,7 @@ def runs(tmp_path_factory) -> Runs:
     for p in range(2):
       env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO), JAX_NUM_PROCESSES="2",
                  JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_PROCESS_ID=str(p),
-                 XLA_FLAGS="--xla_force_host_platform_device_count=1",
+                 XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=1"),
                  JAX_COMPILATION_CACHE_DIR=str(root / "jax_cache"),
                  JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
       logs.append(root / f"process_{p}.log")
@@ -113,7 +113,7 @@ def runs(tmp_path_factory) -> Runs:
                                        str(root)], env=env, cwd=REPO, stdout=f, stderr=subprocess.STDOUT))
     # The renderer's 1-process reference: one process, the same data-parallel mesh over 2 local devices.
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO),
-               XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=2"),
                JAX_COMPILATION_CACHE_DIR=str(root / "jax_cache"),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     one_log = root / "one_process.log"

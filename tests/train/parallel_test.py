@@ -13,7 +13,7 @@ import ml_collections
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from tests.helpers import REPO
+from tests.helpers import REPO, xla_flags
 from train import parallel
 
 
@@ -68,7 +68,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_step_matches_single_device(motion_records, tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8",
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=8"),
              PYTHONPATH=str(REPO))
   proc = subprocess.run([sys.executable, "-c", SCRIPT, str(motion_records), str(tmp_path)], env=env, cwd=REPO,
                         capture_output=True, text=True, timeout=300)
