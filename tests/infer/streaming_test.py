@@ -217,7 +217,9 @@ def test_stream_joins_motion_windows(upper, portrait, speech):
   assert joined.shape == raw.shape == (32, 96, 64, 3)
   diff = np.abs(joined - raw).mean(axis=(1, 2, 3))
   print("mean |joined - raw| per frame:", np.round(diff, 3))
-  assert np.all(diff[:16] == 0), diff
+  # The first window is the same motion; the two stream programs may round a few pixels differently
+  # (XLA fuses them differently): at most about one pixel per thousand one level off.
+  assert np.all(diff[:16] < 1e-3), diff
   assert diff[16] > 0.1 and diff[16:24].mean() > 3 * diff[24:].mean(), diff
 
 
