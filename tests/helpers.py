@@ -50,15 +50,19 @@ def fast_compile():
 
 # XLA:CPU flags of every test process: tests/conftest.py puts them in XLA_FLAGS, and the tests that start
 # JAX subprocesses with flags of their own add them through `xla_flags`. The elemental fusion emitters
-# (instead of XLA:CPU's newer MLIR fusion emitters) compile the tiny train steps faster and run them a little
-# slower: render_head512:tiny's step compiles in 10.3 s instead of 14.2 s and steps in 0.24 instead of 0.21 s
-# (`fast_compile`, 2-core Xeon, jax 0.10.2), and the suite compiles far more than it runs.
+# (instead of XLA:CPU's newer MLIR fusion emitters) compile the renderer's programs faster under
+# `fast_compile` and run them a little slower: render_head512:tiny's step compiles in 10.3 s instead of
+# 14.2 s and steps in 0.24 instead of 0.21 s (2-core Xeon, jax 0.10.2). The motion model's programs compile
+# slower with them (the motion overfit test 44 s -> 57 s); the whole suite 999.6 s -> 878.8 s
+# (benchmarks/RESULTS.md). Tests only: at full optimisation they slow the renderer down.
 TEST_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false",)
 
 
 def xla_flags(*flags: str) -> str:
-  """XLA_FLAGS for a test process: `flags` (empty strings ignored) and TEST_XLA_FLAGS."""
-  return " ".join(f for f in (*flags, *TEST_XLA_FLAGS) if f)
+  """XLA_FLAGS for a test process: `flags` (each a space-separated string; empty ones ignored), then those
+  of TEST_XLA_FLAGS not among them."""
+  given = " ".join(f for f in flags if f).split()
+  return " ".join([*given, *(f for f in TEST_XLA_FLAGS if f not in given)])
 
 
 def reference_dir() -> pathlib.Path:
