@@ -46,6 +46,7 @@ from chatanyone_jax.motion.train_step import (
   motion_windows,
   update_step,
 )
+from chatanyone_jax.render.train_step import INIT_COMPILER_OPTIONS
 
 CLIP = "V-Express__test_samples_short_case_AOC_gt.mp4"
 PRESETS = ("tiny", "small")  # FaceMotionDiT variants (face_motion_dit.VARIANTS)
@@ -99,14 +100,18 @@ def run(preset: str, steps: int, eval_every: int, media: pathlib.Path, lr: float
   train_models, eval_models = models(0.1), models(0.0)
   schedule = cosine_schedule()
   tx = optax.adam(optax.cosine_decay_schedule(lr, steps, 0.05))
-  state = init_train_state(jax.jit(train_models.init_params)(jax.random.key(0)), tx)
+  # Compiled as the trainer compiles inits on CPU (one run: no backend optimisations).
+  options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+  key = jax.random.key(0)
+  state = init_train_state(jax.jit(train_models.init_params).lower(key).compile(options)(key), tx)
   loss_fn = lambda p, b, r: face_batch_loss(p, b, r, model=train_models, schedule=schedule)
   step = jax.jit(lambda s, b: update_step(s, b, loss_fn, tx, 0.99, jax.random.key(1)), donate_argnums=0)
 
   @jax.jit
-  def eval_loss(params):
-    return jnp.mean(jnp.stack([face_batch_loss(params, batch, jax.random.key(100 + i), model=eval_models,
-                                               schedule=schedule) for i in range(8)]))
+  def eval_loss(params):  # the mean over 8 noise draws, one model in the program (lax.map, not unrolled)
+    keys = jax.vmap(jax.random.key)(100 + jnp.arange(8))
+    return jnp.mean(jax.lax.map(lambda k: face_batch_loss(params, batch, k, model=eval_models,
+                                                          schedule=schedule), keys))
 
   @functools.partial(jax.jit, static_argnums=(2, 3))
   def sample(params, key, num_steps, guidance_scale):

@@ -36,13 +36,16 @@ class GRN(nn.Module):
 
 
 class ConvNeXtV2Block(nn.Module):
-  """dwconv 7x7 -> LN -> Linear C->4C -> GELU (exact) -> GRN -> Linear 4C->C, + x. (N, H, W, C)."""
+  """dwconv k x k (7 in ConvNeXt-V2) -> LN -> Linear C->4C -> GELU (exact) -> GRN -> Linear 4C->C, + x.
+  (N, H, W, C)."""
+  kernel_size: int = 7
   dtype: jnp.dtype | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     c = x.shape[-1]
-    h = DepthwiseConv2d(7, 3, name="dwconv", dtype=self.dtype)(x)  # nn.Conv's parameters, faster on CPU
+    k = self.kernel_size  # nn.Conv's parameters, faster on CPU
+    h = DepthwiseConv2d(k, k // 2, name="dwconv", dtype=self.dtype)(x)
     h = layer_norm("norm", self.dtype)(h)
     h = nn.Dense(4 * c, name="pwconv1", dtype=self.dtype)(h)
     h = jax.nn.gelu(h, approximate=False)
@@ -74,7 +77,7 @@ class MotionExtractor(nn.Module):
         x = conv(dim, 2, 2, stride=2, padding=0, name=f"downsample_{i}_conv", dtype=self.dtype)(x)
       self.sow("intermediates", f"downsample_layers_{i}", x)
       for j in range(depth):
-        x = ConvNeXtV2Block(name=f"stages_{i}_{j}", dtype=self.dtype)(x)
+        x = ConvNeXtV2Block(cfg.dwconv_kernel, name=f"stages_{i}_{j}", dtype=self.dtype)(x)
       self.sow("intermediates", f"stages_{i}", x)
     feat = layer_norm("norm", self.dtype)(jnp.mean(x, axis=(1, 2)))  # (B, C)
     self.sow("intermediates", "norm_out", feat)

@@ -170,7 +170,7 @@ class SPADEDecoder(nn.Module):
 
   With `config.hand_injection` the decoder also takes `hand_image` (B, Hh, Wh, 3)
   (any size; resized to 4H x 4W) and adds a zero-gated AdaIN residual of its
-  features after G_middle_5 (1x), up_0 (2x) and up_1 (4x) (paper Eq. 5). The
+  features after the last G_middle block (1x), up_0 (2x) and up_1 (4x) (paper Eq. 5). The
   LivePortrait parameters keep their names; the branch adds `hand_encoder` and
   `hand_inject_{0,1,2}`. Without the flag (or with `hand_image=None`, which
   then skips the branch) this is LivePortrait's G unchanged.
@@ -211,7 +211,7 @@ class SPADEDecoder(nn.Module):
 
     seg = feature
     x = conv(2 * cin, 2, 3, name="fc", dtype=self.dtype)(feature)
-    for i in range(6):
+    for i in range(cfg.num_middle_blocks):
       x = block(2 * cin, f"G_middle_{i}")(x, seg, train=train)
       self.sow("intermediates", f"G_middle_{i}_out", x)
     x = inject(x, 2)

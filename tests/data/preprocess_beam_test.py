@@ -12,7 +12,7 @@ from data import preprocess, records
 from tests.helpers import REPO, media_dir, require, require_module
 
 CLIP = "V-Express__scripts_prepare_dataset_RD_Radio10_0_clip_0.mp4"
-CONFIG = preprocess.PreprocessConfig(body_size=(192, 128), head_size=128, max_seconds=1.8, min_frames=50)
+CONFIG = preprocess.PreprocessConfig(body_size=(192, 128), head_size=128, max_seconds=0.6, min_frames=16)
 
 
 def _same_records(a, b) -> None:
@@ -45,13 +45,13 @@ def test_beam_pipeline_equals_single_process(tmp_path, monkeypatch):
   keys = ("videos", "done", "clips", "frames", "frames_kept", "frames_dropped_no_face",
           "frames_dropped_short")
   assert {k: beam[k] for k in keys} == {k: plain[k] for k in keys} == {
-      "videos": 3, "done": 2, "clips": 2, "frames": 108, "frames_kept": 108, "frames_dropped_no_face": 0,
+      "videos": 3, "done": 2, "clips": 2, "frames": 36, "frames_kept": 36, "frames_dropped_no_face": 0,
       "frames_dropped_short": 0}
   # The bad video is reported, the same way, and does not stop the run.
   assert [(f["video"].split("/")[-1], f["reason"]) for f in beam["failed"]] == \
       [(f["video"].split("/")[-1], f["reason"]) for f in plain["failed"]] == [("broken.mp4", "unreadable")]
   assert beam["records"]["splits"] == plain["records"]["splits"] == {"clips": {"train": 2},
-                                                                     "frames": {"train": 108}}
+                                                                     "frames": {"train": 36}}
   _same_records(tmp_path / "plain", tmp_path / "beam")
 
   # Resumable: a second run skips every video (done or failed) and reuses the records.
