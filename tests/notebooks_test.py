@@ -2,21 +2,27 @@
 
 Each notebook's "parameters" cell is replaced by CI values that reuse the session's `demo_run` (the
 preprocessed bundled clip and four tiny trained workdirs, conftest) and shrink the work to a few steps
-and frames; the notebook then runs in a fresh kernel (nbclient) of this interpreter, with this process's
-environment (JAX_PLATFORMS=cpu and the test's JAX_COMPILATION_CACHE_DIR from conftest).
+and frames; the notebook's cells then run top to bottom in IPython's shell in this test process (a fresh
+namespace, the repository as working directory; `_run_cells`), with its environment (JAX_PLATFORMS=cpu and
+the test's JAX_COMPILATION_CACHE_DIR from conftest) and the programs the demo fixture compiled.
 """
 
 from __future__ import annotations
 
 import ast
+import base64
+import contextlib
 import os
 import pathlib
 import re
-import sys
 
 import nbformat
 import numpy as np
 import pytest
+from IPython.core.displayhook import DisplayHook
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+from traitlets.config import Config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -90,34 +96,81 @@ def _ci_parameters(name: str, demo_run: pathlib.Path, out: pathlib.Path) -> str:
 
 
 def _execute(name: str, demo_run: pathlib.Path, out: pathlib.Path) -> nbformat.NotebookNode:
-  from nbclient import NotebookClient
-
+  """Runs the notebook's code cells top to bottom in this process's IPython shell (`_run_cells`), with its
+  parameters cell replaced by `_ci_parameters`; returns the notebook with every cell's outputs."""
   assert os.environ.get("JAX_PLATFORMS") == "cpu" and os.environ.get("JAX_COMPILATION_CACHE_DIR")
   nb = _load(name)
-  params = _parameter_cells(nb)[0]
-  params.source = _ci_parameters(name, demo_run, out)
-  # Appended check: the kernel is this interpreter (jupyter_client runs a kernelspec's "python" as
-  # sys.executable) and it inherited the CPU / compilation-cache environment.
+  _parameter_cells(nb)[0].source = _ci_parameters(name, demo_run, out)
+  # Appended check: the cells ran with the tests' CPU / compilation-cache settings, and compiled as the
+  # demo fixture did (`tests.helpers.fast_compile`, the conftest fixture of tests on `demo_run`).
   nb.cells.append(nbformat.v4.new_code_cell(
-      "import os, sys\nimport jax\nprint('KERNEL', sys.executable, os.environ.get('JAX_PLATFORMS'), "
+      "import os\nimport jax\nprint('SETTINGS', os.environ.get('JAX_PLATFORMS'), "
       "os.environ.get('JAX_COMPILATION_CACHE_DIR'), jax.config.read('jax_disable_most_optimizations'))"))
-  client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}})
-  # The kernel compiles as the demo fixture did (tests.helpers.fast_compile), so the programs it shares
-  # with the demo come from the persistent compilation cache.
-  before = os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS")
-  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "true"
-  try:
-    client.execute()  # raises CellExecutionError (with the traceback) when a cell fails
-  finally:
-    if before is None:
-      del os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"]
-    else:
-      os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = before
+  with contextlib.chdir(REPO):  # where a kernel started from the repository (as README says) would be
+    _run_cells(nb)
   errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
   assert not errors, errors
-  text = _text(nb)
-  assert f"KERNEL {sys.executable} cpu {os.environ['JAX_COMPILATION_CACHE_DIR']} True" in text
+  assert f"SETTINGS cpu {os.environ['JAX_COMPILATION_CACHE_DIR']} True" in _text(nb)
   return nb
+
+
+def _mime_bundle(data: dict) -> dict:
+  """IPython's formatted outputs as a notebook stores them: binary formats (images) base64-encoded."""
+  return {k: base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v for k, v in data.items()}
+
+
+class _ResultHook(DisplayHook):
+  """The shell's display hook, collecting a cell's value as a notebook "execute_result" in every format
+  IPython renders (a kernel sends all of them; the terminal hook prints only text)."""
+
+  def __init__(self, shell):
+    super().__init__(shell=shell)
+    self.outputs: list = []
+
+  def write_output_prompt(self):
+    pass
+
+  def write_format_data(self, format_dict, md_dict=None):
+    self.outputs.append(nbformat.v4.new_output("execute_result", data=_mime_bundle(format_dict),
+                                               metadata=md_dict or {}, execution_count=self.prompt_count))
+
+  def finish_displayhook(self):
+    pass
+
+
+def _run_cells(nb: nbformat.NotebookNode) -> None:
+  """Executes `nb`'s code cells in order in IPython's shell in this process (what a Jupyter kernel runs,
+  without starting one: this process already holds the programs the demo fixture compiled, which a new
+  kernel would trace and load again; the three notebooks: 98 s in kernels, 58 s here) and stores each
+  cell's outputs (stdout / stderr streams, displays, its value, an error) in the cell, as nbclient does.
+  Stops at the first cell that raises."""
+  shell = InteractiveShell.instance(config=Config({"HistoryManager": {"enabled": False}}))  # no ~/.ipython db
+  hook = _ResultHook(shell)
+  old_hook, old_trap = shell.displayhook, shell.display_trap.hook
+  shell.displayhook = shell.display_trap.hook = hook
+  shell.user_ns.clear()
+  shell.init_user_ns()
+  try:
+    for cell in nb.cells:
+      if cell.cell_type != "code":
+        continue
+      hook.outputs = []
+      with capture_output() as cap:
+        result = shell.run_cell(cell.source, store_history=False)
+      outputs = [nbformat.v4.new_output("stream", name=n, text=t)
+                 for n, t in (("stdout", cap.stdout), ("stderr", cap.stderr)) if t]
+      outputs += [nbformat.v4.new_output("display_data", data=_mime_bundle(o.data), metadata=o.metadata or {})
+                  for o in cap.outputs]
+      outputs += hook.outputs
+      error = result.error_before_exec or result.error_in_exec
+      if error is not None:
+        outputs.append(nbformat.v4.new_output("error", ename=type(error).__name__, evalue=str(error),
+                                              traceback=[cap.stdout[-4000:], cap.stderr[-4000:]]))
+      cell.outputs = outputs
+      if error is not None:
+        break
+  finally:
+    shell.displayhook, shell.display_trap.hook = old_hook, old_trap
 
 
 def _text(nb: nbformat.NotebookNode) -> str:
