@@ -141,7 +141,7 @@ class _ResultHook(DisplayHook):
 def _run_cells(nb: nbformat.NotebookNode) -> None:
   """Executes `nb`'s code cells in order in IPython's shell in this process (what a Jupyter kernel runs,
   without starting one: this process already holds the programs the demo fixture compiled, which a new
-  kernel would trace and load again; the three notebooks: 98 s in kernels, 58 s here) and stores each
+  kernel would trace and load again; the three notebooks: 98 s in kernels, 53 s here) and stores each
   cell's outputs (stdout / stderr streams, displays, its value, an error) in the cell, as nbclient does.
   Stops at the first cell that raises."""
   shell = InteractiveShell.instance(config=Config({"HistoryManager": {"enabled": False}}))  # no ~/.ipython db

@@ -256,10 +256,11 @@ def convert_spade_decoder(sd: StateDict, config: SPADEDecoderConfig, *,
   """
   r = _Reader(sd)
   blocks = {"fc": (_conv(r, "fc"), {})}
-  names = [f"G_middle_{i}" for i in range(6)] + ["up_0", "up_1"]
+  middle = [f"G_middle_{i}" for i in range(config.num_middle_blocks)]  # LivePortrait's: 6
+  names = middle + ["up_0", "up_1"]
   cin = config.input_channels
-  fins = {**{n: 2 * cin for n in names[:6]}, "up_0": 2 * cin, "up_1": cin}
-  fouts = {**{n: 2 * cin for n in names[:6]}, "up_0": cin, "up_1": config.out_channels}
+  fins = {**{n: 2 * cin for n in middle}, "up_0": 2 * cin, "up_1": cin}
+  fouts = {**{n: 2 * cin for n in middle}, "up_0": cin, "up_1": config.out_channels}
   for name in names:
     convs = {c: _spectral_conv(r, f"{name}.{c}", True, spectral_norm) for c in ("conv_0", "conv_1")}
     params = {"norm_0": _spade(r, f"{name}.norm_0"), "norm_1": _spade(r, f"{name}.norm_1")}

@@ -68,6 +68,8 @@ class MotionExtractor(nn.Module):
     cfg = self.config
     if len(cfg.depths) != 4 or len(cfg.dims) != 4:
       raise ValueError(f"ConvNeXt-V2 needs 4 stages, got depths {cfg.depths} and dims {cfg.dims}")
+    if cfg.dwconv_kernel < 1 or cfg.dwconv_kernel % 2 == 0:
+      raise ValueError(f"dwconv_kernel must be odd (same-size padding k // 2), got {cfg.dwconv_kernel}")
     for i, (depth, dim) in enumerate(zip(cfg.depths, cfg.dims, strict=True)):
       if i == 0:  # stem: conv k4 s4 -> LN
         x = conv(dim, 2, 4, stride=4, padding=0, name="stem_conv", dtype=self.dtype)(x)

@@ -1,5 +1,7 @@
 """Renderer presets: full sizes checked with jax.eval_shape only (shapes and parameter counts)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import pytest
@@ -85,6 +87,24 @@ def test_tiny_presets_are_tiny():
   for cfg in (presets.tiny, presets.tiny_upper):
     assert max(cfg.image_size) <= 64
     assert cfg.spade_generator.input_channels <= 32 and cfg.discriminator.max_features <= 32
+
+
+def test_depth_counts_shape_the_parameter_trees():
+  """`num_middle_blocks` and `dwconv_kernel`: LivePortrait's 6 G_middle blocks and 7x7 depthwise kernels in
+  the full presets, the tiny presets' 2 and 3x3 in the parameters, an even kernel refused."""
+  full = presets.head512
+  assert full.spade_generator.num_middle_blocks == 6 and full.motion_extractor.dwconv_kernel == 7
+  g = presets.tiny.spade_generator
+  feat = jnp.zeros((1, 8, 8, g.input_channels))
+  shapes = jax.eval_shape(lambda: SPADEDecoder(g).init(jax.random.key(0), feat))["params"]
+  assert sorted(k for k in shapes if k.startswith("G_middle")) == ["G_middle_0", "G_middle_1"]
+  m = presets.tiny.motion_extractor
+  image = jnp.zeros((1, 32, 32, 3))
+  shapes = jax.eval_shape(lambda: MotionExtractor(m).init(jax.random.key(0), image))["params"]
+  assert shapes["stages_0_0"]["dwconv"]["kernel"].shape == (3, 3, 1, m.dims[0])
+  even = dataclasses.replace(m, dwconv_kernel=4)
+  with pytest.raises(ValueError, match="dwconv_kernel must be odd"):
+    MotionExtractor(even).init(jax.random.key(0), image)
 
 
 @pytest.mark.parametrize("name", ["small_head_skip", "small_upper_skip"])
