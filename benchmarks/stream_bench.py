@@ -89,10 +89,8 @@ def full_models(mode: str, refine: bool, seed: int = 0) -> tuple[dict, dict]:
   Normalisation statistics are those of `random_params` (their shapes do not depend on the model size;
   checked against the tasks' `norm_spec`).
   """
-  import optax
-
   from chatanyone_jax.render import presets
-  from chatanyone_jax.render.train_step import create_train_state
+  from chatanyone_jax.render.train_step import create_generator
   from train import tasks
   from train.configs import motion_body, motion_face
 
@@ -114,9 +112,9 @@ def full_models(mode: str, refine: bool, seed: int = 0) -> tuple[dict, dict]:
   names = {"render": FULL[mode]} | ({"face_refine": FULL["refine"]} if refine and mode == "upper" else {})
   for name, preset in names.items():
     cfg = presets.get(preset)
-    tx = optax.adam(1e-3)
-    gen = create_train_state(cfg, next(keys), (1, *cfg.image_size, 3), tx, tx)["gen"]
-    params[name] = {"params": gen["params"], "batch_stats": gen["batch_stats"]}
+    gen = create_generator(cfg, next(keys), (1, *cfg.image_size, 3))
+    params[name] = {"params": {n: p for n, (p, _) in gen.items()},
+                    "batch_stats": {n: s for n, (_, s) in gen.items()}}
     configs[name] = cfg
   return params, configs
 

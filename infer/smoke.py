@@ -15,10 +15,9 @@ from typing import Any
 
 import jax
 import numpy as np
-import optax
 
 from chatanyone_jax.render import presets
-from chatanyone_jax.render.train_step import create_train_state
+from chatanyone_jax.render.train_step import create_generator
 from chatanyone_jax.stream_spec import MODES
 from train import tasks
 from train.configs import motion_body, motion_face
@@ -38,7 +37,7 @@ def random_params(mode: str = "upper", *, refine: bool = True, seed: int = 0) ->
   Motion: `train/configs/motion_face.py:tiny` / `motion_body.py:tiny` through `train.tasks`
   (`init_params`), with the zero-initialised layers perturbed and normalisation statistics of plausible
   magnitude (small head motion around the usual head position in the body crop). Renderers: presets
-  tiny_upper512x768 / tiny_head512 / tiny_face_refine via `render.train_step.create_train_state`.
+  tiny_upper512x768 / tiny_head512 / tiny_face_refine via `render.train_step.create_generator`.
   configs["clip_x0"] = 3 bounds the samplers' x̂0 (untrained ε is uncalibrated). Cached per arguments
   (fresh containers each call, shared read-only arrays).
   """
@@ -92,8 +91,8 @@ def _random_params(mode: str, refine: bool, seed: int) -> tuple[dict, dict]:
     names["face_refine"] = "tiny_face_refine"
   for (name, preset), k in zip(names.items(), (k_render, k_refine), strict=False):
     cfg = presets.get(preset)
-    gen = create_train_state(cfg, k, (1, *cfg.image_size, 3), optax.adam(1e-3), optax.adam(1e-3))["gen"]
-    params[name] = {"params": _perturb_zeros(jax.device_get(gen["params"]), 0.02, seed + 2),
-                    "batch_stats": jax.device_get(gen["batch_stats"])}
+    gen = jax.device_get(create_generator(cfg, k, (1, *cfg.image_size, 3)))
+    params[name] = {"params": _perturb_zeros({n: p for n, (p, _) in gen.items()}, 0.02, seed + 2),
+                    "batch_stats": {n: s for n, (_, s) in gen.items()}}
     configs[name] = cfg
   return params, configs

@@ -345,6 +345,19 @@ def with_narrow_decoder(config: RendererConfig, features: int = 16) -> RendererC
 
 small_head_skip_narrow = with_narrow_decoder(small_head_skip)
 small_upper_skip_narrow = with_narrow_decoder(small_upper_skip)
+
+
+def lean(config: RendererConfig) -> RendererConfig:
+  """`config` (a narrow-decoder preset) with 2 G_middle blocks, SPADE hidden width 8 and one discriminator
+  scale: the CPU campaigns' candidates for about 1 s per training step at batch 4 (benchmarks/RESULTS.md)."""
+  return dataclasses.replace(
+      config,
+      spade_generator=dataclasses.replace(config.spade_generator, num_middle_blocks=2, spade_hidden=8),
+      discriminator=dataclasses.replace(config.discriminator, num_scales=1))
+
+
+small_head_skip_lean = lean(small_head_skip_narrow)
+small_upper_skip_lean = lean(small_upper_skip_narrow)
 # The hand-injection ablation (paper Table 1 at CPU scale): small_upper_skip with LivePortrait's G branch
 # only, nothing injected; trained with the same recipe and budget and scored by the in-loop hand_l1.
 small_upper_skip_no_hands = dataclasses.replace(
@@ -370,6 +383,8 @@ PRESETS: dict[str, RendererConfig] = {
     "small_head_skip": small_head_skip,
     "small_head_skip_narrow": small_head_skip_narrow,
     "small_upper_skip_narrow": small_upper_skip_narrow,
+    "small_head_skip_lean": small_head_skip_lean,
+    "small_upper_skip_lean": small_upper_skip_lean,
     "small_upper_skip": small_upper_skip,
     "small_face_refine_skip": small_face_refine_skip,
     "small_upper_skip_no_hands": small_upper_skip_no_hands,

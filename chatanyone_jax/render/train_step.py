@@ -69,6 +69,26 @@ def _split(variables: Mapping[str, Any]) -> tuple[Any, Any]:
   return variables["params"], variables.get("batch_stats", {})
 
 
+def init_generator(config: RendererConfig, key: jax.Array,
+                   image_shape: Sequence[int]) -> dict[str, tuple[Any, Any]]:
+  """{F, M, W, G: (params, batch_stats)} from dummy inputs, as `init_train_state` makes them from the same
+  key (the discriminator and the optimiser states are not built). Pure."""
+  h, w = tuple(image_shape)[-3:-1] if len(image_shape) >= 3 else tuple(image_shape)
+  nets = networks(config)
+  k_f, k_m, k_w, k_g = jax.random.split(key, 6)[:4]
+  image = jnp.zeros((1, h, w, 3), jnp.float32)
+  v_f = nets["F"].init(k_f, image)
+  v_m = nets["M"].init(k_m, image)
+  volume = jax.eval_shape(lambda: nets["F"].apply(v_f, image))
+  kp = jnp.zeros((1, config.warping_network.num_kp, 3), jnp.float32)
+  v_w = nets["W"].init(k_w, jnp.zeros(volume.shape, volume.dtype), kp, kp)
+  warped = jax.eval_shape(lambda: nets["W"].apply(v_w, jnp.zeros(volume.shape, volume.dtype), kp, kp))
+  feat, flow = (jnp.zeros(warped[k].shape, warped[k].dtype) for k in ("out", "flow"))
+  hand = jnp.zeros((1, h, w, 3), jnp.float32) if config.spade_generator.hand_injection else None
+  v_g = nets["G"].init(k_g, feat, hand, **skip_inputs(config.spade_generator, image, {"flow": flow}))
+  return {name: _split(v) for name, v in zip(GEN_PARTS, (v_f, v_m, v_w, v_g), strict=True)}
+
+
 def init_train_state(config: RendererConfig, key: jax.Array, image_shape: Sequence[int],
                      gen_tx: optax.GradientTransformation, disc_tx: optax.GradientTransformation, *,
                      ema: bool = False, stem_bias_std: float = 0.0,
@@ -84,21 +104,9 @@ def init_train_state(config: RendererConfig, key: jax.Array, image_shape: Sequen
   zero_head_offsets: with the "head_offset" layout, M's offset head (fc_exp) starts at zero, so ΔX_head = 0
   and training starts from the explicit template keypoints (no effect with the other layouts).
   """
-  h, w = tuple(image_shape)[-3:-1] if len(image_shape) >= 3 else tuple(image_shape)
-  nets = networks(config)
-  k_f, k_m, k_w, k_g, k_d, k_rng = jax.random.split(key, 6)
-  image = jnp.zeros((1, h, w, 3), jnp.float32)
-  v_f = nets["F"].init(k_f, image)
-  v_m = nets["M"].init(k_m, image)
-  volume = jax.eval_shape(lambda: nets["F"].apply(v_f, image))
-  kp = jnp.zeros((1, config.warping_network.num_kp, 3), jnp.float32)
-  v_w = nets["W"].init(k_w, jnp.zeros(volume.shape, volume.dtype), kp, kp)
-  warped = jax.eval_shape(lambda: nets["W"].apply(v_w, jnp.zeros(volume.shape, volume.dtype), kp, kp))
-  feat, flow = (jnp.zeros(warped[k].shape, warped[k].dtype) for k in ("out", "flow"))
-  hand = jnp.zeros((1, h, w, 3), jnp.float32) if config.spade_generator.hand_injection else None
-  v_g = nets["G"].init(k_g, feat, hand, **skip_inputs(config.spade_generator, image, {"flow": flow}))
-  v_d = nets["D"].init(k_d, jnp.zeros((1, *config.output_size, 3), jnp.float32))
-  gen = {name: _split(v) for name, v in zip(GEN_PARTS, (v_f, v_m, v_w, v_g), strict=True)}
+  gen = init_generator(config, key, image_shape)
+  k_d, k_rng = jax.random.split(key, 6)[4:]
+  v_d = networks(config)["D"].init(k_d, jnp.zeros((1, *config.output_size, 3), jnp.float32))
   gen_params = {n: p for n, (p, _) in gen.items()}
   gen_stats = {n: s for n, (_, s) in gen.items()}
   d_params, d_stats = _split(v_d)
@@ -125,13 +133,21 @@ def init_train_state(config: RendererConfig, key: jax.Array, image_shape: Sequen
 def create_train_state(config: RendererConfig, key: jax.Array, image_shape: Sequence[int],
                        gen_tx: optax.GradientTransformation, disc_tx: optax.GradientTransformation,
                        **kwargs) -> RendererTrainState:
-  """`init_train_state` (same arguments) compiled and run once.
+  """`init_train_state` (same arguments) compiled and run once (`_compile_and_run`)."""
+  return _compile_and_run(lambda: init_train_state(config, key, image_shape, gen_tx, disc_tx, **kwargs))
 
-  On CPU it compiles without XLA's backend optimisations (threefry-heavy init graphs otherwise take minutes
-  to compile there); the options are XLA:CPU's, other backends compile normally.
-  """
+
+def create_generator(config: RendererConfig, key: jax.Array,
+                     image_shape: Sequence[int]) -> dict[str, tuple[Any, Any]]:
+  """`init_generator` (same arguments) compiled and run once, as `create_train_state` compiles: the
+  generator alone, for inference and smoke runs (about a quarter less to compile for the tiny presets)."""
+  return _compile_and_run(lambda: init_generator(config, key, image_shape))
+
+
+def _compile_and_run(init: Callable[[], Any]) -> Any:
+  """On CPU without XLA's backend optimisations (threefry-heavy init graphs otherwise take minutes to
+  compile there); the options are XLA:CPU's, other backends compile normally."""
   options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-  init = lambda: init_train_state(config, key, image_shape, gen_tx, disc_tx, **kwargs)
   return jax.jit(init).lower().compile(options)()
 
 

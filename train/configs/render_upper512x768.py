@@ -23,11 +23,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     common.small_render_for_cpu(c, "small_upper_skip")
   elif arg == "small_narrow":  # small, with W's hourglass ending in 16 channels (presets.with_narrow_decoder)
     common.small_render_for_cpu(c, "small_upper_skip_narrow")
+  elif arg == "small_lean":  # small_narrow with 2 G_middle blocks, SPADE hidden 8, one D scale (presets.lean)
+    common.small_render_for_cpu(c, "small_upper_skip_lean")
   elif arg == "small_plain":  # LivePortrait's G (the first round of CPU campaigns; the skip's ablation)
     common.small_render_for_cpu(c, "small_upper")
   elif arg == "small_no_hands":  # the hand-injection ablation: `small` with nothing injected into G
     common.small_render_for_cpu(c, "small_upper_skip_no_hands")
   elif arg:
     raise ValueError(f"unknown render_upper512x768 variant {arg!r} "
-                     f"(have: tiny, small, small_narrow, small_plain, small_no_hands)")
+                     f"(have: tiny, small, small_narrow, small_lean, small_plain, small_no_hands)")
   return c

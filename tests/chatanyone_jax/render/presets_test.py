@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from chatanyone_jax.render import presets
+from chatanyone_jax.render import presets, train_step
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
 from chatanyone_jax.render.discriminator import MultiScaleDiscriminator
 from chatanyone_jax.render.motion_extractor import MotionExtractor
@@ -132,3 +132,27 @@ def test_narrow_decoder_presets_narrow_only_the_hourglass_output(name):
   assert dense[1]["hourglass"]["decoder_conv"]["kernel"].shape[-2:] == (k_in, 16)
   assert dense[1]["mask"]["kernel"].shape[-2] == 16
   assert num_params(dense[1]) < num_params(dense[0])
+
+
+@pytest.mark.parametrize("name", ["small_head_skip", "small_upper_skip"])
+def test_lean_presets_thin_g_and_d_of_the_narrow_ones(name):
+  """`lean` (the `small_lean` training configs, about 1 s per CPU step): the narrow preset with 2 G_middle
+  blocks, SPADE's shared convolutions 8 wide and one discriminator scale; F, M and W unchanged."""
+  narrow, lean = presets.get(name + "_narrow"), presets.get(name + "_lean")
+  assert lean == presets.lean(narrow)
+  for part in ("appearance_feature_extractor", "motion_extractor", "warping_network"):
+    assert getattr(lean, part) == getattr(narrow, part), part
+  k = jax.random.key(0)
+  gens = [jax.eval_shape(lambda c=c: train_step.init_generator(c, k, c.image_size)) for c in (narrow, lean)]
+  g_narrow, g_lean = (g["G"][0] for g in gens)
+  middle = lambda params: sorted(x for x in params if x.startswith("G_middle"))
+  assert middle(g_narrow) == [f"G_middle_{i}" for i in range(6)]
+  assert middle(g_lean) == ["G_middle_0", "G_middle_1"]
+  widths = {x.shape[-1] for path, x in jax.tree_util.tree_leaves_with_path(g_lean["G_middle_0"])
+            if "mlp_shared" in jax.tree_util.keystr(path) and x.ndim == 4}
+  assert widths == {8}, widths
+  assert all(gens[0][p] == gens[1][p] for p in ("F", "M", "W"))
+  image = jnp.zeros((1, *lean.output_size, 3))
+  scales = [len(jax.eval_shape(lambda c=c: MultiScaleDiscriminator(c.discriminator).init(k, image))["params"])
+            for c in (narrow, lean)]
+  assert scales == [2, 1]

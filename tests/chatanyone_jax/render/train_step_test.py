@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,6 +59,8 @@ def run():
                                         ema=True)
   disc0 = jax.tree.map(np.array, state["disc"]["params"])
   ema0 = jax.tree.map(np.array, state["ema"])
+  stats0 = jax.tree.map(np.array, state["gen"]["batch_stats"])
+  gen0 = jax.device_get(train_step.create_generator(CONFIG, jax.random.key(0), batch["source"].shape))
   traces = []
   l1_loss = losses.l1_loss
   # l1_loss runs once per trace of the step. A few steps: compiling fast beats running fast (fast_compile).
@@ -80,7 +83,7 @@ def run():
   print(f"renderer overfit: L1 {history[0]['l1']:.4f} -> {history[-1]['l1']:.4f} after {len(history) - 1} "
         f"updates, {seconds:.1f} s incl. compile")
   return {"history": history, "steps": steps_seen, "traces": len(traces), "donated": donated,
-          "state": state, "disc0": disc0, "ema0": ema0}
+          "state": state, "disc0": disc0, "ema0": ema0, "stats0": stats0, "gen0": gen0}
 
 
 @pytest.mark.slow
@@ -93,6 +96,14 @@ def test_compiles_once_and_donates_state(run):
   assert len(run["history"]) >= 3
   assert run["traces"] == 1
   assert all(run["donated"])  # the previous state's buffers were donated to the step
+
+
+def test_generator_alone_is_the_train_states_generator(run):
+  """`create_generator` (inference, smoke runs) makes the train state's F, M, W, G from the same key."""
+  params = {n: p for n, (p, _) in run["gen0"].items()}
+  stats = {n: s for n, (_, s) in run["gen0"].items()}
+  chex.assert_trees_all_equal(params, run["ema0"])  # the EMA copy starts as the initial params
+  chex.assert_trees_all_equal(stats, run["stats0"])
 
 
 def test_metrics_finite_and_complete(run):
