@@ -112,9 +112,7 @@ def full_models(mode: str, refine: bool, seed: int = 0) -> tuple[dict, dict]:
   names = {"render": FULL[mode]} | ({"face_refine": FULL["refine"]} if refine and mode == "upper" else {})
   for name, preset in names.items():
     cfg = presets.get(preset)
-    gen = create_generator(cfg, next(keys), (1, *cfg.image_size, 3))
-    params[name] = {"params": {n: p for n, (p, _) in gen.items()},
-                    "batch_stats": {n: s for n, (_, s) in gen.items()}}
+    params[name] = create_generator(cfg, next(keys), (1, *cfg.image_size, 3))
     configs[name] = cfg
   return params, configs
 

@@ -92,7 +92,6 @@ def _random_params(mode: str, refine: bool, seed: int) -> tuple[dict, dict]:
   for (name, preset), k in zip(names.items(), (k_render, k_refine), strict=False):
     cfg = presets.get(preset)
     gen = jax.device_get(create_generator(cfg, k, (1, *cfg.image_size, 3)))
-    params[name] = {"params": _perturb_zeros({n: p for n, (p, _) in gen.items()}, 0.02, seed + 2),
-                    "batch_stats": {n: s for n, (_, s) in gen.items()}}
+    params[name] = {**gen, "params": _perturb_zeros(gen["params"], 0.02, seed + 2)}
     configs[name] = cfg
   return params, configs

@@ -358,6 +358,7 @@ def lean(config: RendererConfig) -> RendererConfig:
 
 small_head_skip_lean = lean(small_head_skip_narrow)
 small_upper_skip_lean = lean(small_upper_skip_narrow)
+small_face_refine_skip_lean = lean(with_narrow_decoder(small_face_refine_skip))
 # The hand-injection ablation (paper Table 1 at CPU scale): small_upper_skip with LivePortrait's G branch
 # only, nothing injected; trained with the same recipe and budget and scored by the in-loop hand_l1.
 small_upper_skip_no_hands = dataclasses.replace(
@@ -385,6 +386,7 @@ PRESETS: dict[str, RendererConfig] = {
     "small_upper_skip_narrow": small_upper_skip_narrow,
     "small_head_skip_lean": small_head_skip_lean,
     "small_upper_skip_lean": small_upper_skip_lean,
+    "small_face_refine_skip_lean": small_face_refine_skip_lean,
     "small_upper_skip": small_upper_skip,
     "small_face_refine_skip": small_face_refine_skip,
     "small_upper_skip_no_hands": small_upper_skip_no_hands,

@@ -69,10 +69,9 @@ def _split(variables: Mapping[str, Any]) -> tuple[Any, Any]:
   return variables["params"], variables.get("batch_stats", {})
 
 
-def init_generator(config: RendererConfig, key: jax.Array,
-                   image_shape: Sequence[int]) -> dict[str, tuple[Any, Any]]:
-  """{F, M, W, G: (params, batch_stats)} from dummy inputs, as `init_train_state` makes them from the same
-  key (the discriminator and the optimiser states are not built). Pure."""
+def init_generator(config: RendererConfig, key: jax.Array, image_shape: Sequence[int]) -> dict[str, dict]:
+  """{"params": {F, M, W, G: ...}, "batch_stats": {...}} from dummy inputs, as `init_train_state` makes
+  them from the same key (the discriminator and the optimiser states are not built). Pure."""
   h, w = tuple(image_shape)[-3:-1] if len(image_shape) >= 3 else tuple(image_shape)
   nets = networks(config)
   k_f, k_m, k_w, k_g = jax.random.split(key, 6)[:4]
@@ -86,7 +85,8 @@ def init_generator(config: RendererConfig, key: jax.Array,
   feat, flow = (jnp.zeros(warped[k].shape, warped[k].dtype) for k in ("out", "flow"))
   hand = jnp.zeros((1, h, w, 3), jnp.float32) if config.spade_generator.hand_injection else None
   v_g = nets["G"].init(k_g, feat, hand, **skip_inputs(config.spade_generator, image, {"flow": flow}))
-  return {name: _split(v) for name, v in zip(GEN_PARTS, (v_f, v_m, v_w, v_g), strict=True)}
+  gen = {name: _split(v) for name, v in zip(GEN_PARTS, (v_f, v_m, v_w, v_g), strict=True)}
+  return {"params": {n: p for n, (p, _) in gen.items()}, "batch_stats": {n: s for n, (_, s) in gen.items()}}
 
 
 def init_train_state(config: RendererConfig, key: jax.Array, image_shape: Sequence[int],
@@ -107,8 +107,7 @@ def init_train_state(config: RendererConfig, key: jax.Array, image_shape: Sequen
   gen = init_generator(config, key, image_shape)
   k_d, k_rng = jax.random.split(key, 6)[4:]
   v_d = networks(config)["D"].init(k_d, jnp.zeros((1, *config.output_size, 3), jnp.float32))
-  gen_params = {n: p for n, (p, _) in gen.items()}
-  gen_stats = {n: s for n, (_, s) in gen.items()}
+  gen_params, gen_stats = gen["params"], gen["batch_stats"]
   d_params, d_stats = _split(v_d)
   state = {
       "gen": {"params": gen_params, "batch_stats": gen_stats, "opt_state": gen_tx.init(gen_params)},
@@ -137,8 +136,7 @@ def create_train_state(config: RendererConfig, key: jax.Array, image_shape: Sequ
   return _compile_and_run(lambda: init_train_state(config, key, image_shape, gen_tx, disc_tx, **kwargs))
 
 
-def create_generator(config: RendererConfig, key: jax.Array,
-                     image_shape: Sequence[int]) -> dict[str, tuple[Any, Any]]:
+def create_generator(config: RendererConfig, key: jax.Array, image_shape: Sequence[int]) -> dict[str, dict]:
   """`init_generator` (same arguments) compiled and run once, as `create_train_state` compiles: the
   generator alone, for inference and smoke runs (about a quarter less to compile for the tiny presets)."""
   return _compile_and_run(lambda: init_generator(config, key, image_shape))

@@ -20,8 +20,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     common.shrink_render_for_cpu(c, "tiny_face_refine")
   elif arg == "small":  # with G's source skip, as the other renderers' small variants
     common.small_render_for_cpu(c, "small_face_refine_skip")
+  elif arg == "small_lean":  # narrow W, 2 G_middle blocks, SPADE hidden 8, one D scale (presets.lean)
+    common.small_render_for_cpu(c, "small_face_refine_skip_lean")
   elif arg == "small_plain":  # without the skip
     common.small_render_for_cpu(c, "small_face_refine")
   elif arg:
-    raise ValueError(f"unknown face_refine variant {arg!r} (have: tiny, small, small_plain)")
+    raise ValueError(f"unknown face_refine variant {arg!r} (have: tiny, small, small_lean, small_plain)")
   return c

@@ -134,11 +134,11 @@ def test_narrow_decoder_presets_narrow_only_the_hourglass_output(name):
   assert num_params(dense[1]) < num_params(dense[0])
 
 
-@pytest.mark.parametrize("name", ["small_head_skip", "small_upper_skip"])
+@pytest.mark.parametrize("name", ["small_head_skip", "small_upper_skip", "small_face_refine_skip"])
 def test_lean_presets_thin_g_and_d_of_the_narrow_ones(name):
   """`lean` (the `small_lean` training configs, about 1 s per CPU step): the narrow preset with 2 G_middle
   blocks, SPADE's shared convolutions 8 wide and one discriminator scale; F, M and W unchanged."""
-  narrow, lean = presets.get(name + "_narrow"), presets.get(name + "_lean")
+  narrow, lean = presets.with_narrow_decoder(presets.get(name)), presets.get(name + "_lean")
   assert lean == presets.lean(narrow)
   for part in ("appearance_feature_extractor", "motion_extractor", "warping_network"):
     assert getattr(lean, part) == getattr(narrow, part), part
