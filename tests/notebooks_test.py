@@ -15,6 +15,7 @@ import contextlib
 import os
 import pathlib
 import re
+import sys
 
 import nbformat
 import numpy as np
@@ -106,8 +107,10 @@ def _execute(name: str, demo_run: pathlib.Path, out: pathlib.Path) -> nbformat.N
   nb.cells.append(nbformat.v4.new_code_cell(
       "import os\nimport jax\nprint('SETTINGS', os.environ.get('JAX_PLATFORMS'), "
       "os.environ.get('JAX_COMPILATION_CACHE_DIR'), jax.config.read('jax_disable_most_optimizations'))"))
+  main = sys.modules["__main__"]
   with contextlib.chdir(REPO):  # where a kernel started from the repository (as README says) would be
     _run_cells(nb)
+  assert sys.modules["__main__"] is main  # later tests of this process spawn processes from it
   errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
   assert not errors, errors
   assert f"SETTINGS cpu {os.environ['JAX_COMPILATION_CACHE_DIR']} True" in _text(nb)
@@ -143,8 +146,12 @@ def _run_cells(nb: nbformat.NotebookNode) -> None:
   without starting one: this process already holds the programs the demo fixture compiled, which a new
   kernel would trace and load again; the three notebooks: 98 s in kernels, 53 s here) and stores each
   cell's outputs (stdout / stderr streams, displays, its value, an error) in the cell, as nbclient does.
-  Stops at the first cell that raises."""
+  Stops at the first cell that raises. The shell's module is `__main__` while the cells run (as in a
+  kernel); the process's own comes back afterwards (multiprocessing's spawn, in later tests of this
+  worker, reads `__main__.__spec__`, which IPython's module lacks)."""
+  main = sys.modules["__main__"]
   shell = InteractiveShell.instance(config=Config({"HistoryManager": {"enabled": False}}))  # no ~/.ipython db
+  sys.modules["__main__"] = shell.user_module
   hook = _ResultHook(shell)
   old_hook, old_trap = shell.displayhook, shell.display_trap.hook
   shell.displayhook = shell.display_trap.hook = hook
@@ -171,6 +178,7 @@ def _run_cells(nb: nbformat.NotebookNode) -> None:
         break
   finally:
     shell.displayhook, shell.display_trap.hook = old_hook, old_trap
+    sys.modules["__main__"] = main
 
 
 def _text(nb: nbformat.NotebookNode) -> str:

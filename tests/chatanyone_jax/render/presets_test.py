@@ -144,14 +144,14 @@ def test_lean_presets_thin_g_and_d_of_the_narrow_ones(name):
     assert getattr(lean, part) == getattr(narrow, part), part
   k = jax.random.key(0)
   gens = [jax.eval_shape(lambda c=c: train_step.init_generator(c, k, c.image_size)) for c in (narrow, lean)]
-  g_narrow, g_lean = (g["G"][0] for g in gens)
+  g_narrow, g_lean = (g["params"]["G"] for g in gens)
   middle = lambda params: sorted(x for x in params if x.startswith("G_middle"))
   assert middle(g_narrow) == [f"G_middle_{i}" for i in range(6)]
   assert middle(g_lean) == ["G_middle_0", "G_middle_1"]
   widths = {x.shape[-1] for path, x in jax.tree_util.tree_leaves_with_path(g_lean["G_middle_0"])
             if "mlp_shared" in jax.tree_util.keystr(path) and x.ndim == 4}
   assert widths == {8}, widths
-  assert all(gens[0][p] == gens[1][p] for p in ("F", "M", "W"))
+  assert all(gens[0][c][p] == gens[1][c][p] for c in gens[0] for p in ("F", "M", "W"))
   image = jnp.zeros((1, *lean.output_size, 3))
   scales = [len(jax.eval_shape(lambda c=c: MultiScaleDiscriminator(c.discriminator).init(k, image))["params"])
             for c in (narrow, lean)]
