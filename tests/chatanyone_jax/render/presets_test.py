@@ -134,7 +134,7 @@ def test_narrow_decoder_presets_narrow_only_the_hourglass_output(name):
   assert num_params(dense[1]) < num_params(dense[0])
 
 
-@pytest.mark.parametrize("name", ["small_head_skip", "small_upper_skip", "small_face_refine_skip"])
+@pytest.mark.parametrize("name", ["small_head_skip", "small_upper_skip"])
 def test_lean_presets_thin_g_and_d_of_the_narrow_ones(name):
   """`lean` (the `small_lean` training configs, about 1 s per CPU step): the narrow preset with 2 G_middle
   blocks, SPADE's shared convolutions 8 wide and one discriminator scale; F, M and W unchanged."""
@@ -156,3 +156,7 @@ def test_lean_presets_thin_g_and_d_of_the_narrow_ones(name):
   scales = [len(jax.eval_shape(lambda c=c: MultiScaleDiscriminator(c.discriminator).init(k, image))["params"])
             for c in (narrow, lean)]
   assert scales == [2, 1]
+  # The face refine's lean preset is the same change to its narrow layout (its G adds the injection branch).
+  refine = presets.small_face_refine_skip_lean
+  assert refine == presets.lean(presets.with_narrow_decoder(presets.small_face_refine_skip))
+  assert refine.spade_generator.hand_injection and refine.discriminator.num_scales == 1

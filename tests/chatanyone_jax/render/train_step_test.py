@@ -55,12 +55,15 @@ def run():
   batch = _batch()
   gen_tx, disc_tx = optax.adam(3e-3), optax.adam(1e-3)
   weights = {"gan": 0.1, "feature_matching": 1.0}
-  state = train_step.create_train_state(CONFIG, jax.random.key(0), batch["source"].shape, gen_tx, disc_tx,
-                                        ema=True)
+  # The train state and, in the same program (one compile), the generator alone from the same key.
+  key, shape = jax.random.key(0), batch["source"].shape
+  state, gen0 = train_step._compile_and_run(lambda: (
+      train_step.init_train_state(CONFIG, key, shape, gen_tx, disc_tx, ema=True),
+      train_step.init_generator(CONFIG, key, shape)))
   disc0 = jax.tree.map(np.array, state["disc"]["params"])
   ema0 = jax.tree.map(np.array, state["ema"])
   stats0 = jax.tree.map(np.array, state["gen"]["batch_stats"])
-  gen0 = jax.device_get(train_step.create_generator(CONFIG, jax.random.key(0), batch["source"].shape))
+  gen0 = jax.device_get(gen0)
   traces = []
   l1_loss = losses.l1_loss
   # l1_loss runs once per trace of the step. A few steps: compiling fast beats running fast (fast_compile).
@@ -99,7 +102,8 @@ def test_compiles_once_and_donates_state(run):
 
 
 def test_generator_alone_is_the_train_states_generator(run):
-  """`create_generator` (inference, smoke runs) makes the train state's F, M, W, G from the same key."""
+  """`init_generator` (`create_generator`: inference, smoke runs) makes the train state's F, M, W, G from
+  the same key."""
   chex.assert_trees_all_equal(run["gen0"]["params"], run["ema0"])  # the EMA copy starts as the initial params
   chex.assert_trees_all_equal(run["gen0"]["batch_stats"], run["stats0"])
 
