@@ -87,10 +87,30 @@ def body_units_to_grid(points: np.ndarray, body_size: tuple[int, int]) -> np.nda
   return (points * np.array([1.0, w / h, 1.0], np.float32)).astype(np.float32)
 
 
+# MediaPipe face mesh: the outer lip contour (FACEMESH_LIPS' outer ring).
+MOUTH_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+MOUTH_MASK_SCALE = 1.6  # the lip hull grown about its centre: the lips, teeth, chin crease and cheeks beside
+
+
 def face_mask(points_px: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   """(478, 3) crop-pixel face-mesh points -> (H, W) uint8 mask of their 2-D convex hull (the face oval)."""
-  pts = points_px[:, :2].astype(np.float64)
+  return _hull_mask(points_px[:, :2], size)
+
+
+def mouth_mask(points_px: np.ndarray, size: tuple[int, int], scale: float = MOUTH_MASK_SCALE) -> np.ndarray:
+  """(478, 3) crop-pixel face-mesh points -> (H, W) uint8 mask of the outer-lip hull grown `scale` times
+  about the lips' centre (the renderer's mouth-region term)."""
+  lips = points_px[list(MOUTH_OUTER), :2].astype(np.float64)
+  centre = lips.mean(axis=0)
+  return _hull_mask(centre + scale * (lips - centre), size)
+
+
+def _hull_mask(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """(N, 2) crop pixels -> (H, W) uint8 mask (255 inside) of their convex hull; empty when degenerate."""
+  pts = np.asarray(points, np.float64)
   mask = Image.new("L", (size[1], size[0]), 0)
+  if not np.isfinite(pts).all():
+    return np.asarray(mask)
   try:
     hull = pts[ConvexHull(pts).vertices]
   except Exception:  # degenerate (collinear) points: nothing to draw

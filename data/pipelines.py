@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from data import records
-from data.crops import face_mask
+from data.crops import face_mask, mouth_mask
 from data.encoding import decode_image
 from data.lookahead import audio_valid as lookahead_valid
 from data.lookahead import lookahead_audio
@@ -117,6 +117,7 @@ class DecodePair(grain.MapTransform):
   def __init__(self, config: RenderPairConfig, stored_size: tuple[int, int], head_size: int):
     self.config = config
     self.head_size = head_size
+    self.stored_size = tuple(stored_size)
     out = tuple(config.output_size or stored_size)
     self.output_size = out
     self.input_size = tuple(config.input_size or (out[0] // 2, out[1] // 2))
@@ -149,11 +150,14 @@ class DecodePair(grain.MapTransform):
           body_kp_driving=np.asarray(drv["body_kp"], np.float32),
           body_visibility_source=np.asarray(src["body_visibility"], np.float32),
           body_visibility_driving=np.asarray(drv["body_visibility"], np.float32))
-    else:
-      h, w = self.output_size
-      # face_head is in pixels of the stored head crop: scale to the output size.
-      pts = np.asarray(drv["face_head"], np.float32) * (np.array([w, h, w], np.float32) / self.head_size)
+    h, w = self.output_size
+    # The face-mesh points are in pixels of the stored crop: scale them to the output size.
+    sh, sw = self.stored_size
+    pts = np.asarray(drv["face" if body else "face_head"], np.float32) * np.array([w / sw, h / sh, w / sw],
+                                                                                  np.float32)
+    if not body:
       out["face_mask"] = face_mask(pts, (h, w))[..., None].astype(np.float32) / 255.0
+    out["mouth_mask"] = mouth_mask(pts, (h, w))[..., None].astype(np.float32) / 255.0
     return out
 
 
@@ -171,6 +175,7 @@ def render_pairs(root: str | os.PathLike, *, batch_size: int, split: str = "trai
     hand_image                (B, Hi, Wi, 3) rendered hands of the driving frame       [body crop only]
     hand_present              (B, 2) bool                                               [body crop only]
     face_mask, hand_mask, person_mask (B, Ho, Wo, 1) float32 in [0, 1] of the driving frame
+    mouth_mask                (B, Ho, Wo, 1) the driving frame's outer-lip hull, grown (`crops.mouth_mask`)
     clip_index, source_index, driving_index (B,) int32
   With `crop="head"` the images are the head crops (face refine / head512) and there is no body or hand
   entry (hand_mask and person_mask are absent; face_mask is the face-mesh hull in the head crop).

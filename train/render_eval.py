@@ -66,7 +66,8 @@ def eval_pairs(data_dir: str, split: str, max_clips: int, frames_per_clip: int
   return pairs
 
 
-REGIONS = ("face", "hand")  # region errors (face_l1, hand_l1): the face-refine and hand-injection ablations
+REGIONS = ("face", "hand", "mouth")  # region errors (face_l1, hand_l1, mouth_l1): the face-refine and
+# hand-injection ablations, and the mouth the whole-frame scores hardly see
 MIN_REGION_PIXELS = 16  # a frame's region counts when its mask covers at least this many output pixels
 
 

@@ -47,7 +47,7 @@ DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
     "l1": 1.0, "gan": 1.0, "feature_matching": 10.0, "equivariance": 10.0, "keypoint_prior": 10.0,
     "deformation_prior": 5.0, "perceptual": 1.0, "landmark": 1.0, "region": 1.0,
 }
-REGIONS = {"hand": "hand_mask", "face": "face_mask"}
+REGIONS = {"hand": "hand_mask", "face": "face_mask", "mouth": "mouth_mask"}
 
 GEN_PARTS = ("F", "M", "W", "G")
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
@@ -173,8 +173,9 @@ def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
   loss_weights: overrides of `DEFAULT_LOSS_WEIGHTS` (a weight of 0 removes a term's gradient; the
   term is still reported). perceptual_fn: image (B, H, W, 3) -> list of feature maps (a bound VGG-19);
   None (the default, no VGG weights shipped) turns the perceptual term off and makes the region term an
-  L1 inside the mask. region: None, "hand" (L_Per^Hand on batch["hand_mask"]) or "face" (L_Per^face on
-  batch["face_mask"]).
+  L1 inside the mask. region: None, "hand" (L_Per^Hand on batch["hand_mask"]), "face" (L_Per^face on
+  batch["face_mask"]) or "mouth" (on batch["mouth_mask"], the grown lip hull: not in the paper; the mouth
+  is a few per cent of a head crop's pixels, so the whole-frame terms hardly see it).
 
   Batch (images in [0, 1], NHWC):
     source, driving: (B, H, W, 3) at `config.image_size` (two frames of one clip);

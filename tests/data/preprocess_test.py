@@ -190,6 +190,16 @@ def test_render_pairs_body(prepared):
     assert s != d and frames[int(s)]["clip_index"] == c == frames[int(d)]["clip_index"]
   assert np.abs(batch["kp_head_driving"][..., :2]).max() < 1.0  # the head is well inside the crop
   assert batch["person_mask"].mean() > 0.2 and batch["face_mask"].mean() > 0.01
+  _assert_mouth_inside_face(batch)
+
+
+def _assert_mouth_inside_face(batch):
+  """The mouth mask (the region term's) covers a small part of the face, nearly all of it inside it."""
+  mouth, face = batch["mouth_mask"] > 0.5, batch["face_mask"] > 0.5
+  assert mouth.shape == face.shape
+  per_frame = mouth.sum(axis=(1, 2, 3))
+  assert np.all(per_frame > 0) and np.all(per_frame < 0.25 * face.sum(axis=(1, 2, 3)))
+  assert (mouth & ~face).sum() < 0.05 * mouth.sum()
 
 
 def test_render_pairs_head_crop(prepared):
@@ -200,6 +210,7 @@ def test_render_pairs_head_crop(prepared):
   assert batch["face_mask"].shape == (2, HEAD, HEAD, 1) and "hand_image" not in batch
   assert np.all(np.abs(batch["source_index"] - batch["driving_index"]) <= 5)
   assert 0.1 < batch["face_mask"].mean() < 0.7
+  _assert_mouth_inside_face(batch)
 
 
 def test_motion_windows(prepared):

@@ -24,9 +24,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     common.small_render_for_cpu(c, "small_head_skip_narrow")
   elif arg == "small_lean":  # small_narrow with 2 G_middle blocks, SPADE hidden 8, one D scale (presets.lean)
     common.small_render_for_cpu(c, "small_head_skip_lean")
+  elif arg == "small_lean_mouth":  # small_lean with a mouth-region L1 term (render.train_step.REGIONS)
+    common.small_render_for_cpu(c, "small_head_skip_lean")
+    c.region = "mouth"
   elif arg == "small_plain":  # LivePortrait's G (the first round of CPU campaigns; the skip's ablation)
     common.small_render_for_cpu(c, "small_head")
   elif arg:
     raise ValueError(f"unknown render_head512 variant {arg!r} "
-                     f"(have: tiny, small, small_narrow, small_lean, small_plain)")
+                     f"(have: tiny, small, small_narrow, small_lean, small_lean_mouth, small_plain)")
   return c

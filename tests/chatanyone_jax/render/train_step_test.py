@@ -158,7 +158,7 @@ def test_rejects_unknown_loss_weight():
 
 
 @pytest.mark.parametrize("name,region", [("tiny_head512", None), ("tiny_upper512x768", "hand"),
-                                         ("tiny_face_refine", "face"), ("tiny_head512_skip", None),
+                                         ("tiny_face_refine", "face"), ("tiny_head512_skip", "mouth"),
                                          ("tiny_upper512x768_skip", "hand")])
 def test_chatanyone_layout_steps_trace(name, region):
   """The tiny head512 / upper512x768 / face_refine trace with their batches (they run in tests/train)."""
@@ -169,7 +169,8 @@ def test_chatanyone_layout_steps_trace(name, region):
   f32 = lambda *s: jax.ShapeDtypeStruct(s, jnp.float32)
   batch = {"source": f32(b, *cfg.image_size, 3), "driving": f32(b, *cfg.image_size, 3),
            "kp_head_source": f32(b, presets.K_HEAD, 3), "kp_head_driving": f32(b, presets.K_HEAD, 3),
-           "hand_mask": f32(b, *cfg.output_size, 1), "face_mask": f32(b, *cfg.output_size, 1)}
+           "hand_mask": f32(b, *cfg.output_size, 1), "face_mask": f32(b, *cfg.output_size, 1),
+           "mouth_mask": f32(b, *cfg.output_size, 1)}
   if cfg.spade_generator.hand_injection:
     batch["hand_image"] = f32(b, *cfg.image_size, 3)
   if name.startswith("tiny_upper512x768"):
