@@ -187,7 +187,11 @@ def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
       rendered hands (Eq. 5), or for face refine the head crop with the face masked out;
     body_kp_driving, body_kp_source (B, K_body, >= 2) and body_visibility_driving / _source (B, K_body):
       optional body landmarks for L_lms ("hybrid_body");
-    hand_mask / face_mask: (B, Ho, Wo, 1) for the region term.
+    hand_mask / face_mask / mouth_mask: (B, Ho, Wo, 1) for the region term.
+
+  D runs once per step, on [target; generated]: the generator's adversarial terms and D's hinge loss are
+  two backward passes through that one forward (the same parameters and inputs as two forward passes
+  would see; the generator pass leaves D's parameters alone and D's leaves the generated images alone).
 
   Metrics: every generator term unweighted (l1, gan, feature_matching, equivariance, keypoint_prior,
   deformation_prior, perceptual, landmark, region; 0 where a term does not apply), gen_total (weighted
@@ -230,7 +234,8 @@ def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
     fake = jax.tree.map(lambda x: x[x.shape[0] // 2:], outputs)
     return real, fake
 
-  def gen_loss(gen_params, gen_stats, disc, batch, key):
+  def gen_forward(gen_params, gen_stats, batch, key):
+    """The generated images and the generator terms that do not need D."""
     source, driving = batch["source"], batch["driving"]
     b = source.shape[0]
     target = batch.get("driving_target")
@@ -255,15 +260,8 @@ def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
     hand = batch.get("hand_image") if config.spade_generator.hand_injection else None
     pred, stats["G"] = apply_gen("G", gen_params, stats, w_out["out"], hand,
                                  **skip_inputs(config.spade_generator, source, w_out))
-
-    # The power-iteration update of D's spectral-norm vectors is D's own (kept from disc_loss only).
-    d_out, _ = apply_disc(disc["params"], disc["batch_stats"], jnp.concatenate([target, pred]))
-    d_real, d_fake = split_halves(d_out)
     terms = {
         "l1": losses.l1_loss(pred, target),
-        "gan": losses.gan_generator_loss(d_fake),
-        "feature_matching": losses.feature_matching_loss([o["features"] for o in d_real],
-                                                         [o["features"] for o in d_fake]),
         "equivariance": (losses.equivariance_loss(kp_all[b:2 * b], kp_all[2 * b:], transform) if implicit
                          else zero),
         "keypoint_prior": losses.keypoint_prior_loss(kp_all[: 2 * b]) if implicit else zero,
@@ -282,26 +280,41 @@ def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
       mask = batch[REGIONS[region]]
       terms["region"] = (losses.region_perceptual_loss(perceptual_fn, pred, target, mask)
                          if perceptual_fn is not None else losses.l1_loss(pred, target, mask))
-    total = sum(weights[k] * v for k, v in terms.items())
-    return total, (terms, stats, pred, target)
+    partial = sum(weights[k] * v for k, v in terms.items())
+    return (pred, partial), (terms, stats, target)
 
-  def disc_loss(d_params, d_stats, real, fake):
-    outputs, new_stats = apply_disc(d_params, d_stats, jnp.concatenate([real, fake]))
-    d_real, d_fake = split_halves(outputs)
-    loss = losses.gan_discriminator_loss(d_real, d_fake)
+  def adversarial_terms(d_out):
+    """The generator's terms of D's outputs on [real; fake]: hinge GAN and feature matching."""
+    d_real, d_fake = split_halves(d_out)
+    terms = {"gan": losses.gan_generator_loss(d_fake),
+             "feature_matching": losses.feature_matching_loss([o["features"] for o in d_real],
+                                                              [o["features"] for o in d_fake])}
+    return sum(weights[k] * v for k, v in terms.items()), terms
+
+  def disc_objective(d_out):
+    """D's hinge loss of its outputs on [real; fake], and the mean logits of each half."""
+    d_real, d_fake = split_halves(d_out)
     logits = lambda outs: jnp.mean(jnp.stack([jnp.mean(o["logits"]) for o in outs]))
-    return loss, (new_stats, logits(d_real), logits(d_fake))
+    return losses.gan_discriminator_loss(d_real, d_fake), (logits(d_real), logits(d_fake))
 
   def step(state: RendererTrainState, batch: Batch):
     key = jax.random.fold_in(state["rng"], state["step"])
     gen, disc = state["gen"], state["disc"]
-    (g_total, (terms, g_stats, pred, target)), g_grads = jax.value_and_grad(gen_loss, has_aux=True)(
-        gen["params"], gen["batch_stats"], disc, batch, key)
+    (pred, partial), gen_vjp, (gen_terms, g_stats, target) = jax.vjp(
+        lambda p: gen_forward(p, gen["batch_stats"], batch, key), gen["params"], has_aux=True)
+    # D once on [real; fake]; its spectral-norm power iteration and batch statistics are D's own update.
+    d_out, d_vjp, d_stats = jax.vjp(lambda p, x: apply_disc(p, disc["batch_stats"], x), disc["params"],
+                                    jnp.concatenate([target, pred]), has_aux=True)
+    (adversarial, adv_terms), adv_cot = jax.value_and_grad(adversarial_terms, has_aux=True)(d_out)
+    _, image_cot = d_vjp(adv_cot)
+    (d_total, (d_real, d_fake)), d_cot = jax.value_and_grad(disc_objective, has_aux=True)(d_out)
+    d_grads, _ = d_vjp(d_cot)
+    b = pred.shape[0]
+    (g_grads,) = gen_vjp((image_cot[b:].astype(pred.dtype), jnp.ones_like(partial)))
+    g_total = partial + adversarial
+    terms = {**gen_terms, **adv_terms}
     g_updates, g_opt = gen_tx.update(g_grads, gen["opt_state"], gen["params"])
     g_params = optax.apply_updates(gen["params"], g_updates)
-
-    (d_total, (d_stats, d_real, d_fake)), d_grads = jax.value_and_grad(disc_loss, has_aux=True)(
-        disc["params"], disc["batch_stats"], target, jax.lax.stop_gradient(pred))
     d_updates, d_opt = disc_tx.update(d_grads, disc["opt_state"], disc["params"])
     d_params = optax.apply_updates(disc["params"], d_updates)
 
