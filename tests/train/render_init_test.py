@@ -74,12 +74,12 @@ def test_merge_matching_copies_only_equal_names_and_shapes():
 
 
 def test_init_from_a_renderer_export_warm_starts_the_face_refine(tmp_path):
-  # The bundled head renderer (small_head_skip) into small_face_refine_skip: F, M and W have the same
-  # networks, G all but the refine's injection branch, which keeps its init.
+  # The bundled head renderer (small_head_skip_lean) into small_face_refine_skip_lean: F, M and W have the
+  # same networks, G all but the refine's injection branch, which keeps its init.
   from train import export
   from train.configs import face_refine
 
-  c = face_refine.get_config("small")
+  c = face_refine.get_config("small_lean")
   c.update(data_dir="unused", init_from="infer/assets/checkpoint/render_head")
   task = tasks.get_task(c)
   shapes = export.expected_shapes(c)
