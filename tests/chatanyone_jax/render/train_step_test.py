@@ -207,3 +207,34 @@ def test_source_offsets_drive_the_face_by_its_keypoints_alone():
   with pytest.raises(ValueError, match="head_offset"):
     train_step.reconstruct(presets.get("tiny_upper512x768"), {}, {}, source, source, source_offsets=True,
                            kp_head=(jnp.zeros((1, k, 3)),) * 2)
+
+
+def test_single_d_pass_gives_the_gradients_of_the_reported_losses():
+  """D runs once per step and both backward passes go through it: with plain SGD (lr 1) each network's
+  update is minus the gradient of its own reported loss (gen_total for F, M, W, G; disc_loss for D), as
+  autodiff through the step's forward computes it."""
+  cfg = presets.get("tiny_head512_skip")
+  tx = optax.sgd(1.0)
+  b = 2
+  keys = jax.random.split(jax.random.key(3), 4)
+  batch = {"source": jax.random.uniform(keys[0], (b, *cfg.image_size, 3)),
+           "driving": jax.random.uniform(keys[1], (b, *cfg.image_size, 3)),
+           "kp_head_source": 0.3 * jax.random.normal(keys[2], (b, presets.K_HEAD, 3)),
+           "kp_head_driving": 0.3 * jax.random.normal(keys[3], (b, presets.K_HEAD, 3))}
+  state = train_step.init_train_state(cfg, jax.random.key(0), (b, *cfg.image_size, 3), tx, tx)
+  step = train_step.make_step_fn(cfg, tx, tx)
+
+  def reported(gen_params, disc_params):
+    s = {**state, "gen": {**state["gen"], "params": gen_params},
+         "disc": {**state["disc"], "params": disc_params}}
+    metrics = step(s, batch)[1]
+    return metrics["gen_total"], metrics["disc_loss"]
+
+  gp, dp = state["gen"]["params"], state["disc"]["params"]
+  # One program: the step and both reference gradients (one compile).
+  new, g_ref, d_ref = jax.jit(lambda: (step(state, batch)[0], jax.grad(lambda p: reported(p, dp)[0])(gp),
+                                       jax.grad(lambda p: reported(gp, p)[1])(dp)))()
+  for updated, before, ref in ((new["gen"]["params"], gp, g_ref), (new["disc"]["params"], dp, d_ref)):
+    step_grads = jax.tree.map(lambda a, z: z - a, updated, before)
+    scale = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(ref))
+    chex.assert_trees_all_close(step_grads, ref, atol=1e-4 * scale, rtol=1e-3)
