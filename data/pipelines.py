@@ -114,9 +114,8 @@ class PairRecords(grain.RandomMapTransform):
 class DecodePair(grain.MapTransform):
   """Decodes the two records into the arrays of the module docstring."""
 
-  def __init__(self, config: RenderPairConfig, stored_size: tuple[int, int], head_size: int):
+  def __init__(self, config: RenderPairConfig, stored_size: tuple[int, int]):
     self.config = config
-    self.head_size = head_size
     self.stored_size = tuple(stored_size)
     out = tuple(config.output_size or stored_size)
     self.output_size = out
@@ -183,7 +182,7 @@ def render_pairs(root: str | os.PathLike, *, batch_size: int, split: str = "trai
   meta = records.read_meta(root)
   frames = records.data_source(root, "frames", split)
   stored = crop_size(meta, config.crop)
-  decode = DecodePair(config, stored, meta["head_size"])
+  decode = DecodePair(config, stored)
   return make_loader(frames, [PairRecords(frames, config.max_gap), decode], batch_size=batch_size, seed=seed,
                      shuffle=shuffle, num_epochs=num_epochs, worker_count=worker_count,
                      shard_options=shard_options)

@@ -13,6 +13,7 @@ import numpy as np
 from chatanyone_jax.audio import whisper
 from chatanyone_jax.motion.face_motion_dit import MOTION_DIM, NUM_EXP
 from chatanyone_jax.motion.lip_regressor import LipRegressor, frame_features
+from chatanyone_jax.ops.init_rng import init_key
 from train.motion_common import FPS, MotionTask, std
 
 
@@ -95,7 +96,7 @@ class MotionLip(MotionTask):
 
   def init_params(self, rng: jax.Array, spec: dict) -> dict:
     d = spec["speech"].shape[-1]
-    return self.model.init(rng, jnp.zeros((1, self.config.window, d)))["params"]
+    return self.model.init(init_key(rng), jnp.zeros((1, self.config.window, d)))["params"]
 
   def frame_inputs(self, speech: jax.Array, norm: dict) -> jax.Array:
     """The regressor's input (B, T, D): windows' features (B, n, D) at the frame rate, standardised."""

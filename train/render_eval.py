@@ -117,7 +117,7 @@ class RenderEvaluator:
     decode = pipelines.DecodePair(
         pipelines.RenderPairConfig(crop=config.crop, input_size=self.renderer.image_size,
                                    output_size=self.renderer.output_size),
-        pipelines.crop_size(meta, config.crop), meta["head_size"])
+        pipelines.crop_size(meta, config.crop))
     self.batches: dict[str, tuple[dict, np.ndarray]] = {}
     for split in ev.splits:
       pairs = eval_pairs(config.data_dir, split, ev.max_clips, ev.frames_per_clip)
@@ -235,7 +235,7 @@ class RefineAblation:
     decoders = {
         name: pipelines.DecodePair(pipelines.RenderPairConfig(crop=crop, input_size=r.image_size,
                                                               output_size=r.output_size),
-                                   pipelines.crop_size(meta, crop), meta["head_size"])
+                                   pipelines.crop_size(meta, crop))
         for name, crop, r in (("body", "body", body), ("head", "head", refine))}
     self.batch_size, self.sheet_rows = batch_size, sheet_rows
     self.batches: dict[str, dict] = {}

@@ -41,6 +41,7 @@ from chatanyone_jax.motion.train_step import (
   style_augment,
 )
 from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMotion, dummy_upper_body_inputs
+from chatanyone_jax.ops.init_rng import init_key
 from train import plots
 from train.lip_task import MotionLip
 from train.motion_common import FPS, SAMPLE_RATE, MotionTask
@@ -361,7 +362,7 @@ class MotionBody(MotionTask):
     return {"target_mean": x.mean(0).astype(np.float32), "target_std": _std(x, 0)}
 
   def init_params(self, rng: jax.Array, spec: dict) -> dict:
-    k_audio, k_body, k_app = jax.random.split(rng, 3)
+    k_audio, k_body, k_app = jax.random.split(init_key(rng), 3)
     n_mel = log_mel_spectrogram(jnp.zeros(spec["audio"].shape[1:])).shape
     return {"audio": self.audio.init(k_audio, jnp.zeros((1,) + tuple(n_mel)))["params"],
             "body": self.model.init(k_body, *dummy_upper_body_inputs(self.body_config, 1, 1))["params"],

@@ -28,6 +28,7 @@ from chatanyone_jax.motion.diffusion import NoiseSchedule, diffusion_loss
 from chatanyone_jax.motion.face_motion_dit import NUM_EXP, FaceMotionDiT
 from chatanyone_jax.motion.sampling import face_motion_loss
 from chatanyone_jax.motion.upper_body_motion import UpperBodyMotion
+from chatanyone_jax.ops.init_rng import init_key
 
 TrainState = dict  # {"params", "opt_state", "ema", "step"}
 
@@ -59,7 +60,7 @@ class FaceModels(NamedTuple):
     if self.audio.width != self.dit.config.audio_dim:
       raise ValueError(f"audio front end width {self.audio.width} != FaceMotionConfig.audio_dim "
                        f"{self.dit.config.audio_dim}")
-    k_audio, k_face = jax.random.split(key)
+    k_audio, k_face = jax.random.split(init_key(key))
     mel = jnp.zeros((1, *mel_shape), jnp.float32)
     return {"audio": self.audio.init(k_audio, mel)["params"],
             "face": self.dit.init_params(k_face, 1, ref_len)}

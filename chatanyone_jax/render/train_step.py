@@ -28,6 +28,7 @@ import optax
 
 from chatanyone_jax import ema as ema_lib
 from chatanyone_jax import losses
+from chatanyone_jax.ops.init_rng import init_key
 from chatanyone_jax.ops.resample import resize_bilinear
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
 from chatanyone_jax.render.discriminator import MultiScaleDiscriminator
@@ -71,10 +72,12 @@ def _split(variables: Mapping[str, Any]) -> tuple[Any, Any]:
 
 def init_generator(config: RendererConfig, key: jax.Array, image_shape: Sequence[int]) -> dict[str, dict]:
   """{"params": {F, M, W, G: ...}, "batch_stats": {...}} from dummy inputs, as `init_train_state` makes
-  them from the same key (the discriminator and the optimiser states are not built). Pure."""
+  them from the same key (the discriminator and the optimiser states are not built). Pure. The networks
+  draw their parameters from `init_key(key)` (`chatanyone_jax.ops.init_rng`: compiles about twice as fast
+  as threefry on CPU)."""
   h, w = tuple(image_shape)[-3:-1] if len(image_shape) >= 3 else tuple(image_shape)
   nets = networks(config)
-  k_f, k_m, k_w, k_g = jax.random.split(key, 6)[:4]
+  k_f, k_m, k_w, k_g = jax.random.split(init_key(key), 6)[:4]
   image = jnp.zeros((1, h, w, 3), jnp.float32)
   v_f = nets["F"].init(k_f, image)
   v_m = nets["M"].init(k_m, image)
@@ -106,7 +109,7 @@ def init_train_state(config: RendererConfig, key: jax.Array, image_shape: Sequen
   """
   gen = init_generator(config, key, image_shape)
   k_d, k_rng = jax.random.split(key, 6)[4:]
-  v_d = networks(config)["D"].init(k_d, jnp.zeros((1, *config.output_size, 3), jnp.float32))
+  v_d = networks(config)["D"].init(init_key(k_d), jnp.zeros((1, *config.output_size, 3), jnp.float32))
   gen_params, gen_stats = gen["params"], gen["batch_stats"]
   d_params, d_stats = _split(v_d)
   state = {

@@ -109,7 +109,7 @@ def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, spl
   stored = pipelines.crop_size(meta, crop)
   decode = pipelines.DecodePair(pipelines.RenderPairConfig(crop=crop, input_size=renderer.image_size,
                                                           output_size=renderer.output_size),
-                                stored, meta["head_size"])
+                                stored)
   injection = bool(renderer.spade_generator.hand_injection)
   params = jax.device_put(loaded["params"])
   stats = jax.device_put(loaded["batch_stats"])
