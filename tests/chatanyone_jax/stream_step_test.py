@@ -347,10 +347,10 @@ def test_render_frames_with_the_source_skip():
   nets = stream_step._nets(cfg)
   source = jax.random.uniform(jax.random.key(1), (1, *cfg.image_size, 3))
   v_f = random_variables(nets["F"], source)
-  volume = nets["F"].apply(v_f, source)
+  volume = jax.jit(nets["F"].apply)(v_f, source)  # jitted: one compile, not one per op
   kp = 0.5 * jax.random.normal(jax.random.key(2), (1, 32, 3))
   v_w = random_variables(nets["W"], volume, kp, kp)
-  warped = nets["W"].apply(v_w, volume, kp, kp)
+  warped = jax.jit(nets["W"].apply)(v_w, volume, kp, kp)
   v_g = random_variables(nets["G"], warped["out"], source=source, flow=warped["flow"])
   v_g["params"]["conv_alpha"] = jax.tree.map(jnp.zeros_like, v_g["params"]["conv_alpha"])  # as initialised
   rvars = {"params": {"F": v_f["params"], "W": v_w["params"], "G": v_g["params"]},

@@ -151,14 +151,14 @@ def test_source_skip_decoder_starts_near_the_warped_source_and_trains_both_heads
   with pytest.raises(ValueError, match="source skip"):
     model.init(jax.random.key(2), x)
   v = jax.jit(lambda: model.init(jax.random.key(2), x, source=src, flow=flow))()
-  y = model.apply(v, x, source=src, flow=flow)
+  y = jax.jit(lambda v: model.apply(v, x, source=src, flow=flow))(v)  # jitted: one compile, not one per op
   assert y.shape == (2, 64, 64, 3)
   skip = jax.image.resize(src, (2, 64, 64, 3), "linear")
   # alpha starts at sigmoid(SKIP_ALPHA_OFFSET) = 0.12 everywhere and G's image is in (0, 1).
   alpha = float(jax.nn.sigmoid(SKIP_ALPHA_OFFSET))
   assert 0 < float(jnp.max(jnp.abs(y - skip))) <= alpha + 1e-6
   v = util.random_variables(model, x, source=src, flow=flow)
-  grads = jax.grad(lambda p, f: util.weighted_sum(model.apply({"params": p}, x, source=src, flow=f)),
-                   argnums=(0, 1))(v["params"], flow)
+  grads = jax.jit(jax.grad(lambda p, f: util.weighted_sum(model.apply({"params": p}, x, source=src, flow=f)),
+                           argnums=(0, 1)))(v["params"], flow)
   util.assert_gradients_reach_every_parameter(grads[0])
   assert float(jnp.abs(grads[1]).sum()) > 0, "the flow gets a gradient through the skip"

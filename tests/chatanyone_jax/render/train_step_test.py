@@ -221,20 +221,24 @@ def test_single_d_pass_gives_the_gradients_of_the_reported_losses():
            "driving": jax.random.uniform(keys[1], (b, *cfg.image_size, 3)),
            "kp_head_source": 0.3 * jax.random.normal(keys[2], (b, presets.K_HEAD, 3)),
            "kp_head_driving": 0.3 * jax.random.normal(keys[3], (b, presets.K_HEAD, 3))}
-  state = train_step.init_train_state(cfg, jax.random.key(0), (b, *cfg.image_size, 3), tx, tx)
   step = train_step.make_step_fn(cfg, tx, tx)
 
-  def reported(gen_params, disc_params):
-    s = {**state, "gen": {**state["gen"], "params": gen_params},
-         "disc": {**state["disc"], "params": disc_params}}
-    metrics = step(s, batch)[1]
-    return metrics["gen_total"], metrics["disc_loss"]
+  def run():
+    state = train_step.init_train_state(cfg, jax.random.key(0), (b, *cfg.image_size, 3), tx, tx)
 
-  gp, dp = state["gen"]["params"], state["disc"]["params"]
-  # One program: the step and both reference gradients (one compile).
-  new, g_ref, d_ref = jax.jit(lambda: (step(state, batch)[0], jax.grad(lambda p: reported(p, dp)[0])(gp),
-                                       jax.grad(lambda p: reported(gp, p)[1])(dp)))()
+    def reported(gen_params, disc_params):
+      s = {**state, "gen": {**state["gen"], "params": gen_params},
+           "disc": {**state["disc"], "params": disc_params}}
+      metrics = step(s, batch)[1]
+      return metrics["gen_total"], metrics["disc_loss"]
+
+    gp, dp = state["gen"]["params"], state["disc"]["params"]
+    return (gp, dp, step(state, batch)[0], jax.grad(lambda p: reported(p, dp)[0])(gp),
+            jax.grad(lambda p: reported(gp, p)[1])(dp))
+
+  # One program: the init, the step and both reference gradients (one compile; host arrays after it).
+  gp, dp, new, g_ref, d_ref = jax.device_get(jax.jit(run)())
   for updated, before, ref in ((new["gen"]["params"], gp, g_ref), (new["disc"]["params"], dp, d_ref)):
-    step_grads = jax.tree.map(lambda a, z: z - a, updated, before)
-    scale = max(float(jnp.max(jnp.abs(x))) for x in jax.tree.leaves(ref))
+    step_grads = jax.tree.map(np.subtract, before, updated)  # SGD(1): before - after = the gradient
+    scale = max(float(np.abs(x).max()) for x in jax.tree.leaves(ref))
     chex.assert_trees_all_close(step_grads, ref, atol=1e-4 * scale, rtol=1e-3)
