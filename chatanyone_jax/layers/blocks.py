@@ -94,10 +94,12 @@ class DepthFoldedConv3d(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, k, c, f), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (f,), jnp.float32) if self.use_bias else None
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    polyphase = self.upsample and k == 3 and p == 1
+    b, d, h, w, _ = x.shape
+    work = 2 * b * (d + 2 * p - k + 1) * 4 * h * w * k ** 3 * c * f  # FLOPs of the upsampled convolution
+    polyphase = self.upsample and k == 3 and p == 1 and work >= POLYPHASE_MIN_FLOPS
     if self.upsample and not polyphase:
       x = upsample_nearest(x, (1, 2, 2))
-    b, d, h, w, _ = x.shape
+      b, d, h, w, _ = x.shape
     d_out = d + 2 * p - k + 1
     xp = jnp.pad(x, [(0, 0), (p, p), (0, 0), (0, 0), (0, 0)])
     taps = jnp.concatenate([xp[:, i:i + d_out] for i in range(k)], axis=-1) if k > 1 else xp
@@ -110,6 +112,13 @@ class DepthFoldedConv3d(nn.Module):
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
     y = y.reshape(b, d_out, *y.shape[1:])
     return y if bias is None else y + bias
+
+
+# The four-phase form (`upsampled_conv3x3`) from this many FLOPs of the upsampled convolution on: it runs
+# about 3x faster at LivePortrait's sizes (7-15 GFLOP per up block), but its four convolutions and their
+# gradients take XLA longer to compile, and the small presets' up blocks (well under 1 GFLOP) are
+# compile-bound in tests and short runs (the test suite took about 40 s longer with it everywhere).
+POLYPHASE_MIN_FLOPS = 1e9
 
 
 def _conv2d(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
@@ -260,7 +269,8 @@ class DownBlock3d(nn.Module):
 
 
 class UpBlock3d(nn.Module):
-  """nearest (1, 2, 2) -> conv3d -> BN -> ReLU (the first two as one `upsampled_conv3x3` per depth tap).
+  """nearest (1, 2, 2) -> conv3d -> BN -> ReLU (the first two as one `upsampled_conv3x3` per depth tap
+  from `POLYPHASE_MIN_FLOPS` on).
   (N, D, H, W, C) -> (N, D, 2H, 2W, F)."""
   features: int
   kernel_size: int = 3
@@ -268,7 +278,7 @@ class UpBlock3d(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-    # The upsampling inside the convolution (`upsampled_conv3x3`): the same sums, 4/9 of the work.
+    # Large blocks: the upsampling inside the convolution (`upsampled_conv3x3`), 4/9 of the work.
     x = DepthFoldedConv3d(self.features, self.kernel_size, self.kernel_size // 2, upsample=True, name="conv",
                           dtype=self.dtype)(x)
     return nn.relu(batch_norm(train, "norm", self.dtype)(x))

@@ -15,6 +15,7 @@ from chatanyone_jax.layers import (
   SameBlock2d,
   UpBlock2d,
   UpBlock3d,
+  blocks,
 )
 from chatanyone_jax.layers import torch_compat as tc
 from chatanyone_jax.layers.blocks import DepthFoldedConv3d, DepthwiseConv2d, batch_norm, conv
@@ -179,11 +180,12 @@ def test_depthwise_conv2d_is_grouped_nn_conv(kernel, padding, use_bias, dtype):
                                                        rtol=tol * 4, atol=tol * 4), g_dw, g_plain)
 
 
-@pytest.mark.parametrize("kernel,padding", [(3, 1), (5, 2)])
-def test_upsampling_conv3d_is_nearest_upsample_then_nn_conv(kernel, padding):
-  """`DepthFoldedConv3d(upsample=True)` (UpBlock3d's conv; at 3x3 the four-phase `upsampled_conv3x3`,
-  otherwise an explicit upsampling): the values and the gradients of nearest (1, 2, 2) upsampling followed
-  by nn.Conv with the same parameters, odd H and W included."""
+@pytest.mark.parametrize("kernel,padding,min_flops", [(3, 1, 0), (3, 1, 1e9), (5, 2, 0)])
+def test_upsampling_conv3d_is_nearest_upsample_then_nn_conv(kernel, padding, min_flops, monkeypatch):
+  """`DepthFoldedConv3d(upsample=True)` (UpBlock3d's conv; at 3x3 from POLYPHASE_MIN_FLOPS on the
+  four-phase `upsampled_conv3x3`, otherwise an explicit upsampling): the values and the gradients of
+  nearest (1, 2, 2) upsampling followed by nn.Conv with the same parameters, odd H and W included."""
+  monkeypatch.setattr(blocks, "POLYPHASE_MIN_FLOPS", min_flops)
   x = jax.random.normal(jax.random.key(0), (2, 4, 5, 7, 6))
   folded = DepthFoldedConv3d(3, kernel, padding, upsample=True)
   plain = nn.Conv(3, (kernel,) * 3, padding=[(padding, padding)] * 3)
