@@ -82,7 +82,8 @@ CONFIG_NOTES = {
     "reduced256": "benchmark-local (F 16/32/64 ch, volume 4x16x32x32, K=32, hourglass 8..64 ch with 66 input "
                   "ch, W 2D 32 ch, G trunk 64 ch at 32x32, SPADE hidden 32, no injection)",
 }
-FLOPS_PRESETS = ("head512", "upper512x768", "face_refine")
+FLOPS_PRESETS = ("head512", "upper512x768", "face_refine",
+                 "head512_lean", "upper512x768_lean", "face_refine_lean")  # presets.lean_full
 CPU_PRESETS = ("tiny", "tiny_upper", "reduced256")
 GPU_PRESETS = ("head512", "upper512x768", "face_refine")
 PASTE_FRAME = (768, 512)  # face_refine pastes its crop into the upper-body renderer's output frame
@@ -127,7 +128,7 @@ class Renderer:
 
   @property
   def pastes_back(self) -> bool:
-    return self.name == "face_refine"
+    return self.name.startswith("face_refine")  # the full-size refine presets (face_refine[_lean])
 
   def _image_dtype(self):
     return self.dtype or jnp.float32
@@ -275,11 +276,13 @@ def flops_table(counts: Sequence[FlopCount]) -> list[tuple[str, str, str, str]]:
     rows.append((_label(c.preset), f"{c.part}, B={c.batch}, {c.params / 1e6:.3g} M params",
                  f"{c.per_item / 1e9:.4g} GFLOP/{unit}", floor))
   frames = {c.preset: c for c in counts if not c.part.startswith("F ")}
-  if "upper512x768" in frames and "face_refine" in frames:
-    total = frames["upper512x768"].per_item + frames["face_refine"].per_item
-    floor = ", ".join(f"{k} {_fmt_fps(peak / total)}" for k, peak in PEAKS.items())
-    rows.append(("upper512x768 + face_refine", "frame parts of both (full ChatAnyone frame)",
-                 f"{total / 1e9:.4g} GFLOP/frame", floor))
+  for suffix in ("", "_lean"):
+    upper, refine = "upper512x768" + suffix, "face_refine" + suffix
+    if upper in frames and refine in frames:
+      total = frames[upper].per_item + frames[refine].per_item
+      floor = ", ".join(f"{k} {_fmt_fps(peak / total)}" for k, peak in PEAKS.items())
+      rows.append((f"{upper} + {refine}", "frame parts of both (full ChatAnyone frame)",
+                   f"{total / 1e9:.4g} GFLOP/frame", floor))
   return rows
 
 

@@ -348,17 +348,54 @@ small_upper_skip_narrow = with_narrow_decoder(small_upper_skip)
 
 
 def lean(config: RendererConfig) -> RendererConfig:
-  """`config` (a narrow-decoder preset) with 2 G_middle blocks, SPADE hidden width 8 and one discriminator
-  scale: the CPU campaigns' candidates for about 1 s per training step at batch 4 (benchmarks/RESULTS.md)."""
+  """`config` (a narrow-decoder preset) with 2 G_middle blocks, SPADE's shared convolutions half as wide
+  (8 in the small presets) and one discriminator scale: the small ones are the CPU campaigns' candidates for
+  about 1 s per training step at batch 4 (benchmarks/RESULTS.md)."""
+  g = config.spade_generator
   return dataclasses.replace(
       config,
-      spade_generator=dataclasses.replace(config.spade_generator, num_middle_blocks=2, spade_hidden=8),
+      spade_generator=dataclasses.replace(g, num_middle_blocks=2, spade_hidden=g.spade_hidden // 2),
       discriminator=dataclasses.replace(config.discriminator, num_scales=1))
+
+
+def with_dense_motion(config: RendererConfig, *, mask_kernel_size: int, compress: int,
+                      decoder_features: int = 0) -> RendererConfig:
+  """`config` with W's dense-motion head changed: the mask convolution's kernel, the compressed channels
+  per deformed volume (K + 1 of them) and the hourglass's last channels (0: LivePortrait's layout)."""
+  wn = config.warping_network
+  return dataclasses.replace(config, warping_network=dataclasses.replace(
+      wn, dense_motion=dataclasses.replace(wn.dense_motion, mask_kernel_size=mask_kernel_size,
+                                           compress=compress, decoder_features=decoder_features)))
+
+
+def lean_full(config: RendererConfig) -> RendererConfig:
+  """A full-size preset in the small lean presets' layout: W's mask convolution 3x3x3 over one compressed
+  channel per deformed volume, its hourglass ending in 2 x its block_expansion channels, then `lean` (2
+  G_middle blocks, SPADE hidden halved, one D scale). F, M, the volume, the keypoints and the image sizes
+  are unchanged. `upper512x768_lean` + `face_refine_lean` cost 0.99 TFLOP per frame against 3.71 for
+  `upper512x768` + `face_refine` (benchmarks/RESULTS.md); the quality cost of the layout is measured at
+  small scale against `with_liveportrait_motion`."""
+  dm = config.warping_network.dense_motion
+  return lean(with_dense_motion(config, mask_kernel_size=3, compress=1,
+                                decoder_features=2 * dm.block_expansion))
+
+
+def with_liveportrait_motion(config: RendererConfig) -> RendererConfig:
+  """A small preset with the full presets' dense-motion head (LivePortrait's 7x7x7 mask convolution over
+  K + 1 deformed volumes of 4 compressed channels, the hourglass's LivePortrait layout): the baseline that
+  the small campaigns compare the lean layout (`lean_full`) against."""
+  return with_dense_motion(config, mask_kernel_size=7, compress=4)
 
 
 small_head_skip_lean = lean(small_head_skip_narrow)
 small_upper_skip_lean = lean(small_upper_skip_narrow)
 small_face_refine_skip_lean = lean(with_narrow_decoder(small_face_refine_skip))
+# small_head_skip with the full presets' dense motion: the baseline of the lean layout's quality campaign.
+small_head_skip_lpmotion = with_liveportrait_motion(small_head_skip)
+# The full-size presets in the lean layout (`lean_full`): the upper-body frame with refine at 0.99 TFLOP.
+head512_lean = lean_full(head512)
+upper512x768_lean = lean_full(upper512x768)
+face_refine_lean = lean_full(face_refine)
 # The hand-injection ablation (paper Table 1 at CPU scale): small_upper_skip with LivePortrait's G branch
 # only, nothing injected; trained with the same recipe and budget and scored by the in-loop hand_l1.
 small_upper_skip_no_hands = dataclasses.replace(
@@ -390,6 +427,10 @@ PRESETS: dict[str, RendererConfig] = {
     "small_upper_skip": small_upper_skip,
     "small_face_refine_skip": small_face_refine_skip,
     "small_upper_skip_no_hands": small_upper_skip_no_hands,
+    "small_head_skip_lpmotion": small_head_skip_lpmotion,
+    "head512_lean": head512_lean,
+    "upper512x768_lean": upper512x768_lean,
+    "face_refine_lean": face_refine_lean,
     "tiny_head512_skip": tiny_head512_skip,
     "tiny_upper512x768_skip": tiny_upper512x768_skip,
 }

@@ -27,9 +27,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg == "small_lean_mouth":  # small_lean with a mouth-region L1 term (render.train_step.REGIONS)
     common.small_render_for_cpu(c, "small_head_skip_lean")
     c.region = "mouth"
+  elif arg == "small_lpmotion_mouth":  # small_lean_mouth's baseline: the full presets' layout at small scale
+    common.small_render_for_cpu(c, "small_head_skip_lpmotion")  # (LivePortrait's dense motion, 6 G_middle)
+    c.region = "mouth"
   elif arg == "small_plain":  # LivePortrait's G (the first round of CPU campaigns; the skip's ablation)
     common.small_render_for_cpu(c, "small_head")
   elif arg:
     raise ValueError(f"unknown render_head512 variant {arg!r} "
-                     f"(have: tiny, small, small_narrow, small_lean, small_lean_mouth, small_plain)")
+                     f"(have: tiny, small, small_narrow, small_lean, small_lean_mouth, "
+                     f"small_lpmotion_mouth, small_plain)")
   return c

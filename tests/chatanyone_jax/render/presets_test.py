@@ -160,3 +160,28 @@ def test_lean_presets_thin_g_and_d_of_the_narrow_ones(name):
   refine = presets.small_face_refine_skip_lean
   assert refine == presets.lean(presets.with_narrow_decoder(presets.small_face_refine_skip))
   assert refine.spade_generator.hand_injection and refine.discriminator.num_scales == 1
+
+
+def test_lean_full_presets_are_the_small_lean_layout_at_full_size():
+  """`lean_full` (issue: the upper-body frame at <= 1.5 TFLOP): the full presets already have LivePortrait's
+  dense motion, and the small campaign pair (`small_head_skip_lpmotion` against `small_head_skip_lean`)
+  differs exactly as a full preset differs from its lean one, so the small campaigns measure the layout."""
+  for name in ("head512", "upper512x768", "face_refine"):
+    full, lean = presets.get(name), presets.get(name + "_lean")
+    assert presets.with_liveportrait_motion(full) == full, name
+    assert lean == presets.lean_full(full)
+    dm = lean.warping_network.dense_motion
+    assert (dm.mask_kernel_size, dm.compress, dm.decoder_features) == (3, 1, 2 * dm.block_expansion)
+    g, g_full = lean.spade_generator, full.spade_generator
+    assert (g.num_middle_blocks, g.spade_hidden) == (2, g_full.spade_hidden // 2)
+    assert lean.discriminator.num_scales == 1
+    for part in ("appearance_feature_extractor", "motion_extractor"):
+      assert getattr(lean, part) == getattr(full, part), (name, part)
+    assert (lean.image_size, lean.num_kp_head, lean.warping_network.num_kp, lean.output_size) == (
+        full.image_size, full.num_kp_head, full.warping_network.num_kp, full.output_size)
+    assert presets.keypoint_layout(lean) == presets.keypoint_layout(full)
+  baseline = presets.get("small_head_skip_lpmotion")
+  assert presets.lean_full(baseline) == presets.small_head_skip_lean
+  assert baseline == presets.with_liveportrait_motion(presets.small_head_skip)
+  dm = baseline.warping_network.dense_motion
+  assert (dm.mask_kernel_size, dm.compress, dm.decoder_features) == (7, 4, 0)
