@@ -21,7 +21,7 @@
 #   profile   a jax.profiler trace of the upper + refine stream step (bfloat16, 5 steps), its top ops
 #   latency   speech-to-frame latency, whole windows and the low-latency hop (bfloat16)
 #   train     train-step time and images/s of every full config (synthetic batches)
-#   render    renderer FLOPs per frame and W + G frames/s, float32 and bfloat16
+#   render    renderer FLOPs per frame and W + G frames/s, float32 and bfloat16, the lean layouts first
 #   grid      the grid_sample ops alone, and their GPU-vs-reference parity tests
 # The exit status is non-zero when any part failed or was cut, and the summary says which.
 set -uo pipefail
@@ -124,7 +124,7 @@ part train 75 "$PY" -m benchmarks.train_bench "${VARIANT[@]}" --warmup 1 --iters
 if [ $TINY = 1 ]; then
   part render 30 "$PY" -m benchmarks.render_bench --flops --write
 else
-  part render 30 "$PY" -m benchmarks.render_bench --flops --gpu --write --iters 20
+  part render 90 "$PY" -m benchmarks.render_bench --flops --gpu --write --iters 20
 fi
 part grid 15 "$PY" -m benchmarks.grid_sample_bench --iters 20
 if [ $TINY = 0 ]; then

@@ -6,10 +6,12 @@ Per-frame inference path of a renderer preset: F once per source (cached appeara
 frame W (warp + 2D features) and G (image, with its injection branch where the preset has one). M and
 stage 1 are not counted (`benchmarks/motion_bench.py`). Weights are random, which does not change the cost.
 
-  --flops  XLA cost analysis of the lowered HLO from abstract shapes only (nothing compiled or run);
-           gathers count ~0, so the "physical floor" is an upper bound on frames/s, not a prediction.
+  --flops  XLA cost analysis of the lowered HLO from abstract shapes only (nothing compiled or run), for
+           the full presets and their lean layouts (`presets.lean_full`); gathers count ~0, so the "physical
+           floor" is an upper bound on frames/s, not a prediction.
   --cpu    median ms per frame (and per source for F) for the `tiny` / `tiny_upper` / `reduced256` configs.
-  --gpu    frames/s at batch 1 for head512, upper512x768 and face_refine in float32 and bfloat16.
+  --gpu    frames/s at batch 1 for the full presets and their lean layouts (`presets.lean_full`; the lean
+           upper body and face refine first) in float32 and bfloat16.
   --write  append the rows to benchmarks/RESULTS.md (FLOP rows leave the timing columns as "-").
 """
 
@@ -85,7 +87,8 @@ CONFIG_NOTES = {
 FLOPS_PRESETS = ("head512", "upper512x768", "face_refine",
                  "head512_lean", "upper512x768_lean", "face_refine_lean")  # presets.lean_full
 CPU_PRESETS = ("tiny", "tiny_upper", "reduced256")
-GPU_PRESETS = ("head512", "upper512x768", "face_refine")
+GPU_PRESETS = ("upper512x768_lean", "face_refine_lean", "head512", "upper512x768", "face_refine",
+               "head512_lean")
 PASTE_FRAME = (768, 512)  # face_refine pastes its crop into the upper-body renderer's output frame
 
 
@@ -374,14 +377,6 @@ def time_preset(name: str, dtype=jnp.float32, *, batch: int = 1, iters: int = 10
   return [t_f, t_fr]
 
 
-def run_timings(names: Sequence[str], dtypes: Sequence[Any], *, iters: int = 10) -> list[harness.Timing]:
-  timings = []
-  for name in names:
-    for dtype in dtypes:
-      timings += time_preset(name, dtype, iters=iters)
-  return timings
-
-
 def _print_flops(rows):
   print("| config | part | FLOPs | floor fps (spec peak / FLOPs) |")
   print("|---|---|---|---|")
@@ -415,20 +410,28 @@ def main(argv=None):
   if a.flops:
     flop_rows = run_flops(a.presets or FLOPS_PRESETS)
     _print_flops(flop_rows)
-  if a.cpu:
-    with jax.default_device(jax.devices("cpu")[0]):
-      timings += run_timings(a.presets or CPU_PRESETS, (jnp.float32,), iters=a.iters)
-  if a.gpu:
-    timings += run_timings(a.presets or GPU_PRESETS, (jnp.float32, jnp.bfloat16), iters=a.iters)
-  if timings:
-    _print_timings(timings)
   if a.write:
     harness.append_rows([], a.results)  # creates the file with its header when missing
     md = flops_rows_md(flop_rows)
     with a.results.open("a") as f:
       f.writelines(md)
-    md += harness.append_rows(timings, a.results)
     print("".join(md), end="")
+
+  def measure(names, dtypes):  # rows appended as measured: a time cap (benchmarks/gpu.sh) loses only the rest
+    for name in names:
+      for dtype in dtypes:
+        ts = time_preset(name, dtype, iters=a.iters)
+        timings.extend(ts)
+        if a.write:
+          print("".join(harness.append_rows(ts, a.results)), end="")
+
+  if a.cpu:
+    with jax.default_device(jax.devices("cpu")[0]):
+      measure(a.presets or CPU_PRESETS, (jnp.float32,))
+  if a.gpu:
+    measure(a.presets or GPU_PRESETS, (jnp.float32, jnp.bfloat16))
+  if timings:
+    _print_timings(timings)
   return flop_rows, timings
 
 

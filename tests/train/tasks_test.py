@@ -107,3 +107,27 @@ def test_registry():
   c.task = "motion_hands"
   with pytest.raises(ValueError, match="config.task='motion_hands' is not one of"):
     tasks.get_task(c)
+
+
+@pytest.mark.parametrize("module,region", [("render_head512", "mouth"), ("render_upper512x768", "hand"),
+                                           ("face_refine", "face")])
+def test_lean_variant_is_the_full_recipe_with_the_lean_preset(module, region):
+  """`:lean` trains the full-size lean layout (`presets.lean_full`) with the full config's recipe; the head's
+  adds the mouth-region term, without which the small lean head showed the mouth less."""
+  import importlib
+
+  from chatanyone_jax.render import presets
+
+  configs = importlib.import_module(f"train.configs.{module}")
+  full, lean = configs.get_config(), configs.get_config("lean")
+  assert presets.get(lean.model.preset) == presets.lean_full(presets.get(full.model.preset))
+  assert lean.region == region
+  lean.model.preset, lean.region = full.model.preset, full.region
+  assert lean.to_dict() == full.to_dict()
+  with pytest.raises(ValueError, match="have: lean, tiny"):
+    configs.get_config("leaner")
+  if module == "render_head512":  # the lean layout campaign's small baseline: small_lean_mouth's recipe
+    base, lean_small = configs.get_config("small_lpmotion_mouth"), configs.get_config("small_lean_mouth")
+    assert presets.lean_full(presets.get(base.model.preset)) == presets.get(lean_small.model.preset)
+    base.model.preset = lean_small.model.preset
+    assert base.to_dict() == lean_small.to_dict()

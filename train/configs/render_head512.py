@@ -4,6 +4,7 @@ LivePortrait's F / M / W / G driven by the 32 head-template keypoints plus M's i
 (Eq. 2), 256x256 head crops in, 512x512 out, with the multi-scale discriminator.
 
   python -m train.main --workdir=DIR --config=train/configs/render_head512.py --config.data_dir=PREPROCESSED
+  python -m train.main --workdir=DIR --config=train/configs/render_head512.py:lean --config.data_dir=...
   python -m train.main --workdir=DIR --config=train/configs/render_head512.py:tiny --config.data_dir=...
 """
 
@@ -16,7 +17,10 @@ from train.configs import common
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.render_config("head512", crop="head", region=None, face_refine=False)
-  if arg == "tiny":
+  if arg == "lean":  # the full-size lean layout (render.presets.lean_full: about 1/3 of the frame's FLOPs)
+    c.model.preset = "head512_lean"
+    c.region = "mouth"  # the lean W shows the mouth less without it (benchmarks/RESULTS.md)
+  elif arg == "tiny":
     common.shrink_render_for_cpu(c, "tiny_head512")
   elif arg == "small":  # with G's source skip (render.presets.with_source_skip)
     common.small_render_for_cpu(c, "small_head_skip")
@@ -34,6 +38,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     common.small_render_for_cpu(c, "small_head")
   elif arg:
     raise ValueError(f"unknown render_head512 variant {arg!r} "
-                     f"(have: tiny, small, small_narrow, small_lean, small_lean_mouth, "
+                     f"(have: lean, tiny, small, small_narrow, small_lean, small_lean_mouth, "
                      f"small_lpmotion_mouth, small_plain)")
   return c

@@ -6,6 +6,7 @@ GAN + feature matching, equivariance, keypoint and deformation priors, 2-D landm
 keypoints, hand-region term (L_Per^Hand with VGG weights, else L1 in the hand mask).
 
   python -m train.main --workdir=DIR --config=train/configs/render_upper512x768.py --config.data_dir=...
+  python -m train.main --workdir=DIR --config=train/configs/render_upper512x768.py:lean --config.data_dir=...
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from train.configs import common
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = common.render_config("upper512x768", crop="body", region="hand", face_refine=False)
-  if arg == "tiny":
+  if arg == "lean":  # the full-size lean layout (render.presets.lean_full: about 1/3 of the frame's FLOPs)
+    c.model.preset = "upper512x768_lean"
+  elif arg == "tiny":
     common.shrink_render_for_cpu(c, "tiny_upper512x768")
   elif arg == "small":  # with G's source skip (render.presets.with_source_skip)
     common.small_render_for_cpu(c, "small_upper_skip")
@@ -31,5 +34,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     common.small_render_for_cpu(c, "small_upper_skip_no_hands")
   elif arg:
     raise ValueError(f"unknown render_upper512x768 variant {arg!r} "
-                     f"(have: tiny, small, small_narrow, small_lean, small_plain, small_no_hands)")
+                     f"(have: lean, tiny, small, small_narrow, small_lean, small_plain, "
+                     f"small_no_hands)")
   return c
