@@ -18,6 +18,7 @@
 # slow CPU; rows are appended as they are measured, so a part cut short keeps its rows):
 #   stream    stream fps, per-block and first-frame latency, renderers' achieved TFLOP/s: head512 and
 #             upper512x768 with and without face refine, float32 and bfloat16, 5 and 10 DDIM steps
+#   stream_lean  the same for upper512x768_lean + face_refine_lean (bfloat16, 5 and 10 DDIM steps)
 #   profile   a jax.profiler trace of the upper + refine stream step (bfloat16, 5 steps), its top ops
 #   latency   speech-to-frame latency, whole windows and the low-latency hop (bfloat16)
 #   train     train-step time and images/s of every full config (synthetic batches)
@@ -30,7 +31,7 @@ cd "$(dirname "$0")/.."
 TINY=0
 CHECK=0
 OUT=""
-PARTS="stream profile latency train render grid"
+PARTS="stream stream_lean profile latency train render grid"
 while [ $# -gt 0 ]; do
   case "$1" in
     --tiny) TINY=1 ;;
@@ -115,6 +116,10 @@ part() {  # part NAME CAP_S command...: runs it within min(CAP_S, what is left o
 }
 
 part stream 210 "$PY" -m benchmarks.stream_bench "${SIZE[@]}" "${IN[@]}" --iters $ITERS
+if [ $TINY = 0 ]; then  # the lean full-size renderers (presets.lean_full): the upper + refine chain
+  part stream_lean 60 "$PY" -m benchmarks.stream_bench --full --lean "${IN[@]}" --modes upper --refine on \
+    --dtypes bfloat16 --iters $ITERS
+fi
 part profile 45 "$PY" -m benchmarks.stream_bench "${SIZE[@]}" "${IN[@]}" --modes upper --refine on --steps 5 \
   --dtypes bfloat16 --iters 2 --no-write --profile "$TRACE"
 part profile 15 "$PY" -m benchmarks.profile_top "$TRACE" --write \

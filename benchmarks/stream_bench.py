@@ -2,6 +2,7 @@
 
   python -m benchmarks.stream_bench                       # tiny presets (CPU): head, upper, refine off / on
   python -m benchmarks.stream_bench --full                # head512, upper512x768 (+ face_refine) (GPU)
+  python -m benchmarks.stream_bench --full --lean         # their lean layouts (presets.lean_full) (GPU)
   python -m benchmarks.stream_bench --modes head --steps 5 --iters 2 --no-write
   python -m benchmarks.stream_bench --full --profile DIR  # also a jax.profiler trace of the timed blocks
   python -m benchmarks.stream_bench --inputs .whl/inputs.npz  # portrait and speech prepared elsewhere
@@ -38,6 +39,7 @@ from infer.streaming import Session, prepare
 
 TINY = {"head": "tiny_head512", "upper": "tiny_upper512x768", "refine": "tiny_face_refine"}
 FULL = {"head": "head512", "upper": "upper512x768", "refine": "face_refine"}
+FULL_LEAN = {k: v + "_lean" for k, v in FULL.items()}  # `presets.lean_full`: about 1/3 of the FLOPs
 WARM_FIRST = 3  # fresh-state first calls timed for the warm first-frame latency (at most --iters)
 
 
@@ -83,8 +85,9 @@ def cases(modes: Sequence[str], steps: Sequence[int], dtypes: Sequence[str] = ("
   return [Case(m, r, s, d) for d in dtypes for m in modes for r in refines(m) for s in steps]
 
 
-def full_models(mode: str, refine: bool, seed: int = 0) -> tuple[dict, dict]:
-  """Random (params, configs) of the full presets and motion configs, keyed as `infer.stream` takes them.
+def full_models(mode: str, refine: bool, seed: int = 0, lean: bool = False) -> tuple[dict, dict]:
+  """Random (params, configs) of the full presets (`lean`: their lean layouts) and motion configs, keyed as
+  `infer.stream` takes them.
 
   Normalisation statistics are those of `random_params` (their shapes do not depend on the model size;
   checked against the tasks' `norm_spec`).
@@ -109,7 +112,8 @@ def full_models(mode: str, refine: bool, seed: int = 0) -> tuple[dict, dict]:
       raise AssertionError(f"{name}: normalisation shapes {want} differ from the tiny ones")
     p = jax.jit(lambda k, task=task, spec=spec: task.init_params(k, spec))(next(keys))
     params[name] = {"params": p, "norm": norm}
-  names = {"render": FULL[mode]} | ({"face_refine": FULL["refine"]} if refine and mode == "upper" else {})
+  family = FULL_LEAN if lean else FULL
+  names = {"render": family[mode]} | ({"face_refine": family["refine"]} if refine and mode == "upper" else {})
   for name, preset in names.items():
     cfg = presets.get(preset)
     params[name] = create_generator(cfg, next(keys), (1, *cfg.image_size, 3))
@@ -165,7 +169,7 @@ def _render_times(session: Session, state: dict, iters: int) -> tuple[float, flo
 
 
 def measure(case: Case, *, full: bool, iters: int, warmup: int = 1, profile: str | None = None,
-            inputs: str | None = None) -> Result:
+            inputs: str | None = None, lean: bool = False) -> Result:
   """Times one configuration on the bundled portrait and speech.
 
   `infer.streaming.prepare`, then the jitted `chatanyone_jax.stream_step.make_stream_step` fed one block
@@ -187,10 +191,12 @@ def measure(case: Case, *, full: bool, iters: int, warmup: int = 1, profile: str
   `inputs`: the `benchmarks.inputs` file to take the portrait and speech from (default: annotate and decode
   the bundled ones).
   With --full the parameters are random (the zero-initialised layers stay zero: values do not change
-  the cost).
+  the cost); `lean` (with `full`): the lean full-size renderers (`FULL_LEAN`).
   """
-  models = full_models if full else random_params
-  params, configs = models(case.mode, refine=case.refine)
+  if full:
+    params, configs = full_models(case.mode, refine=case.refine, lean=lean)
+  else:
+    params, configs = random_params(case.mode, refine=case.refine)
   options = StreamOptions(mode=case.mode, refine=case.refine, num_steps=case.steps, render_dtype=case.dtype)
   portrait, audio = bench_inputs.load(inputs)
   session = prepare(portrait, options=options, params=params, configs=configs)
@@ -221,7 +227,7 @@ def measure(case: Case, *, full: bool, iters: int, warmup: int = 1, profile: str
       times.append(time.perf_counter() - t0)
   render_s, refine_s = _render_times(session, state, max(2, min(iters, 5)))
 
-  presets_used = FULL if full else TINY
+  presets_used = (FULL_LEAN if lean else FULL) if full else TINY
   flops = render_bench.flops_per_frame(presets_used[case.mode])["frame"].per_item
   if spec.refine is not None:
     flops += render_bench.flops_per_frame(presets_used["refine"])["frame"].per_item
@@ -297,12 +303,15 @@ def dominant(results: Sequence[Result]) -> list[str]:
 
 def run(*, full: bool = False, modes: Sequence[str] = ("head", "upper"), steps: Sequence[int] = (5, 10),
         dtypes: Sequence[str] = ("float32", "bfloat16"), iters: int = 10, write: bool = True,
-        profile: str | None = None, inputs: str | None = None, refine: str = "both") -> list[Result]:
+        profile: str | None = None, inputs: str | None = None, refine: str = "both",
+        lean: bool = False) -> list[Result]:
+  if lean and not full:
+    raise ValueError("lean=True needs full=True (the tiny presets have no lean layout)")
   results = []
   for case in cases(modes, steps, dtypes, refine):
     name = f"{case.mode}_{'refine' if case.refine else 'norefine'}_{case.steps}_{case.dtype}"
     where = f"{profile}/{name}" if profile else None
-    r = measure(case, full=full, iters=iters, profile=where, inputs=inputs)
+    r = measure(case, full=full, iters=iters, profile=where, inputs=inputs, lean=lean)
     logging.info("%s: %s", r.timing.config, r.timing.throughput)
     results.append(r)
     if write:  # row by row: a run cut short (gpu.sh's time limit) keeps what it measured
@@ -315,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
                               epilog=__doc__.split("\n\n", 1)[1],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--full", action="store_true", help="full presets and motion configs (for a GPU)")
+  p.add_argument("--lean", action="store_true", help="with --full: the lean full-size renderers "
+                 "(render.presets.lean_full, about 1/3 of the FLOPs per frame)")
   p.add_argument("--modes", nargs="+", choices=("head", "upper"), default=["head", "upper"])
   p.add_argument("--steps", nargs="+", type=int, default=[5, 10], help="DDIM sampling steps")
   p.add_argument("--iters", type=int, default=10, help="timed blocks per configuration")
@@ -328,12 +339,14 @@ def main(argv: Sequence[str] | None = None) -> list[Result]:
   p.add_argument("--inputs", metavar="NPZ", help="annotated portrait and decoded speech from this file "
                  "(`python -m benchmarks.gpu_wheels`), for a machine without MediaPipe or PyAV")
   a = p.parse_args(argv)
+  if a.lean and not a.full:
+    p.error("--lean needs --full (the tiny presets have no lean layout)")
   logging.basicConfig(level=logging.INFO, format="%(message)s")
   logging.getLogger("infer.models").setLevel(logging.WARNING)
   if a.full and jax.default_backend() == "cpu":
     logging.warning("--full on CPU: the full presets take minutes per block here")
   results = run(full=a.full, modes=a.modes, steps=a.steps, dtypes=a.dtypes, iters=a.iters,
-                write=not a.no_write, profile=a.profile, inputs=a.inputs, refine=a.refine)
+                write=not a.no_write, profile=a.profile, inputs=a.inputs, refine=a.refine, lean=a.lean)
   print(f"\nstream step on {harness.device_name()}\n")
   print(table(results))
   for line in dominant(results):

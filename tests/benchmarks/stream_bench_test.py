@@ -77,3 +77,15 @@ def test_cases_cover_refine_for_upper_only():
       bench.Case("head", False, 5, "bfloat16"), bench.Case("upper", True, 5, "bfloat16")]
   assert len(bench.cases(["head", "upper"], [5, 10], ["float32", "bfloat16"])) == 12  # gpu.sh's stream rows
   assert [c.refine for c in bench.cases(["upper"], [5], refine="off")] == [False]
+
+
+def test_lean_family_is_the_full_presets_lean_layout_and_needs_full():
+  from chatanyone_jax.render import presets
+
+  assert bench.FULL_LEAN.keys() == bench.FULL.keys()
+  for key, name in bench.FULL.items():
+    assert presets.get(bench.FULL_LEAN[key]) == presets.lean_full(presets.get(name)), key
+  with pytest.raises(SystemExit):
+    bench.main(["--lean"])
+  with pytest.raises(ValueError, match="lean=True needs full=True"):
+    bench.run(lean=True, write=False)
