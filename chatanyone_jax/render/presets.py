@@ -8,7 +8,8 @@ presets with LivePortrait's implicit keypoints have (else `stitching=None`).
 
 Presets (each described at its definition): `liveportrait`, `reference_reduced`,
 the CPU-sized `tiny*` (tests) and `small*` (CPU training campaigns) ones, and
-ChatAnyone's `head512` (§3.4), `upper512x768` (Eq. 4 / 5) and `face_refine` (Fig. 4).
+ChatAnyone's `head512` (§3.4), `upper512x768` (Eq. 4 / 5) and `face_refine` (Fig. 4), and their
+`*_lean` layouts (`lean_full`: about a quarter of the frame's FLOPs).
 Keypoint layouts (`keypoint_layout`):
 "implicit" (LivePortrait's K keypoints), "hybrid_body" (Eq. 4: explicit head
 template keypoints, then M's body keypoints) and "head_offset" (Eq. 2: template
@@ -336,11 +337,21 @@ small_upper_skip = with_source_skip(small_upper)
 small_face_refine_skip = with_source_skip(small_face_refine)  # both: the masked-crop injection and the skip
 
 
-def with_narrow_decoder(config: RendererConfig, features: int = 16) -> RendererConfig:
-  """`config` with W's hourglass ending in `features` channels (`DenseMotionConfig.decoder_features`)."""
+def with_dense_motion(config: RendererConfig, *, mask_kernel_size: int, compress: int,
+                      decoder_features: int = 0) -> RendererConfig:
+  """`config` with W's dense-motion head changed: the mask convolution's kernel, the compressed channels
+  per deformed volume (K + 1 of them) and the hourglass's last channels (0: LivePortrait's layout)."""
   wn = config.warping_network
   return dataclasses.replace(config, warping_network=dataclasses.replace(
-      wn, dense_motion=dataclasses.replace(wn.dense_motion, decoder_features=features)))
+      wn, dense_motion=dataclasses.replace(wn.dense_motion, mask_kernel_size=mask_kernel_size,
+                                           compress=compress, decoder_features=decoder_features)))
+
+
+def with_narrow_decoder(config: RendererConfig, features: int = 16) -> RendererConfig:
+  """`config` with W's hourglass ending in `features` channels (`DenseMotionConfig.decoder_features`)."""
+  dm = config.warping_network.dense_motion
+  return with_dense_motion(config, mask_kernel_size=dm.mask_kernel_size, compress=dm.compress,
+                           decoder_features=features)
 
 
 small_head_skip_narrow = with_narrow_decoder(small_head_skip)
@@ -356,16 +367,6 @@ def lean(config: RendererConfig) -> RendererConfig:
       config,
       spade_generator=dataclasses.replace(g, num_middle_blocks=2, spade_hidden=g.spade_hidden // 2),
       discriminator=dataclasses.replace(config.discriminator, num_scales=1))
-
-
-def with_dense_motion(config: RendererConfig, *, mask_kernel_size: int, compress: int,
-                      decoder_features: int = 0) -> RendererConfig:
-  """`config` with W's dense-motion head changed: the mask convolution's kernel, the compressed channels
-  per deformed volume (K + 1 of them) and the hourglass's last channels (0: LivePortrait's layout)."""
-  wn = config.warping_network
-  return dataclasses.replace(config, warping_network=dataclasses.replace(
-      wn, dense_motion=dataclasses.replace(wn.dense_motion, mask_kernel_size=mask_kernel_size,
-                                           compress=compress, decoder_features=decoder_features)))
 
 
 def lean_full(config: RendererConfig) -> RendererConfig:
