@@ -25,25 +25,30 @@ from chatanyone_jax.motion import diffusion
 from chatanyone_jax.motion.face_motion_dit import FaceMotionConfig, FaceMotionDiT, dummy_inputs
 from chatanyone_jax.motion.sampling import FaceConditions, sample_window
 from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMotion, dummy_upper_body_inputs
+from chatanyone_jax.ops import init_rng
 from chatanyone_jax.template import load_head_template
 from chatanyone_jax.template.head_template import NUM_EXP, project_keypoints
 
 
-def _noise_params(params, key):
-  """Replace every leaf by small noise (zero-initialised layers included)."""
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(key, len(leaves))
+def _noise_params(shapes, key):
+  """Small noise of every leaf's shape (zero-initialised layers included); `shapes` a tree of arrays or
+  ShapeDtypeStructs."""
+  leaves, tree = jax.tree.flatten(shapes)
+  keys = jax.random.split(init_rng.init_key(key), len(leaves))
   return jax.tree.unflatten(tree, [0.02 * jax.random.normal(k, x.shape, x.dtype)
                                    for k, x in zip(keys, leaves, strict=True)])
 
 
 def build(tiny: bool = False):
+  """The two stage-1 models and noise parameters of their shapes: one jitted draw, no init run (values do
+  not change the cost; eager inits and one draw program per leaf shape cost seconds of compiling)."""
   fcfg = FaceMotionConfig.tiny() if tiny else FaceMotionConfig()
   ucfg = UpperBodyConfig.tiny() if tiny else UpperBodyConfig()
   face, body = FaceMotionDiT(fcfg), UpperBodyMotion(ucfg)
   kf, ku = jax.random.split(jax.random.key(0))
-  fparams = _noise_params(face.init(kf, *dummy_inputs(fcfg, 1, ref_len=None)[:5])["params"], kf)
-  uparams = _noise_params(body.init(ku, *dummy_upper_body_inputs(ucfg, 1))["params"], ku)
+  fshapes = jax.eval_shape(lambda: face.init(kf, *dummy_inputs(fcfg, 1, ref_len=None)[:5])["params"])
+  ushapes = jax.eval_shape(lambda: body.init(ku, *dummy_upper_body_inputs(ucfg, 1))["params"])
+  fparams, uparams = jax.jit(lambda a, b: (_noise_params(fshapes, a), _noise_params(ushapes, b)))(kf, ku)
   return face, fparams, fcfg, body, uparams, ucfg
 
 

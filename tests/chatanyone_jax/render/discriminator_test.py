@@ -12,7 +12,7 @@ from chatanyone_jax.render.discriminator import MultiScaleDiscriminator
 from tests.chatanyone_jax.render import util
 
 CFG = presets.tiny.discriminator  # 2 scales, 2 blocks, <= 32 channels
-IMAGE = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+IMAGE = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)  # numpy: no jax at import
 
 
 def test_tiny_shapes_gradients_and_power_iteration():

@@ -11,8 +11,8 @@ from chatanyone_jax.render import presets
 from chatanyone_jax.render.face_refine import FaceRefineNetwork, mask_face, paste_back, paste_mask
 from tests.chatanyone_jax.render import util
 
-FRAME = jax.random.uniform(jax.random.key(0), (2, 32, 24, 3))
-BOX = jnp.array([[4.0, 6.0, 20.0, 26.0], [2.0, 2.0, 18.0, 18.0]])  # (x0, y0, x1, y1) frame pixels
+FRAME = np.random.default_rng(0).uniform(size=(2, 32, 24, 3)).astype(np.float32)  # numpy: no jax at import
+BOX = np.array([[4.0, 6.0, 20.0, 26.0], [2.0, 2.0, 18.0, 18.0]], np.float32)  # (x0, y0, x1, y1) frame pixels
 
 
 def test_paste_back_all_ones_face():

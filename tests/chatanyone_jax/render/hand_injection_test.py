@@ -13,8 +13,10 @@ from tests.chatanyone_jax.render import util
 pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
 
 CFG = presets.tiny_upper.spade_generator
-FEATURE = jax.random.normal(jax.random.key(0), (2, 8, 4, CFG.input_channels))
-HAND = jax.random.uniform(jax.random.key(1), (2, 32, 16, 3))  # I_hand at 4x the feature size
+# numpy inputs: jax.random at import would start the backend and compile in every collecting worker
+RNG = np.random.default_rng(0)
+FEATURE = RNG.standard_normal((2, 8, 4, CFG.input_channels), np.float32)
+HAND = RNG.uniform(size=(2, 32, 16, 3)).astype(np.float32)  # I_hand at 4x the feature size
 
 
 @pytest.fixture(scope="module")
