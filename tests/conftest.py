@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import pathlib
 
@@ -18,6 +19,11 @@ import pytest  # noqa: E402
 from tests.helpers import fast_compile, reference_dir, require, write_wav, xla_flags  # noqa: E402
 
 os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""))  # read when the CPU backend starts
+
+# Python's cyclic collector: a full collection walks every live object, and a test process holds hundreds of
+# thousands (jit caches, traced programs). At Python's default thresholds (700, 10, 10) the render train-step
+# and streaming tests spent 13.2 s of 266 s in collections (27 full ones); at (10000, 10, 10) 3.7 s (7).
+gc.set_threshold(10_000, 10, 10)
 
 
 @pytest.fixture(scope="session")
