@@ -10,9 +10,9 @@ PYTEST_ARGS ?=
 # Test processes (pytest-xdist). Tests that share the demo fixture run in one of them (--dist loadgroup).
 PYTEST_WORKERS ?= 2
 # Python writes its bytecode caches (into .venv and the ignored __pycache__ folders) even where the
-# environment asks it not to (PYTHONDONTWRITEBYTECODE, set on our CI machines): otherwise every process the
-# suite starts compiles each module it imports from source again (about 3 s of CPU for jax, flax, orbax,
-# tfds and the project's modules, per process).
+# environment asks it not to (PYTHONDONTWRITEBYTECODE, set on our 2-core development machines): otherwise
+# every process the suite starts compiles each module it imports from source again (about 3 s of CPU for
+# jax, flax, orbax, tfds and the project's modules, per process).
 unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo serve test lint bench chromium clean-venv

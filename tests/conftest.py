@@ -22,7 +22,8 @@ os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""))  # read whe
 
 # Python's cyclic collector: a full collection walks every live object, and a test process holds hundreds of
 # thousands (jit caches, traced programs). At Python's default thresholds (700, 10, 10) the render train-step
-# and streaming tests spent 13.2 s of 266 s in collections (27 full ones); at (10000, 10, 10) 3.7 s (7).
+# and streaming tests spent 13.2 s of 266 s in collections (27 full ones); at (10000, 10, 10) 3.7 s (7),
+# and their CPU time fell to 0.93x (benchmarks/RESULTS.md, twenty-sixth session).
 gc.set_threshold(10_000, 10, 10)
 
 
