@@ -44,25 +44,45 @@ def crop_size(meta: dict, crop: str) -> tuple[int, int]:
   return (meta["head_size"], meta["head_size"])
 
 
+# Grain's default read options (16 threads, 500 records ahead) suit small records on remote disks. Ours are
+# local ArrayRecord files whose every read also deserialises a tfds example and seeds a Philox generator,
+# under the GIL: each new iterator read 500 records at once, whatever it went on to use (a 3-step run of
+# batch 8 uses 24; an evaluation pass a few dozen). A few batches ahead keep the reads ahead of the steps.
+READ_AHEAD_BATCHES = 4
+MAX_READ_THREADS = 16
+
+
+def read_options(batch_size: int, read_ahead_batches: int = READ_AHEAD_BATCHES) -> grain.ReadOptions:
+  """`read_ahead_batches` batches of records read ahead, by at most one thread per core (16 at most)."""
+  buffer = batch_size * read_ahead_batches
+  threads = max(1, min(MAX_READ_THREADS, os.cpu_count() or 1, buffer))
+  return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=buffer)
+
+
 def make_loader(source, operations: Sequence, *, batch_size: int, seed: int, shuffle: bool = True,
                 num_epochs: int | None = None, worker_count: int = 0,
-                shard_options: grain.ShardOptions | None = None,
-                drop_remainder: bool = True) -> grain.DataLoader:
+                shard_options: grain.ShardOptions | None = None, drop_remainder: bool = True,
+                read_ahead_batches: int = READ_AHEAD_BATCHES) -> grain.DataLoader:
   """A DataLoader over `source` with the given per-example operations, then `Batch`.
 
   Args:
     shard_options: default `ShardByJaxProcess(drop_remainder=True)`: process i of n reads every n-th
       record, so hosts never see the same example in an epoch.
+    read_ahead_batches: how far each process (each grain worker process when `worker_count` > 0) reads
+      records ahead of the batch being built, in batches (`read_options`).
   """
   if batch_size <= 0:
     raise ValueError(f"batch_size must be positive, got {batch_size}")
+  if read_ahead_batches <= 0:
+    raise ValueError(f"read_ahead_batches must be positive, got {read_ahead_batches}")
   if shard_options is None:
     shard_options = grain.ShardByJaxProcess(drop_remainder=True)
   sampler = grain.IndexSampler(num_records=len(source), shard_options=shard_options, shuffle=shuffle,
                                num_epochs=num_epochs, seed=seed)
   ops = list(operations) + [grain.Batch(batch_size=batch_size, drop_remainder=drop_remainder)]
   return grain.DataLoader(data_source=source, sampler=sampler, operations=ops, worker_count=worker_count,
-                          shard_options=shard_options)
+                          shard_options=shard_options,
+                          read_options=read_options(batch_size, read_ahead_batches))
 
 
 # ---------------------------------------------------------------- render pairs

@@ -163,3 +163,34 @@ def test_body_task_refuses_padded_windows():
   c.short_min_frames = 10
   with pytest.raises(ValueError, match="whole windows only"):
     tasks.get_task(c)
+
+
+def test_loaders_read_a_few_batches_ahead_not_grains_500_records(short_records):
+  """Each new iterator reads at most `read_ahead_batches` batches of records ahead of the batch it builds
+  (grain's default read 500 at once, whatever the run went on to use), and the batches are the same."""
+  reads = []
+
+  class Counting:
+    def __init__(self, n):
+      self.n = n
+
+    def __len__(self):
+      return self.n
+
+    def __getitem__(self, i):
+      reads.append(i)
+      return np.full((2,), i, np.int32)
+
+  loader = pipelines.make_loader(Counting(1000), [], batch_size=4, seed=0, read_ahead_batches=2)
+  assert loader._read_options.prefetch_buffer_size == 8 and 1 <= loader._read_options.num_threads <= 8
+  it = iter(loader)
+  first = [next(it) for _ in range(3)]
+  assert len(reads) <= 3 * 4 + 8 + 4, len(reads)  # the 12 used, 8 ahead, a batch in flight at most
+  again = iter(pipelines.make_loader(Counting(1000), [], batch_size=4, seed=0))
+  for a in first:
+    np.testing.assert_array_equal(a, next(again))
+  with pytest.raises(ValueError, match="read_ahead_batches"):
+    pipelines.make_loader(Counting(10), [], batch_size=4, seed=0, read_ahead_batches=0)
+  # The real pipelines go through it: a motion-window loader's options are bounded too.
+  windows = pipelines.motion_windows(short_records, batch_size=2, config=CFG, shuffle=False, num_epochs=1)
+  assert windows._read_options.prefetch_buffer_size == 2 * pipelines.READ_AHEAD_BATCHES
