@@ -44,10 +44,9 @@ def crop_size(meta: dict, crop: str) -> tuple[int, int]:
   return (meta["head_size"], meta["head_size"])
 
 
-# Grain's default read options (16 threads, 500 records ahead) suit small records on remote disks. Ours are
-# local ArrayRecord files whose every read also deserialises a tfds example and seeds a Philox generator,
-# under the GIL: each new iterator read 500 records at once, whatever it went on to use (a 3-step run of
-# batch 8 uses 24; an evaluation pass a few dozen). A few batches ahead keep the reads ahead of the steps.
+# Grain's default read options (16 threads, 500 records ahead) suit remote disks. Our reads are local, each
+# deserialising a tfds example under the GIL: a new iterator read 500 records whatever it went on to use (a
+# 3-step run of batch 8 uses 24). A few batches ahead keep the reads ahead of the steps.
 READ_AHEAD_BATCHES = 4
 MAX_READ_THREADS = 16
 
