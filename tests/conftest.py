@@ -31,6 +31,15 @@ os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""))  # read whe
 gc.set_threshold(10_000, 10, 10)
 
 
+def pytest_sessionfinish(session, exitstatus):
+  """When the session ends, pytest's unraisable-exception plugin runs five full collections (to surface
+  exceptions raised in `__del__` of cyclic garbage) over everything the process still holds: 10-14 s per
+  test process after the whole suite (millions of objects in jit caches). One collection does that work;
+  then the survivors are frozen (`gc.freeze`), so that the plugin's collections skip them."""
+  gc.collect()
+  gc.freeze()
+
+
 @pytest.fixture(scope="session")
 def lp_reference() -> pathlib.Path:
   """The LivePortrait PyTorch reference vectors directory."""

@@ -55,10 +55,15 @@ def fast_compile():
 # 14.2 s and steps in 0.24 instead of 0.21 s (2-core Xeon, jax 0.10.2). The motion model's programs compile
 # slower with them (the motion overfit test 44 s -> 57 s); the whole suite 999.6 s -> 878.8 s
 # (benchmarks/RESULTS.md). Tests only: at full optimisation they slow the renderer down.
-# LLVM at -O1 instead of -O2 for the programs compiled at full optimisation (`fast_compile` sets level 0
-# itself): the tiny train steps compile in 6.8 instead of 8.8 s (motion_face) and 13.6 instead of 16.9 s
-# (render_head512) and step as fast (13 vs 14 ms, 164 vs 170 ms), measured on a 2-core Xeon, jax 0.10.2.
-TEST_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=1")
+# LLVM at -O0 instead of -O2 for every program (what `fast_compile` sets per compile), and one LLVM module
+# per program instead of XLA:CPU's split into parts compiled on parallel threads (on 2 cores shared by two
+# test processes the split costs CPU and buys no time). The tiny train steps compile in 3.9 / 8.5 s instead
+# of 7.5 / 15.3 s at -O1 (motion_face / render_head512) and step in 27 / 277 ms instead of 14 / 182 ms; a
+# lone eager op compiles in about 9 instead of 14 ms. tests/chatanyone_jax and tests/train/trainer_test.py
+# under `make test`'s two workers: user + sys 658 s at -O1, 634 s at -O0, 600 s at -O1 with one module,
+# 569 s with both (2-core Xeon, jax 0.10.2; benchmarks/RESULTS.md).
+TEST_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=0",
+                  "--xla_cpu_parallel_codegen_split_count=1")
 
 
 def xla_flags(*flags: str) -> str:
