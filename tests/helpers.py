@@ -59,9 +59,9 @@ def fast_compile():
 # per program instead of XLA:CPU's split into parts compiled on parallel threads (on 2 cores shared by two
 # test processes the split costs CPU and buys no time). The tiny train steps compile in 3.9 / 8.5 s instead
 # of 7.5 / 15.3 s at -O1 (motion_face / render_head512) and step in 27 / 277 ms instead of 14 / 182 ms; a
-# lone eager op compiles in about 9 instead of 14 ms. tests/chatanyone_jax and tests/train/trainer_test.py
-# under `make test`'s two workers: user + sys 658 s at -O1, 634 s at -O0, 600 s at -O1 with one module,
-# 569 s with both (2-core Xeon, jax 0.10.2; benchmarks/RESULTS.md).
+# lone eager op compiles in about 9 instead of 14 ms. tests/chatanyone_jax/render + layers under `make
+# test`'s two workers, old and new flags interleaved: user + sys 157 / 155 s vs 136 / 142 s; the whole suite
+# side by side 0.98 of the CPU (2-core Xeon, jax 0.10.2; benchmarks/RESULTS.md).
 TEST_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=0",
                   "--xla_cpu_parallel_codegen_split_count=1")
 
