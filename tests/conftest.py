@@ -15,12 +15,16 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 # caches them in the venv: 17.4 s of CPU at numba's default -O3, 12.4 s at -O0 (measured); the tests only
 # compare against librosa's features. Subprocesses inherit it.
 os.environ.setdefault("NUMBA_OPT", "0")
+# Every program compiles without most of XLA's optimisations (LLVM at -O0, no expensive passes), as the flax
+# examples' tests do: most tests compile small programs and run them once or a few times. Tests that run a
+# program many times compile it `tests.helpers.optimized()`. Subprocesses inherit it.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "true")
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tests.helpers import fast_compile, reference_dir, require, write_wav, xla_flags  # noqa: E402
+from tests.helpers import reference_dir, require, write_wav, xla_flags  # noqa: E402
 
 os.environ["XLA_FLAGS"] = xla_flags(os.environ.get("XLA_FLAGS", ""))  # read when the CPU backend starts
 
@@ -81,24 +85,10 @@ def demo_run(tmp_path_factory) -> pathlib.Path:
   out = tmp_path_factory.mktemp("demo")
   speech = out.parent / "demo_speech.wav"
   write_wav(speech, read_audio(demo.ASSETS_SPEECH)[:int(DEMO_SPEECH_SECONDS * 16000)])
-  with fast_compile():  # 2-3 steps of each program: compiling dominates (17 % less time in all)
-    assert demo.main(["--out", str(out), "--audio", str(speech), *DEMO_ARGS]) == 0
+  # Without most optimisations, as every test compiles (2-3 steps of each program: compiling dominates, 17 %
+  # less time in all), so that the tests on the demo's outputs find its programs in the persistent cache.
+  assert demo.main(["--out", str(out), "--audio", str(speech), *DEMO_ARGS]) == 0
   return out
-
-
-@pytest.fixture(autouse=True)
-def _shared_programs_compile_fast(request):
-  """Tests on the demo's outputs run its programs a few times: they compile as the demo fixture did
-  (`fast_compile`), so that its entries in the persistent compilation cache serve them. The same for the
-  streaming tests with random tiny models (`tests.helpers.SMOKE_STREAM`): each stream step they compile
-  runs a few windows (measured: tests/infer/streaming_test.py 214 s -> 173 s, beside a training run), and
-  one setting for the whole group keeps its in-process jit caches shared."""
-  groups = {m.args[0] for m in request.node.iter_markers("xdist_group") if m.args}
-  if "demo_run" not in request.fixturenames and "smoke_stream" not in groups:
-    yield
-    return
-  with fast_compile():
-    yield
 
 
 def pytest_collection_modifyitems(config, items):

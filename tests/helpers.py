@@ -36,12 +36,18 @@ def enable_x64():
 
 
 @contextlib.contextmanager
-def fast_compile():
-  """XLA without most of its optimisations (`jax_disable_most_optimizations`, as the flax examples' tests):
-  programs compile faster and run slower. For tests that compile small programs and run them a few
-  times; programs compiled inside stay compiled that way in jit caches (an option of the compile only)."""
+def optimized():
+  """XLA's optimisations for the programs compiled inside (LLVM at TEST_XLA_FLAGS' -O1). Every test process
+  compiles without most of them (tests/conftest.py sets `JAX_DISABLE_MOST_OPTIMIZATIONS`, as the flax
+  examples' tests do; subprocesses inherit it): most tests compile small programs and run them once or a
+  few times, where compiling fast beats running fast. The few that run a program many times (overfitting
+  for hundreds of steps, streaming seconds of speech through the bundled models) run inside this. The
+  setting is an option of the compile: programs compiled inside stay compiled that way in jit caches, and a
+  program compiled outside is compiled again inside. Measured (2-core Xeon, jax 0.10.2, cold cache): the
+  motion overfit test and the bundled-demo module 178.6 CPU-s without most optimisations, 137.0 at -O1,
+  153.4 at XLA's default -O2 (benchmarks/RESULTS.md)."""
   before = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
+  jax.config.update("jax_disable_most_optimizations", False)
   try:
     yield
   finally:
@@ -50,19 +56,16 @@ def fast_compile():
 
 # XLA:CPU flags of every test process: tests/conftest.py puts them in XLA_FLAGS, and the tests that start
 # JAX subprocesses with flags of their own add them through `xla_flags`. The elemental fusion emitters
-# (instead of XLA:CPU's newer MLIR fusion emitters) compile the renderer's programs faster under
-# `fast_compile` and run them a little slower: render_head512:tiny's step compiles in 10.3 s instead of
+# (instead of XLA:CPU's newer MLIR fusion emitters) compile the renderer's programs faster without most
+# optimisations and run them a little slower: render_head512:tiny's step compiles in 10.3 s instead of
 # 14.2 s and steps in 0.24 instead of 0.21 s (2-core Xeon, jax 0.10.2). The motion model's programs compile
 # slower with them (the motion overfit test 44 s -> 57 s); the whole suite 999.6 s -> 878.8 s
 # (benchmarks/RESULTS.md). Tests only: at full optimisation they slow the renderer down.
-# LLVM at -O0 instead of -O2 for every program (what `fast_compile` sets per compile), and one LLVM module
-# per program instead of XLA:CPU's split into parts compiled on parallel threads (on 2 cores shared by two
-# test processes the split costs CPU and buys no time). The tiny train steps compile in 3.9 / 8.5 s instead
-# of 7.5 / 15.3 s at -O1 (motion_face / render_head512) and step in 27 / 277 ms instead of 14 / 182 ms; a
-# lone eager op compiles in about 9 instead of 14 ms. tests/chatanyone_jax/render + layers under `make
-# test`'s two workers, old and new flags interleaved: user + sys 157 / 155 s vs 136 / 142 s; the whole suite
-# side by side 0.98 of the CPU (2-core Xeon, jax 0.10.2; benchmarks/RESULTS.md).
-TEST_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=0",
+# One LLVM module per program instead of XLA:CPU's split into parts compiled on parallel threads (on 2
+# cores shared by two test processes the split costs CPU and buys no time): the tiny render step compiles
+# in 7.4-7.6 instead of 8.7-9.2 CPU-s. LLVM at -O1 instead of XLA's -O2 for the programs compiled
+# `optimized()` (every other program compiles at -O0, `JAX_DISABLE_MOST_OPTIMIZATIONS`).
+TEST_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=1",
                   "--xla_cpu_parallel_codegen_split_count=1")
 
 

@@ -103,7 +103,7 @@ def _execute(name: str, demo_run: pathlib.Path, out: pathlib.Path) -> nbformat.N
   nb = _load(name)
   _parameter_cells(nb)[0].source = _ci_parameters(name, demo_run, out)
   # Appended check: the cells ran with the tests' CPU / compilation-cache settings, and compiled as the
-  # demo fixture did (`tests.helpers.fast_compile`, the conftest fixture of tests on `demo_run`).
+  # demo fixture did (without most XLA optimisations, as every test process: tests/conftest.py).
   nb.cells.append(nbformat.v4.new_code_cell(
       "import os\nimport jax\nprint('SETTINGS', os.environ.get('JAX_PLATFORMS'), "
       "os.environ.get('JAX_COMPILATION_CACHE_DIR'), jax.config.read('jax_disable_most_optimizations'))"))

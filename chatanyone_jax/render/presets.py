@@ -192,7 +192,7 @@ reference_reduced = RendererConfig(
 # <= 64 channels everywhere, for CPU tests. Also shallower than LivePortrait where depth is only a count
 # (one F residual block, 3x3 depthwise kernels in M, two G_middle blocks): test programs are dominated by
 # XLA compile time, which grows with the number of layers (render_upper512x768:tiny's train step compiles
-# in 7.7 s instead of 11.4 s, its init in 5.6 s instead of 8.8 s; 2-core Xeon, `fast_compile`).
+# in 7.7 s instead of 11.4 s, its init in 5.6 s instead of 8.8 s; 2-core Xeon, most XLA optimisations off).
 tiny = RendererConfig(
     appearance_feature_extractor=AppearanceFeatureExtractorConfig(
         block_expansion=8, num_down_blocks=2, max_features=32, reshape_channel=8, reshape_depth=4,

@@ -14,7 +14,7 @@ from infer.evaluation.backends import face_analyzer
 from infer.evaluation.mouth import curve_correlation, frame_mouth_opening
 from infer.options import StreamOptions
 from infer.streaming import ASSETS_SPEECH, SAMPLE_RATE, stream
-from tests.helpers import media_dir, require, write_wav
+from tests.helpers import media_dir, optimized, require, write_wav
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bundled")]
 SPEECH_SECONDS = 1.0  # of the bundled speech (speech throughout), then
@@ -36,12 +36,19 @@ def speech(tmp_path_factory) -> pathlib.Path:
   return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _optimized():
+  """The whole module `optimized()`: 120 frames of the small presets, where the run time, not the compile,
+  dominates (this module and the motion overfit test: 137.0 CPU-s at -O1, 178.6 without most
+  optimisations). One setting for every test of the module, so that they reuse the demo's compiled
+  programs."""
+  with optimized():
+    yield
+
+
 @pytest.fixture(scope="module")
 def bundled_demo(speech, tmp_path_factory) -> dict:
   out = tmp_path_factory.mktemp("bundled_demo")
-  # At the suite's XLA flags (tests.helpers.TEST_XLA_FLAGS), not `fast_compile`: 120 frames of the small
-  # presets, where the run time, not the compile, dominates (70 vs 79 CPU-s, measured when the suite's flags
-  # had LLVM at -O1; at -O0 this test and the motion overfit took 163 instead of 157 CPU-s together).
   assert demo.main(["--out", str(out), "--audio", str(speech)]) == 0
   return json.loads((out / "summary.json").read_text())
 

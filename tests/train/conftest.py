@@ -6,18 +6,7 @@ import shutil
 
 import pytest
 
-from tests.helpers import fast_compile, media_dir, require
-
-
-@pytest.fixture(autouse=True)
-def _fast_compile(request):
-  """The trainer tests run each program a few steps (compiling dominates): `fast_compile`, except tests
-  marked `slow`, which train long enough for XLA's optimisations to pay."""
-  if "slow" in request.keywords:
-    yield
-    return
-  with fast_compile():
-    yield
+from tests.helpers import media_dir, require
 
 CLIP = "V-Express__test_samples_short_case_AOC_gt.mp4"
 

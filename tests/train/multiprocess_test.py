@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests import fixtures
-from tests.helpers import REPO, fast_compile, xla_flags
+from tests.helpers import REPO, xla_flags
 from tests.train import multiprocess_worker as worker
 from train import checkpoint, tasks, trainer
 
@@ -125,11 +125,10 @@ def runs(tmp_path_factory) -> Runs:
     # shards read side by side. The workers resume the motion checkpoint once READY is there.
     single = {}
     configs = worker.configs(str(data))
-    with fast_compile():
-      single["motion"] = []
-      worker.train(configs["motion"], root / "one_motion", single["motion"], worker.EXAMPLE_KEYS["motion"])
-      shutil.copytree(root / "one_motion", root / "from_single")
-      (root / "from_single" / "READY").touch()
+    single["motion"] = []
+    worker.train(configs["motion"], root / "one_motion", single["motion"], worker.EXAMPLE_KEYS["motion"])
+    shutil.copytree(root / "one_motion", root / "from_single")
+    (root / "from_single" / "READY").touch()
     render = configs["render"]
     it = trainer.data_iterator(tasks.get_task(render), render, render.seed)
     single["render"] = [_rows(next(it), worker.EXAMPLE_KEYS["render"]) for _ in range(worker.RENDER_STEPS)]
@@ -158,8 +157,7 @@ def runs(tmp_path_factory) -> Runs:
   config.num_steps = worker.MOTION_STEPS + 1
   from_two: list = []
   keys = worker.EXAMPLE_KEYS["motion"]
-  with fast_compile():
-    worker.train(config, root / "from_two", from_two, keys)
+  worker.train(config, root / "from_two", from_two, keys)
   it = trainer.data_iterator(tasks.get_task(config), config, config.seed)
   expected = _rows([next(it) for _ in range(worker.MOTION_STEPS + 1)][-1], keys)
   one_render = json.loads((root / "result_one.json").read_text())["render"]

@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent("""
   import json, sys
   import jax, numpy as np
   from jax.sharding import PartitionSpec as P
-  # One step per mesh: compiling fast beats running fast (as tests.helpers.fast_compile).
+  # One step per mesh: compiling fast beats running fast (as every test process compiles, tests/conftest.py).
   jax.config.update("jax_disable_most_optimizations", True)
   from train import checkpoint, trainer
   from train.configs import motion_face

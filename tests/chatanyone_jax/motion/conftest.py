@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from chatanyone_jax.motion.face_motion_dit import FaceMotionConfig, FaceMotionDiT
-from tests.helpers import fast_compile
 
 REF_LEN = 8
 
@@ -27,10 +26,8 @@ def face_model():
 
 @pytest.fixture(scope="session")
 def face_params(face_model):
-  """Tiny params at init, reference branch included (compiled as the unit tests compile: a session
-  fixture is built outside their `fast_compile`)."""
-  with fast_compile():
-    return jax.jit(face_model.init_params, static_argnums=(1, 2))(jax.random.key(0), 2, REF_LEN)
+  """Tiny params at init, reference branch included."""
+  return jax.jit(face_model.init_params, static_argnums=(1, 2))(jax.random.key(0), 2, REF_LEN)
 
 
 @pytest.fixture(scope="session")

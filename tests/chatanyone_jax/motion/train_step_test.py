@@ -33,7 +33,7 @@ from chatanyone_jax.motion.train_step import (
   update_step,
 )
 from chatanyone_jax.motion.upper_body_motion import UpperBodyConfig, UpperBodyMotion, dummy_upper_body_inputs
-from tests.helpers import media_dir, require
+from tests.helpers import media_dir, optimized, require
 
 SCHED = cosine_schedule()
 # Measured (600 Adam steps, 20 windows of stride 5, DDIM 10 steps, x̂0 clipped at 4): eval ε-loss
@@ -141,10 +141,12 @@ def test_body_step():
   # The prediction type (UpperBodyConfig.prediction) sets the loss's target: the zero-initialised network
   # outputs 0, so its x0-loss is the target's mean square and its ε-loss the noise's (about 1).
   target = 3.0 * batch["target"]
-  params = model.init(jax.random.key(0), *dummy_upper_body_inputs(cfg, 1))["params"]  # (the step donated)
+  # (the step donated the first params; jitted: one compile each, not one per op)
+  params = jax.jit(lambda k: model.init(k, *dummy_upper_body_inputs(cfg, 1))["params"])(jax.random.key(0))
   for prediction, expected in (("x0", float(jnp.mean(target ** 2))), ("epsilon", 1.0)):
     m = UpperBodyMotion(UpperBodyConfig.tiny(prediction=prediction))
-    loss = body_batch_loss(params, {**batch, "target": target}, jax.random.key(2), model=m, schedule=SCHED)
+    loss = jax.jit(lambda p, b, m=m: body_batch_loss(p, b, jax.random.key(2), model=m, schedule=SCHED))(
+        params, {**batch, "target": target})
     np.testing.assert_allclose(float(loss), expected, rtol=0.1 if prediction == "epsilon" else 1e-5)
   with pytest.raises(ValueError, match="prediction must be one of"):
     UpperBodyConfig.tiny(prediction="v")
@@ -190,7 +192,8 @@ def test_overfit_real_clip_and_mouth_follows():
   from benchmarks.motion_overfit import CLIP, run
 
   require(media_dir() / "videos" / CLIP, "shared media clip")
-  (row,) = run("tiny", steps=600, eval_every=600, media=media_dir(), guidance_scales=(GUIDANCE_SCALE,))
+  with optimized():  # 600 steps: running fast beats compiling fast
+    (row,) = run("tiny", steps=600, eval_every=600, media=media_dir(), guidance_scales=(GUIDANCE_SCALE,))
   print(f"eval loss {row['initial_loss']:.3f} -> {row['eval_loss']:.3f}; "
         f"mouth-opening correlation generated vs true: {row['mouth_corr']:.3f}")
   assert np.isfinite(row["eval_loss"]) and row["eval_loss"] < 0.5 * row["initial_loss"]

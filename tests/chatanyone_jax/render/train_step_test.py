@@ -19,7 +19,7 @@ import pytest
 from chatanyone_jax import losses
 from chatanyone_jax.render import presets, train_step
 from data.media import read_video
-from tests.helpers import fast_compile, media_dir, require
+from tests.helpers import media_dir, require
 
 pytestmark = pytest.mark.xdist_group(__name__)  # one worker builds the module fixtures
 
@@ -66,8 +66,9 @@ def run():
   gen0 = jax.device_get(gen0)
   traces = []
   l1_loss = losses.l1_loss
-  # l1_loss runs once per trace of the step. A few steps: compiling fast beats running fast (fast_compile).
-  with pytest.MonkeyPatch.context() as mp, fast_compile():
+  # l1_loss runs once per trace of the step. A few steps: compiling fast beats running fast (as every test
+  # compiles: without most XLA optimisations).
+  with pytest.MonkeyPatch.context() as mp:
     mp.setattr(losses, "l1_loss", lambda *a, **k: traces.append(1) or l1_loss(*a, **k))
     step = train_step.make_train_step(CONFIG, gen_tx, disc_tx, weights, ema_decay=0.9)
     history, steps_seen, donated = [], [], None

@@ -11,7 +11,6 @@ from chatanyone_jax.motion.sampling import SEAM_FRAMES
 from data import records, splits
 from infer.evaluation import lipsync
 from tests import fixtures
-from tests.helpers import fast_compile
 from train import trainer
 from train.configs import motion_face
 
@@ -79,10 +78,9 @@ def test_model_driven_by_speech_alone_is_scored_like_the_baseline(split_data, tm
   data, split_file = split_data
   c = motion_face.get_config("tiny")
   c.data_dir, c.num_steps, c.progress = str(data), 2, False
-  with fast_compile():
-    trainer.train_and_evaluate(c, tmp_path / "motion_face")
-    report = lipsync.model_lipsync(tmp_path / "motion_face", data, split_file=split_file, num_steps=2)
-    again = lipsync.model_lipsync(tmp_path / "motion_face", data, split_file=split_file, num_steps=2)
+  trainer.train_and_evaluate(c, tmp_path / "motion_face")
+  report = lipsync.model_lipsync(tmp_path / "motion_face", data, split_file=split_file, num_steps=2)
+  again = lipsync.model_lipsync(tmp_path / "motion_face", data, split_file=split_file, num_steps=2)
   assert report["clips"] == 2 and set(report["per_source"]) == {"A", "B"}
   assert -1 <= report["correlation"] <= 1 and report["correlation"] == again["correlation"]  # seeded
   assert {"predicted_silence_ratio", "predicted_offset_lag_s"} <= set(report)
@@ -93,11 +91,10 @@ def test_model_driven_by_speech_alone_is_scored_like_the_baseline(split_data, tm
 
   # Through the stream's own face motion: whole windows and a hop with look-ahead, seeded as well.
   t = c.window
-  with fast_compile():
-    kw = dict(split_file=split_file, num_steps=2)
-    stream_whole = lipsync.model_lipsync(tmp_path / "motion_face", data, hop=t, insert_silence_s=0, **kw)
-    hop = lipsync.model_lipsync(tmp_path / "motion_face", data, hop=4, lookahead=2, insert_silence_s=0.5,
-                                seam_frames=2, **kw)
+  kw = dict(split_file=split_file, num_steps=2)
+  stream_whole = lipsync.model_lipsync(tmp_path / "motion_face", data, hop=t, insert_silence_s=0, **kw)
+  hop = lipsync.model_lipsync(tmp_path / "motion_face", data, hop=4, lookahead=2, insert_silence_s=0.5,
+                              seam_frames=2, **kw)
   assert (stream_whole["hop"], hop["hop"], hop["lookahead"], hop["seam_frames"]) == (t, 4, 2, 2)
   assert stream_whole["seam_frames"] == report["seam_frames"] == SEAM_FRAMES
   assert hop["clips"] == 2 and -1 <= hop["correlation"] <= 1
@@ -113,9 +110,8 @@ def test_model_driven_by_speech_alone_is_scored_like_the_baseline(split_data, tm
     lipsync.model_lipsync(tmp_path / "motion_face", data, hop=4, lip=lip, **kw)
 
   out = tmp_path / "lipsync.json"
-  with fast_compile():
-    assert lipsync.main(["--data", str(data), "--motion", str(tmp_path / "motion_face"), "--steps", "2",
-                         "--out", str(out)]) == 0
+  assert lipsync.main(["--data", str(data), "--motion", str(tmp_path / "motion_face"), "--steps", "2",
+                       "--out", str(out)]) == 0
   printed = json.loads(capsys.readouterr().out)
   assert printed == json.loads(out.read_text())
   assert printed["model"]["correlation"] == pytest.approx(report["correlation"])
