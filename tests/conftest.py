@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+import multiprocessing
 import os
 import pathlib
+import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # tests are CPU tests unless marked gpu
 # Reuse compiled XLA programs across runs on the same machine (faster local iteration).
@@ -42,6 +44,22 @@ def pytest_sessionfinish(session, exitstatus):
   does that work; then the survivors are frozen (`gc.freeze`), so that the plugin's collections skip them."""
   gc.collect()
   gc.freeze()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+  """A pytest-xdist worker exits here, its results already with the controller (they go out as each test
+  ends; `workerfinished` at session finish). Otherwise JAX's atexit clean-up frees every compiled program
+  and cache the worker holds, 4-7 s at the end of the suite while the controller waits for both workers to
+  exit (measured: 4.6 s for a process holding 0.6 M objects; `os._exit` 0.3 s). Output is flushed and child
+  processes (a test that leaked one) are terminated first; the controller's own exit stays as it is."""
+  if not hasattr(config, "workerinput"):
+    return
+  for child in multiprocessing.active_children():
+    child.terminate()
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(0)
 
 
 @pytest.fixture(scope="session")
