@@ -45,7 +45,7 @@ def optimized():
   setting is an option of the compile: programs compiled inside stay compiled that way in jit caches, and a
   program compiled outside is compiled again inside. Measured (2-core Xeon, jax 0.10.2, cold cache): the
   motion overfit test and the bundled-demo module 178.6 CPU-s without most optimisations, 137.0 at -O1,
-  153.4 at XLA's default -O2 (benchmarks/RESULTS.md)."""
+  153.4 at XLA's default level (benchmarks/RESULTS.md)."""
   before = jax.config.read("jax_disable_most_optimizations")
   jax.config.update("jax_disable_most_optimizations", False)
   try:
@@ -63,7 +63,7 @@ def optimized():
 # (benchmarks/RESULTS.md). Tests only: at full optimisation they slow the renderer down.
 # One LLVM module per program instead of XLA:CPU's split into parts compiled on parallel threads (on 2
 # cores shared by two test processes the split costs CPU and buys no time): the tiny render step compiles
-# in 7.4-7.6 instead of 8.7-9.2 CPU-s. LLVM at -O1 instead of XLA's -O2 for the programs compiled
+# in 7.4-7.6 instead of 8.7-9.2 CPU-s. LLVM at -O1 instead of XLA's default for the programs compiled
 # `optimized()` (every other program compiles at -O0, `JAX_DISABLE_MOST_OPTIMIZATIONS`).
 TEST_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=1",
                   "--xla_cpu_parallel_codegen_split_count=1")
