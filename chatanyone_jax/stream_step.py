@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from chatanyone_jax import xla_options
 from chatanyone_jax.audio import whisper
 from chatanyone_jax.audio.melspec import log_mel_spectrogram
 from chatanyone_jax.motion.diffusion import cosine_schedule, ddim_sample
@@ -227,7 +228,7 @@ def make_init_state(spec: StreamSpec):
 
 @functools.lru_cache(maxsize=8)
 def _cached_init(spec: StreamSpec):
-  return jax.jit(functools.partial(init_state, spec))
+  return jax.jit(functools.partial(init_state, spec), compiler_options=xla_options.cpu_options())
 
 
 # ----------------------------------------------------------------------------------------------- step
@@ -479,4 +480,5 @@ def make_stream_step(spec: StreamSpec):
 
 @functools.lru_cache(maxsize=8)
 def _cached_step(spec: StreamSpec):
-  return jax.jit(functools.partial(stream_step, spec), donate_argnums=1)
+  return jax.jit(functools.partial(stream_step, spec), donate_argnums=1,
+                 compiler_options=xla_options.cpu_options())

@@ -64,9 +64,9 @@ def optimized():
 # One LLVM module per program instead of XLA:CPU's split into parts compiled on parallel threads (on 2
 # cores shared by two test processes the split costs CPU and buys no time): the tiny render step compiles
 # in 7.4-7.6 instead of 8.7-9.2 CPU-s. LLVM at -O1 instead of XLA's default for the programs compiled
-# `optimized()` (every other program compiles at -O0, `JAX_DISABLE_MOST_OPTIMIZATIONS`). No YNNPACK dot
-# fusions (`chatanyone_jax.xla_options.CPU_COMPILER_OPTIONS`, for every program, library or test): the
-# streaming, live and stream-step tests 154 -> 136.5 CPU-s, 133 -> 104 s.
+# `optimized()` (every other program compiles at -O0, `JAX_DISABLE_MOST_OPTIMIZATIONS`). No YNNPACK
+# fusions in any program (the library turns them off for the renderers' programs,
+# `chatanyone_jax.xla_options.cpu_options`): the streaming, live and stream-step tests 154 -> 136.5 CPU-s.
 TEST_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=1",
                   "--xla_cpu_parallel_codegen_split_count=1", "--xla_cpu_experimental_ynn_fusion_type=")
 

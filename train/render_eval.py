@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from chatanyone_jax import metrics
+from chatanyone_jax import metrics, xla_options
 from chatanyone_jax.render import face_refine, train_step
 from chatanyone_jax.stream_spec import StreamSpec
 from data import pipelines, records
@@ -102,7 +102,7 @@ def _scorer(r) -> Callable:
 
     return per(pred), per(copy), pred, copy
 
-  return jax.jit(score)
+  return jax.jit(score, compiler_options=xla_options.cpu_options())
 
 
 class RenderEvaluator:
@@ -205,7 +205,7 @@ def _ablation_scorer(body, refine, feather: float) -> Callable:
     sheet = jnp.concatenate([hb["driving_target"], head_region, refined], axis=2)
     return out, sheet
 
-  return jax.jit(score)
+  return jax.jit(score, compiler_options=xla_options.cpu_options())
 
 
 class RefineAblation:

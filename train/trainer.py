@@ -31,6 +31,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
+from chatanyone_jax import xla_options
 from chatanyone_jax.render.train_step import INIT_COMPILER_OPTIONS
 from data import pipelines, records
 from train import checkpoint, export, metrics, optim, parallel, tasks
@@ -200,13 +201,15 @@ def build(task: Task, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
   repl = parallel.replicated(mesh)
   guard_sh = {"ok": repl, "batch": {k: batch_sh for k in spec}}
   guarded = guard_nonfinite(task.make_step(tx, schedule, config.ema_decay, step_key), task.state_metrics)
+  options = xla_options.cpu_options()  # on CPU: no YNNPACK dot fusions (the renderers' steps 1.6x faster)
   step = jax.jit(guarded, in_shardings=(state_sh, batch_sh, guard_sh),
-                 out_shardings=(state_sh, repl, guard_sh), donate_argnums=(0, 2))
+                 out_shardings=(state_sh, repl, guard_sh), donate_argnums=(0, 2), compiler_options=options)
   summary = task.make_summary()
   if summary is not None:
-    summary = jax.jit(summary, in_shardings=(state_sh, batch_sh), out_shardings=repl)
-  options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-  jitted_init = jax.jit(init, out_shardings=state_sh, compiler_options=options)
+    summary = jax.jit(summary, in_shardings=(state_sh, batch_sh), out_shardings=repl,
+                      compiler_options=options)
+  jitted_init = jax.jit(init, out_shardings=state_sh,
+                        compiler_options=xla_options.cpu_options(**INIT_COMPILER_OPTIONS))
   return Program(init, abstract, init_key, state_sh, batch_sh, repl, step, spec, summary, jitted_init)
 
 

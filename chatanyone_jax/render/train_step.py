@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from chatanyone_jax import ema as ema_lib
-from chatanyone_jax import losses
+from chatanyone_jax import losses, xla_options
 from chatanyone_jax.ops.init_rng import init_key
 from chatanyone_jax.ops.resample import resize_bilinear
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
@@ -148,8 +148,7 @@ def create_generator(config: RendererConfig, key: jax.Array, image_shape: Sequen
 def _compile_and_run(init: Callable[[], Any]) -> Any:
   """On CPU without XLA's backend optimisations (threefry-heavy init graphs otherwise take minutes to
   compile there); the options are XLA:CPU's, other backends compile normally."""
-  options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
-  return jax.jit(init).lower().compile(options)()
+  return jax.jit(init).lower().compile(xla_options.cpu_options(**INIT_COMPILER_OPTIONS))()
 
 
 def train_state_shapes(config: RendererConfig, image_shape: Sequence[int],
@@ -355,7 +354,8 @@ def make_train_step(config: RendererConfig, gen_tx: optax.GradientTransformation
                     ) -> Callable[[RendererTrainState, Batch], tuple[RendererTrainState, Metrics]]:
   """`make_step_fn`'s step as one jitted call with the state donated (argument 0)."""
   return jax.jit(make_step_fn(config, gen_tx, disc_tx, loss_weights, ema_decay=ema_decay,
-                              perceptual_fn=perceptual_fn, region=region), donate_argnums=0)
+                              perceptual_fn=perceptual_fn, region=region), donate_argnums=0,
+                 compiler_options=xla_options.cpu_options())
 
 
 def reenactment_keypoints(config: RendererConfig, m_out: dict[str, jax.Array], kp_head: jax.Array | None,

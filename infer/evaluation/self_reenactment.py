@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from chatanyone_jax import metrics
+from chatanyone_jax import metrics, xla_options
 from chatanyone_jax.eval.hands import hand_keypoint_confidence
 from chatanyone_jax.render import presets
 from chatanyone_jax.render.train_step import reconstruct
@@ -78,12 +78,11 @@ def _render_fn(renderer, source_offsets: bool):
   """The jitted reconstruction of `renderer` (a RendererConfig): one trace and compile per renderer in a
   process, however many evaluations run it."""
 
-  @jax.jit
   def render(params, stats, inputs):
     return jnp.clip(reconstruct(renderer, params, stats, inputs["source"], inputs["driving"],
                                 inputs.get("hand_image"), inputs.get("kp_head"), source_offsets), 0.0, 1.0)
 
-  return render
+  return jax.jit(render, compiler_options=xla_options.cpu_options())
 
 
 @jax.jit

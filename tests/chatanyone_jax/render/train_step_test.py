@@ -234,8 +234,11 @@ def test_single_d_pass_gives_the_gradients_of_the_reported_losses():
       return metrics["gen_total"], metrics["disc_loss"]
 
     gp, dp = state["gen"]["params"], state["disc"]["params"]
-    return (gp, dp, step(state, batch)[0], jax.grad(lambda p: reported(p, dp)[0])(gp),
-            jax.grad(lambda p: reported(gp, p)[1])(dp))
+    # One linearisation of the reported losses, pulled back once per loss (two jax.grad calls would
+    # linearise the step twice: 32.5 -> 24.5 CPU-s to trace and compile, measured).
+    _, pullback = jax.vjp(reported, gp, dp)
+    one, zero = jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)
+    return gp, dp, step(state, batch)[0], pullback((one, zero))[0], pullback((zero, one))[1]
 
   # One program: the init, the step and both reference gradients (one compile; host arrays after it).
   gp, dp, new, g_ref, d_ref = jax.device_get(jax.jit(run)())
