@@ -30,6 +30,7 @@ import optax
 
 from benchmarks.harness import Timing, append_rows
 from chatanyone_jax import template as tp
+from chatanyone_jax import xla_options
 from chatanyone_jax.audio import AudioEncoder, log_mel_spectrogram
 from chatanyone_jax.motion.diffusion import cosine_schedule
 from chatanyone_jax.motion.face_motion_dit import (
@@ -101,7 +102,7 @@ def run(preset: str, steps: int, eval_every: int, media: pathlib.Path, lr: float
   schedule = cosine_schedule()
   tx = optax.adam(optax.cosine_decay_schedule(lr, steps, 0.05))
   # Compiled as the trainer compiles inits on CPU (one run: no backend optimisations).
-  options = INIT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+  options = xla_options.cpu_options(**INIT_COMPILER_OPTIONS)
   key = jax.random.key(0)
   state = init_train_state(jax.jit(train_models.init_params).lower(key).compile(options)(key), tx)
   loss_fn = lambda p, b, r: face_batch_loss(p, b, r, model=train_models, schedule=schedule)
