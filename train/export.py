@@ -41,12 +41,29 @@ def is_export(path: str | os.PathLike) -> bool:
 
 
 def expected_shapes(config: ml_collections.ConfigDict) -> dict:
-  """{"params": ..., ["batch_stats": ...]} of the networks `config` names, as ShapeDtypeStructs."""
+  """{"params": ..., ["batch_stats": ...]} of the networks `config` names, as ShapeDtypeStructs (an abstract
+  trace of their init, no FLOPs: for a renderer the generator's alone, without the discriminator and the
+  optimiser states). Cached per config in this process: loading a checkpoint checks every network against
+  these, and a process loads the same networks again and again (each stream, each test); the first trace
+  costs about a second per network on CPU."""
+  key = config.to_json_best_effort(sort_keys=True)
+  if key not in _EXPECTED:
+    _EXPECTED[key] = _trace_shapes(config)
+    while len(_EXPECTED) > _MAX_EXPECTED:
+      _EXPECTED.pop(next(iter(_EXPECTED)))
+  return jax.tree.map(lambda s: s, _EXPECTED[key])  # new containers: callers may edit theirs
+
+
+_EXPECTED: dict = {}  # expected_shapes' cache, the oldest first
+_MAX_EXPECTED = 32
+
+
+def _trace_shapes(config: ml_collections.ConfigDict) -> dict:
   task = tasks.get_task(config)
   if config.task == "render":
-    tx = optax.identity()
-    state = train_step.train_state_shapes(task.renderer, task.renderer.image_size, tx, tx)
-    return {"params": state["gen"]["params"], "batch_stats": state["gen"]["batch_stats"]}
+    renderer = task.renderer
+    gen = jax.eval_shape(lambda: train_step.init_generator(renderer, jax.random.key(0), renderer.image_size))
+    return {"params": gen["params"], "batch_stats": gen["batch_stats"]}
   spec = task.batch_spec(1)
   state = jax.eval_shape(task.make_init(optax.identity(), spec, lambda s: 0.0), jax.random.key(0),
                          jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), task.norm_spec()))

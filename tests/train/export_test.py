@@ -19,6 +19,24 @@ def _fake_workdir(path, config, tree, step=7):
   return tree
 
 
+def test_expected_shapes_traced_once_per_config(monkeypatch):
+  """A second load of the same networks reuses the first abstract trace; another config traces its own,
+  and what a caller edits in its result does not reach the next one."""
+  traced = []
+  trace = export._trace_shapes
+  monkeypatch.setattr(export, "_trace_shapes", lambda c: traced.append(c.model.preset) or trace(c))
+  monkeypatch.setattr(export, "_EXPECTED", {})
+  config = render_head512.get_config("tiny")
+  first = export.expected_shapes(config)
+  first["params"].pop("G")
+  again = export.expected_shapes(render_head512.get_config("tiny"))
+  assert traced == ["tiny_head512"] and set(again["params"]) == {"F", "M", "W", "G"}
+  assert set(again["batch_stats"]) == {"F", "M", "W", "G"}
+  config.model.preset = "tiny_head512_skip"
+  export.expected_shapes(config)
+  assert traced == ["tiny_head512", "tiny_head512_skip"]
+
+
 def test_render_export_round_trip_bfloat16_and_wrong_preset(tmp_path, monkeypatch):
   config = render_head512.get_config("tiny")
   config.data_dir = "unused"
