@@ -27,6 +27,7 @@ import numpy as np
 import optax
 from PIL import Image
 
+from chatanyone_jax import tree_math
 from chatanyone_jax.convert.state_dict import load_state_dict
 from chatanyone_jax.render import presets, train_step
 from chatanyone_jax.vgg19 import VGG19Features, convert_vgg19
@@ -242,7 +243,7 @@ class RenderTask(Task):
 
   def state_metrics(self, state: dict) -> dict:
     """param_norm of the generator the non-finite guard kept."""
-    return {"param_norm": optax.tree.norm(state["gen"]["params"])}
+    return {"param_norm": tree_math.global_norm(state["gen"]["params"])}
 
   # ---------------------------------------------------------------------------------------- summaries
 

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from chatanyone_jax import ema as ema_lib
+from chatanyone_jax import tree_math
 from chatanyone_jax.audio.encoder import AudioEncoder, ExternalFeatureAdapter
 from chatanyone_jax.motion.diffusion import NoiseSchedule, diffusion_loss
 from chatanyone_jax.motion.face_motion_dit import NUM_EXP, FaceMotionDiT
@@ -132,7 +133,8 @@ def update_step(state: TrainState, batch: dict, loss_fn: Callable[[object, dict,
   params = optax.apply_updates(state["params"], updates)
   ema = ema_lib.update(state["ema"], params, ema_decay, state["step"])
   new = {**state, "params": params, "opt_state": opt_state, "ema": ema, "step": state["step"] + 1}
-  metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params)}
+  metrics = {"loss": loss, "grad_norm": tree_math.global_norm(grads),
+             "param_norm": tree_math.global_norm(params)}
   return new, metrics
 
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from chatanyone_jax import ema as ema_lib
-from chatanyone_jax import losses, xla_options
+from chatanyone_jax import losses, tree_math, xla_options
 from chatanyone_jax.ops.init_rng import init_key
 from chatanyone_jax.ops.resample import resize_bilinear
 from chatanyone_jax.render.appearance_feature_extractor import AppearanceFeatureExtractor
@@ -337,8 +337,8 @@ def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
         "disc_loss": d_total,
         "disc_real": d_real,
         "disc_fake": d_fake,
-        "gen_grad_norm": optax.tree.norm(g_grads),
-        "disc_grad_norm": optax.tree.norm(d_grads),
+        "gen_grad_norm": tree_math.global_norm(g_grads),
+        "disc_grad_norm": tree_math.global_norm(d_grads),
         "perceptual_enabled": jnp.asarray(float(perceptual_fn is not None), jnp.float32),
     }
     return new_state, metrics
