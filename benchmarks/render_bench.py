@@ -204,10 +204,12 @@ def _variable_shapes(r: Renderer) -> tuple[dict[str, Any], jax.ShapeDtypeStruct]
 def cost_flops(fn: Callable[..., Any], *args: Any) -> float:
   """FLOPs of `fn(*args)` (arrays or ShapeDtypeStructs) from XLA's cost analysis of the lowered HLO.
 
-  `Lowered.cost_analysis()` needs no compilation; it returns a dict (recent jax) or a list of per-module
-  dicts (older jax). Falls back to the compiled executable's analysis where the lowered one is missing.
+  `fn`: a function, or a jitted one (lowered as it is: a jit with `compiler_options`, such as the
+  trainer's step on CPU, cannot be nested in another). `Lowered.cost_analysis()` needs no compilation; it
+  returns a dict (recent jax) or a list of per-module dicts (older jax). Falls back to the compiled
+  executable's analysis where the lowered one is missing.
   """
-  lowered = jax.jit(fn).lower(*args)
+  lowered = (fn if hasattr(fn, "lower") else jax.jit(fn)).lower(*args)
   try:
     analysis = lowered.cost_analysis()
   except (AttributeError, NotImplementedError):

@@ -81,7 +81,7 @@ def step_flops(name: str) -> tuple[float, int]:
   prog = trainer.build(task, config, mesh)
   batch = {k: jax.ShapeDtypeStruct(s.shape, s.dtype) for k, s in prog.spec.items()}
   guard = jax.eval_shape(prog.new_guard)
-  return cost_flops(lambda s, b, g: prog.step(s, b, g), prog.abstract, batch, guard), config.batch_size
+  return cost_flops(prog.step, prog.abstract, batch, guard), config.batch_size
 
 
 def bench_flops(names) -> list[harness.Timing]:

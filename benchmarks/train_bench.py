@@ -102,7 +102,7 @@ def bench(name: str, *, variant: str | None, batch_size: int | None, warmup: int
   frames = config.batch_size * task.frames_per_example()
   trained = state["gen"]["params"] if "gen" in state else state["params"]
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(trained))
-  flops = cost_flops(lambda s, b: prog.step(s, b, guard), state, batch)
+  flops = cost_flops(prog.step, state, batch, guard)
   timing.throughput = (f"{sps:.2f} steps/s, {sps * frames:.1f} frames/s; {n_params / 1e6:.2f} M trained "
                        f"params, {flops / 1e9:.1f} GFLOP/step ({flops * sps / 1e9:.0f} GFLOP/s)")
   timings = [timing]

@@ -16,6 +16,19 @@ def test_tiny_flops_positive_and_linear_in_batch():
   assert floor["H100 bf16"] > floor["4090 bf16"] > 0 and floor["4090 fp32"] > floor["H100 fp32"]
 
 
+def test_cost_flops_of_a_function_and_of_a_jitted_one_with_compiler_options():
+  """The trainer's step is a jit with compiler options on CPU (`xla_options.cpu_options`), which JAX does
+  not allow nested in another jit: `cost_flops` lowers a jitted function as it is (train_bench,
+  scale_bench)."""
+  from chatanyone_jax import xla_options
+
+  f = lambda a, b: a @ b
+  args = (jax.ShapeDtypeStruct((8, 16), jnp.float32), jax.ShapeDtypeStruct((16, 4), jnp.float32))
+  options = xla_options.cpu_options() or {"xla_backend_optimization_level": 1}
+  jitted = jax.jit(f, compiler_options=options)
+  assert render_bench.cost_flops(f, *args) == render_bench.cost_flops(jitted, *args) == 2 * 8 * 16 * 4
+
+
 def test_upper_costs_more_than_head_at_same_channels():
   # tiny_upper = tiny's channels, 64x32 instead of 32x32 input, 7 instead of 4 keypoints, hand injection.
   head, upper = render_bench.flops_per_frame("tiny", 1), render_bench.flops_per_frame("tiny_upper", 1)
