@@ -31,21 +31,34 @@ def save(mngr: ocp.CheckpointManager, step: int, state, iterator, force: bool = 
                                                  data=grain.PyGrainCheckpointSave(iterator)), force=force)
 
 
+STATE_LAYOUT_HINT = (
+    "The checkpoint's train state is not laid out as this code builds it: a workdir of another model or "
+    "config, or one written by an older version of chatanyone-jax (on 2026-12-07 the optimiser state of "
+    "the leaves below sharding.fsdp_min_size became one vector, train/optim.py). To keep its weights, "
+    "train in a new workdir with --config.warm_start=WORKDIR (parameters, EMA, statistics and the step "
+    "continue; the optimiser starts afresh), or resume it with the version that wrote it.")
+
+
 def restore(mngr: ocp.CheckpointManager, abstract_state, iterator, step: int | None = None):
   """Restores (state, iterator) at `step` (default latest).
 
   abstract_state: ShapeDtypeStructs with `.sharding` set (the restored arrays are placed accordingly).
   iterator: a fresh `iter(loader)` of the same pipeline, moved to the saved position; None restores the
-  state only (and returns None for it).
+  state only (and returns None for it). A failure says which part differs (the state's layout or the
+  data pipeline) and what to do.
   """
   step = mngr.latest_step() if step is None else step
+  state_only = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
   if iterator is None:
-    out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-    return out["state"], None
+    try:
+      return mngr.restore(step, args=state_only)["state"], None
+    except ValueError as e:
+      raise ValueError(f"{e}\n{STATE_LAYOUT_HINT}") from e
   try:
     out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
                                                      data=grain.PyGrainCheckpointRestore(iterator)))
   except ValueError as e:
+    restore(mngr, abstract_state, None, step)  # raises with STATE_LAYOUT_HINT when the state is the cause
     raise ValueError(f"{e}\nThe data pipeline differs from the checkpoint's (new records or window "
                      "settings?). To keep the trained state and start reading the data afresh, resume with "
                      "--config.restore_data=False.") from e
