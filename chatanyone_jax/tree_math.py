@@ -3,9 +3,10 @@
 `optax.tree.norm` sums one reduction per leaf, and XLA compiles each into a kernel of its own: a
 renderer's step logs three such norms over hundreds of leaves (biases, norm scales, small kernels), a
 third of the step's kernels at the tiny presets. Here the leaves below `small` elements are concatenated
-into one reduction (XLA fuses the concatenation into it); larger leaves keep one each, so that a leaf split
-over devices (`train.parallel.leaf_spec` keeps smaller ones whole) is never gathered for it. The value is
-optax's up to float32 summation order.
+into one reduction (XLA fuses the concatenation into it); larger leaves keep one each, so that a large leaf
+split over devices (`train.parallel.leaf_spec`) is never gathered for it. A config that also splits leaves
+below `small` (the tiny configs' fsdp_min_size of 256) has those gathered, at most 64 KB each. The value
+is optax's up to float32 summation order.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SMALL_LEAF = 2 ** 14  # elements; the default of train configs' sharding.fsdp_min_size
+SMALL_LEAF = 2 ** 14  # elements; also the default of train configs' sharding.fsdp_min_size
 
 
 def leaf_size(x) -> int:

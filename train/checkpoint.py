@@ -48,9 +48,9 @@ def restore(mngr: ocp.CheckpointManager, abstract_state, iterator, step: int | N
   data pipeline) and what to do.
   """
   step = mngr.latest_step() if step is None else step
-  state_only = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
   if iterator is None:
     try:
+      state_only = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
       return mngr.restore(step, args=state_only)["state"], None
     except ValueError as e:
       raise ValueError(f"{e}\n{STATE_LAYOUT_HINT}") from e

@@ -25,6 +25,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from chatanyone_jax.tree_math import SMALL_LEAF
+
 log = logging.getLogger(__name__)
 
 AXES = ("data", "fsdp")
@@ -171,7 +173,7 @@ def leaf_spec(shape: tuple[int, ...], fsdp: int, min_size: int) -> P:
   return P()
 
 
-def param_shardings(shapes, mesh: Mesh, min_size: int = 2 ** 14):
+def param_shardings(shapes, mesh: Mesh, min_size: int = SMALL_LEAF):
   """NamedShardings for a pytree of arrays / ShapeDtypeStructs (a params tree or a whole train state)."""
   fsdp = mesh.shape["fsdp"]
   return jax.tree.map(lambda s: NamedSharding(mesh, leaf_spec(tuple(s.shape), fsdp, min_size)), shapes)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from chatanyone_jax.tree_math import SMALL_LEAF
+
 
 def base_config() -> ml_collections.ConfigDict:
   """Optimisation, logging, checkpointing, mesh and data settings; the caller sets task and model."""
@@ -52,7 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Logical sharding rule for every state leaf (params, optimizer moments, EMA): with fsdp > 1, a leaf of at
   # least `fsdp_min_size` elements is split along its largest axis divisible by the fsdp size, else it is
   # replicated. The batch is split along ("data", "fsdp") on its leading axis.
-  c.sharding = ml_collections.ConfigDict({"fsdp_min_size": 2 ** 14})
+  c.sharding = ml_collections.ConfigDict({"fsdp_min_size": SMALL_LEAF})
   return c
 
 
