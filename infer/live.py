@@ -294,8 +294,11 @@ class LiveStream:
 
   # ------------------------------------------------------------------------------------------ input
 
-  def feed(self, pcm: np.ndarray) -> int:
+  def feed(self, pcm: np.ndarray, arrived: float | None = None) -> int:
     """Appends 16 kHz mono samples in [-1, 1] (1-D, any length); returns the samples dropped ("drop").
+
+    `arrived`: when the samples arrived (this stream's clock; default now), for input kept while the
+    session started: the latencies count from it.
 
     Raises:
       LiveError ("bad_audio"): not a 1-D array of finite numbers.
@@ -306,7 +309,7 @@ class LiveStream:
     pcm = pcm.astype(np.float32)
     if not np.all(np.isfinite(pcm)):
       raise LiveError("bad_audio", "audio samples must be finite")
-    now = self.clock()
+    now = self.clock() if arrived is None else arrived
     dropped = 0
     with self._lock:
       if self.first_input_time is None and pcm.size:

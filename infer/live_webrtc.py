@@ -1,7 +1,7 @@
 """The WebRTC side of the live server: a fastrtc handler per connection (`AvatarHandler`).
 
 fastrtc's audio-video `Stream` (`infer.serve`) gives each connection a copy of the handler: the microphone's
-audio arrives at `receive` (16 kHz mono), and fastrtc pulls `emit` (20 ms of 48 kHz audio) and `video_emit`
+audio arrives at `receive` (16 kHz mono; what arrives while the session starts is kept for it), and fastrtc pulls `emit` (20 ms of 48 kHz audio) and `video_emit`
 (one frame) at their real-time rates. Both read one `infer.timeline.Timeline` from one start time, so the
 frames of a block and the audio they were made from leave together. The page sends a blank video track (a
 fastrtc audio-video stream answers the client's video track with its own) and posts its settings when the
@@ -11,6 +11,7 @@ handler asks for them ("send_input" on the data channel); the handler reports on
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import time
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 AUDIO_CHUNK = OUTPUT_RATE // 50  # fastrtc's 20 ms audio frames
 AUDIO_LEAD_S = 0.04  # audio chunks are handed to fastrtc this far ahead of their play time
+EARLY_INPUT_S = 10.0  # input kept while the session starts (the newest this many seconds)
 
 
 class AvatarHandler(AsyncAudioVideoStreamHandler):
@@ -55,6 +57,8 @@ class AvatarHandler(AsyncAudioVideoStreamHandler):
     self.settings_args: Any = None
     self.worker: asyncio.Task | None = None
     self.webrtc_id: str | None = None
+    self.early: collections.deque[tuple[np.ndarray, float]] = collections.deque()  # (pcm, arrival)
+    self.early_samples = 0
 
   def copy(self) -> AvatarHandler:
     return AvatarHandler(self.server)
@@ -81,10 +85,17 @@ class AvatarHandler(AsyncAudioVideoStreamHandler):
       settings = Settings(self.server, self.settings_args)
       self.sid, self.live = await asyncio.to_thread(self.server.open, "webrtc", settings)
     except LiveError as e:
+      self.early.clear()
       self._error(e)
       await self._close_connection()
       return
     self.settings = settings
+    # The speech that came while the session started (settings, models) is the start of what was said.
+    while self.early:
+      pcm, arrived = self.early.popleft()
+      self.live.feed(pcm, arrived=arrived)
+      self.last_input = arrived
+      self.input_event.set()
     self.timeline = Timeline(self.live.idle_frame())
     h, w = self.live.output_size
     self._send({"type": "avatar", "event": "ready", "session": self.sid, "mode": self.live.mode,
@@ -94,12 +105,19 @@ class AvatarHandler(AsyncAudioVideoStreamHandler):
 
   async def receive(self, frame: tuple[int, np.ndarray]) -> None:
     rate, pcm = frame
-    if self.live is None or self.closed:
-      return  # before the avatar is ready the input is not kept
+    if self.closed:
+      return
     if rate != SAMPLE_RATE:
       self._error(LiveError("bad_audio", f"expected {SAMPLE_RATE} Hz audio, got {rate} Hz"))
       return
-    self.live.feed(np.asarray(pcm, np.float32).reshape(-1) / 32768.0)
+    pcm = np.asarray(pcm, np.float32).reshape(-1) / 32768.0
+    if self.live is None:  # the session is starting: keep the newest EARLY_INPUT_S for it
+      self.early.append((pcm, time.monotonic()))
+      self.early_samples += pcm.size
+      while self.early_samples - self.early[0][0].size >= EARLY_INPUT_S * SAMPLE_RATE:
+        self.early_samples -= self.early.popleft()[0].size
+      return
+    self.live.feed(pcm)
     self.last_input = time.monotonic()
     self.input_event.set()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import shutil
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -189,6 +190,11 @@ def test_backlog_is_bounded(models, portrait, speech):
   for _ in range(3):
     live.step()
   assert not live.backlog_full and live.backlog == 1
+  # Input kept while a session started (the WebRTC handler's): its latency counts from when it arrived.
+  live = LiveStream(models, portrait, mode="head")
+  live.feed(speech[:8533], arrived=time.monotonic() - 5.0)
+  block = live.step()
+  assert 5.0 <= block.latency_s < 60 and live.stats()["first_frame_latency_s"] >= 5.0
   with pytest.raises(LiveError, match="1-D") as e:
     live.feed(np.zeros((2, 100), np.float32))
   assert e.value.code == "bad_audio"

@@ -354,7 +354,9 @@ def test_webrtc_client_receives_aligned_video_and_audio(server):
   corr = signal.correlate(pcm, sent[:48000], mode="valid", method="fft")
   lag = int(np.argmax(corr))
   offset_ms = (lag - units[0] * 1600) / 48
-  assert abs(offset_ms) < 34, offset_ms  # within a frame (Opus and the upsampler add under 10 ms)
+  # Within a frame (measured +13.7 ms: Opus and the upsampler). The speech that arrives while the session
+  # starts is kept: dropped, it shifted the offset by what was lost (-46 to -226 ms measured).
+  assert abs(offset_ms) < 34, offset_ms
   stats = blocks[-1]["stats"]
   print(f"webrtc: {len(video)} video frames, {len(audio)} audio frames in {wall:.1f} s; audio - video "
         f"{offset_ms:+.1f} ms; server fps {stats['fps']:.1f}, first-frame latency "
