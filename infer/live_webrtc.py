@@ -2,10 +2,11 @@
 
 fastrtc's audio-video `Stream` (`infer.serve`) gives each connection a copy of the handler: the microphone's
 audio arrives at `receive` (16 kHz mono; what arrives while the session starts is kept for it), and fastrtc
-pulls `emit` (20 ms of 48 kHz audio) and `video_emit` (one frame) at their real-time rates. Both read one `infer.timeline.Timeline` from one start time, so the
-frames of a block and the audio they were made from leave together. The page sends a blank video track (a
-fastrtc audio-video stream answers the client's video track with its own) and posts its settings when the
-handler asks for them ("send_input" on the data channel); the handler reports on the data channel.
+pulls `emit` (20 ms of 48 kHz audio) and `video_emit` (one frame) at their real-time rates. Both read one
+`infer.timeline.Timeline` from one start time, so the frames of a block and the audio they were made from
+leave together. The page sends a blank video track (a fastrtc audio-video stream answers the client's video
+track with its own) and posts its settings when the handler asks for them ("send_input" on the data channel);
+the handler reports on the data channel.
 """
 
 from __future__ import annotations
