@@ -86,14 +86,14 @@ class AvatarHandler(AsyncAudioVideoStreamHandler):
       settings = Settings(self.server, self.settings_args)
       self.sid, self.live = await asyncio.to_thread(self.server.open, "webrtc", settings)
     except LiveError as e:
-      self.early.clear()
+      self.closed = True  # no session: keep nothing more (the connection is closing)
+      self._take_early()
       self._error(e)
       await self._close_connection()
       return
     self.settings = settings
     # The speech that came while the session started (settings, models) is the start of what was said.
-    while self.early:
-      pcm, arrived = self.early.popleft()
+    for pcm, arrived in self._take_early():
       self.live.feed(pcm, arrived=arrived)
       self.last_input = arrived
       self.input_event.set()
@@ -113,14 +113,23 @@ class AvatarHandler(AsyncAudioVideoStreamHandler):
       return
     pcm = np.asarray(pcm, np.float32).reshape(-1) / 32768.0
     if self.live is None:  # the session is starting: keep the newest EARLY_INPUT_S for it
-      self.early.append((pcm, time.monotonic()))
-      self.early_samples += pcm.size
-      while self.early_samples - self.early[0][0].size >= EARLY_INPUT_S * SAMPLE_RATE:
-        self.early_samples -= self.early.popleft()[0].size
+      self._keep_early(pcm, time.monotonic())
       return
     self.live.feed(pcm)
     self.last_input = time.monotonic()
     self.input_event.set()
+
+  def _keep_early(self, pcm: np.ndarray, arrived: float) -> None:
+    """Keeps input that arrives before the session is open: the newest EARLY_INPUT_S seconds."""
+    self.early.append((pcm, arrived))
+    self.early_samples += pcm.size
+    while len(self.early) > 1 and self.early_samples - self.early[0][0].size >= EARLY_INPUT_S * SAMPLE_RATE:
+      self.early_samples -= self.early.popleft()[0].size
+
+  def _take_early(self) -> list[tuple[np.ndarray, float]]:
+    """The kept input, oldest first; the buffer is empty afterwards."""
+    early, self.early, self.early_samples = list(self.early), collections.deque(), 0
+    return early
 
   def _apply_settings(self) -> None:
     args = self.latest_args[-1] if self.latest_args else None

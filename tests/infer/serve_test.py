@@ -312,6 +312,28 @@ async def _webrtc_call(server, wav, *, settings: dict, hang_up_after_blocks: int
   return messages, video, audio
 
 
+def test_webrtc_handler_keeps_the_newest_input_while_its_session_starts():
+  """Before its session is open the handler keeps what the microphone sends (the newest EARLY_INPUT_S, with
+  arrival times) for the session's first blocks; a handler whose session failed to start keeps nothing."""
+  require_module("fastrtc", "pip install -e '.[live]'")
+  from infer import live_webrtc
+
+  handler = live_webrtc.AvatarHandler(server=None)
+  frames = np.arange(12 * SR, dtype=np.int16).reshape(-1, 320) % 1000  # 12 s in 20-ms frames, numbered
+  for f in frames:
+    asyncio.run(handler.receive((SR, f[None])))
+  kept = handler._take_early()
+  samples = sum(pcm.size for pcm, _ in kept)
+  assert 10 * SR <= samples < 10 * SR + 320  # the newest 10 s, in whole frames
+  np.testing.assert_allclose(kept[-1][0], frames[-1] / 32768.0)  # in order, the last frame last
+  np.testing.assert_allclose(kept[0][0], frames[-len(kept)] / 32768.0)
+  assert [t for _, t in kept] == sorted(t for _, t in kept)
+  assert handler.early_samples == 0 and not handler.early
+  handler.closed = True  # what a failed start leaves (the connection is closing)
+  asyncio.run(handler.receive((SR, frames[0][None])))
+  assert not handler.early
+
+
 def test_webrtc_client_receives_aligned_video_and_audio(server):
   pytest.importorskip("aiortc")
   settings = {"portrait": server.avatar.bundled_portrait, "mode": "head"}
