@@ -1,4 +1,4 @@
-"""Image / sequence similarity metrics in JAX (paper §4): PSNR and SSIM.
+"""Image / sequence similarity metrics in JAX (paper §4): PSNR and SSIM; a checkerboard index.
 
 `ssim` follows Wang et al. 2004 as scikit-image's `structural_similarity(..., gaussian_weights=True,
 sigma=1.5, use_sample_covariance=False, data_range=R)` computes it: local means, variances and covariance
@@ -20,6 +20,23 @@ def psnr(x: jax.Array, y: jax.Array, data_range: float = 1.0) -> jax.Array:
   axes = tuple(range(1, x.ndim))
   mse = jnp.mean(jnp.square(x.astype(jnp.float32) - y.astype(jnp.float32)), axis=axes)
   return 10.0 * jnp.log10(data_range ** 2 / jnp.maximum(mse, 1e-20))
+
+
+def alternation(x: jax.Array) -> jax.Array:
+  """A period-2 (checkerboard / stripe) index of images (B, H, W, C) -> (B,): per spatial axis the mean
+  absolute second difference of the luminance (channel mean) over its mean absolute central difference,
+  the larger of the two axes. A pattern alternating every pixel maximises the second difference against
+  the first; natural frames measure about the same along both axes (0.6-0.8 for a portrait resized to
+  256², depending on the filter), while a sub-pixel conv head whose four sub-kernels disagree (stripes
+  along edges) raises one axis well above the other (benchmarks/RESULTS.md)."""
+  y = jnp.mean(x.astype(jnp.float32), axis=-1)
+  out = []
+  for axis in (1, 2):
+    a, b, c = (jax.lax.slice_in_dim(y, i, y.shape[axis] - 2 + i, axis=axis) for i in range(3))
+    second = jnp.mean(jnp.abs(a - 2 * b + c), axis=(1, 2))
+    first = jnp.mean(jnp.abs(c - a), axis=(1, 2))
+    out.append(second / jnp.maximum(first, 1e-6))
+  return jnp.maximum(*out)
 
 
 def _gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> np.ndarray:

@@ -94,7 +94,7 @@ def _scorer(r) -> Callable:
     def per(x):
       err = jnp.abs(x - target)
       out = {"l1": jnp.mean(err, axis=(1, 2, 3)), "psnr": metrics.psnr(x, target),
-             "ssim": metrics.ssim(x, target, 1.0)}
+             "ssim": metrics.ssim(x, target, 1.0), "alternation": metrics.alternation(x)}
       for region in REGIONS:
         if f"eval_{region}_mask" in batch:
           out[f"{region}_l1"] = region_l1(x, target, batch[f"eval_{region}_mask"])
@@ -160,6 +160,8 @@ class RenderEvaluator:
         scalars[f"eval/{split}/copy_source_{k}"] = float(np.nanmean(base))
       prefix = f"eval/{split}/"
       scalars[prefix + "psnr_gain_db"] = scalars[prefix + "psnr"] - scalars[prefix + "copy_source_psnr"]
+      # The real frames' own period-2 index: what a generator without checkerboard comes near.
+      scalars[prefix + "target_alternation"] = float(np.mean(metrics.alternation(batch["driving_target"])))
       pred, cp = np.concatenate(preds), np.concatenate(copies)
       clips = sorted(set(clip_ids.tolist()))[:self.sheet_rows]
       rows = [int(np.flatnonzero(clip_ids == c)[-1]) for c in clips]  # each clip's last (latest) pair

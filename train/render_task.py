@@ -29,6 +29,7 @@ from PIL import Image
 
 from chatanyone_jax import tree_math
 from chatanyone_jax.convert.state_dict import load_state_dict
+from chatanyone_jax.ops.resample import icnr_project
 from chatanyone_jax.render import presets, train_step
 from chatanyone_jax.vgg19 import VGG19Features, convert_vgg19
 from data import pipelines, records
@@ -222,9 +223,28 @@ class RenderTask(Task):
     stay fresh."""
     cast = lambda new, old: np.asarray(new, old.dtype)
     params = jax.tree.map(cast, weights["params"], state["gen"]["params"])
+    if self.config.get("warm_start_icnr"):
+      params = self._icnr_heads(params)
     stats = jax.tree.map(cast, weights["batch_stats"], state["gen"]["batch_stats"])
     gen = {**state["gen"], "params": params, "batch_stats": stats}
     return {**state, "gen": gen, "ema": jax.tree.map(np.copy, params)}
+
+  def _icnr_heads(self, params: dict) -> dict:
+    """`params` with G's sub-pixel heads projected onto ICNR (`config.warm_start_icnr`)."""
+    g = self.renderer.spade_generator
+    if g.upscale is None or g.upscale <= 1:
+      raise ValueError(f"config.warm_start_icnr: preset {self.config.model.preset}'s G has no pixel shuffle "
+                       "(upscale 1); leave warm_start_icnr off")
+    gen = dict(params["G"])
+    for name in ("conv_img", "conv_alpha"):
+      if name in gen:
+        kernel, bias = icnr_project(gen[name]["kernel"], gen[name].get("bias"), 2)  # G's PixelShuffle(2)
+        dtype = gen[name]["kernel"].dtype
+        gen[name] = {**gen[name], "kernel": kernel.astype(dtype)}
+        if bias is not None:
+          gen[name]["bias"] = bias.astype(gen[name]["bias"].dtype)
+        log.info("warm_start_icnr: G/%s projected onto ICNR (its 4 sub-pixel kernels averaged)", name)
+    return {**params, "G": gen}
 
   def make_step(self, tx: optax.GradientTransformation, schedule: optax.Schedule, ema_decay: float,
                 key: jax.Array):

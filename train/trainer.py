@@ -159,7 +159,8 @@ class Program:
 # Config keys that only steer the loop (how long, what it logs and saves, where it starts from), never the
 # programs `build` makes: two configs that differ only in these share one Program (`cached_build`).
 LOOP_KEYS = ("num_steps", "log_every", "checkpoint_every", "keep_checkpoints", "progress", "image_every",
-             "evals", "restore_data", "warm_start", "warm_start_step", "stats_batches", "worker_count")
+             "evals", "restore_data", "warm_start", "warm_start_step", "warm_start_icnr", "stats_batches",
+             "worker_count")
 _PROGRAMS: dict = {}  # cached_build's programs, the most recent last
 _MAX_PROGRAMS = 4
 

@@ -18,6 +18,8 @@ from chatanyone_jax.ops.norm import (
 )
 from chatanyone_jax.ops.pose import headpose_from_bins, rotation_matrix, transform_keypoints
 from chatanyone_jax.ops.resample import (
+  icnr,
+  icnr_project,
   pixel_shuffle,
   pixel_unshuffle,
   resize_bilinear,
@@ -27,8 +29,8 @@ from chatanyone_jax.ops.resample import (
 
 __all__ = [
     "adain", "adain_from_style", "channel_stats", "grid_sample", "grn", "headpose_from_bins",
-    "instance_norm", "keypoint_flow", "kp2gaussian", "layer_norm_channels", "make_coordinate_grid",
-    "modulate",
+    "icnr", "icnr_project", "instance_norm", "keypoint_flow", "kp2gaussian", "layer_norm_channels",
+    "make_coordinate_grid", "modulate",
     "pixel_shuffle", "pixel_unshuffle", "resize_bilinear", "resize_nearest", "rotation_matrix",
     "sinusoidal_positions", "timestep_embedding", "transform_keypoints", "upsample_nearest",
 ]

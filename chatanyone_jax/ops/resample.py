@@ -9,7 +9,7 @@ and `nn.PixelShuffle(r)` reads channel c * r^2 + i * r + j for output pixel
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -99,6 +99,40 @@ def pixel_shuffle(x: jax.Array, r: int) -> jax.Array:
   x = x.reshape(n, h, w, co, r, r)  # channel = co * r^2 + i * r + j
   x = x.transpose(0, 1, 4, 2, 5, 3)  # (n, h, i, w, j, co)
   return x.reshape(n, h * r, w * r, co)
+
+
+def icnr(base_init: Callable, r: int) -> Callable:
+  """A kernel initializer for a conv feeding `pixel_shuffle(., r)`: ICNR (Aitken et al. 2017, "Checkerboard
+  artifact free sub-pixel convolution"). `base_init` draws a kernel for the C output channels; each is
+  repeated for its r^2 sub-pixel positions, so the shuffled output starts as the nearest upsampling of
+  one conv's output: no checkerboard at initialisation, and none left by sub-kernels that training never
+  brings into agreement (independently drawn ones leave period-r stripes along edges)."""
+
+  def init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32) -> jax.Array:
+    *taps, cin, cout = shape
+    if cout % (r * r):
+      raise ValueError(f"ICNR: {cout} output channels not divisible by r^2 = {r * r}")
+    return jnp.repeat(base_init(key, (*taps, cin, cout // (r * r)), dtype), r * r, axis=-1)
+
+  return init
+
+
+def icnr_project(kernel: np.ndarray, bias: np.ndarray | None, r: int) -> tuple[np.ndarray, np.ndarray | None]:
+  """A trained sub-pixel conv (kernel (..., Cin, C r^2), bias (C r^2,), `pixel_shuffle`'s channel order)
+  projected onto ICNR's subspace: each output channel's r^2 sub-kernels (and biases) replaced by their
+  mean, so the shuffled output becomes the nearest upsampling of the mean conv. Starts a fine-tune that
+  removes the checkerboard of a generator trained from independent sub-kernels. Host arrays in, float32
+  out."""
+  kernel = np.asarray(kernel, np.float32)
+  *lead, cout = kernel.shape
+  if cout % (r * r):
+    raise ValueError(f"ICNR: {cout} output channels not divisible by r^2 = {r * r}")
+  mean = kernel.reshape(*lead, cout // (r * r), r * r).mean(-1, keepdims=True)
+  kernel = np.broadcast_to(mean, (*lead, cout // (r * r), r * r)).reshape(kernel.shape).copy()
+  if bias is not None:
+    b = np.asarray(bias, np.float32).reshape(-1, r * r)
+    bias = np.repeat(b.mean(-1), r * r)
+  return kernel, bias
 
 
 def pixel_unshuffle(x: jax.Array, r: int) -> jax.Array:

@@ -2,7 +2,10 @@
 
 fc conv -> 6 SPADE residual blocks -> (x2, SPADE block) x 2 -> LeakyReLU ->
 conv -> pixel shuffle -> sigmoid. The warped feature map itself is the
-segmentation map of every SPADE (resized to each block's resolution).
+segmentation map of every SPADE (resized to each block's resolution). The
+conv before the pixel shuffle starts ICNR-initialised (`ops.icnr`: its four
+sub-pixel kernels equal), which only changes the random initialisation:
+converted weights load as they are.
 
 With `config.source_skip` (not LivePortrait's) a second head predicts a per-pixel alpha, and the image is
 alpha G + (1 - alpha) S, S = the source image warped in 2-D by W's flow (`source_skip_image`).
@@ -24,7 +27,7 @@ from chatanyone_jax.layers.blocks import conv
 from chatanyone_jax.layers.norm import SPADE
 from chatanyone_jax.ops.grid_sample import grid_sample
 from chatanyone_jax.ops.heatmaps import make_coordinate_grid
-from chatanyone_jax.ops.resample import pixel_shuffle, upsample_nearest
+from chatanyone_jax.ops.resample import icnr, pixel_shuffle, upsample_nearest
 from chatanyone_jax.render.hand_injection import HandEncoder, HandInjection
 from chatanyone_jax.render.presets import SPADEDecoderConfig
 
@@ -224,9 +227,11 @@ class SPADEDecoder(nn.Module):
     x = nn.leaky_relu(x, 0.2)
     shuffle = cfg.upscale is not None and cfg.upscale > 1  # LivePortrait: conv -> PixelShuffle(2)
 
-    def head(channels, name, **kwargs):
+    def head(channels, name, kernel_init=nn.linear.default_kernel_init):
       r2 = 4 if shuffle else 1
-      y = nn.Conv(channels * r2, (3, 3), padding=[(1, 1)] * 2, name=name, dtype=self.dtype, **kwargs)(x)
+      init = icnr(kernel_init, 2) if shuffle else kernel_init  # ICNR: no checkerboard (`icnr`)
+      y = nn.Conv(channels * r2, (3, 3), padding=[(1, 1)] * 2, name=name, dtype=self.dtype,
+                  kernel_init=init)(x)
       return pixel_shuffle(y, 2) if shuffle else y
 
     image = head(3, "conv_img")

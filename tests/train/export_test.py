@@ -151,3 +151,33 @@ def test_renderer_takes_generator_weights_and_keeps_a_fresh_discriminator():
   np.testing.assert_array_equal(out["gen"]["batch_stats"]["G"]["m"], 2.0)
   assert out["gen"]["params"]["G"]["w"].dtype == np.float32 and out["gen"]["opt_state"] == "g-opt"
   assert out["disc"] is state["disc"]
+
+
+def test_warm_start_icnr_projects_the_generators_sub_pixel_heads():
+  """config.warm_start_icnr: G's conv_img / conv_alpha (PixelShuffle(2) heads) start as the mean of their
+  four sub-pixel kernels (params and EMA); every other array as exported."""
+  from train import tasks
+
+  c = render_head512.get_config("tiny")
+  c.warm_start_icnr = True
+  task = tasks.get_task(c)
+  rng = np.random.default_rng(0)
+  head = lambda c_out: {"kernel": rng.normal(size=(3, 3, 2, 4 * c_out)).astype(np.float32),
+                        "bias": rng.normal(size=4 * c_out).astype(np.float32)}
+  weights = {"params": {"G": {"conv_img": head(3), "conv_alpha": head(1), "fc": {"kernel": np.ones(2)}}},
+             "batch_stats": {}, "norm": {}}
+  z = jax.tree.map(np.zeros_like, weights["params"])
+  state = {"gen": {"params": z, "batch_stats": {}}, "disc": {}, "ema": z, "step": np.int32(0), "norm": {}}
+  out = task.with_weights(state, weights)
+  for tree in (out["gen"]["params"], out["ema"]):
+    for name, c_out in (("conv_img", 3), ("conv_alpha", 1)):
+      k, b = tree["G"][name]["kernel"], tree["G"][name]["bias"]
+      src = weights["params"]["G"][name]
+      mean_k = src["kernel"].reshape(3, 3, 2, c_out, 4).mean(-1)
+      np.testing.assert_allclose(k.reshape(3, 3, 2, c_out, 4), np.repeat(mean_k[..., None], 4, -1), rtol=1e-6)
+      np.testing.assert_allclose(b, np.repeat(src["bias"].reshape(c_out, 4).mean(-1), 4), rtol=1e-6)
+    np.testing.assert_array_equal(tree["G"]["fc"]["kernel"], 1.0)
+  c = render_head512.get_config("tiny")  # off by default: the weights as exported
+  out = tasks.get_task(c).with_weights(state, weights)
+  np.testing.assert_array_equal(out["gen"]["params"]["G"]["conv_img"]["kernel"],
+                                weights["params"]["G"]["conv_img"]["kernel"])

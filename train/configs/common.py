@@ -99,6 +99,10 @@ def render_config(preset: str, *, crop: str, region: str | None, face_refine: bo
   # workdir of another renderer of this project (e.g. the head renderer for the face refine): arrays with
   # matching names and shapes start from it.
   c.init_from = config_dict.placeholder(str)
+  # With config.warm_start: G's sub-pixel heads (conv_img, conv_alpha) start projected onto ICNR (each
+  # output's four sub-pixel kernels replaced by their mean, `ops.icnr_project`): a fine-tune that removes
+  # the period-2 checkerboard of a generator trained from independently drawn sub-kernels.
+  c.warm_start_icnr = False
   c.batch_size = 32  # global (the paper: 8 A100)
   c.num_steps = 300_000
   c.learning_rate = 2e-4

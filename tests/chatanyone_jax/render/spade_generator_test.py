@@ -7,10 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from chatanyone_jax import metrics
 from chatanyone_jax.convert import liveportrait as convert
 from chatanyone_jax.layers import torch_compat as tc
 from chatanyone_jax.ops.heatmaps import make_coordinate_grid
-from chatanyone_jax.ops.resample import upsample_nearest
+from chatanyone_jax.ops.resample import icnr_project, pixel_shuffle, upsample_nearest
 from chatanyone_jax.render import presets
 from chatanyone_jax.render.spade_generator import (
   SKIP_ALPHA_OFFSET,
@@ -162,3 +163,28 @@ def test_source_skip_decoder_starts_near_the_warped_source_and_trains_both_heads
                            argnums=(0, 1)))(v["params"], flow)
   util.assert_gradients_reach_every_parameter(grads[0])
   assert float(jnp.abs(grads[1]).sum()) > 0, "the flow gets a gradient through the skip"
+
+
+def test_sub_pixel_head_starts_without_checkerboard_and_a_projection_removes_one():
+  """G's conv_img is ICNR-initialised: the four sub-pixel kernels of each colour are equal, so its shuffled
+  output starts constant on every 2x2 block (the nearest upsampling of one conv). A head with disagreeing
+  sub-kernels draws period-2 stripes (a higher alternation index); projected onto ICNR (`icnr_project`) it
+  is the upsampled mean head, with no stripes."""
+  cfg = presets.tiny.spade_generator
+  model = SPADEDecoder(cfg)
+  x = jax.random.normal(jax.random.key(0), (1, 8, 8, cfg.input_channels))
+  head = jax.jit(model.init)(jax.random.key(1), x)["params"]["conv_img"]
+  kernel = np.asarray(head["kernel"]).reshape(3, 3, cfg.out_channels, 3, 4)  # pixel_shuffle's channel order
+  np.testing.assert_array_equal(kernel, np.repeat(kernel[..., :1], 4, -1))
+  assert float(np.std(kernel)) > 0 and not np.any(head["bias"])
+  # A smooth image through a head whose sub-kernels disagree: stripes; through its projection: none.
+  yy, xx = np.mgrid[0:32, 0:32] / 32.0
+  smooth = np.stack([np.sin(3 * xx + 2 * yy), np.cos(2 * xx - yy)], -1)[None].astype(np.float32)
+  kernel = np.zeros((1, 1, 2, 4), np.float32)
+  kernel[0, 0, 0] = [1.0, 0.2, 1.0, 0.2]  # columns alternate: sub-kernels (i, 0) vs (i, 1)
+  shuffled = lambda k: pixel_shuffle(jnp.einsum("nhwc,cd->nhwd", smooth, k[0, 0]), 2)
+  striped = shuffled(kernel)
+  projected, _ = icnr_project(kernel, None, 2)
+  flat = shuffled(projected)
+  assert float(metrics.alternation(striped)[0]) > 1.5 * float(metrics.alternation(flat)[0])
+  np.testing.assert_allclose(flat, upsample_nearest(jnp.asarray(smooth[..., :1] * 0.6), 2), atol=1e-6)
