@@ -26,9 +26,9 @@ def alternation(x: jax.Array) -> jax.Array:
   """A period-2 (checkerboard / stripe) index of images (B, H, W, C) -> (B,): per spatial axis the mean
   absolute second difference of the luminance (channel mean) over its mean absolute central difference,
   the larger of the two axes. A pattern alternating every pixel maximises the second difference against
-  the first; natural frames measure about the same along both axes (0.6-0.8 for a portrait resized to
-  256², depending on the filter), while a sub-pixel conv head whose four sub-kernels disagree (stripes
-  along edges) raises one axis well above the other (benchmarks/RESULTS.md)."""
+  the first. Real 256² head crops measure 0.47-0.51, about the same along both axes; a sub-pixel conv head
+  whose four sub-kernels disagree (stripes along edges) raises one axis well above the other (0.9-1.1;
+  benchmarks/RESULTS.md); a nearest-upsampled image measures about 1."""
   y = jnp.mean(x.astype(jnp.float32), axis=-1)
   out = []
   for axis in (1, 2):

@@ -100,6 +100,9 @@ class RenderTask(Task):
     if config.face_refine and not self.renderer.spade_generator.hand_injection:
       raise ValueError(f"face refine needs a preset with G's injection branch; {config.model.preset} "
                        "has none")
+    if config.get("warm_start_icnr") and not config.get("warm_start"):
+      raise ValueError("config.warm_start_icnr projects the weights of config.warm_start: give "
+                       "--config.warm_start=EXPORT_OR_WORKDIR too (new trainings start ICNR-initialised)")
     self.injection = self.renderer.spade_generator.hand_injection
     self.perceptual_fn = load_vgg19(config.vgg_weights) if config.get("vgg_weights") else None
 

@@ -127,12 +127,8 @@ def icnr_project(kernel: np.ndarray, bias: np.ndarray | None, r: int) -> tuple[n
   *lead, cout = kernel.shape
   if cout % (r * r):
     raise ValueError(f"ICNR: {cout} output channels not divisible by r^2 = {r * r}")
-  mean = kernel.reshape(*lead, cout // (r * r), r * r).mean(-1, keepdims=True)
-  kernel = np.broadcast_to(mean, (*lead, cout // (r * r), r * r)).reshape(kernel.shape).copy()
-  if bias is not None:
-    b = np.asarray(bias, np.float32).reshape(-1, r * r)
-    bias = np.repeat(b.mean(-1), r * r)
-  return kernel, bias
+  mean = lambda a: np.repeat(a.reshape(*a.shape[:-1], -1, r * r).mean(-1), r * r, axis=-1)
+  return mean(kernel), None if bias is None else mean(np.asarray(bias, np.float32))
 
 
 def pixel_unshuffle(x: jax.Array, r: int) -> jax.Array:

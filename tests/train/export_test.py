@@ -160,6 +160,9 @@ def test_warm_start_icnr_projects_the_generators_sub_pixel_heads():
 
   c = render_head512.get_config("tiny")
   c.warm_start_icnr = True
+  with pytest.raises(ValueError, match="warm_start_icnr projects the weights of config.warm_start"):
+    tasks.get_task(c)
+  c.warm_start = "EXPORT"
   task = tasks.get_task(c)
   rng = np.random.default_rng(0)
   head = lambda c_out: {"kernel": rng.normal(size=(3, 3, 2, 4 * c_out)).astype(np.float32),
