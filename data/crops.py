@@ -49,11 +49,30 @@ def clip_boxes(face_box: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarr
   return head.astype(np.float32), body.astype(np.float32)
 
 
+PADS = ("black", "edge")
+
+
 def crop(image: np.ndarray | Image.Image, box: np.ndarray, size: tuple[int, int],
-         resample: int = Image.Resampling.BILINEAR) -> np.ndarray:
-  """Crops `box` (whole pixels, may leave the image: black padding) and resizes to (H, W)."""
-  img = image if isinstance(image, Image.Image) else Image.fromarray(image)
+         resample: int = Image.Resampling.BILINEAR, pad: str = "black") -> np.ndarray:
+  """Crops `box` (whole pixels, may leave the image) and resizes to (H, W).
+
+  Where the box leaves the image `pad` fills it: "black" (the training records' crops) or "edge" (the
+  image's border pixels repeated outwards: a portrait whose body box leaves the picture keeps its wall
+  and shirt there instead of a black band, which the renderer would copy into every frame).
+  """
+  if pad not in PADS:
+    raise ValueError(f"pad must be one of {PADS}, got {pad!r}")
   x0, y0, x1, y1 = (int(v) for v in box)
+  if pad == "edge":
+    arr = np.asarray(image)
+    h, w = arr.shape[:2]
+    before = (max(0, -y0), max(0, -x0))
+    after = (max(0, y1 - h), max(0, x1 - w))
+    if any(before) or any(after):
+      widths = [(before[0], after[0]), (before[1], after[1])] + [(0, 0)] * (arr.ndim - 2)
+      image = np.pad(arr, widths, mode="edge")
+      x0, x1, y0, y1 = x0 + before[1], x1 + before[1], y0 + before[0], y1 + before[0]
+  img = image if isinstance(image, Image.Image) else Image.fromarray(image)
   out = img.crop((x0, y0, x1, y1)).resize((size[1], size[0]), resample, reducing_gap=3.0)
   return np.asarray(out)
 
