@@ -31,6 +31,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg == "small_lean_mouth":  # small_lean with a mouth-region L1 term (render.train_step.REGIONS)
     common.small_render_for_cpu(c, "small_head_skip_lean")
     c.region = "mouth"
+  elif arg == "small_lean_mouth_gimage":  # small_lean_mouth with G's own image trained everywhere too:
+    common.small_render_for_cpu(c, "small_head_skip_lean")  # an L1 before the source skip's blend (where
+    c.region = "mouth"  # alpha is partial, at the hair's edge, G's untrained colours showed as specks)
+    c.loss_weights = ml_collections.ConfigDict({"g_image": 0.5})
   elif arg == "small_lpmotion_mouth":  # small_lean_mouth's baseline: the full presets' layout at small scale
     common.small_render_for_cpu(c, "small_head_skip_lpmotion")  # (LivePortrait's dense motion, 6 G_middle)
     c.region = "mouth"
@@ -39,5 +43,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg:
     raise ValueError(f"unknown render_head512 variant {arg!r} "
                      f"(have: lean, tiny, small, small_narrow, small_lean, small_lean_mouth, "
-                     f"small_lpmotion_mouth, small_plain)")
+                     f"small_lean_mouth_gimage, small_lpmotion_mouth, small_plain)")
   return c
