@@ -1,4 +1,5 @@
-"""Image / sequence similarity metrics in JAX (paper §4): PSNR and SSIM; a checkerboard index.
+"""Image / sequence similarity metrics in JAX (paper §4): PSNR and SSIM; a checkerboard index and a count
+of isolated off-colour pixels.
 
 `ssim` follows Wang et al. 2004 as scikit-image's `structural_similarity(..., gaussian_weights=True,
 sigma=1.5, use_sample_covariance=False, data_range=R)` computes it: local means, variances and covariance
@@ -37,6 +38,24 @@ def alternation(x: jax.Array) -> jax.Array:
     first = jnp.mean(jnp.abs(c - a), axis=(1, 2))
     out.append(second / jnp.maximum(first, 1e-6))
   return jnp.maximum(*out)
+
+
+SPECK_THRESHOLD = 0.25  # `specks`: a pixel's deviation from its 3x3 neighbourhood's median, in [0, 1] units
+
+
+def specks(x: jax.Array, threshold: float = SPECK_THRESHOLD) -> jax.Array:
+  """Isolated-pixel outliers of images (B, H, W, C) in [0, 1] -> (B,) per 10,000 pixels: pixels where some
+  channel is more than `threshold` away from the median of its 3x3 neighbourhood (edges repeated). An edge
+  keeps its neighbourhood's median; single off-colour pixels, as an untrained generator image showing
+  through a partial blend, count one each, and so do the pixels of a one-pixel line of strong contrast
+  (the real frames' own count is the reference: `train.render_eval` reports it; benchmarks/RESULTS.md)."""
+  x = x.astype(jnp.float32)
+  h, w = x.shape[1:3]
+  padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+  shifted = jnp.stack([padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)])
+  median = jnp.sort(shifted, axis=0)[4]
+  outlier = jnp.max(jnp.abs(x - median), axis=-1) > threshold
+  return 1e4 * jnp.mean(outlier.astype(jnp.float32), axis=(1, 2))
 
 
 def _gaussian_window(sigma: float = 1.5, truncate: float = 3.5) -> np.ndarray:

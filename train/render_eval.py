@@ -79,6 +79,10 @@ def region_l1(x: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.where(area >= 3.0 * MIN_REGION_PIXELS, inside, jnp.nan)
 
 
+# Artefact indices of a generated image alone, each reported for the real frames too (`target_<name>`).
+IMAGE_INDICES = {"alternation": metrics.alternation, "specks": metrics.specks}
+
+
 @functools.lru_cache(maxsize=4)
 def _scorer(r) -> Callable:
   """The jitted scoring of RenderEvaluator for renderer config `r` (one per config in a process: an
@@ -94,7 +98,7 @@ def _scorer(r) -> Callable:
     def per(x):
       err = jnp.abs(x - target)
       out = {"l1": jnp.mean(err, axis=(1, 2, 3)), "psnr": metrics.psnr(x, target),
-             "ssim": metrics.ssim(x, target, 1.0), "alternation": metrics.alternation(x)}
+             "ssim": metrics.ssim(x, target, 1.0), **{k: f(x) for k, f in IMAGE_INDICES.items()}}
       for region in REGIONS:
         if f"eval_{region}_mask" in batch:
           out[f"{region}_l1"] = region_l1(x, target, batch[f"eval_{region}_mask"])
@@ -119,7 +123,7 @@ class RenderEvaluator:
                                    output_size=self.renderer.output_size),
         pipelines.crop_size(meta, config.crop))
     self.batches: dict[str, tuple[dict, np.ndarray]] = {}
-    self.target_alternation: dict[str, float] = {}
+    self.target_indices: dict[str, dict[str, float]] = {}
     for split in ev.splits:
       pairs = eval_pairs(config.data_dir, split, ev.max_clips, ev.frames_per_clip)
       if not pairs:
@@ -131,8 +135,9 @@ class RenderEvaluator:
         if f"{region}_mask" in decoded[0]:
           batch[f"eval_{region}_mask"] = np.stack([p[f"{region}_mask"] for p in decoded]).astype(np.float32)
       self.batches[split] = (batch, np.array([c for _, _, c in pairs]))
-      # The real frames' own period-2 index: what a generator without checkerboard comes near.
-      self.target_alternation[split] = float(np.mean(metrics.alternation(batch["driving_target"])))
+      # The real frames' own indices: what a generator without checkerboard or specks comes near.
+      self.target_indices[split] = {k: float(np.mean(f(batch["driving_target"])))
+                                    for k, f in IMAGE_INDICES.items()}
       log.info("evals: %d pairs of %d clips in %r", len(pairs), len(set(c for *_, c in pairs)), split)
     self._score = _scorer(self.renderer)
 
@@ -163,7 +168,8 @@ class RenderEvaluator:
         scalars[f"eval/{split}/copy_source_{k}"] = float(np.nanmean(base))
       prefix = f"eval/{split}/"
       scalars[prefix + "psnr_gain_db"] = scalars[prefix + "psnr"] - scalars[prefix + "copy_source_psnr"]
-      scalars[prefix + "target_alternation"] = self.target_alternation[split]
+      for k, v in self.target_indices[split].items():
+        scalars[prefix + f"target_{k}"] = v
       pred, cp = np.concatenate(preds), np.concatenate(copies)
       clips = sorted(set(clip_ids.tolist()))[:self.sheet_rows]
       rows = [int(np.flatnonzero(clip_ids == c)[-1]) for c in clips]  # each clip's last (latest) pair

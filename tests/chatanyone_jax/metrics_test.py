@@ -58,3 +58,26 @@ def test_ssim_and_psnr_match_scikit_image_on_real_frames():
   assert 0.5 < want < 0.999
   np.testing.assert_allclose(float(metrics.psnr(jnp.asarray(x[None]), jnp.asarray(y[None]))[0]),
                              peak_signal_noise_ratio(x, y, data_range=1.0), rtol=1e-5)
+
+
+def test_specks_count_isolated_off_colour_pixels_against_scipy_median():
+  """`metrics.specks`: pixels more than 0.25 from their 3x3 median in some channel, per 10,000 pixels (SciPy's
+  median filter with repeated edges as the reference); a strong edge is not a speck, a one-pixel line of
+  strong contrast is one per pixel."""
+  yy, xx = np.mgrid[0:50, 0:40] / 50.0
+  smooth = np.stack([yy, xx, 0.5 * (yy + xx)], -1).astype(np.float32)  # gradients
+  edged = smooth.copy()
+  edged[:, 20:] += 0.4  # a strong vertical edge
+  specked = edged.copy()
+  for y, x in ((5, 5), (30, 33), (44, 12)):
+    specked[y, x] = [1.0, 0.0, 1.0]  # three magenta pixels
+  lined = smooth.copy()
+  lined[10, :, 2] = 1.0  # a one-pixel line across, 0.5 or more above its neighbours from x = 0 to 29
+  images = np.clip(np.stack([smooth, edged, specked, lined]), 0, 1)
+  got = np.asarray(metrics.specks(jnp.asarray(images)))
+  med = ndimage.median_filter(images, size=(1, 3, 3, 1), mode="nearest")
+  want = 1e4 * (np.abs(images - med).max(-1) > metrics.SPECK_THRESHOLD).mean(axis=(1, 2))
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  per_pixel = 1e4 / (50 * 40)
+  np.testing.assert_allclose(got[:3], [0.0, 0.0, 3 * per_pixel], rtol=1e-6)
+  assert 20 * per_pixel < got[3] <= 40.5 * per_pixel

@@ -54,9 +54,10 @@ def test_evaluator_scores_generator_and_copy_source(split_records):
   scalars, images = evaluator.run(state)
   for split, clips in (("heldout_frames", 2), ("validation", 1)):
     p = f"eval/{split}/"
-    for m in ("l1", "psnr", "ssim", "alternation"):
+    for m in ("l1", "psnr", "ssim", "alternation", "specks"):
       assert np.isfinite(scalars[p + m]) and np.isfinite(scalars[p + "copy_source_" + m])
     assert 0 < scalars[p + "target_alternation"] < 2 and scalars[p + "alternation"] > 0
+    assert 0 <= scalars[p + "target_specks"] < 5 and scalars[p + "specks"] >= 0  # per 10,000 pixels
     assert 0 < scalars[p + "l1"] < 1 and -1 <= scalars[p + "ssim"] <= 1
     assert scalars[p + "psnr_gain_db"] == pytest.approx(scalars[p + "psnr"] - scalars[p + "copy_source_psnr"])
     # Head crops: a face in every frame, no hand mask; the error inside the face is its own number.
