@@ -31,10 +31,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg == "small_lean_mouth":  # small_lean with a mouth-region L1 term (render.train_step.REGIONS)
     common.small_render_for_cpu(c, "small_head_skip_lean")
     c.region = "mouth"
-  elif arg == "small_lean_mouth_gimage":  # small_lean_mouth with G's own image trained everywhere too:
-    common.small_render_for_cpu(c, "small_head_skip_lean")  # an L1 before the source skip's blend (where
-    c.region = "mouth"  # alpha is partial, at the hair's edge, G's untrained colours showed as specks)
-    c.loss_weights = ml_collections.ConfigDict({"g_image": 0.5})
+  elif arg == "small_lean_mouth_gimage":  # small_lean_mouth with G's own image trained where alpha is
+    common.small_render_for_cpu(c, "small_head_skip_lean")  # partial (render.train_step "g_image": at the
+    c.region = "mouth"  # hair's edge G's colours showed through as single-pixel specks)
+    c.loss_weights = ml_collections.ConfigDict({"g_image": 1.0})
   elif arg == "small_lpmotion_mouth":  # small_lean_mouth's baseline: the full presets' layout at small scale
     common.small_render_for_cpu(c, "small_head_skip_lpmotion")  # (LivePortrait's dense motion, 6 G_middle)
     c.region = "mouth"

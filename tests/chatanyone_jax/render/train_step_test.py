@@ -245,8 +245,9 @@ def test_single_d_pass_gives_the_gradients_of_the_reported_losses():
 
   # One program: the init, the step and both reference gradients (one compile; host arrays after it).
   gp, dp, new, metrics, g_ref, d_ref = jax.device_get(jax.jit(run)())
-  # G's own image starts grey-ish (sigmoid of a small output), the target uniform noise: L1 about 0.25.
-  assert 0.1 < metrics["g_image"] < 0.5, metrics["g_image"]
+  # G's own image starts grey-ish (sigmoid of a small output), the target uniform noise: L1 about 0.25,
+  # weighted by 4 alpha (1 - alpha) with alpha about sigmoid(SKIP_ALPHA_OFFSET) = 0.12 (0.42) at the start.
+  assert 0.04 < metrics["g_image"] < 0.2, metrics["g_image"]
   for updated, before, ref in ((new["gen"]["params"], gp, g_ref), (new["disc"]["params"], dp, d_ref)):
     step_grads = jax.tree.map(np.subtract, before, updated)  # SGD(1): before - after = the gradient
     scale = max(float(np.abs(x).max()) for x in jax.tree.leaves(ref))
