@@ -46,7 +46,7 @@ Metrics = dict[str, jax.Array]
 # counts when a VGG feature function is given to `make_train_step`.
 DEFAULT_LOSS_WEIGHTS: dict[str, float] = {
     "l1": 1.0, "gan": 1.0, "feature_matching": 10.0, "equivariance": 10.0, "keypoint_prior": 10.0,
-    "deformation_prior": 5.0, "perceptual": 1.0, "landmark": 1.0, "region": 1.0, "g_image": 0.0,
+    "deformation_prior": 5.0, "perceptual": 1.0, "landmark": 1.0, "region": 1.0,
 }
 REGIONS = {"hand": "hand_mask", "face": "face_mask", "mouth": "mouth_mask"}
 
@@ -170,22 +170,14 @@ def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
   Generator losses: L1 reconstruction, hinge GAN + discriminator feature matching, equivariance (M on a
   random TPS warp of the driving image) and keypoint prior on implicit keypoints ("implicit" and
   "hybrid_body"), deformation prior (on delta, or on ΔX_head), the 2-D landmark loss L_lms of the body
-  keypoints ("hybrid_body" with `body_kp_*` in the batch), a region term, and "g_image" (off by default;
-  G with the source skip only): L1 of G's own image, before the alpha blend with the warped source, to the
-  target where the blend shows it partly (weighted by 4 alpha (1 - alpha), alpha held constant; a mean
-  over the whole image). The
-  blended L1 only asks that G's image make up, with the warped source, the target; where alpha is partial
-  (the hair's edge) the colours that do so on the training frames show as single-pixel specks on others.
-  Where alpha is 0 G's image is unseen and where it is 1 the blended terms train it already: the weight
-  spares G's small capacity both (an L1 over the whole image put stripes into the eyes, where G paints).
+  keypoints ("hybrid_body" with `body_kp_*` in the batch), and a region term.
 
   loss_weights: overrides of `DEFAULT_LOSS_WEIGHTS` (a weight of 0 removes a term's gradient; the
-  term is still reported, but for "g_image", computed only when weighted). perceptual_fn: image
-  (B, H, W, 3) -> list of feature maps (a bound VGG-19); None (the default, no VGG weights shipped)
-  turns the perceptual term off and makes the region term an L1 inside the mask. region: None, "hand"
-  (L_Per^Hand on batch["hand_mask"]), "face" (L_Per^face on batch["face_mask"]) or "mouth" (on
-  batch["mouth_mask"], the grown lip hull: not in the paper; the mouth is a few per cent of a head crop's
-  pixels, so the whole-frame terms hardly see it).
+  term is still reported). perceptual_fn: image (B, H, W, 3) -> list of feature maps (a bound VGG-19);
+  None (the default, no VGG weights shipped) turns the perceptual term off and makes the region term an
+  L1 inside the mask. region: None, "hand" (L_Per^Hand on batch["hand_mask"]), "face" (L_Per^face on
+  batch["face_mask"]) or "mouth" (on batch["mouth_mask"], the grown lip hull: not in the paper; the mouth
+  is a few per cent of a head crop's pixels, so the whole-frame terms hardly see it).
 
   Batch (images in [0, 1], NHWC):
     source, driving: (B, H, W, 3) at `config.image_size` (two frames of one clip);
@@ -204,8 +196,8 @@ def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
   would see; the generator pass leaves D's parameters alone and D's leaves the generated images alone).
 
   Metrics: every generator term unweighted (l1, gan, feature_matching, equivariance, keypoint_prior,
-  deformation_prior, perceptual, landmark, region, g_image; 0 where a term does not apply), gen_total
-  (weighted sum), disc_loss, disc_real / disc_fake (mean logits), gen_grad_norm, disc_grad_norm,
+  deformation_prior, perceptual, landmark, region; 0 where a term does not apply), gen_total (weighted
+  sum), disc_loss, disc_real / disc_fake (mean logits), gen_grad_norm, disc_grad_norm,
   perceptual_enabled (0 or 1).
   """
   weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
@@ -219,26 +211,16 @@ def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
   implicit = layout != "head_offset"
   zero = jnp.zeros((), jnp.float32)
 
-  g_image = config.spade_generator.source_skip and weights["g_image"] > 0
-
   def apply_gen(name, params, stats, *args, **kwargs):
-    """A generator part in train mode; returns (output, new batch_stats).
-
-    G with `g_image` returns ((output, G's own image before the alpha blend, alpha), new batch_stats)."""
+    """A generator part in train mode; returns (output, new batch_stats)."""
     variables = {"params": params[name]}
     if name != "M":  # M (ConvNeXt-V2, LayerNorm only) has no train mode
       kwargs = {**kwargs, "train": True}
-    capture = name == "G" and g_image
-    mutable = (["batch_stats"] if stats[name] else []) + (["intermediates"] if capture else [])
     if stats[name]:
       variables["batch_stats"] = stats[name]
-    if not mutable:
-      return nets[name].apply(variables, *args, **kwargs), stats[name]
-    out, upd = nets[name].apply(variables, *args, mutable=mutable, **kwargs)
-    if capture:
-      sown = upd["intermediates"]
-      out = (out, jax.nn.sigmoid(sown["conv_img_out"][0].astype(jnp.float32)), sown["skip_alpha"][0])
-    return out, upd.get("batch_stats", stats[name])
+      out, upd = nets[name].apply(variables, *args, mutable=["batch_stats"], **kwargs)
+      return out, upd["batch_stats"]
+    return nets[name].apply(variables, *args, **kwargs), stats[name]
 
   def apply_disc(params, stats, image):
     """D in train mode (spectral norm: one power iteration); returns (outputs, new batch_stats)."""
@@ -280,10 +262,6 @@ def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
     hand = batch.get("hand_image") if config.spade_generator.hand_injection else None
     pred, stats["G"] = apply_gen("G", gen_params, stats, w_out["out"], hand,
                                  **skip_inputs(config.spade_generator, source, w_out))
-    own = None
-    if g_image:
-      pred, own, alpha = pred
-      band = jax.lax.stop_gradient(4 * alpha * (1 - alpha))  # where the blend shows G partly
     terms = {
         "l1": losses.l1_loss(pred, target),
         "equivariance": (losses.equivariance_loss(kp_all[b:2 * b], kp_all[2 * b:], transform) if implicit
@@ -294,8 +272,6 @@ def make_step_fn(config: RendererConfig, gen_tx: optax.GradientTransformation,
                        else zero),
         "landmark": zero,
         "region": zero,
-        # A mean over the whole image, as "l1": at alpha 1/2 it pulls G's pixel as hard as "l1" does.
-        "g_image": jnp.mean(jnp.abs(own - target) * band) if own is not None else zero,
     }
     if layout == "hybrid_body" and "body_kp_driving" in batch:
       n = config.motion_extractor.num_kp

@@ -31,10 +31,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg == "small_lean_mouth":  # small_lean with a mouth-region L1 term (render.train_step.REGIONS)
     common.small_render_for_cpu(c, "small_head_skip_lean")
     c.region = "mouth"
-  elif arg == "small_lean_mouth_gimage":  # small_lean_mouth with G's own image trained where alpha is
-    common.small_render_for_cpu(c, "small_head_skip_lean")  # partial (render.train_step "g_image": at the
-    c.region = "mouth"  # hair's edge G's colours showed through as single-pixel specks)
-    c.loss_weights = ml_collections.ConfigDict({"g_image": 1.0})
   elif arg == "small_lpmotion_mouth":  # small_lean_mouth's baseline: the full presets' layout at small scale
     common.small_render_for_cpu(c, "small_head_skip_lpmotion")  # (LivePortrait's dense motion, 6 G_middle)
     c.region = "mouth"
@@ -43,5 +39,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif arg:
     raise ValueError(f"unknown render_head512 variant {arg!r} "
                      f"(have: lean, tiny, small, small_narrow, small_lean, small_lean_mouth, "
-                     f"small_lean_mouth_gimage, small_lpmotion_mouth, small_plain)")
+                     f"small_lpmotion_mouth, small_plain)")
   return c
