@@ -49,29 +49,46 @@ def clip_boxes(face_box: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarr
   return head.astype(np.float32), body.astype(np.float32)
 
 
-PADS = ("black", "edge")
+PADS = ("black", "extend")
+EXTEND_BLUR = 0.5  # `crop(pad="extend")`: Gaussian sigma per pixel of distance from the picture's border
+
+
+def _extend(arr: np.ndarray, before: int, after: int, axis: int) -> np.ndarray:
+  """`arr` (H, W, ...) grown by `before` / `after` lines along `axis` (0: rows, 1: columns): the border line
+  carried outwards, blurred along its length with sigma EXTEND_BLUR * distance (so structure dissolves into
+  its colours instead of streaking)."""
+  def strip(edge: np.ndarray, n: int) -> np.ndarray:  # lines at distance n, ..., 1 from the border
+    lines = [gaussian_filter1d(edge, EXTEND_BLUR * d, axis=0, mode="nearest") for d in range(n, 0, -1)]
+    return np.stack(lines, axis=axis)
+  x = np.moveaxis(arr, axis, 0).astype(np.float32)
+  parts = [np.moveaxis(x, 0, axis)]
+  if before:
+    parts.insert(0, strip(x[0], before))
+  if after:
+    parts.append(np.flip(strip(x[-1], after), axis=axis))
+  return np.concatenate(parts, axis=axis)
 
 
 def crop(image: np.ndarray | Image.Image, box: np.ndarray, size: tuple[int, int],
          resample: int = Image.Resampling.BILINEAR, pad: str = "black") -> np.ndarray:
   """Crops `box` (whole pixels, may leave the image) and resizes to (H, W).
 
-  Where the box leaves the image `pad` fills it: "black" (the training records' crops) or "edge" (the
-  image's border pixels repeated outwards: a portrait whose body box leaves the picture keeps its wall
-  and shirt there instead of a black band, which the renderer would copy into every frame).
+  Where the box leaves the image `pad` fills it: "black" (the training records' crops) or "extend" (the
+  picture's border carried outwards, more blurred the farther out: a portrait whose body box leaves the
+  picture keeps its wall and shirt there instead of a black band, which the renderer would copy into every
+  frame; far out, as below a head shot, the border's colours without its streaks).
   """
   if pad not in PADS:
     raise ValueError(f"pad must be one of {PADS}, got {pad!r}")
   x0, y0, x1, y1 = (int(v) for v in box)
-  if pad == "edge":
+  if pad == "extend":
     arr = np.asarray(image)
     h, w = arr.shape[:2]
-    before = (max(0, -y0), max(0, -x0))
-    after = (max(0, y1 - h), max(0, x1 - w))
-    if any(before) or any(after):
-      widths = [(before[0], after[0]), (before[1], after[1])] + [(0, 0)] * (arr.ndim - 2)
-      image = np.pad(arr, widths, mode="edge")
-      x0, x1, y0, y1 = x0 + before[1], x1 + before[1], y0 + before[0], y1 + before[0]
+    top, left, bottom, right = max(0, -y0), max(0, -x0), max(0, y1 - h), max(0, x1 - w)
+    if top or left or bottom or right:
+      grown = _extend(_extend(arr, top, bottom, axis=0), left, right, axis=1)
+      image = np.clip(np.round(grown), 0, 255).astype(arr.dtype)
+      x0, x1, y0, y1 = x0 + left, x1 + left, y0 + top, y1 + top
   img = image if isinstance(image, Image.Image) else Image.fromarray(image)
   out = img.crop((x0, y0, x1, y1)).resize((size[1], size[0]), resample, reducing_gap=3.0)
   return np.asarray(out)

@@ -3,12 +3,12 @@
 The portrait is prepared as preprocessing annotates training clips (`data.preprocess`): MediaPipe
 landmarks of a one-frame clip (`data.landmarks.extract_landmarks`), `annotate_clip` (head-template fit
 in body units, head / body boxes, keypoints), then the crops at each renderer's input size and the
-affine maps from body units to their grid units. Where a box leaves the portrait the crop repeats the
-portrait's border pixels (the records' crops are black there; the renderer would copy a black band into
-every frame). `prepare_avatar` returns the host-side arrays that
-`chatanyone_jax.stream_step.init_state` turns into the stream's state (F volume, source keypoints).
-`load_portrait` reads, checks and annotates the portrait alone, without any model, so that callers can
-report a bad portrait before they build or load models.
+affine maps from body units to their grid units. Where a box leaves the portrait the crop carries the
+portrait's border outwards, increasingly blurred (`data.crops.crop(pad="extend")`; the records' crops are
+black there, and the renderer would copy a black band into every frame). `prepare_avatar` returns the
+host-side arrays that `chatanyone_jax.stream_step.init_state` turns into the stream's state (F volume,
+source keypoints). `load_portrait` reads, checks and annotates the portrait alone, without any model, so
+that callers can report a bad portrait before they build or load models.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def prepare_avatar(image: np.ndarray | Portrait, spec: StreamSpec, params: dict,
   else:
     kp_affine = _affine_of(head_grid(size), "body units -> head grid")
   avatar = {
-      "image": crop(image, main_box, size, pad="edge")[None].astype(np.float32) / 255.0,
+      "image": crop(image, main_box, size, pad="extend")[None].astype(np.float32) / 255.0,
       "pose": ann["pose"][None], "scale": ann["scale"][None], "exp": ann["exp"][None],
       "identity": ann["identity"][None], "kp_affine": kp_affine,
   }
@@ -238,7 +238,7 @@ def prepare_avatar(image: np.ndarray | Portrait, spec: StreamSpec, params: dict,
     rsize = spec.refine.image_size
     corners = np.array([[head_box[0], head_box[1], 0.0], [head_box[2], head_box[3], 0.0]], np.float32)
     avatar.update(
-        refine_image=crop(image, head_box, rsize, pad="edge")[None].astype(np.float32) / 255.0,
+        refine_image=crop(image, head_box, rsize, pad="extend")[None].astype(np.float32) / 255.0,
         refine_affine=_affine_of(head_grid(rsize), "body units -> head grid"),
         refine_box=to_crop_pixels(corners, body_box, spec.output_size)[:, :2].reshape(1, 4))
   return avatar
