@@ -3,13 +3,14 @@
 Columns: FID, CSIM, Sync (SyncNet confidence on the face crops), Diversity (temporal variance of
 normalised face landmarks), LMD (mouth landmark distance to the ground truth), MouthCorr (the correlation
 of stage 1's mouth opening, driven by each clip's speech alone, with the true one:
-`infer.evaluation.lipsync.model_lipsync`, with the checkpoint's lip regressor when it has one) and
-VideoMouthCorr (the same on the videos: MediaPipe's mouth
-opening on the generated frames against the real ones, `infer.evaluation.mouth`; per clip in the
-report). A "ground truth" row scores the real frames the same way, for scale, and "loudness baseline"
-and "log-mel baseline" rows give the MouthCorr of the audio-only baselines fitted on the records' "train"
-split (`loudness_baseline`, `mel_baseline`), the bars stage 1 must clear. Faces of the real frames are
-found at their stored size; clips whose portrait has no face are skipped and counted.
+`infer.evaluation.lipsync.model_lipsync`, with the checkpoint's lip regressor when it has one),
+VideoMouthCorr (the same on the videos: MediaPipe's mouth opening on the generated frames against the real
+ones, `infer.evaluation.mouth`; per clip in the report) and VideoMouthScale (the ratio of the two openings'
+standard deviations, per clip: 1 when the generated mouth moves as far as the real one). A "ground truth"
+row scores the real frames the same way, for scale, and "loudness baseline" and "log-mel baseline" rows
+give the MouthCorr of the audio-only baselines fitted on the records' "train" split (`loudness_baseline`,
+`mel_baseline`), the bars stage 1 must clear. Faces of the real frames are found at their stored size;
+clips whose portrait has no face are skipped and counted.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from data import encoding
 from infer import avatar, models, streaming
 from infer.evaluation import lipsync
 from infer.evaluation.backends import NA_WEIGHTS, Backends
-from infer.evaluation.mouth import curve_correlation, frame_mouth_opening
+from infer.evaluation.mouth import curve_correlation, curve_scale, frame_mouth_opening
 from infer.evaluation.scoring import (
   Accumulator,
   add_features,
@@ -89,11 +90,13 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
     real_full = np.stack([encoding.decode_image(frames_src[start + i][key])
                           for i in range(len(frames))])
     real = np.stack([resize(f, out_size) for f in real_full])
-    corr = curve_correlation(frame_mouth_opening(frames), frame_mouth_opening(real_full))
+    gen_mouth, real_mouth = frame_mouth_opening(frames), frame_mouth_opening(real_full)
+    corr = curve_correlation(gen_mouth, real_mouth)
     video = clip["video"].decode() if isinstance(clip["video"], bytes) else str(clip["video"])
     video_corr[video] = corr
     if corr is not None:
       ours.add("VideoMouthCorr", corr, count=1)
+      ours.add("VideoMouthScale", curve_scale(gen_mouth, real_mouth), count=1)
     add_features(b, ours, frames)
     if b.inception is not None:
       real_inception.append(np.asarray(b.inception(real)))
@@ -126,7 +129,8 @@ def audio_driven(checkpoint: str | os.PathLike, data: str | os.PathLike, split: 
                   "Sync": acc.mean("Sync") if b.syncnet is not None else NA_WEIGHTS,
                   "Diversity": acc.mean("Diversity")}
   rows["ours"].update(FID=frechet(real_inception, ours.inception, b.inception, "FID"), LMD=ours.mean("LMD"),
-                      VideoMouthCorr=ours.mean("VideoMouthCorr"))
+                      VideoMouthCorr=ours.mean("VideoMouthCorr"),
+                      VideoMouthScale=ours.mean("VideoMouthScale"))
   curves = lipsync.clip_curves(data, split, max_clips)
   lip = pathlib.Path(checkpoint) / "motion_lip"  # as the stream: the lip regressor's mouth when there is one
   rows["ours"]["MouthCorr"] = lipsync.model_lipsync(

@@ -13,8 +13,9 @@ import pathlib
 import numpy as np
 
 TABLE_COLUMNS = {
-    "table1": ("PSNR", "SSIM", "LPIPS", "FID", "FVD", "CSIM", "MouthCorr", "HKC", "FPS"),
-    "table3": ("FID", "CSIM", "Sync", "Diversity", "LMD", "MouthCorr", "VideoMouthCorr"),
+    "table1": ("PSNR", "SSIM", "LPIPS", "FID", "FVD", "CSIM", "MouthCorr", "MouthScale", "HKC", "FPS"),
+    "table3": ("FID", "CSIM", "Sync", "Diversity", "LMD", "MouthCorr", "VideoMouthCorr",
+               "VideoMouthScale"),
     "table4": ("MAE", "SSIM"),
 }
 TABLE_TITLES = {

@@ -4,7 +4,8 @@ clip's own frames.
 Each clip's first frame is the source and its frames drive it; the renderer output is scored against the
 frames: PSNR, SSIM (JAX, `chatanyone_jax.metrics`), LPIPS, FID, FVD, CSIM (of the source frame and each
 generated frame), MouthCorr (MediaPipe's mouth opening on the generated frames against the driving ones,
-`infer.evaluation.mouth`: does the renderer show the mouth it is driven with), HKC (MediaPipe hand
+`infer.evaluation.mouth`: does the renderer show the mouth it is driven with) and MouthScale (the ratio of
+the two openings' standard deviations per clip: does it show it as wide), HKC (MediaPipe hand
 confidence on frames whose ground truth has hands; upper-body renderers) and frames/s of the renderer on
 this device at its output resolution. A "copy source" row (the first frame repeated) is the do-nothing
 baseline. PSNR, SSIM and LPIPS score the driving frames after the source (frame 0 is the source itself:
@@ -32,7 +33,7 @@ from chatanyone_jax.render import presets
 from chatanyone_jax.render.train_step import reconstruct
 from data import encoding, pipelines
 from infer.evaluation.backends import NA_WEIGHTS, Backends
-from infer.evaluation.mouth import curve_correlation, frame_mouth_opening
+from infer.evaluation.mouth import curve_correlation, curve_scale, frame_mouth_opening
 from infer.evaluation.scoring import (
   FVD_SEGMENT,
   Accumulator,
@@ -161,9 +162,11 @@ def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, spl
     if b.i3d is not None and len(tgt_frames) >= FVD_SEGMENT:
       real_i3d.append(np.asarray(b.i3d(segments(tgt_frames))))
     add_identity(b, ours, source_full, gen_frames)
-    corr = curve_correlation(frame_mouth_opening(gen_frames), frame_mouth_opening(tgt_frames))
+    gen_mouth, tgt_mouth = frame_mouth_opening(gen_frames), frame_mouth_opening(tgt_frames)
+    corr = curve_correlation(gen_mouth, tgt_mouth)
     if corr is not None:  # does the renderer show the driving frame's mouth? (MediaPipe on both)
       ours.add("MouthCorr", corr, count=1)
+      ours.add("MouthScale", curve_scale(gen_mouth, tgt_mouth), count=1)
     if b.hands is not None and hands_present:
       present = np.concatenate(hands_present)
       value, n_hand = hand_keypoint_confidence(b.hands, gen_frames, present)
@@ -178,7 +181,7 @@ def self_reenactment(checkpoint: str | os.PathLike, data: str | os.PathLike, spl
     rows[name] = {"PSNR": acc.mean("PSNR"), "SSIM": acc.mean("SSIM"),
                   "LPIPS": acc.mean("LPIPS") if b.lpips is not None else NA_WEIGHTS}
   rows["ours"].update(
-      CSIM=ours.mean("CSIM"), MouthCorr=ours.mean("MouthCorr"),
+      CSIM=ours.mean("CSIM"), MouthCorr=ours.mean("MouthCorr"), MouthScale=ours.mean("MouthScale"),
       FID=frechet(real_inception, ours.inception, b.inception, "FID"),
       FVD=frechet(real_i3d, ours.i3d, b.i3d, "FVD"),
       HKC=ours.mean("HKC") if layout == "hybrid_body" else "n/a (head renderer)",

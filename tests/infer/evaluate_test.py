@@ -63,6 +63,10 @@ def test_cli_prints_and_writes_all_tables(demo_run, weights, tmp_path, capsys):
   # Stage 1's mouth opening against the truth, and the audio-only baselines it must beat (one clip each).
   for row in ("ours", "loudness baseline", "log-mel baseline"):
     assert -1 <= t3["rows"][row]["MouthCorr"] <= 1, row
+  # The mouth on the videos: the tiny model's frames have no face, so no correlation and no scale.
+  assert t3["rows"]["ours"]["VideoMouthCorr"] is None and t3["rows"]["ours"]["VideoMouthScale"] is None
+  assert ours["MouthCorr"] is None and ours["MouthScale"] is None
+  assert "| VideoMouthScale |" in printed and "| MouthScale |" in printed
   assert "| loudness baseline |" in printed and "| log-mel baseline |" in printed
   # The real frames of the clip have a face at their stored size: CSIM to the portrait and Diversity.
   assert gt["CSIM"] > 0.9 and gt["Diversity"] > 0
